@@ -1,0 +1,248 @@
+//! Verifying access tokens.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::errors::ErrorKind as JwtErrorKind;
+use serde::de::DeserializeOwned;
+
+use crate::{Claims, Clock, ErrorKind, KeyRing, SystemClock, VerifyError};
+
+/// Verifies access tokens against a [`KeyRing`].
+///
+/// What it checks, in order:
+/// 1. the size (default cap 8 KiB), before any decoding;
+/// 2. the header: well-formed, no `crit`; `jku`, `x5u`, `jwk` and `x5c` are ignored, never
+///    fetched or trusted;
+/// 3. the `kid` names a key of the set (a token without `kid` is accepted only when the set
+///    holds exactly one key), and `alg` is the algorithm pinned for that key, so the token never
+///    chooses the key type and `none` never verifies;
+/// 4. the signature;
+/// 5. the claims: `sub` and `exp` present and of the right JSON types; `exp` and, when present,
+///    `nbf` against the clock with the leeway; `nbf` present when required; `iss` and `aud`
+///    when configured.
+///
+/// ```
+/// use baton_token::{Algorithm, ErrorKind, Issuer, Key, KeySet, NoCustomClaims, TestClock, Verifier};
+/// use std::time::Duration;
+///
+/// let clock = TestClock::at_secs(1_700_000_000);
+/// let keys = KeySet::new(Key::generate("k1", Algorithm::HS256).unwrap()).unwrap();
+/// let issuer = Issuer::new(keys).with_clock(clock.clone()).with_ttl(Duration::from_secs(60));
+/// let verifier = issuer.verifier().with_leeway(Duration::ZERO);
+///
+/// let token = issuer.issue("alice", None, NoCustomClaims {}).unwrap().token;
+/// assert!(verifier.verify::<NoCustomClaims>(&token).is_ok());
+///
+/// clock.advance(Duration::from_secs(60));
+/// let err = verifier.verify::<NoCustomClaims>(&token).unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::Expired);
+/// ```
+#[derive(Clone)]
+pub struct Verifier {
+    inner: Arc<VerifierConfig>,
+}
+
+#[derive(Clone)]
+struct VerifierConfig {
+    keys: KeyRing,
+    issuers: Vec<String>,
+    audiences: Vec<String>,
+    leeway: u64,
+    require_nbf: bool,
+    max_len: usize,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.inner;
+        f.debug_struct("Verifier")
+            .field("keys", &c.keys)
+            .field("issuers", &c.issuers)
+            .field("audiences", &c.audiences)
+            .field("leeway", &c.leeway)
+            .field("require_nbf", &c.require_nbf)
+            .field("max_len", &c.max_len)
+            .field("clock", &c.clock)
+            .finish()
+    }
+}
+
+impl Verifier {
+    /// The default leeway for `exp` and `nbf`: 30 seconds.
+    pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+    /// The default size cap: 8 KiB.
+    pub const DEFAULT_MAX_TOKEN_LEN: usize = 8 * 1024;
+
+    /// A verifier for tokens signed by `keys`, with the default leeway and size cap, and no
+    /// `iss`/`aud` requirement.
+    pub fn new(keys: impl Into<KeyRing>) -> Self {
+        Verifier {
+            inner: Arc::new(VerifierConfig {
+                keys: keys.into(),
+                issuers: Vec::new(),
+                audiences: Vec::new(),
+                leeway: Self::DEFAULT_LEEWAY.as_secs(),
+                require_nbf: false,
+                max_len: Self::DEFAULT_MAX_TOKEN_LEN,
+                clock: Arc::new(SystemClock),
+            }),
+        }
+    }
+
+    fn config(&mut self) -> &mut VerifierConfig {
+        Arc::make_mut(&mut self.inner)
+    }
+
+    /// Accepts tokens whose `iss` is `issuer` (call again to accept several). Once an issuer
+    /// is configured, a token without `iss` is refused.
+    #[must_use]
+    pub fn with_issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.config().issuers.push(issuer.into());
+        self
+    }
+
+    /// Accepts tokens whose `aud` lists `audience` (call again to accept several). Once an
+    /// audience is configured, a token without `aud` is refused.
+    #[must_use]
+    pub fn with_audience(mut self, audience: impl Into<String>) -> Self {
+        self.config().audiences.push(audience.into());
+        self
+    }
+
+    /// The clock skew tolerated on `exp` and `nbf` (whole seconds).
+    #[must_use]
+    pub fn with_leeway(mut self, leeway: Duration) -> Self {
+        self.config().leeway = leeway.as_secs();
+        self
+    }
+
+    /// Refuses tokens without `nbf`. (`nbf` is always checked when a token has it.)
+    #[must_use]
+    pub fn require_nbf(mut self, required: bool) -> Self {
+        self.config().require_nbf = required;
+        self
+    }
+
+    /// The largest token accepted, in bytes; larger ones are refused before any decoding.
+    #[must_use]
+    pub fn with_max_token_len(mut self, max: usize) -> Self {
+        self.config().max_len = max;
+        self
+    }
+
+    /// Reads time from `clock` instead of the system clock.
+    #[must_use]
+    pub fn with_clock(self, clock: impl Clock) -> Self {
+        self.with_shared_clock(Arc::new(clock))
+    }
+
+    /// Reads time from a shared clock.
+    #[must_use]
+    pub fn with_shared_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.config().clock = clock;
+        self
+    }
+
+    /// The key ring.
+    pub fn keys(&self) -> &KeyRing {
+        &self.inner.keys
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &dyn Clock {
+        &*self.inner.clock
+    }
+
+    /// The size cap in bytes.
+    pub fn max_token_len(&self) -> usize {
+        self.inner.max_len
+    }
+
+    /// Verifies `token` and returns its claims.
+    ///
+    /// # Errors
+    /// A [`VerifyError`] whose [`kind`](VerifyError::kind) says why; see the type's docs for
+    /// the order of checks. Never panics, whatever the input.
+    pub fn verify<C: DeserializeOwned>(&self, token: &str) -> Result<Claims<C>, VerifyError> {
+        let c = &*self.inner;
+        if token.len() > c.max_len {
+            return Err(VerifyError::new(ErrorKind::TooLarge, "token exceeds the size limit"));
+        }
+        if token.is_empty() {
+            return Err(VerifyError::new(ErrorKind::Malformed, "empty token"));
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|e| {
+            VerifyError::new(ErrorKind::Malformed, "token header is not valid").with_source(e)
+        })?;
+        if header.crit.is_some() {
+            return Err(VerifyError::new(
+                ErrorKind::Malformed,
+                "critical header parameters are not supported",
+            ));
+        }
+        let keys = c.keys.load();
+        let key = match header.kid.as_deref() {
+            Some(kid) => keys.get(kid),
+            None => keys.sole(),
+        }
+        .ok_or_else(|| VerifyError::new(ErrorKind::UnknownKey, "unknown signing key"))?;
+        if header.alg != key.algorithm().to_jwt() {
+            return Err(VerifyError::new(
+                ErrorKind::WrongAlgorithm,
+                "algorithm does not match the signing key",
+            ));
+        }
+        let claims = jsonwebtoken::decode::<Claims<C>>(token, key.decoding_key(), key.validation())
+            .map_err(jwt_error)?
+            .claims;
+        drop(keys);
+        self.check_claims(&claims)?;
+        Ok(claims)
+    }
+
+    fn check_claims<C>(&self, claims: &Claims<C>) -> Result<(), VerifyError> {
+        let c = &*self.inner;
+        let now = c.clock.now();
+        if now >= claims.exp.saturating_add(c.leeway) {
+            return Err(VerifyError::new(ErrorKind::Expired, "token expired"));
+        }
+        match claims.nbf {
+            Some(nbf) if nbf > now.saturating_add(c.leeway) => {
+                return Err(VerifyError::new(ErrorKind::NotYetValid, "token not yet valid"));
+            }
+            None if c.require_nbf => {
+                return Err(VerifyError::new(ErrorKind::Malformed, "token has no nbf claim"));
+            }
+            _ => {}
+        }
+        if !c.issuers.is_empty()
+            && !claims.iss.as_ref().is_some_and(|iss| c.issuers.iter().any(|i| i == iss))
+        {
+            return Err(VerifyError::new(ErrorKind::WrongIssuer, "issuer not accepted"));
+        }
+        if !c.audiences.is_empty()
+            && !claims.aud.as_ref().is_some_and(|aud| aud.iter().any(|a| c.audiences.iter().any(|x| x == a)))
+        {
+            return Err(VerifyError::new(ErrorKind::WrongAudience, "audience not accepted"));
+        }
+        Ok(())
+    }
+}
+
+fn jwt_error(e: jsonwebtoken::errors::Error) -> VerifyError {
+    let (kind, description) = match e.kind() {
+        JwtErrorKind::InvalidSignature => (ErrorKind::BadSignature, "signature does not match"),
+        JwtErrorKind::InvalidAlgorithm | JwtErrorKind::MissingAlgorithm => {
+            (ErrorKind::WrongAlgorithm, "algorithm does not match the signing key")
+        }
+        JwtErrorKind::Json(_) => (ErrorKind::Malformed, "token claims are not valid"),
+        JwtErrorKind::InvalidToken | JwtErrorKind::Base64(_) | JwtErrorKind::Utf8(_) => {
+            (ErrorKind::Malformed, "token is not a well-formed JWT")
+        }
+        _ => (ErrorKind::BadSignature, "signature could not be verified"),
+    };
+    VerifyError::new(kind, description).with_source(e)
+}

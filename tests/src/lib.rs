@@ -1,0 +1,1 @@
+//! Black-box tests of baton over real TCP live in `tests/`.
