@@ -1,0 +1,124 @@
+//! Finding the token in a request: `Authorization: Bearer` and, optionally, a cookie.
+
+use http::HeaderMap;
+use http::header::{AUTHORIZATION, COOKIE};
+
+/// Where the token came from, or why the request is malformed (RFC 6750 `invalid_request`).
+pub(crate) type Extracted<'a> = Result<Option<&'a str>, &'static str>;
+
+/// `token68` from RFC 9110 section 11.2: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" /
+/// "/" ) *"="`.
+fn is_token68(s: &str) -> bool {
+    let body = s.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+}
+
+fn from_header(headers: &HeaderMap) -> Extracted<'_> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err("more than one Authorization header");
+    }
+    let value = value.to_str().map_err(|_| "Authorization header is not valid")?;
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        // Another scheme (Basic, ...): this request carries no bearer token.
+        return Ok(None);
+    }
+    let token = rest.trim_matches(' ');
+    if token.is_empty() {
+        return Err("empty bearer token");
+    }
+    if !is_token68(token) {
+        return Err("bearer token has invalid syntax");
+    }
+    Ok(Some(token))
+}
+
+fn from_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Extracted<'a> {
+    let mut found: Option<&'a str> = None;
+    for value in headers.get_all(COOKIE) {
+        let Ok(value) = value.to_str() else { continue };
+        for cookie in cookie::Cookie::split_parse(value).flatten() {
+            if cookie.name() != name {
+                continue;
+            }
+            // `split_parse` borrows from `value` when it does not decode, which it never does.
+            let Some(v) = cookie.value_raw() else { continue };
+            match found {
+                Some(prev) if prev != v => return Err("the token cookie appears twice with different values"),
+                _ => found = Some(v),
+            }
+        }
+    }
+    match found {
+        Some("") => Ok(None),
+        Some(v) if !is_token68(v) => Err("token cookie has invalid syntax"),
+        other => Ok(other),
+    }
+}
+
+/// The request's token: from the header, from the cookie when configured, or both when they
+/// agree.
+pub(crate) fn extract<'a>(headers: &'a HeaderMap, cookie: Option<&str>) -> Extracted<'a> {
+    let header = from_header(headers)?;
+    let Some(name) = cookie else { return Ok(header) };
+    let cookie = from_cookie(headers, name)?;
+    match (header, cookie) {
+        (Some(h), Some(c)) if h != c => Err("the tokens in the Authorization header and the cookie differ"),
+        (Some(h), _) => Ok(Some(h)),
+        (None, c) => Ok(c),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn scheme_is_case_insensitive_and_other_schemes_carry_no_token() {
+        assert_eq!(extract(&headers(&[("authorization", "bEaReR abc.d-e_f")]), None), Ok(Some("abc.d-e_f")));
+        assert_eq!(extract(&headers(&[("authorization", "Bearer   abc==")]), None), Ok(Some("abc==")));
+        assert_eq!(extract(&headers(&[("authorization", "Basic dXNlcjpwYXNz")]), None), Ok(None));
+        assert_eq!(extract(&headers(&[]), None), Ok(None));
+    }
+
+    #[test]
+    fn bad_syntax_is_invalid_request() {
+        assert!(extract(&headers(&[("authorization", "Bearer")]), None).is_err());
+        assert!(extract(&headers(&[("authorization", "Bearer a b")]), None).is_err());
+        assert!(extract(&headers(&[("authorization", "Bearer a\"b")]), None).is_err());
+        assert!(extract(&headers(&[("authorization", "Bearer ===")]), None).is_err());
+        assert!(
+            extract(&headers(&[("authorization", "Bearer a"), ("authorization", "Bearer a")]), None)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn cookie_is_read_when_configured_and_must_agree() {
+        let h = headers(&[("cookie", "x=1; at=tok.en; y=2")]);
+        assert_eq!(extract(&h, Some("at")), Ok(Some("tok.en")));
+        assert_eq!(extract(&h, None), Ok(None));
+        let h = headers(&[("cookie", "at=one"), ("cookie", "at=two")]);
+        assert!(extract(&h, Some("at")).is_err());
+        let h = headers(&[("cookie", "at=one; at=one")]);
+        assert_eq!(extract(&h, Some("at")), Ok(Some("one")));
+        let h = headers(&[("cookie", "at=one"), ("authorization", "Bearer two")]);
+        assert!(extract(&h, Some("at")).is_err());
+        let h = headers(&[("cookie", "at=one"), ("authorization", "Bearer one")]);
+        assert_eq!(extract(&h, Some("at")), Ok(Some("one")));
+    }
+}

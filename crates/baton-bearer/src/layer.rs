@@ -1,0 +1,237 @@
+//! [`BearerVerifyLayer`]: configuration.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use baton_token::{NoCustomClaims, Verifier};
+use tower_layer::Layer;
+
+use crate::revocation::DebugHook;
+use crate::{BearerVerify, BuildRejection, CheckRevocation, JsonRejection};
+
+/// A configuration that would produce challenges browsers or clients cannot parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The realm must be printable ASCII without `"` or `\`.
+    InvalidRealm,
+    /// A scope must be a non-empty RFC 6749 scope-token (printable ASCII without space, `"`
+    /// or `\`).
+    InvalidScope(String),
+    /// A cookie name must be an RFC 6265 token.
+    InvalidCookieName(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::InvalidRealm => f.write_str("realm must be printable ASCII without '\"' or '\\'"),
+            ConfigError::InvalidScope(s) => write!(f, "invalid scope {s:?}"),
+            ConfigError::InvalidCookieName(s) => write!(f, "invalid cookie name {s:?}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+pub(crate) struct Config {
+    pub(crate) verifier: Verifier,
+    pub(crate) cookie: Option<Box<str>>,
+    pub(crate) optional: bool,
+    pub(crate) realm: Arc<str>,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) roles: Vec<String>,
+    pub(crate) scope_challenge: Option<Arc<str>>,
+    pub(crate) revocation: Option<Arc<dyn CheckRevocation>>,
+}
+
+impl Clone for Config {
+    fn clone(&self) -> Self {
+        Config {
+            verifier: self.verifier.clone(),
+            cookie: self.cookie.clone(),
+            optional: self.optional,
+            realm: self.realm.clone(),
+            scopes: self.scopes.clone(),
+            roles: self.roles.clone(),
+            scope_challenge: self.scope_challenge.clone(),
+            revocation: self.revocation.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("verifier", &self.verifier)
+            .field("cookie", &self.cookie)
+            .field("optional", &self.optional)
+            .field("realm", &self.realm)
+            .field("scopes", &self.scopes)
+            .field("roles", &self.roles)
+            .field("revocation", &self.revocation.as_ref().map(|_| DebugHook))
+            .finish()
+    }
+}
+
+fn is_quoted_safe(s: &str) -> bool {
+    s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+}
+
+fn is_scope_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\')
+}
+
+fn is_cookie_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| {
+            (0x21..0x7f).contains(&b) && !b"()<>@,;:\\\"/[]?={}".contains(&b)
+        })
+}
+
+/// Verifies the bearer token of every request and puts the verified
+/// [`Claims<C>`](baton_token::Claims) into the request's extensions.
+///
+/// See the [crate docs](crate) for an example and the responses it gives.
+#[must_use]
+pub struct BearerVerifyLayer<C = NoCustomClaims, R = JsonRejection> {
+    pub(crate) config: Arc<Config>,
+    pub(crate) rejection: R,
+    pub(crate) _claims: PhantomData<fn() -> C>,
+}
+
+impl<C, R: Clone> Clone for BearerVerifyLayer<C, R> {
+    fn clone(&self) -> Self {
+        BearerVerifyLayer { config: self.config.clone(), rejection: self.rejection.clone(), _claims: PhantomData }
+    }
+}
+
+impl<C, R: fmt::Debug> fmt::Debug for BearerVerifyLayer<C, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BearerVerifyLayer")
+            .field("config", &self.config)
+            .field("rejection", &self.rejection)
+            .field("claims", &std::any::type_name::<C>())
+            .finish()
+    }
+}
+
+impl BearerVerifyLayer {
+    /// A layer that requires a valid bearer token on every request, verified by `verifier`,
+    /// realm `"baton"`, JSON rejections, and no application claims (see
+    /// [`with_claims`](Self::with_claims)).
+    pub fn new(verifier: Verifier) -> Self {
+        BearerVerifyLayer {
+            config: Arc::new(Config {
+                verifier,
+                cookie: None,
+                optional: false,
+                realm: Arc::from("baton"),
+                scopes: Vec::new(),
+                roles: Vec::new(),
+                scope_challenge: None,
+                revocation: None,
+            }),
+            rejection: JsonRejection,
+            _claims: PhantomData,
+        }
+    }
+}
+
+impl<C, R> BearerVerifyLayer<C, R> {
+    fn config(&mut self) -> &mut Config {
+        Arc::make_mut(&mut self.config)
+    }
+
+    /// Deserializes the application's claims as `C2` (flattened into
+    /// [`Claims`](baton_token::Claims)); a token whose claims do not fit is refused.
+    pub fn with_claims<C2>(self) -> BearerVerifyLayer<C2, R> {
+        BearerVerifyLayer { config: self.config, rejection: self.rejection, _claims: PhantomData }
+    }
+
+    /// Also reads the token from the cookie `name` (cookie-mode apps). A request carrying the
+    /// token in both the header and the cookie must carry the same token in both.
+    ///
+    /// # Errors
+    /// [`ConfigError::InvalidCookieName`].
+    pub fn with_cookie(mut self, name: impl Into<String>) -> Result<Self, ConfigError> {
+        let name = name.into();
+        if !is_cookie_name(&name) {
+            return Err(ConfigError::InvalidCookieName(name));
+        }
+        self.config().cookie = Some(name.into_boxed_str());
+        Ok(self)
+    }
+
+    /// Lets requests without any token through, with no claims in their extensions. A token
+    /// that is present but bad is still refused.
+    pub fn optional(mut self) -> Self {
+        self.config().optional = true;
+        self
+    }
+
+    /// The realm of the challenge.
+    ///
+    /// # Errors
+    /// [`ConfigError::InvalidRealm`].
+    pub fn with_realm(mut self, realm: impl AsRef<str>) -> Result<Self, ConfigError> {
+        let realm = realm.as_ref();
+        if !is_quoted_safe(realm) {
+            return Err(ConfigError::InvalidRealm);
+        }
+        self.config().realm = Arc::from(realm);
+        Ok(self)
+    }
+
+    /// Requires `scope` in the token's `scope` claim (403 `insufficient_scope` otherwise).
+    ///
+    /// # Errors
+    /// [`ConfigError::InvalidScope`].
+    pub fn require_scope(mut self, scope: impl Into<String>) -> Result<Self, ConfigError> {
+        let scope = scope.into();
+        if !is_scope_token(&scope) {
+            return Err(ConfigError::InvalidScope(scope));
+        }
+        let config = self.config();
+        config.scopes.push(scope);
+        config.scope_challenge = Some(Arc::from(config.scopes.join(" ")));
+        Ok(self)
+    }
+
+    /// Requires `role` in the token's `roles` claim (403 `insufficient_scope` otherwise).
+    pub fn require_role(mut self, role: impl Into<String>) -> Self {
+        self.config().roles.push(role.into());
+        self
+    }
+
+    /// Consults `hook` for every verified token; a revoked one gets 401 `invalid_token`.
+    pub fn with_revocation(mut self, hook: impl CheckRevocation) -> Self {
+        self.config().revocation = Some(Arc::new(hook));
+        self
+    }
+
+    /// Consults a shared hook (for example one fed by a revocation feed).
+    pub fn with_shared_revocation(mut self, hook: Arc<dyn CheckRevocation>) -> Self {
+        self.config().revocation = Some(hook);
+        self
+    }
+
+    /// Replaces the responder that builds HTTP rejections.
+    pub fn with_rejection<R2: BuildRejection>(self, rejection: R2) -> BearerVerifyLayer<C, R2> {
+        BearerVerifyLayer { config: self.config, rejection, _claims: PhantomData }
+    }
+
+    /// The verifier.
+    pub fn verifier(&self) -> &Verifier {
+        &self.config.verifier
+    }
+}
+
+impl<S, C, R: Clone> Layer<S> for BearerVerifyLayer<C, R> {
+    type Service = BearerVerify<S, C, R>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BearerVerify::from_layer(inner, self)
+    }
+}

@@ -1,0 +1,181 @@
+//! RFC 6750 rejections, the gRPC form of them, and the pluggable responder.
+
+use std::fmt;
+use std::sync::Arc;
+
+use baton_token::{ErrorKind, VerifyError};
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{HeaderValue, Response, StatusCode};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+
+/// Why the layer refused a request.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum RejectionKind {
+    /// No token in the request: 401, a challenge without error code.
+    MissingToken,
+    /// A malformed request (two `Authorization` headers, bad syntax, header and cookie that
+    /// disagree): 400 `invalid_request`.
+    InvalidRequest(&'static str),
+    /// A token that did not verify or was revoked: 401 `invalid_token`.
+    InvalidToken(VerifyError),
+    /// A valid token without a required scope or role: 403 `insufficient_scope`.
+    InsufficientScope,
+}
+
+/// A refused request: what went wrong and what the challenge says.
+///
+/// The layer also puts the `Rejection` into the response's extensions, so an outer layer (a
+/// refresh-on-401 layer, say) can tell an expired token from a forged one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rejection {
+    kind: RejectionKind,
+    realm: Arc<str>,
+    scope: Option<Arc<str>>,
+    grpc: bool,
+}
+
+impl Rejection {
+    pub(crate) fn new(kind: RejectionKind, realm: Arc<str>, scope: Option<Arc<str>>, grpc: bool) -> Self {
+        Rejection { kind, realm, scope, grpc }
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> &RejectionKind {
+        &self.kind
+    }
+
+    /// The token's verification error, for `InvalidToken`.
+    pub fn token_error(&self) -> Option<&VerifyError> {
+        match &self.kind {
+            RejectionKind::InvalidToken(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// `true` when the token verified but has expired: the case a refresh can fix.
+    pub fn is_expired(&self) -> bool {
+        self.token_error().is_some_and(|e| e.kind() == ErrorKind::Expired)
+    }
+
+    /// `true` when the request was a gRPC call (`content-type: application/grpc...`).
+    pub fn is_grpc(&self) -> bool {
+        self.grpc
+    }
+
+    /// The HTTP status: 400, 401 or 403.
+    pub fn status(&self) -> StatusCode {
+        match self.kind {
+            RejectionKind::MissingToken | RejectionKind::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            RejectionKind::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            RejectionKind::InsufficientScope => StatusCode::FORBIDDEN,
+        }
+    }
+
+    /// The RFC 6750 error code; `None` for a missing token.
+    pub fn error_code(&self) -> Option<&'static str> {
+        match &self.kind {
+            RejectionKind::MissingToken => None,
+            RejectionKind::InvalidRequest(_) => Some("invalid_request"),
+            RejectionKind::InvalidToken(e) => e.kind().rfc6750_code(),
+            RejectionKind::InsufficientScope => Some("insufficient_scope"),
+        }
+    }
+
+    /// A short description that leaks nothing.
+    pub fn description(&self) -> &'static str {
+        match &self.kind {
+            RejectionKind::MissingToken => "bearer token required",
+            RejectionKind::InvalidRequest(d) => d,
+            RejectionKind::InvalidToken(e) => e.description(),
+            RejectionKind::InsufficientScope => "token lacks a required scope or role",
+        }
+    }
+
+    /// The scopes the resource requires, for `insufficient_scope`.
+    pub fn required_scope(&self) -> Option<&str> {
+        self.scope.as_deref()
+    }
+
+    /// The `WWW-Authenticate` challenge (RFC 6750 section 3).
+    pub fn www_authenticate(&self) -> HeaderValue {
+        let mut value = format!("Bearer realm=\"{}\"", self.realm);
+        if let Some(code) = self.error_code() {
+            value.push_str(", error=\"");
+            value.push_str(code);
+            value.push_str("\", error_description=\"");
+            value.push_str(self.description());
+            value.push('"');
+        }
+        if let (RejectionKind::InsufficientScope, Some(scope)) = (&self.kind, &self.scope) {
+            value.push_str(", scope=\"");
+            value.push_str(scope);
+            value.push('"');
+        }
+        // Realm, scopes and descriptions are checked to be quoted-string safe when configured.
+        HeaderValue::try_from(value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+    }
+
+    /// The gRPC status code: 16 (UNAUTHENTICATED), or 7 (PERMISSION_DENIED) for a missing scope.
+    pub fn grpc_status(&self) -> u16 {
+        match self.kind {
+            RejectionKind::InsufficientScope => 7,
+            _ => 16,
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.description())
+    }
+}
+
+/// Builds the HTTP response for a [`Rejection`] (gRPC calls are answered by the layer itself).
+///
+/// Replace the default [`JsonRejection`] with
+/// [`BearerVerifyLayer::with_rejection`](crate::BearerVerifyLayer::with_rejection) to change
+/// the body (to `application/problem+json`, say). The layer adds the `WWW-Authenticate`
+/// challenge when the response lacks one.
+pub trait BuildRejection: Clone + Send + Sync + 'static {
+    /// The response for `rejection`.
+    fn build(&self, rejection: &Rejection) -> Response<Bytes>;
+}
+
+/// The default responder: the RFC 6750 status and challenge, and a JSON body
+/// `{"error": "...", "error_description": "..."}`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JsonRejection;
+
+impl BuildRejection for JsonRejection {
+    fn build(&self, rejection: &Rejection) -> Response<Bytes> {
+        let body = serde_json::json!({
+            "error": rejection.error_code().unwrap_or("unauthorized"),
+            "error_description": rejection.description(),
+        });
+        let mut res = Response::new(Bytes::from(body.to_string()));
+        *res.status_mut() = rejection.status();
+        res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        res.headers_mut().insert(WWW_AUTHENTICATE, rejection.www_authenticate());
+        res
+    }
+}
+
+/// gRPC `grpc-message` percent-encoding: everything outside printable ASCII, and `%`.
+const GRPC_MESSAGE: &AsciiSet = &CONTROLS.add(b'%');
+
+/// The gRPC form of a rejection: HTTP 200, trailers-only, with `grpc-status`, `grpc-message`
+/// and the same `www-authenticate` value as metadata.
+pub fn grpc_response(rejection: &Rejection) -> Response<Bytes> {
+    let mut res = Response::new(Bytes::new());
+    let headers = res.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert("grpc-status", HeaderValue::from(rejection.grpc_status()));
+    let message = utf8_percent_encode(rejection.description(), GRPC_MESSAGE).to_string();
+    if let Ok(message) = HeaderValue::try_from(message) {
+        headers.insert("grpc-message", message);
+    }
+    headers.insert(WWW_AUTHENTICATE, rejection.www_authenticate());
+    res
+}

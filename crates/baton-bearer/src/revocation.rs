@@ -1,0 +1,66 @@
+//! The revocation hook the layer consults after a token verifies.
+
+use std::fmt;
+
+/// Who a verified token speaks for, as handed to a [`CheckRevocation`] hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TokenIdentity<'a> {
+    /// `sub`: the user.
+    pub sub: &'a str,
+    /// `sid`: the session, when the token names one.
+    pub sid: Option<&'a str>,
+    /// `iat`: when the token was issued (for "revoked before" cut-offs).
+    pub iat: Option<u64>,
+    /// `jti`: the token's id.
+    pub jti: Option<&'a str>,
+}
+
+impl<'a> TokenIdentity<'a> {
+    /// An identity for `sub` with nothing else known.
+    pub fn new(sub: &'a str) -> Self {
+        TokenIdentity { sub, sid: None, iat: None, jti: None }
+    }
+
+    /// Sets the session id.
+    #[must_use]
+    pub fn with_sid(mut self, sid: &'a str) -> Self {
+        self.sid = Some(sid);
+        self
+    }
+
+    /// Sets the issue time.
+    #[must_use]
+    pub fn with_iat(mut self, iat: u64) -> Self {
+        self.iat = Some(iat);
+        self
+    }
+}
+
+/// Tells whether a verified token was revoked (its session logged out, its user logged out
+/// everywhere).
+///
+/// Called on every request that carries a valid token, on the request path: it must answer from
+/// memory (a set fed by a revocation feed), never with an I/O round trip. A closure
+/// `Fn(&TokenIdentity) -> bool` is a `CheckRevocation`.
+pub trait CheckRevocation: Send + Sync + 'static {
+    /// `true` when the token must be refused.
+    fn is_revoked(&self, token: &TokenIdentity<'_>) -> bool;
+}
+
+impl<F> CheckRevocation for F
+where
+    F: Fn(&TokenIdentity<'_>) -> bool + Send + Sync + 'static,
+{
+    fn is_revoked(&self, token: &TokenIdentity<'_>) -> bool {
+        self(token)
+    }
+}
+
+pub(crate) struct DebugHook;
+
+impl fmt::Debug for DebugHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CheckRevocation")
+    }
+}

@@ -1,0 +1,167 @@
+//! [`BearerVerify`]: the middleware.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use baton_token::{Claims, ErrorKind, VerifyError};
+use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{Request, Response};
+use serde::de::DeserializeOwned;
+use tower_service::Service;
+
+use crate::extract::extract;
+use crate::layer::Config;
+use crate::rejection::grpc_response;
+use crate::{
+    BearerVerifyLayer, BuildRejection, JsonRejection, Rejection, RejectionKind, ResponseBody,
+    ResponseFuture, TokenIdentity,
+};
+
+/// The middleware built by [`BearerVerifyLayer`].
+pub struct BearerVerify<S, C = baton_token::NoCustomClaims, R = JsonRejection> {
+    inner: S,
+    config: Arc<Config>,
+    rejection: R,
+    _claims: PhantomData<fn() -> C>,
+}
+
+impl<S: Clone, C, R: Clone> Clone for BearerVerify<S, C, R> {
+    fn clone(&self) -> Self {
+        BearerVerify {
+            inner: self.inner.clone(),
+            config: self.config.clone(),
+            rejection: self.rejection.clone(),
+            _claims: PhantomData,
+        }
+    }
+}
+
+impl<S: fmt::Debug, C, R: fmt::Debug> fmt::Debug for BearerVerify<S, C, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BearerVerify")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .field("rejection", &self.rejection)
+            .finish()
+    }
+}
+
+impl<S, C, R: Clone> BearerVerify<S, C, R> {
+    pub(crate) fn from_layer(inner: S, layer: &BearerVerifyLayer<C, R>) -> Self {
+        BearerVerify {
+            inner,
+            config: layer.config.clone(),
+            rejection: layer.rejection.clone(),
+            _claims: PhantomData,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the middleware, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// Checks the request; `Ok(None)` lets an anonymous request through in optional mode.
+fn authenticate<C: DeserializeOwned, B>(
+    config: &Config,
+    req: &Request<B>,
+) -> Result<Option<Claims<C>>, RejectionKind> {
+    let token = match extract(req.headers(), config.cookie.as_deref()) {
+        Ok(Some(token)) => token,
+        Ok(None) if config.optional => return Ok(None),
+        Ok(None) => return Err(RejectionKind::MissingToken),
+        Err(description) => return Err(RejectionKind::InvalidRequest(description)),
+    };
+    let claims: Claims<C> = config.verifier.verify(token).map_err(RejectionKind::InvalidToken)?;
+    if let Some(hook) = &config.revocation {
+        let identity = TokenIdentity {
+            sub: &claims.sub,
+            sid: claims.sid.as_deref(),
+            iat: claims.iat,
+            jti: claims.jti.as_deref(),
+        };
+        if hook.is_revoked(&identity) {
+            return Err(RejectionKind::InvalidToken(VerifyError::new(
+                ErrorKind::Revoked,
+                "token revoked",
+            )));
+        }
+    }
+    if !config.scopes.iter().all(|s| claims.has_scope(s))
+        || !config.roles.iter().all(|r| claims.has_role(r))
+    {
+        return Err(RejectionKind::InsufficientScope);
+    }
+    Ok(Some(claims))
+}
+
+#[cfg(feature = "tracing")]
+fn trace_rejection(rejection: &Rejection) {
+    let kind = match rejection.kind() {
+        RejectionKind::MissingToken => "missing",
+        RejectionKind::InvalidRequest(_) => "invalid_request",
+        RejectionKind::InvalidToken(e) => e.kind().as_str(),
+        RejectionKind::InsufficientScope => "insufficient_scope",
+    };
+    tracing::debug!(target: "baton::bearer", kind, grpc = rejection.is_grpc(), "request rejected");
+}
+
+impl<S, C, R, ReqBody, ResBody> Service<Request<ReqBody>> for BearerVerify<S, C, R>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    C: DeserializeOwned + Clone + Send + Sync + 'static,
+    R: BuildRejection,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        match authenticate::<C, _>(&self.config, &req) {
+            Ok(Some(claims)) => {
+                req.extensions_mut().insert(claims);
+                ResponseFuture::inner(self.inner.call(req))
+            }
+            Ok(None) => ResponseFuture::inner(self.inner.call(req)),
+            Err(kind) => {
+                let c = &self.config;
+                let rejection = Rejection::new(kind, c.realm.clone(), c.scope_challenge.clone(), is_grpc(&req));
+                #[cfg(feature = "tracing")]
+                trace_rejection(&rejection);
+                let mut res = if rejection.is_grpc() {
+                    grpc_response(&rejection)
+                } else {
+                    self.rejection.build(&rejection)
+                };
+                if !res.headers().contains_key(WWW_AUTHENTICATE) {
+                    res.headers_mut().insert(WWW_AUTHENTICATE, rejection.www_authenticate());
+                }
+                res.extensions_mut().insert(rejection);
+                ResponseFuture::rejected(res)
+            }
+        }
+    }
+}
