@@ -376,7 +376,7 @@ impl KeySet {
     /// # Errors
     /// [`KeyError::DuplicateKid`].
     pub fn verify_only(keys: impl IntoIterator<Item = Key>) -> Result<Self, KeyError> {
-        keys.into_iter().try_fold(KeySet::default(), KeySet::with_key)
+        keys.into_iter().try_fold(KeySet::default(), |set, key| set.with_key(key))
     }
 
     /// A verify-only set from a JWKS document (RFC 7517 section 5). Every key must carry a
@@ -394,12 +394,13 @@ impl KeySet {
     ///
     /// # Errors
     /// [`KeyError::DuplicateKid`].
-    pub fn with_key(mut self, key: Key) -> Result<Self, KeyError> {
+    pub fn with_key(&self, key: Key) -> Result<Self, KeyError> {
         if self.get(key.kid()).is_some() {
             return Err(KeyError::DuplicateKid(key.kid().to_owned()));
         }
-        self.keys.push(Arc::new(key));
-        Ok(self)
+        let mut set = self.clone();
+        set.keys.push(Arc::new(key));
+        Ok(set)
     }
 
     /// Publishes `next`: it verifies and appears in the JWKS, and [`KeySet::promote_next`]
@@ -407,16 +408,13 @@ impl KeySet {
     ///
     /// # Errors
     /// [`KeyError::NotSigning`], [`KeyError::DuplicateKid`].
-    pub fn with_next(self, next: Key) -> Result<Self, KeyError> {
+    pub fn with_next(&self, next: Key) -> Result<Self, KeyError> {
         if !next.can_sign() {
             return Err(KeyError::NotSigning(next.kid().to_owned()));
         }
         let mut set = match self.next {
-            Some(i) => {
-                let old = self.keys[i].kid().to_owned();
-                self.without(&old)?
-            }
-            None => self,
+            Some(i) => self.without(self.keys[i].kid())?,
+            None => self.clone(),
         };
         set = set.with_key(next)?;
         set.next = Some(set.keys.len() - 1);
@@ -445,7 +443,7 @@ impl KeySet {
         if !key.can_sign() {
             return Err(KeyError::NotSigning(key.kid().to_owned()));
         }
-        let mut set = self.clone().with_key(key)?;
+        let mut set = self.with_key(key)?;
         set.active = Some(set.keys.len() - 1);
         Ok(set)
     }
