@@ -6,14 +6,28 @@ use http::header::{AUTHORIZATION, COOKIE};
 /// Where the token came from, or why the request is malformed (RFC 6750 `invalid_request`).
 pub(crate) type Extracted<'a> = Result<Option<&'a str>, &'static str>;
 
-/// `token68` from RFC 9110 section 11.2: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" /
-/// "/" ) *"="`.
-fn is_token68(s: &str) -> bool {
-    let body = s.trim_end_matches('=');
-    !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+/// The characters of `token68` before its `=` padding (RFC 9110 section 11.2): ALPHA, DIGIT,
+/// `-`, `.`, `_`, `~`, `+`, `/`.
+const TOKEN68: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        b += 1;
+    }
+    table
+};
+
+/// `token68`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`. Being ASCII, a
+/// `token68` is also valid UTF-8.
+fn token68(bytes: &[u8]) -> Option<&str> {
+    let end = bytes.iter().rposition(|&b| b != b'=')? + 1;
+    if bytes[..end].iter().all(|&b| TOKEN68[usize::from(b)]) {
+        std::str::from_utf8(bytes).ok()
+    } else {
+        None
+    }
 }
 
 fn from_header(headers: &HeaderMap) -> Extracted<'_> {
@@ -22,20 +36,20 @@ fn from_header(headers: &HeaderMap) -> Extracted<'_> {
     if values.next().is_some() {
         return Err("more than one Authorization header");
     }
-    let value = value.to_str().map_err(|_| "Authorization header is not valid")?;
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let value = value.as_bytes();
+    let (scheme, rest) = match value.iter().position(|&b| b == b' ') {
+        Some(i) => (&value[..i], &value[i + 1..]),
+        None => (value, &[][..]),
+    };
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
         // Another scheme (Basic, ...): this request carries no bearer token.
         return Ok(None);
     }
-    let token = rest.trim_matches(' ');
+    let token = rest.trim_ascii_start();
     if token.is_empty() {
         return Err("empty bearer token");
     }
-    if !is_token68(token) {
-        return Err("bearer token has invalid syntax");
-    }
-    Ok(Some(token))
+    token68(token).map(Some).ok_or("bearer token has invalid syntax")
 }
 
 fn from_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Extracted<'a> {
@@ -56,7 +70,7 @@ fn from_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Extracted<'a> {
     }
     match found {
         Some("") => Ok(None),
-        Some(v) if !is_token68(v) => Err("token cookie has invalid syntax"),
+        Some(v) if token68(v.as_bytes()).is_none() => Err("token cookie has invalid syntax"),
         other => Ok(other),
     }
 }
@@ -91,6 +105,7 @@ mod tests {
     fn scheme_is_case_insensitive_and_other_schemes_carry_no_token() {
         assert_eq!(extract(&headers(&[("authorization", "bEaReR abc.d-e_f")]), None), Ok(Some("abc.d-e_f")));
         assert_eq!(extract(&headers(&[("authorization", "Bearer   abc==")]), None), Ok(Some("abc==")));
+        assert!(extract(&headers(&[("authorization", "Bearer abc ")]), None).is_err(), "trailing space");
         assert_eq!(extract(&headers(&[("authorization", "Basic dXNlcjpwYXNz")]), None), Ok(None));
         assert_eq!(extract(&headers(&[]), None), Ok(None));
     }

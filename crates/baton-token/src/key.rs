@@ -10,7 +10,7 @@ use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair,
 };
 use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
-use jsonwebtoken::{DecodingKey, EncodingKey, Validation};
+use jsonwebtoken::{DecodingKey, EncodingKey};
 
 use crate::{Algorithm, KeyError};
 
@@ -37,7 +37,6 @@ pub struct Key {
     alg: Algorithm,
     decoding: DecodingKey,
     encoding: Option<EncodingKey>,
-    validation: Validation,
     public_jwk: Option<Jwk>,
     private_pem: Option<Box<str>>,
 }
@@ -69,18 +68,6 @@ fn invalid(alg: Algorithm, reason: impl fmt::Display) -> KeyError {
     KeyError::Invalid { alg, reason: reason.to_string() }
 }
 
-/// The `jsonwebtoken` validation for one key: only its own algorithm, and no time or claim
-/// checks (those run against baton's injectable clock in the verifier).
-fn validation_for(alg: Algorithm) -> Validation {
-    let mut v = Validation::new(alg.to_jwt());
-    v.validate_exp = false;
-    v.validate_nbf = false;
-    v.validate_aud = false;
-    v.required_spec_claims.clear();
-    v.leeway = 0;
-    v
-}
-
 impl Key {
     fn assemble(
         kid: &str,
@@ -102,7 +89,6 @@ impl Key {
             alg,
             decoding,
             encoding,
-            validation: validation_for(alg),
             public_jwk,
             private_pem: private_pem.map(String::into_boxed_str),
         })
@@ -311,10 +297,6 @@ impl Key {
 
     pub(crate) fn decoding_key(&self) -> &DecodingKey {
         &self.decoding
-    }
-
-    pub(crate) fn validation(&self) -> &Validation {
-        &self.validation
     }
 }
 

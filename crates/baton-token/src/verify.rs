@@ -4,6 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Header;
 use jsonwebtoken::errors::ErrorKind as JwtErrorKind;
 use serde::de::DeserializeOwned;
 
@@ -174,7 +177,14 @@ impl Verifier {
         if token.is_empty() {
             return Err(VerifyError::new(ErrorKind::Malformed, "empty token"));
         }
-        let header = jsonwebtoken::decode_header(token).map_err(|e| {
+        // Split once: exactly three segments.
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(VerifyError::new(ErrorKind::Malformed, "token header is not valid"));
+        };
+        let header = decode_part::<Header>(header_b64).map_err(|e| {
             VerifyError::new(ErrorKind::Malformed, "token header is not valid").with_source(e)
         })?;
         if header.crit.is_some() {
@@ -195,9 +205,16 @@ impl Verifier {
                 "algorithm does not match the signing key",
             ));
         }
-        let claims = jsonwebtoken::decode::<Claims<C>>(token, key.decoding_key(), key.validation())
-            .map_err(jwt_error)?
-            .claims;
+        // The signature covers the first two segments exactly as sent.
+        let message = &token[..header_b64.len() + 1 + payload_b64.len()];
+        let valid = jsonwebtoken::crypto::verify(signature_b64, message.as_bytes(), key.decoding_key(), header.alg)
+            .map_err(jwt_error)?;
+        if !valid {
+            return Err(VerifyError::new(ErrorKind::BadSignature, "signature does not match"));
+        }
+        let claims = decode_part::<Claims<C>>(payload_b64).map_err(|e| {
+            VerifyError::new(ErrorKind::Malformed, "token claims are not valid").with_source(e)
+        })?;
         drop(keys);
         self.check_claims(&claims)?;
         Ok(claims)
@@ -230,6 +247,21 @@ impl Verifier {
         }
         Ok(())
     }
+}
+
+/// Why a segment did not decode: not base64url, or not the expected JSON.
+#[derive(Debug, thiserror::Error)]
+enum PartError {
+    #[error("segment is not base64url: {0}")]
+    Base64(#[from] base64::DecodeError),
+    #[error("segment is not the expected JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Decodes one base64url (unpadded, as RFC 7515 requires) JSON segment.
+fn decode_part<T: DeserializeOwned>(segment: &str) -> Result<T, PartError> {
+    let bytes = URL_SAFE_NO_PAD.decode(segment)?;
+    Ok(serde_json::from_slice(&bytes)?)
 }
 
 fn jwt_error(e: jsonwebtoken::errors::Error) -> VerifyError {
