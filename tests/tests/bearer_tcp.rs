@@ -27,13 +27,20 @@ async fn listener() -> (TcpListener, SocketAddr) {
     (listener, addr)
 }
 
-async fn get_json(addr: SocketAddr, path: &str, token: Option<&str>) -> (StatusCode, String, Value) {
+async fn get_json(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> (StatusCode, String, Value) {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let mut req = Request::get(format!("http://{addr}{path}"));
     if let Some(token) = token {
         req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
     }
-    let res = client.request(req.body(Empty::new()).unwrap()).await.unwrap();
+    let res = client
+        .request(req.body(Empty::new()).unwrap())
+        .await
+        .unwrap();
     let status = res.status();
     let challenge = res
         .headers()
@@ -52,7 +59,9 @@ async fn axum_router_over_tcp() {
         axum::Json(serde_json::json!({ "sub": claims.sub }))
     }
     async fn hello(user: Option<Authenticated>) -> String {
-        user.map_or("hello stranger".to_owned(), |Authenticated(c)| format!("hello {}", c.sub))
+        user.map_or("hello stranger".to_owned(), |Authenticated(c)| {
+            format!("hello {}", c.sub)
+        })
     }
     let app = Router::new()
         .route("/api/me", get(me))
@@ -70,18 +79,27 @@ async fn axum_router_over_tcp() {
     assert_eq!(challenge, r#"Bearer realm="baton""#);
     assert_eq!(body["error"], "unauthorized");
 
-    let token = issuer.issue("alice", None, NoCustomClaims {}).unwrap().token;
+    let token = issuer
+        .issue("alice", None, NoCustomClaims {})
+        .unwrap()
+        .token;
     let (status, _, body) = get_json(addr, "/api/me", Some(&token)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["sub"], "alice");
 
     let (status, challenge, body) = get_json(addr, "/api/me", Some(&format!("{token}x"))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert!(challenge.contains(r#"error="invalid_token""#), "{challenge}");
+    assert!(
+        challenge.contains(r#"error="invalid_token""#),
+        "{challenge}"
+    );
     assert_eq!(body["error"], "invalid_token");
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let res = client.get(format!("http://{addr}/hello").parse().unwrap()).await.unwrap();
+    let res = client
+        .get(format!("http://{addr}/hello").parse().unwrap())
+        .await
+        .unwrap();
     let text = res.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&text[..], b"hello stranger");
 }
@@ -94,10 +112,19 @@ async fn plain_hyper_service_over_tcp() {
     tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
-            let service = layer.layer(tower::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                let sub = req.extensions().get::<Claims<NoCustomClaims>>().unwrap().sub.clone();
-                Ok::<_, Infallible>(Response::new(Full::<Bytes>::from(format!("{{\"sub\":\"{sub}\"}}"))))
-            }));
+            let service = layer.layer(tower::service_fn(
+                |req: Request<hyper::body::Incoming>| async move {
+                    let sub = req
+                        .extensions()
+                        .get::<Claims<NoCustomClaims>>()
+                        .unwrap()
+                        .sub
+                        .clone();
+                    Ok::<_, Infallible>(Response::new(Full::<Bytes>::from(format!(
+                        "{{\"sub\":\"{sub}\"}}"
+                    ))))
+                },
+            ));
             tokio::spawn(async move {
                 let service = hyper_util::service::TowerToHyperService::new(service);
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -123,7 +150,9 @@ async fn tonic_service_over_tcp() {
 
     let issuer = issuer();
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
     let (listener, addr) = listener().await;
     let layer = BearerVerifyLayer::new(issuer.verifier());
     tokio::spawn(async move {
@@ -142,20 +171,40 @@ async fn tonic_service_over_tcp() {
         .unwrap();
     let mut client = HealthClient::new(channel);
 
-    let status = client.check(HealthCheckRequest { service: String::new() }).await.unwrap_err();
+    let status = client
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
     assert_eq!(status.message(), "bearer token required");
-    assert_eq!(status.metadata().get("www-authenticate").unwrap(), r#"Bearer realm="baton""#);
+    assert_eq!(
+        status.metadata().get("www-authenticate").unwrap(),
+        r#"Bearer realm="baton""#
+    );
 
-    let mut req = tonic::Request::new(HealthCheckRequest { service: String::new() });
-    req.metadata_mut().insert("authorization", "Bearer not.a.token".parse().unwrap());
+    let mut req = tonic::Request::new(HealthCheckRequest {
+        service: String::new(),
+    });
+    req.metadata_mut()
+        .insert("authorization", "Bearer not.a.token".parse().unwrap());
     let status = client.check(req).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
     assert_eq!(status.message(), "token header is not valid");
 
-    let token = issuer.issue("carol", None, NoCustomClaims {}).unwrap().token;
-    let mut req = tonic::Request::new(HealthCheckRequest { service: String::new() });
-    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let token = issuer
+        .issue("carol", None, NoCustomClaims {})
+        .unwrap()
+        .token;
+    let mut req = tonic::Request::new(HealthCheckRequest {
+        service: String::new(),
+    });
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
     let res = client.check(req).await.unwrap().into_inner();
-    assert_eq!(res.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    assert_eq!(
+        res.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
 }

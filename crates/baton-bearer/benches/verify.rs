@@ -24,7 +24,10 @@ use tower::{Layer, Service, service_fn};
 /// Polls a future that is ready at once (the layer's futures are, around a ready service).
 fn now<F: Future>(future: F) -> F::Output {
     let mut future = pin!(future);
-    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
         Poll::Ready(output) => output,
         Poll::Pending => unreachable!("the benchmarked service is always ready"),
     }
@@ -51,7 +54,10 @@ fn bench_algorithm(c: &mut Criterion, alg: Algorithm) {
     let issuer = Issuer::new(KeySet::new(key).unwrap())
         .with_issuer("https://auth.example")
         .with_audience("api");
-    let token = issuer.issue("user-1234", Some("sess-5678"), NoCustomClaims {}).unwrap().token;
+    let token = issuer
+        .issue("user-1234", Some("sess-5678"), NoCustomClaims {})
+        .unwrap()
+        .token;
     let verifier = issuer.verifier();
 
     let jwt_alg: jsonwebtoken::Algorithm = alg.as_str().parse().unwrap();
@@ -59,9 +65,10 @@ fn bench_algorithm(c: &mut Criterion, alg: Algorithm) {
     validation.set_issuer(&["https://auth.example"]);
     validation.set_audience(&["api"]);
 
-    let mut service = BearerVerifyLayer::new(verifier.clone()).layer(service_fn(
-        |req: Request<()>| async move { Ok::<_, std::convert::Infallible>(Response::new(req)) },
-    ));
+    let mut service =
+        BearerVerifyLayer::new(verifier.clone()).layer(service_fn(|req: Request<()>| async move {
+            Ok::<_, std::convert::Infallible>(Response::new(req))
+        }));
     let bearer = format!("Bearer {token}");
     let make_request = || {
         Request::builder()
@@ -79,7 +86,13 @@ fn bench_algorithm(c: &mut Criterion, alg: Algorithm) {
     group.bench_function("jsonwebtoken_decode", |b| {
         b.iter_batched(
             || (),
-            |()| jsonwebtoken::decode::<Claims<NoCustomClaims>>(black_box(&token), &jwt_key, &validation),
+            |()| {
+                jsonwebtoken::decode::<Claims<NoCustomClaims>>(
+                    black_box(&token),
+                    &jwt_key,
+                    &validation,
+                )
+            },
             BatchSize::SmallInput,
         )
     });
@@ -91,13 +104,22 @@ fn bench_algorithm(c: &mut Criterion, alg: Algorithm) {
         )
     });
     group.bench_function("bearer_layer", |b| {
-        b.iter_batched(make_request, |req| now(service.call(req)), BatchSize::SmallInput)
+        b.iter_batched(
+            make_request,
+            |req| now(service.call(req)),
+            BatchSize::SmallInput,
+        )
     });
     group.finish();
 }
 
 fn benches(c: &mut Criterion) {
-    for alg in [Algorithm::HS256, Algorithm::ES256, Algorithm::EdDSA, Algorithm::RS256] {
+    for alg in [
+        Algorithm::HS256,
+        Algorithm::ES256,
+        Algorithm::EdDSA,
+        Algorithm::RS256,
+    ] {
         bench_algorithm(c, alg);
     }
 }

@@ -54,7 +54,12 @@ where
     type Rejection = NotAuthenticated;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts.extensions.get::<Claims<C>>().cloned().map(Authenticated).ok_or(NotAuthenticated)
+        parts
+            .extensions
+            .get::<Claims<C>>()
+            .cloned()
+            .map(Authenticated)
+            .ok_or(NotAuthenticated)
     }
 }
 
@@ -65,7 +70,14 @@ where
 {
     type Rejection = Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Option<Self>, Self::Rejection> {
-        Ok(parts.extensions.get::<Claims<C>>().cloned().map(Authenticated))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<Claims<C>>()
+            .cloned()
+            .map(Authenticated))
     }
 }

@@ -28,12 +28,16 @@ pin_project! {
 
 impl<B> ResponseBody<B> {
     pub(crate) fn inner(body: B) -> Self {
-        ResponseBody { kind: Kind::Inner { body } }
+        ResponseBody {
+            kind: Kind::Inner { body },
+        }
     }
 
     pub(crate) fn rejection(data: Bytes) -> Self {
         let data = if data.is_empty() { None } else { Some(data) };
-        ResponseBody { kind: Kind::Rejection { data } }
+        ResponseBody {
+            kind: Kind::Rejection { data },
+        }
     }
 }
 

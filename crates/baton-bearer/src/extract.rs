@@ -13,7 +13,8 @@ const TOKEN68: [bool; 256] = {
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        table[b] =
+            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
         b += 1;
     }
     table
@@ -32,7 +33,9 @@ fn token68(bytes: &[u8]) -> Option<&str> {
 
 fn from_header(headers: &HeaderMap) -> Extracted<'_> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
-    let Some(value) = values.next() else { return Ok(None) };
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
     if values.next().is_some() {
         return Err("more than one Authorization header");
     }
@@ -49,7 +52,9 @@ fn from_header(headers: &HeaderMap) -> Extracted<'_> {
     if token.is_empty() {
         return Err("empty bearer token");
     }
-    token68(token).map(Some).ok_or("bearer token has invalid syntax")
+    token68(token)
+        .map(Some)
+        .ok_or("bearer token has invalid syntax")
 }
 
 fn from_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Extracted<'a> {
@@ -61,9 +66,13 @@ fn from_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Extracted<'a> {
                 continue;
             }
             // `split_parse` borrows from `value` when it does not decode, which it never does.
-            let Some(v) = cookie.value_raw() else { continue };
+            let Some(v) = cookie.value_raw() else {
+                continue;
+            };
             match found {
-                Some(prev) if prev != v => return Err("the token cookie appears twice with different values"),
+                Some(prev) if prev != v => {
+                    return Err("the token cookie appears twice with different values");
+                }
                 _ => found = Some(v),
             }
         }
@@ -79,10 +88,14 @@ fn from_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Extracted<'a> {
 /// agree.
 pub(crate) fn extract<'a>(headers: &'a HeaderMap, cookie: Option<&str>) -> Extracted<'a> {
     let header = from_header(headers)?;
-    let Some(name) = cookie else { return Ok(header) };
+    let Some(name) = cookie else {
+        return Ok(header);
+    };
     let cookie = from_cookie(headers, name)?;
     match (header, cookie) {
-        (Some(h), Some(c)) if h != c => Err("the tokens in the Authorization header and the cookie differ"),
+        (Some(h), Some(c)) if h != c => {
+            Err("the tokens in the Authorization header and the cookie differ")
+        }
         (Some(h), _) => Ok(Some(h)),
         (None, c) => Ok(c),
     }
@@ -103,10 +116,22 @@ mod tests {
 
     #[test]
     fn scheme_is_case_insensitive_and_other_schemes_carry_no_token() {
-        assert_eq!(extract(&headers(&[("authorization", "bEaReR abc.d-e_f")]), None), Ok(Some("abc.d-e_f")));
-        assert_eq!(extract(&headers(&[("authorization", "Bearer   abc==")]), None), Ok(Some("abc==")));
-        assert!(extract(&headers(&[("authorization", "Bearer abc ")]), None).is_err(), "trailing space");
-        assert_eq!(extract(&headers(&[("authorization", "Basic dXNlcjpwYXNz")]), None), Ok(None));
+        assert_eq!(
+            extract(&headers(&[("authorization", "bEaReR abc.d-e_f")]), None),
+            Ok(Some("abc.d-e_f"))
+        );
+        assert_eq!(
+            extract(&headers(&[("authorization", "Bearer   abc==")]), None),
+            Ok(Some("abc=="))
+        );
+        assert!(
+            extract(&headers(&[("authorization", "Bearer abc ")]), None).is_err(),
+            "trailing space"
+        );
+        assert_eq!(
+            extract(&headers(&[("authorization", "Basic dXNlcjpwYXNz")]), None),
+            Ok(None)
+        );
         assert_eq!(extract(&headers(&[]), None), Ok(None));
     }
 
@@ -117,8 +142,11 @@ mod tests {
         assert!(extract(&headers(&[("authorization", "Bearer a\"b")]), None).is_err());
         assert!(extract(&headers(&[("authorization", "Bearer ===")]), None).is_err());
         assert!(
-            extract(&headers(&[("authorization", "Bearer a"), ("authorization", "Bearer a")]), None)
-                .is_err()
+            extract(
+                &headers(&[("authorization", "Bearer a"), ("authorization", "Bearer a")]),
+                None
+            )
+            .is_err()
         );
     }
 

@@ -30,11 +30,17 @@ pin_project! {
 
 impl<F> ResponseFuture<F> {
     pub(crate) fn inner(future: F) -> Self {
-        ResponseFuture { kind: Kind::Inner { future } }
+        ResponseFuture {
+            kind: Kind::Inner { future },
+        }
     }
 
     pub(crate) fn rejected(response: Response<Bytes>) -> Self {
-        ResponseFuture { kind: Kind::Rejected { response: Some(response) } }
+        ResponseFuture {
+            kind: Kind::Rejected {
+                response: Some(response),
+            },
+        }
     }
 }
 
@@ -51,7 +57,9 @@ where
                 Poll::Ready(Ok(response.map(ResponseBody::inner)))
             }
             KindProj::Rejected { response } => {
-                let response = response.take().expect("ResponseFuture polled after completion");
+                let response = response
+                    .take()
+                    .expect("ResponseFuture polled after completion");
                 Poll::Ready(Ok(response.map(ResponseBody::rejection)))
             }
         }

@@ -26,7 +26,9 @@ pub enum ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConfigError::InvalidRealm => f.write_str("realm must be printable ASCII without '\"' or '\\'"),
+            ConfigError::InvalidRealm => {
+                f.write_str("realm must be printable ASCII without '\"' or '\\'")
+            }
             ConfigError::InvalidScope(s) => write!(f, "invalid scope {s:?}"),
             ConfigError::InvalidCookieName(s) => write!(f, "invalid cookie name {s:?}"),
         }
@@ -76,18 +78,20 @@ impl fmt::Debug for Config {
 }
 
 fn is_quoted_safe(s: &str) -> bool {
-    s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
 }
 
 fn is_scope_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\')
 }
 
 fn is_cookie_name(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| {
-            (0x21..0x7f).contains(&b) && !b"()<>@,;:\\\"/[]?={}".contains(&b)
-        })
+        && s.bytes()
+            .all(|b| (0x21..0x7f).contains(&b) && !b"()<>@,;:\\\"/[]?={}".contains(&b))
 }
 
 /// Verifies the bearer token of every request and puts the verified
@@ -103,7 +107,11 @@ pub struct BearerVerifyLayer<C = NoCustomClaims, R = JsonRejection> {
 
 impl<C, R: Clone> Clone for BearerVerifyLayer<C, R> {
     fn clone(&self) -> Self {
-        BearerVerifyLayer { config: self.config.clone(), rejection: self.rejection.clone(), _claims: PhantomData }
+        BearerVerifyLayer {
+            config: self.config.clone(),
+            rejection: self.rejection.clone(),
+            _claims: PhantomData,
+        }
     }
 }
 
@@ -147,7 +155,11 @@ impl<C, R> BearerVerifyLayer<C, R> {
     /// Deserializes the application's claims as `C2` (flattened into
     /// [`Claims`](baton_token::Claims)); a token whose claims do not fit is refused.
     pub fn with_claims<C2>(self) -> BearerVerifyLayer<C2, R> {
-        BearerVerifyLayer { config: self.config, rejection: self.rejection, _claims: PhantomData }
+        BearerVerifyLayer {
+            config: self.config,
+            rejection: self.rejection,
+            _claims: PhantomData,
+        }
     }
 
     /// Also reads the token from the cookie `name` (cookie-mode apps). A request carrying the
@@ -219,7 +231,11 @@ impl<C, R> BearerVerifyLayer<C, R> {
 
     /// Replaces the responder that builds HTTP rejections.
     pub fn with_rejection<R2: BuildRejection>(self, rejection: R2) -> BearerVerifyLayer<C, R2> {
-        BearerVerifyLayer { config: self.config, rejection, _claims: PhantomData }
+        BearerVerifyLayer {
+            config: self.config,
+            rejection,
+            _claims: PhantomData,
+        }
     }
 
     /// The verifier.

@@ -37,8 +37,18 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    pub(crate) fn new(kind: RejectionKind, realm: Arc<str>, scope: Option<Arc<str>>, grpc: bool) -> Self {
-        Rejection { kind, realm, scope, grpc }
+    pub(crate) fn new(
+        kind: RejectionKind,
+        realm: Arc<str>,
+        scope: Option<Arc<str>>,
+        grpc: bool,
+    ) -> Self {
+        Rejection {
+            kind,
+            realm,
+            scope,
+            grpc,
+        }
     }
 
     /// What went wrong.
@@ -56,7 +66,8 @@ impl Rejection {
 
     /// `true` when the token verified but has expired: the case a refresh can fix.
     pub fn is_expired(&self) -> bool {
-        self.token_error().is_some_and(|e| e.kind() == ErrorKind::Expired)
+        self.token_error()
+            .is_some_and(|e| e.kind() == ErrorKind::Expired)
     }
 
     /// `true` when the request was a gRPC call (`content-type: application/grpc...`).
@@ -67,7 +78,9 @@ impl Rejection {
     /// The HTTP status: 400, 401 or 403.
     pub fn status(&self) -> StatusCode {
         match self.kind {
-            RejectionKind::MissingToken | RejectionKind::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            RejectionKind::MissingToken | RejectionKind::InvalidToken(_) => {
+                StatusCode::UNAUTHORIZED
+            }
             RejectionKind::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             RejectionKind::InsufficientScope => StatusCode::FORBIDDEN,
         }
@@ -156,8 +169,10 @@ impl BuildRejection for JsonRejection {
         });
         let mut res = Response::new(Bytes::from(body.to_string()));
         *res.status_mut() = rejection.status();
-        res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        res.headers_mut().insert(WWW_AUTHENTICATE, rejection.www_authenticate());
+        res.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        res.headers_mut()
+            .insert(WWW_AUTHENTICATE, rejection.www_authenticate());
         res
     }
 }

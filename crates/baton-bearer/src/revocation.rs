@@ -19,7 +19,12 @@ pub struct TokenIdentity<'a> {
 impl<'a> TokenIdentity<'a> {
     /// An identity for `sub` with nothing else known.
     pub fn new(sub: &'a str) -> Self {
-        TokenIdentity { sub, sid: None, iat: None, jti: None }
+        TokenIdentity {
+            sub,
+            sid: None,
+            iat: None,
+            jti: None,
+        }
     }
 
     /// Sets the session id.

@@ -91,7 +91,10 @@ fn authenticate<C: DeserializeOwned, B>(
         Ok(None) => return Err(RejectionKind::MissingToken),
         Err(description) => return Err(RejectionKind::InvalidRequest(description)),
     };
-    let claims: Claims<C> = config.verifier.verify(token).map_err(RejectionKind::InvalidToken)?;
+    let claims: Claims<C> = config
+        .verifier
+        .verify(token)
+        .map_err(RejectionKind::InvalidToken)?;
     if let Some(hook) = &config.revocation {
         let identity = TokenIdentity {
             sub: &claims.sub,
@@ -148,7 +151,12 @@ where
             Ok(None) => ResponseFuture::inner(self.inner.call(req)),
             Err(kind) => {
                 let c = &self.config;
-                let rejection = Rejection::new(kind, c.realm.clone(), c.scope_challenge.clone(), is_grpc(&req));
+                let rejection = Rejection::new(
+                    kind,
+                    c.realm.clone(),
+                    c.scope_challenge.clone(),
+                    is_grpc(&req),
+                );
                 #[cfg(feature = "tracing")]
                 trace_rejection(&rejection);
                 let mut res = if rejection.is_grpc() {
@@ -157,7 +165,8 @@ where
                     self.rejection.build(&rejection)
                 };
                 if !res.headers().contains_key(WWW_AUTHENTICATE) {
-                    res.headers_mut().insert(WWW_AUTHENTICATE, rejection.www_authenticate());
+                    res.headers_mut()
+                        .insert(WWW_AUTHENTICATE, rejection.www_authenticate());
                 }
                 res.extensions_mut().insert(rejection);
                 ResponseFuture::rejected(res)

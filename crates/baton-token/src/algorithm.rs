@@ -105,7 +105,9 @@ impl fmt::Display for Algorithm {
 
 /// The error of parsing an algorithm name that baton does not support.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unsupported algorithm {0:?} (supported: HS256, HS384, HS512, ES256, ES384, EdDSA, RS256, PS256)")]
+#[error(
+    "unsupported algorithm {0:?} (supported: HS256, HS384, HS512, ES256, ES384, EdDSA, RS256, PS256)"
+)]
 pub struct UnsupportedAlgorithm(pub String);
 
 impl FromStr for Algorithm {

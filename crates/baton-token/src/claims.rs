@@ -111,7 +111,11 @@ impl<C> Claims<C> {
 
     /// The scopes, split on spaces.
     pub fn scopes(&self) -> impl Iterator<Item = &str> {
-        self.scope.as_deref().unwrap_or("").split(' ').filter(|s| !s.is_empty())
+        self.scope
+            .as_deref()
+            .unwrap_or("")
+            .split(' ')
+            .filter(|s| !s.is_empty())
     }
 
     /// `true` when `scope` lists `wanted`.
@@ -121,7 +125,11 @@ impl<C> Claims<C> {
 
     /// `true` when `roles` lists `wanted`.
     pub fn has_role(&self, wanted: &str) -> bool {
-        self.roles.as_deref().unwrap_or_default().iter().any(|r| r == wanted)
+        self.roles
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .any(|r| r == wanted)
     }
 }
 

@@ -56,7 +56,9 @@ impl TestClock {
 
     /// A clock reading `millis` milliseconds after the epoch.
     pub fn at_millis(millis: u64) -> Self {
-        TestClock { millis: Arc::new(AtomicU64::new(millis)) }
+        TestClock {
+            millis: Arc::new(AtomicU64::new(millis)),
+        }
     }
 
     /// A clock starting at the current wall-clock time.
@@ -72,7 +74,8 @@ impl TestClock {
 
     /// Sets the clock to `secs` seconds after the epoch.
     pub fn set_secs(&self, secs: u64) {
-        self.millis.store(secs.saturating_mul(1000), Ordering::SeqCst);
+        self.millis
+            .store(secs.saturating_mul(1000), Ordering::SeqCst);
     }
 }
 

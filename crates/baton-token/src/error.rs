@@ -80,7 +80,11 @@ pub struct VerifyError {
 impl VerifyError {
     /// A new error of `kind`, with a short description that must not contain token material.
     pub fn new(kind: ErrorKind, description: &'static str) -> Self {
-        VerifyError { kind, description, source: None }
+        VerifyError {
+            kind,
+            description,
+            source: None,
+        }
     }
 
     pub(crate) fn with_source(mut self, source: impl StdError + Send + Sync + 'static) -> Self {
@@ -130,7 +134,9 @@ impl PartialEq for VerifyError {
 
 impl StdError for VerifyError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn StdError + 'static))
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
     }
 }
 

@@ -151,7 +151,9 @@ impl Issuer {
         let c = &self.inner;
         let now = c.clock.now();
         let mut jti = [0u8; 16];
-        SystemRandom::new().fill(&mut jti).map_err(|_| IssueError::Random)?;
+        SystemRandom::new()
+            .fill(&mut jti)
+            .map_err(|_| IssueError::Random)?;
         let mut claims = Claims::new(sub, now.saturating_add(c.ttl.as_secs()), custom);
         claims.iss.clone_from(&c.issuer);
         claims.aud = c.audience.as_deref().map(Audience::from);

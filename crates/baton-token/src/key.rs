@@ -65,7 +65,10 @@ fn check_kid(kid: &str) -> Result<(), KeyError> {
 }
 
 fn invalid(alg: Algorithm, reason: impl fmt::Display) -> KeyError {
-    KeyError::Invalid { alg, reason: reason.to_string() }
+    KeyError::Invalid {
+        alg,
+        reason: reason.to_string(),
+    }
 }
 
 impl Key {
@@ -105,7 +108,10 @@ impl Key {
     ) -> Result<Key, KeyError> {
         let secret = secret.as_ref();
         if !alg.is_symmetric() {
-            return Err(KeyError::WrongKeyType { alg, what: "an HMAC secret" });
+            return Err(KeyError::WrongKeyType {
+                alg,
+                what: "an HMAC secret",
+            });
         }
         if secret.len() < alg.min_secret_len() {
             return Err(KeyError::SecretTooShort {
@@ -135,11 +141,21 @@ impl Key {
             Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(pem),
             Algorithm::EdDSA => EncodingKey::from_ed_pem(pem),
             Algorithm::RS256 | Algorithm::PS256 => EncodingKey::from_rsa_pem(pem),
-            _ => return Err(KeyError::WrongKeyType { alg, what: "a PEM key" }),
+            _ => {
+                return Err(KeyError::WrongKeyType {
+                    alg,
+                    what: "a PEM key",
+                });
+            }
         }
         .map_err(|e| invalid(alg, e))?;
         let pem_text = std::str::from_utf8(pem).map_err(|e| invalid(alg, e))?;
-        Key::from_encoding(kid.as_ref(), alg, encoding, Some(pem_text.trim().to_owned()))
+        Key::from_encoding(
+            kid.as_ref(),
+            alg,
+            encoding,
+            Some(pem_text.trim().to_owned()),
+        )
     }
 
     /// A signing key from DER: PKCS#8 for every algorithm, or PKCS#1 `RSAPrivateKey` for RSA.
@@ -148,7 +164,10 @@ impl Key {
     /// As [`Key::from_pem`].
     pub fn from_der(kid: impl AsRef<str>, alg: Algorithm, der: &[u8]) -> Result<Key, KeyError> {
         if alg.is_symmetric() {
-            return Err(KeyError::WrongKeyType { alg, what: "a DER key" });
+            return Err(KeyError::WrongKeyType {
+                alg,
+                what: "a DER key",
+            });
         }
         let pkcs8_pem = pem::encode(&pem::Pem::new("PRIVATE KEY", der));
         match Key::from_pem(kid.as_ref(), alg, pkcs8_pem.as_bytes()) {
@@ -188,7 +207,12 @@ impl Key {
             Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(pem),
             Algorithm::EdDSA => DecodingKey::from_ed_pem(pem),
             Algorithm::RS256 | Algorithm::PS256 => DecodingKey::from_rsa_pem(pem),
-            _ => return Err(KeyError::WrongKeyType { alg, what: "a public key" }),
+            _ => {
+                return Err(KeyError::WrongKeyType {
+                    alg,
+                    what: "a public key",
+                });
+            }
         }
         .map_err(|e| invalid(alg, e))?;
         Key::from_decoding(kid.as_ref(), alg, &decoding)
@@ -206,13 +230,19 @@ impl Key {
     }
 
     fn from_parsed_jwk(jwk: &Jwk) -> Result<Key, KeyError> {
-        let kid = jwk.common.key_id.as_deref().ok_or(KeyError::Jwks("a key has no kid".into()))?;
+        let kid = jwk
+            .common
+            .key_id
+            .as_deref()
+            .ok_or(KeyError::Jwks("a key has no kid".into()))?;
         let alg_name = jwk
             .common
             .key_algorithm
             .ok_or_else(|| KeyError::Jwks(format!("key {kid:?} has no alg")))?
             .to_string();
-        let alg: Algorithm = alg_name.parse().map_err(|e| KeyError::Jwks(format!("{e}")))?;
+        let alg: Algorithm = alg_name
+            .parse()
+            .map_err(|e| KeyError::Jwks(format!("{e}")))?;
         if alg.is_symmetric() {
             return Err(KeyError::Jwks(format!("key {kid:?} is symmetric")));
         }
@@ -221,8 +251,8 @@ impl Key {
     }
 
     fn from_decoding(kid: &str, alg: Algorithm, decoding: &DecodingKey) -> Result<Key, KeyError> {
-        let jwk = Jwk::from_decoding_key(decoding, Some(alg.to_jwt()))
-            .map_err(|e| invalid(alg, e))?;
+        let jwk =
+            Jwk::from_decoding_key(decoding, Some(alg.to_jwt())).map_err(|e| invalid(alg, e))?;
         // Re-derive from the JWK so every public key has the same in-memory shape.
         let decoding = DecodingKey::from_jwk(&jwk).map_err(|e| invalid(alg, e))?;
         Key::assemble(kid, alg, decoding, None, Some(jwk), None)
@@ -241,22 +271,30 @@ impl Key {
                 rng.fill(&mut secret).map_err(|_| KeyError::Random)?;
                 return Key::hmac(kid, alg, &secret);
             }
-            Algorithm::ES256 => EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-                .map_err(|_| KeyError::Random)?
-                .as_ref()
-                .to_vec(),
-            Algorithm::ES384 => EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &rng)
-                .map_err(|_| KeyError::Random)?
-                .as_ref()
-                .to_vec(),
-            Algorithm::EdDSA => {
-                Ed25519KeyPair::generate_pkcs8v1(&rng).map_err(|_| KeyError::Random)?.as_ref().to_vec()
+            Algorithm::ES256 => {
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                    .map_err(|_| KeyError::Random)?
+                    .as_ref()
+                    .to_vec()
             }
+            Algorithm::ES384 => {
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &rng)
+                    .map_err(|_| KeyError::Random)?
+                    .as_ref()
+                    .to_vec()
+            }
+            Algorithm::EdDSA => Ed25519KeyPair::generate_pkcs8v1(&rng)
+                .map_err(|_| KeyError::Random)?
+                .as_ref()
+                .to_vec(),
             Algorithm::RS256 | Algorithm::PS256 => {
                 use aws_lc_rs::encoding::AsDer;
                 let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
                     .map_err(|_| KeyError::Random)?;
-                pair.as_der().map_err(|_| KeyError::Random)?.as_ref().to_vec()
+                pair.as_der()
+                    .map_err(|_| KeyError::Random)?
+                    .as_ref()
+                    .to_vec()
             }
         };
         Key::from_der(kid, alg, &pkcs8)
@@ -288,7 +326,9 @@ impl Key {
 
     /// The public key as a JWK JSON object (`kid`, `alg`, `use: "sig"`); `None` for HMAC keys.
     pub fn public_jwk_json(&self) -> Option<String> {
-        self.public_jwk.as_ref().and_then(|j| serde_json::to_string(j).ok())
+        self.public_jwk
+            .as_ref()
+            .and_then(|j| serde_json::to_string(j).ok())
     }
 
     pub(crate) fn encoding_key(&self) -> Option<&EncodingKey> {
@@ -335,7 +375,10 @@ impl fmt::Debug for KeySet {
         f.debug_struct("KeySet")
             .field("active", &self.active().map(Key::kid))
             .field("next", &self.next.map(|i| self.keys[i].kid()))
-            .field("keys", &self.keys.iter().map(|k| k.kid()).collect::<Vec<_>>())
+            .field(
+                "keys",
+                &self.keys.iter().map(|k| k.kid()).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -349,7 +392,11 @@ impl KeySet {
         if !active.can_sign() {
             return Err(KeyError::NotSigning(active.kid().to_owned()));
         }
-        Ok(KeySet { keys: vec![Arc::new(active)], active: Some(0), next: None })
+        Ok(KeySet {
+            keys: vec![Arc::new(active)],
+            active: Some(0),
+            next: None,
+        })
     }
 
     /// A set that only verifies (no signing key), for services that accept tokens issued
@@ -358,7 +405,8 @@ impl KeySet {
     /// # Errors
     /// [`KeyError::DuplicateKid`].
     pub fn verify_only(keys: impl IntoIterator<Item = Key>) -> Result<Self, KeyError> {
-        keys.into_iter().try_fold(KeySet::default(), |set, key| set.with_key(key))
+        keys.into_iter()
+            .try_fold(KeySet::default(), |set, key| set.with_key(key))
     }
 
     /// A verify-only set from a JWKS document (RFC 7517 section 5). Every key must carry a
@@ -368,7 +416,11 @@ impl KeySet {
     /// [`KeyError::Jwks`], [`KeyError::DuplicateKid`].
     pub fn from_jwks_json(json: &str) -> Result<Self, KeyError> {
         let set: JwkSet = serde_json::from_str(json).map_err(|e| KeyError::Jwks(e.to_string()))?;
-        let keys = set.keys.iter().map(Key::from_parsed_jwk).collect::<Result<Vec<_>, _>>()?;
+        let keys = set
+            .keys
+            .iter()
+            .map(Key::from_parsed_jwk)
+            .collect::<Result<Vec<_>, _>>()?;
         KeySet::verify_only(keys)
     }
 
@@ -409,7 +461,9 @@ impl KeySet {
     /// # Errors
     /// [`KeyError::Missing`] when no next key was published.
     pub fn promote_next(&self) -> Result<Self, KeyError> {
-        let next = self.next.ok_or(KeyError::Missing("no next key to promote"))?;
+        let next = self
+            .next
+            .ok_or(KeyError::Missing("no next key to promote"))?;
         let mut set = self.clone();
         set.active = Some(next);
         set.next = None;
@@ -435,9 +489,13 @@ impl KeySet {
     /// # Errors
     /// [`KeyError::Missing`] when there is no such key, or it is the active signing key.
     pub fn without(&self, kid: &str) -> Result<Self, KeyError> {
-        let index = self.position(kid).ok_or(KeyError::Missing("no key with that kid"))?;
+        let index = self
+            .position(kid)
+            .ok_or(KeyError::Missing("no key with that kid"))?;
         if self.active == Some(index) {
-            return Err(KeyError::Missing("the active signing key cannot be removed"));
+            return Err(KeyError::Missing(
+                "the active signing key cannot be removed",
+            ));
         }
         let shift = |i: usize| if i > index { i - 1 } else { i };
         let mut keys = self.keys.clone();
@@ -483,7 +541,11 @@ impl KeySet {
 
     /// The public keys as a JWKS document (`{"keys":[...]}`); HMAC secrets are never included.
     pub fn jwks_json(&self) -> String {
-        let keys: Vec<Jwk> = self.keys.iter().filter_map(|k| k.public_jwk.clone()).collect();
+        let keys: Vec<Jwk> = self
+            .keys
+            .iter()
+            .filter_map(|k| k.public_jwk.clone())
+            .collect();
         serde_json::to_string(&JwkSet { keys }).unwrap_or_else(|_| r#"{"keys":[]}"#.to_owned())
     }
 }
@@ -528,7 +590,9 @@ impl fmt::Debug for KeySetGuard {
 impl KeyRing {
     /// A ring holding `set`.
     pub fn new(set: KeySet) -> Self {
-        KeyRing { current: Arc::new(ArcSwap::from_pointee(set)) }
+        KeyRing {
+            current: Arc::new(ArcSwap::from_pointee(set)),
+        }
     }
 
     /// The current set, without taking a lock.
@@ -577,15 +641,25 @@ mod tests {
             let key = Key::generate(format!("k-{alg}"), alg).unwrap();
             assert_eq!(key.algorithm(), alg);
             assert!(key.can_sign());
-            assert_eq!(key.public_jwk_json().is_some(), !alg.is_symmetric(), "{alg}");
+            assert_eq!(
+                key.public_jwk_json().is_some(),
+                !alg.is_symmetric(),
+                "{alg}"
+            );
         }
     }
 
     #[test]
     fn pem_round_trip_keeps_the_public_key() {
-        for alg in [Algorithm::ES256, Algorithm::ES384, Algorithm::EdDSA, Algorithm::RS256] {
+        for alg in [
+            Algorithm::ES256,
+            Algorithm::ES384,
+            Algorithm::EdDSA,
+            Algorithm::RS256,
+        ] {
             let key = Key::generate("a", alg).unwrap();
-            let again = Key::from_pem("a", alg, key.private_pkcs8_pem().unwrap().as_bytes()).unwrap();
+            let again =
+                Key::from_pem("a", alg, key.private_pkcs8_pem().unwrap().as_bytes()).unwrap();
             assert_eq!(key.public_jwk_json(), again.public_jwk_json(), "{alg}");
         }
     }
@@ -623,7 +697,11 @@ mod tests {
             .unwrap();
         let json = set.jwks_json();
         let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
-        assert_eq!(parsed["keys"].as_array().unwrap().len(), 2, "no HMAC secret in {json}");
+        assert_eq!(
+            parsed["keys"].as_array().unwrap().len(),
+            2,
+            "no HMAC secret in {json}"
+        );
         assert!(!json.contains("\"d\""), "no private parameter in {json}");
         let remote = KeySet::from_jwks_json(&json).unwrap();
         assert_eq!(remote.get("e").unwrap().algorithm(), Algorithm::ES256);
@@ -637,8 +715,12 @@ mod tests {
         let set = KeySet::new(Key::generate("a", Algorithm::HS256).unwrap()).unwrap();
         assert!(set.without("a").is_err());
         assert!(set.promote_next().is_err());
-        let set = set.with_next(Key::generate("b", Algorithm::HS256).unwrap()).unwrap();
-        let set = set.with_next(Key::generate("c", Algorithm::HS256).unwrap()).unwrap();
+        let set = set
+            .with_next(Key::generate("b", Algorithm::HS256).unwrap())
+            .unwrap();
+        let set = set
+            .with_next(Key::generate("c", Algorithm::HS256).unwrap())
+            .unwrap();
         assert!(set.get("b").is_none());
         assert_eq!(set.next().unwrap().kid(), "c");
         let set = set.promote_next().unwrap().without("a").unwrap();

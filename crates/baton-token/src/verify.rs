@@ -172,7 +172,10 @@ impl Verifier {
     pub fn verify<C: DeserializeOwned>(&self, token: &str) -> Result<Claims<C>, VerifyError> {
         let c = &*self.inner;
         if token.len() > c.max_len {
-            return Err(VerifyError::new(ErrorKind::TooLarge, "token exceeds the size limit"));
+            return Err(VerifyError::new(
+                ErrorKind::TooLarge,
+                "token exceeds the size limit",
+            ));
         }
         if token.is_empty() {
             return Err(VerifyError::new(ErrorKind::Malformed, "empty token"));
@@ -182,7 +185,10 @@ impl Verifier {
         let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err(VerifyError::new(ErrorKind::Malformed, "token header is not valid"));
+            return Err(VerifyError::new(
+                ErrorKind::Malformed,
+                "token header is not valid",
+            ));
         };
         let header = decode_part::<Header>(header_b64).map_err(|e| {
             VerifyError::new(ErrorKind::Malformed, "token header is not valid").with_source(e)
@@ -207,10 +213,18 @@ impl Verifier {
         }
         // The signature covers the first two segments exactly as sent.
         let message = &token[..header_b64.len() + 1 + payload_b64.len()];
-        let valid = jsonwebtoken::crypto::verify(signature_b64, message.as_bytes(), key.decoding_key(), header.alg)
-            .map_err(jwt_error)?;
+        let valid = jsonwebtoken::crypto::verify(
+            signature_b64,
+            message.as_bytes(),
+            key.decoding_key(),
+            header.alg,
+        )
+        .map_err(jwt_error)?;
         if !valid {
-            return Err(VerifyError::new(ErrorKind::BadSignature, "signature does not match"));
+            return Err(VerifyError::new(
+                ErrorKind::BadSignature,
+                "signature does not match",
+            ));
         }
         let claims = decode_part::<Claims<C>>(payload_b64).map_err(|e| {
             VerifyError::new(ErrorKind::Malformed, "token claims are not valid").with_source(e)
@@ -228,22 +242,40 @@ impl Verifier {
         }
         match claims.nbf {
             Some(nbf) if nbf > now.saturating_add(c.leeway) => {
-                return Err(VerifyError::new(ErrorKind::NotYetValid, "token not yet valid"));
+                return Err(VerifyError::new(
+                    ErrorKind::NotYetValid,
+                    "token not yet valid",
+                ));
             }
             None if c.require_nbf => {
-                return Err(VerifyError::new(ErrorKind::Malformed, "token has no nbf claim"));
+                return Err(VerifyError::new(
+                    ErrorKind::Malformed,
+                    "token has no nbf claim",
+                ));
             }
             _ => {}
         }
         if !c.issuers.is_empty()
-            && !claims.iss.as_ref().is_some_and(|iss| c.issuers.iter().any(|i| i == iss))
+            && !claims
+                .iss
+                .as_ref()
+                .is_some_and(|iss| c.issuers.iter().any(|i| i == iss))
         {
-            return Err(VerifyError::new(ErrorKind::WrongIssuer, "issuer not accepted"));
+            return Err(VerifyError::new(
+                ErrorKind::WrongIssuer,
+                "issuer not accepted",
+            ));
         }
         if !c.audiences.is_empty()
-            && !claims.aud.as_ref().is_some_and(|aud| aud.iter().any(|a| c.audiences.iter().any(|x| x == a)))
+            && !claims
+                .aud
+                .as_ref()
+                .is_some_and(|aud| aud.iter().any(|a| c.audiences.iter().any(|x| x == a)))
         {
-            return Err(VerifyError::new(ErrorKind::WrongAudience, "audience not accepted"));
+            return Err(VerifyError::new(
+                ErrorKind::WrongAudience,
+                "audience not accepted",
+            ));
         }
         Ok(())
     }
@@ -267,9 +299,10 @@ fn decode_part<T: DeserializeOwned>(segment: &str) -> Result<T, PartError> {
 fn jwt_error(e: jsonwebtoken::errors::Error) -> VerifyError {
     let (kind, description) = match e.kind() {
         JwtErrorKind::InvalidSignature => (ErrorKind::BadSignature, "signature does not match"),
-        JwtErrorKind::InvalidAlgorithm | JwtErrorKind::MissingAlgorithm => {
-            (ErrorKind::WrongAlgorithm, "algorithm does not match the signing key")
-        }
+        JwtErrorKind::InvalidAlgorithm | JwtErrorKind::MissingAlgorithm => (
+            ErrorKind::WrongAlgorithm,
+            "algorithm does not match the signing key",
+        ),
         JwtErrorKind::Json(_) => (ErrorKind::Malformed, "token claims are not valid"),
         JwtErrorKind::InvalidToken | JwtErrorKind::Base64(_) | JwtErrorKind::Utf8(_) => {
             (ErrorKind::Malformed, "token is not a well-formed JWT")
