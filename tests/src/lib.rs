@@ -1,1 +1,3 @@
-//! Black-box tests of baton over real TCP live in `tests/`.
+//! Black-box tests of baton over real TCP live in `tests/`. The README's examples compile
+//! here as doc tests.
+#![doc = include_str!("../../README.md")]
