@@ -1,0 +1,94 @@
+//! The `RefreshStore` trait and what its operations return.
+
+use std::future::Future;
+
+use crate::{
+    Device, RefreshKeys, RefreshToken, RotateContext, RotateError, Session, SessionId, StoreError,
+};
+
+/// A new session and its first refresh token.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Created {
+    /// The session.
+    pub session: Session,
+    /// Its first refresh token (generation 0).
+    pub token: RefreshToken,
+    /// Sessions of the same user evicted to stay within the per-user limit.
+    pub evicted: Vec<SessionId>,
+}
+
+/// How a refresh token was accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RotationKind {
+    /// The presented token was the live one: it is now spent and a successor was issued.
+    Rotated,
+    /// The presented token was the immediate parent of the live one, spent less than the
+    /// grace window ago (two tabs refreshing at once): the answer carries the *same*
+    /// successor the first caller got.
+    Graced,
+}
+
+/// A successful refresh.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Rotation {
+    /// Rotated or graced.
+    pub kind: RotationKind,
+    /// The live refresh token to hand back.
+    pub token: RefreshToken,
+    /// The session after the rotation (for issuing the access token).
+    pub session: Session,
+}
+
+/// Where sessions and their refresh-token generations live.
+///
+/// Every implementation has the same semantics, checked by the conformance suite
+/// (`baton_store::conformance_tests!`, feature `conformance`):
+///
+/// - [`rotate`](Self::rotate) first checks the token's MAC with the store's
+///   [`RefreshKeys`] (a forged or malformed token is [`RotateError::Invalid`] and touches
+///   nothing), then, in one atomic step: the live generation rotates; its immediate parent
+///   within the grace window is graced with the same successor; any other spent generation
+///   revokes the whole session ([`RotateError::Reused`]).
+/// - Reads ([`get`](Self::get), [`list`](Self::list)) never change a session.
+/// - A store that is down or too slow answers [`StoreError::Unavailable`] in bounded time.
+pub trait RefreshStore: Send + Sync + 'static {
+    /// The keys that mint and verify this store's refresh tokens.
+    fn keys(&self) -> &RefreshKeys;
+
+    /// Creates a session for `user_id` on `device`, evicting the user's least recently used
+    /// sessions beyond the policy's limit.
+    fn create(
+        &self,
+        user_id: &str,
+        device: Device,
+    ) -> impl Future<Output = Result<Created, StoreError>> + Send;
+
+    /// Spends `token` and returns its successor (see the trait docs).
+    fn rotate(
+        &self,
+        token: &str,
+        context: RotateContext,
+    ) -> impl Future<Output = Result<Rotation, RotateError>> + Send;
+
+    /// The session, if it is live. Does not touch it.
+    fn get(
+        &self,
+        id: SessionId,
+    ) -> impl Future<Output = Result<Option<Session>, StoreError>> + Send;
+
+    /// The user's live sessions, most recently used first. Does not touch them.
+    fn list(&self, user_id: &str) -> impl Future<Output = Result<Vec<Session>, StoreError>> + Send;
+
+    /// Revokes one session of `user_id`; `false` when it is not a live session of that user.
+    fn revoke(
+        &self,
+        user_id: &str,
+        id: SessionId,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Revokes every session of `user_id` and returns how many there were.
+    fn revoke_all(&self, user_id: &str) -> impl Future<Output = Result<usize, StoreError>> + Send;
+}
