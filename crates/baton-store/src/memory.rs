@@ -296,7 +296,7 @@ impl MemoryStore {
             return Err(RotateError::Reused(session_ref()));
         }
         if self.policy.user_agent_change() == UserAgentChange::Revoke
-            && context.user_agent != record.device.user_agent
+            && context.stored_user_agent() != record.device.user_agent
         {
             state.revoke(&id, now);
             return Err(RotateError::Revoked(Some(session_ref())));
@@ -308,7 +308,7 @@ impl MemoryStore {
         record.expires_at = now
             .saturating_add(self.policy.idle_ms())
             .min(record.absolute_expires_at);
-        record.device.user_agent = context.user_agent;
+        record.device.user_agent = context.stored_user_agent();
         record.device.ip = context.ip;
         let session = record.session(id);
         state.sessions.insert(id, Slot::Live(record));

@@ -40,18 +40,13 @@ impl Device {
         self
     }
 
-    /// The device as stored: control characters replaced by spaces, lengths capped.
+    /// The device as stored: control characters replaced by spaces, lengths capped, empty
+    /// strings as `None`.
     pub fn sanitized(&self) -> Device {
         Device {
-            user_agent: self
-                .user_agent
-                .as_deref()
-                .map(|s| sanitize(s, MAX_USER_AGENT_LEN)),
+            user_agent: sanitize_opt(self.user_agent.as_deref(), MAX_USER_AGENT_LEN),
             ip: self.ip,
-            name: self
-                .name
-                .as_deref()
-                .map(|s| sanitize(s, MAX_DEVICE_NAME_LEN)),
+            name: sanitize_opt(self.name.as_deref(), MAX_DEVICE_NAME_LEN),
         }
     }
 }
@@ -66,6 +61,10 @@ pub(crate) fn sanitize(s: &str, max: usize) -> String {
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
+}
+
+fn sanitize_opt(s: Option<&str>, max: usize) -> Option<String> {
+    s.map(|s| sanitize(s, max)).filter(|s| !s.is_empty())
 }
 
 /// Checks a user id: non-empty, at most 256 bytes, no control characters.
@@ -145,9 +144,11 @@ pub struct RotateContext {
 impl RotateContext {
     /// A context with this user agent and IP.
     pub fn new(user_agent: Option<&str>, ip: Option<IpAddr>) -> Self {
-        RotateContext {
-            user_agent: user_agent.map(|s| sanitize(s, MAX_USER_AGENT_LEN)),
-            ip,
-        }
+        RotateContext { user_agent: user_agent.map(str::to_owned), ip }
+    }
+
+    /// The user agent as stored: sanitized like [`Device::sanitized`].
+    pub fn stored_user_agent(&self) -> Option<String> {
+        sanitize_opt(self.user_agent.as_deref(), MAX_USER_AGENT_LEN)
     }
 }

@@ -18,6 +18,13 @@ pub struct Created {
     pub evicted: Vec<SessionId>,
 }
 
+impl Created {
+    /// A creation result (for store implementations).
+    pub fn new(session: Session, token: RefreshToken, evicted: Vec<SessionId>) -> Self {
+        Created { session, token, evicted }
+    }
+}
+
 /// How a refresh token was accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -40,6 +47,13 @@ pub struct Rotation {
     pub token: RefreshToken,
     /// The session after the rotation (for issuing the access token).
     pub session: Session,
+}
+
+impl Rotation {
+    /// A rotation result (for store implementations).
+    pub fn new(kind: RotationKind, token: RefreshToken, session: Session) -> Self {
+        Rotation { kind, token, session }
+    }
 }
 
 /// Where sessions and their refresh-token generations live.

@@ -1,0 +1,242 @@
+//! Test support for baton (not published): real `redis-server` processes on free loopback
+//! ports, started and stopped by pid, so tests can kill, pause and restart them.
+//!
+//! When no `redis-server` binary exists, [`RedisServer::start`] prints a loud message and
+//! returns `None` (the test then skips), unless `BATON_REQUIRE_REDIS=1`, when it panics.
+//! `BATON_REDIS_SERVER` names another binary.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn binary() -> String {
+    std::env::var("BATON_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned())
+}
+
+fn required() -> bool {
+    std::env::var("BATON_REQUIRE_REDIS").is_ok_and(|v| v == "1")
+}
+
+/// `true` when a `redis-server` binary runs here.
+pub fn redis_available() -> bool {
+    Command::new(binary())
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// A `redis-server` of the test's own, on 127.0.0.1. Killed and reaped on drop; its log is
+/// printed when the test panics.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    args: Vec<String>,
+}
+
+impl RedisServer {
+    /// Starts a server with `--save "" --appendonly no`, or skips (see the crate docs).
+    ///
+    /// # Panics
+    /// When the server does not start, or `redis-server` is missing under
+    /// `BATON_REQUIRE_REDIS=1`.
+    pub fn start() -> Option<Self> {
+        Self::start_with(&["--save", "", "--appendonly", "no"])
+    }
+
+    /// Starts a server with extra arguments (`--appendonly yes`, ...).
+    ///
+    /// # Panics
+    /// As [`RedisServer::start`].
+    pub fn start_with(args: &[&str]) -> Option<Self> {
+        if !redis_available() {
+            assert!(!required(), "redis-server not found and BATON_REQUIRE_REDIS=1");
+            eprintln!(
+                "\n********************************************************************\n\
+                 SKIPPED: no redis-server binary here; install redis-server (or set\n\
+                 BATON_REDIS_SERVER) to run this test. BATON_REQUIRE_REDIS=1 makes it fail.\n\
+                 ********************************************************************\n"
+            );
+            return None;
+        }
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("baton-redis-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create the server's directory");
+        let mut server = RedisServer {
+            child: None,
+            port: 0,
+            dir,
+            args: args.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        for _ in 0..5 {
+            server.port = free_port();
+            if server.spawn() {
+                return Some(server);
+            }
+        }
+        panic!("redis-server did not start; log:\n{}", server.log());
+    }
+
+    fn spawn(&mut self) -> bool {
+        let child = Command::new(binary())
+            .arg("--port")
+            .arg(self.port.to_string())
+            .args(["--bind", "127.0.0.1", "--protected-mode", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--logfile")
+            .arg(self.log_path())
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        if self.wait_ready(Duration::from_secs(10)) {
+            true
+        } else {
+            self.kill();
+            false
+        }
+    }
+
+    fn wait_ready(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(_)) = child.try_wait()
+            {
+                return false;
+            }
+            if self.ping() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    /// `true` when the server answers `PING` within 200 ms.
+    pub fn ping(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+        if stream.write_all(b"PING\r\n").is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 7];
+        stream.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:<port>/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The server's working directory (RDB and AOF files).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("redis.log")
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the server (SIGKILL) and reaps it. Data not persisted is lost.
+    pub fn stop(&mut self) {
+        self.resume();
+        self.kill();
+    }
+
+    /// Starts the server again on the same port and directory.
+    ///
+    /// # Panics
+    /// When it does not come up.
+    pub fn restart(&mut self) {
+        self.stop();
+        assert!(self.spawn(), "redis-server did not restart; log:\n{}", self.log());
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill").arg(signal).arg(pid.to_string()).status();
+        }
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open but nothing answers.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- redis-server log (port {}) ---\n{}", self.port, self.log());
+        }
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_pings_stops_and_restarts() {
+        let Some(mut server) = RedisServer::start() else { return };
+        assert!(server.ping());
+        let port = server.port();
+        server.stop();
+        assert!(!server.ping());
+        server.restart();
+        assert_eq!(server.port(), port);
+        assert!(server.ping());
+        server.pause();
+        assert!(!server.ping(), "a paused server does not answer");
+        server.resume();
+        assert!(server.ping());
+    }
+}
