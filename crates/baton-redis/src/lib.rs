@@ -20,25 +20,29 @@
 //! ```
 //!
 //! # Data layout
-//! With the default prefix `baton:` and a user whose [user tag](baton_store::user_tag_of) is
-//! `T` (12 base64url characters derived from the user id):
+//! One string key per user, `<prefix>{T}` (default prefix `baton:`), where `T` is the user's
+//! [user tag](baton_store::user_tag_of): 12 base64url characters derived from the user id,
+//! which also start each of the user's session ids. The key holds all of the user's sessions,
+//! records separated by `\x1e` and fields by `\x1f`:
 //!
-//! | key | type | holds | TTL |
-//! |---|---|---|---|
-//! | `baton:{T}:s:<20 chars>` | string | one session: generation, created, last used, last rotation, idle deadline, absolute deadline, IP, device name, user agent, user id, separated by `\x1f` | until the session's deadline |
-//! | `baton:{T}:s:<20 chars>` | string `R` | a revoked session (so its token answers *revoked*) | the session's remaining life, at most one day |
-//! | `baton:{T}:i` | sorted set | the user's sessions by last use (member: the 20 characters) | the longest of its sessions |
+//! | record | fields |
+//! |---|---|
+//! | live session | id (the 20 characters after the tag), generation, created, last used, idle deadline, absolute deadline (ms), IP, device name, user agent, user id |
+//! | revoked session | id, `R`, remembered until (its remaining life, at most one day), so its token answers *revoked* |
 //!
-//! All keys of one user share the hash tag `{T}`, so every script touches one hash slot and
-//! runs unchanged on Redis Cluster. Listing and revoke-all read the index: no `KEYS`, no
-//! `SCAN`. Every key has a TTL, so nothing outlives its session. No secret is stored: refresh
-//! tokens are authenticated with [`RefreshKeys`], which never reach Redis.
+//! Every operation touches that one key, declared in `KEYS`: scripts run unchanged on Redis
+//! Cluster, listing and revoke-all need no `KEYS` or `SCAN`, and the key's TTL covers its
+//! longest-lived record, so nothing outlives its sessions. Expired records are dropped by the
+//! next write. No secret is stored: refresh tokens are authenticated with [`RefreshKeys`],
+//! which never reach Redis. Users are expected to have few sessions (the policy's per-user
+//! limit): every write rewrites the user's key.
 //!
 //! # Memory
-//! One session with a 130-byte user agent costs about 330 bytes in Redis 7 (`MEMORY USAGE`
-//! of its key plus its share of the index), measured by the `bytes_per_session` test. A
-//! single string keeps it compact: a 10-field hash leaves Redis's compact encoding as soon
-//! as one value passes 64 bytes and then costs over 1,100 bytes.
+//! Measured by the `bytes_per_session` test (`MEMORY USAGE`, Redis 7, 130-byte user agent,
+//! IPv4): about 330 bytes for a user with one session, and about 260 per session for a user
+//! with ten. A per-session hash would cost 456 bytes, and 1,112 once the user agent (over 64
+//! bytes) pushes it out of Redis's compact encoding; a separate per-user index adds another
+//! 120 bytes for a one-session user.
 
 use std::fmt;
 use std::future::Future;
@@ -55,7 +59,10 @@ use baton_token::{Clock, SystemClock};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
-const SEP: char = '\u{1f}';
+/// Separates the fields of a record.
+const US: char = '\u{1f}';
+/// Separates the records of a user's key.
+const RS: char = '\u{1e}';
 
 /// Connection settings for [`RedisStore`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,7 +95,9 @@ impl RedisOptions {
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Result<Self, StoreError> {
         let prefix = prefix.into();
         if prefix.contains(['{', '}']) {
-            return Err(StoreError::InvalidInput("key prefix must not contain braces"));
+            return Err(StoreError::InvalidInput(
+                "key prefix must not contain braces",
+            ));
         }
         self.prefix = prefix;
         Ok(self)
@@ -112,7 +121,6 @@ impl RedisOptions {
 struct Scripts {
     create: Script,
     rotate: Script,
-    list: Script,
     revoke: Script,
 }
 
@@ -145,40 +153,53 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::Internal(format!("stored session is not readable: {what}"))
 }
 
-/// The fields of a stored session, in order.
-fn encode(record: &Session, rotated_at: u64) -> String {
-    let d = &record.device;
+/// A live session as a record (member first).
+fn encode(session: &Session) -> String {
+    let d = &session.device;
     let ip = d.ip.map(|ip| ip.to_string()).unwrap_or_default();
-    let parts = [
-        record.generation.to_string(),
-        record.created_at.to_string(),
-        record.last_used_at.to_string(),
-        rotated_at.to_string(),
-        record.expires_at.to_string(),
-        record.absolute_expires_at.to_string(),
+    [
+        session.id.random_part(),
+        session.generation.to_string(),
+        session.created_at.to_string(),
+        session.last_used_at.to_string(),
+        session.expires_at.to_string(),
+        session.absolute_expires_at.to_string(),
         ip,
         d.name.clone().unwrap_or_default(),
         d.user_agent.clone().unwrap_or_default(),
-        record.user_id.clone(),
-    ];
-    parts.join(&SEP.to_string())
+        session.user_id.clone(),
+    ]
+    .join(&US.to_string())
 }
 
-fn decode(id: SessionId, value: &str) -> Result<Session, StoreError> {
-    let f: Vec<&str> = value.split(SEP).collect();
-    let [generation, created, last_used, _rotated, expires, absolute, ip, name, ua, user_id] = f[..]
+/// A live record (member first) back into a session of the user with tag `tag`.
+fn decode(tag: &str, record: &str) -> Result<Session, StoreError> {
+    let f: Vec<&str> = record.split(US).collect();
+    let [
+        member,
+        generation,
+        created,
+        last_used,
+        expires,
+        absolute,
+        ip,
+        name,
+        ua,
+        user_id,
+    ] = f[..]
     else {
         return Err(corrupt("wrong number of fields"));
     };
+    let id: SessionId = format!("{tag}{member}")
+        .parse()
+        .map_err(|_| corrupt("bad session id"))?;
     let num = |s: &str| s.parse::<u64>().map_err(|_| corrupt("bad number"));
-    let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
-    let ip = if ip.is_empty() {
-        None
-    } else {
-        Some(ip.parse::<IpAddr>().map_err(|_| corrupt("bad ip"))?)
+    let ip = match ip {
+        "" => None,
+        ip => Some(ip.parse::<IpAddr>().map_err(|_| corrupt("bad ip"))?),
     };
-    let mut device = Device::new(opt(ua).as_deref(), ip);
-    if let Some(name) = opt(name) {
+    let mut device = Device::new((!ua.is_empty()).then_some(ua), ip);
+    if !name.is_empty() {
         device = device.with_name(name);
     }
     Ok(Session::new(
@@ -191,6 +212,21 @@ fn decode(id: SessionId, value: &str) -> Result<Session, StoreError> {
         num(expires)?,
         num(absolute)?,
     ))
+}
+
+/// The live sessions of a user's key at `now` (revoked and expired records skipped).
+fn live_sessions(tag: &str, value: &str, now: u64) -> Result<Vec<Session>, StoreError> {
+    let mut sessions = Vec::new();
+    for record in value.split(RS).filter(|r| !r.is_empty()) {
+        if record.split(US).nth(1) == Some("R") {
+            continue;
+        }
+        let session = decode(tag, record)?;
+        if now < session.expires_at {
+            sessions.push(session);
+        }
+    }
+    Ok(sessions)
 }
 
 fn text(value: &Value) -> Result<String, StoreError> {
@@ -226,10 +262,18 @@ impl RedisStore {
             clock: Arc::new(SystemClock),
             options: Arc::new(options),
             scripts: Arc::new(Scripts {
-                create: Script::new(include_str!("create.lua")),
-                rotate: Script::new(include_str!("rotate.lua")),
-                list: Script::new(include_str!("list.lua")),
-                revoke: Script::new(include_str!("revoke.lua")),
+                create: Script::new(concat!(
+                    include_str!("common.lua"),
+                    include_str!("create.lua")
+                )),
+                rotate: Script::new(concat!(
+                    include_str!("common.lua"),
+                    include_str!("rotate.lua")
+                )),
+                revoke: Script::new(concat!(
+                    include_str!("common.lua"),
+                    include_str!("revoke.lua")
+                )),
             }),
         })
     }
@@ -246,22 +290,13 @@ impl RedisStore {
         &self.policy
     }
 
-    fn session_prefix(&self, tag: &str) -> String {
-        format!("{}{{{tag}}}:s:", self.options.prefix)
+    fn key(&self, tag: &str) -> String {
+        format!("{}{{{tag}}}", self.options.prefix)
     }
 
-    fn index_key(&self, tag: &str) -> String {
-        format!("{}{{{tag}}}:i", self.options.prefix)
-    }
-
-    /// The Redis key of a session (for inspection and tests).
-    pub fn session_key(&self, id: SessionId) -> String {
-        format!("{}{}", self.session_prefix(&id.user_tag()), id.random_part())
-    }
-
-    /// The Redis key of a user's session index (for inspection and tests).
-    pub fn index_key_of(&self, user_id: &str) -> String {
-        self.index_key(&baton_store::user_tag_of(user_id))
+    /// The Redis key holding `user_id`'s sessions (for inspection and tests).
+    pub fn user_key(&self, user_id: &str) -> String {
+        self.key(&baton_store::user_tag_of(user_id))
     }
 
     /// A clone of the connection, for inspection and tests (`MEMORY USAGE`, ...).
@@ -287,13 +322,32 @@ impl RedisStore {
         }
     }
 
-    fn members_to_ids(tag_of: &SessionId, members: &[Value]) -> Vec<SessionId> {
-        let tag = tag_of.user_tag();
-        members
-            .iter()
-            .filter_map(|m| text(m).ok())
-            .filter_map(|m| format!("{tag}{m}").parse().ok())
-            .collect()
+    async fn read_user(&self, tag: &str) -> Result<Vec<Session>, StoreError> {
+        let now = self.clock.now_millis();
+        let mut conn = self.conn.clone();
+        let value: Option<String> = self
+            .bounded(redis::cmd("GET").arg(self.key(tag)).query_async(&mut conn))
+            .await?;
+        value.map_or(Ok(Vec::new()), |v| live_sessions(tag, &v, now))
+    }
+
+    async fn revoke_members(
+        &self,
+        user_id: &str,
+        only: Option<SessionId>,
+    ) -> Result<usize, StoreError> {
+        let now = self.clock.now_millis();
+        let mut invocation = self.scripts.revoke.prepare_invoke();
+        invocation
+            .key(self.user_key(user_id))
+            .arg(now)
+            .arg(user_id)
+            .arg(REVOKED_TOMBSTONE_MS);
+        if let Some(id) = only {
+            invocation.arg(id.random_part());
+        }
+        let mut conn = self.conn.clone();
+        self.bounded(invocation.invoke_async(&mut conn)).await
     }
 }
 
@@ -307,30 +361,41 @@ impl RefreshStore for RedisStore {
         let now = self.clock.now_millis();
         let id = SessionId::generate(user_id)?;
         let absolute = now.saturating_add(policy_ms(self.policy.absolute_lifetime()));
-        let expires = now.saturating_add(policy_ms(self.policy.idle_lifetime())).min(absolute);
-        let session = Session::new(id, user_id.to_owned(), device.sanitized(), now, now, 0, expires, absolute);
+        let expires = now
+            .saturating_add(policy_ms(self.policy.idle_lifetime()))
+            .min(absolute);
+        let session = Session::new(
+            id,
+            user_id.to_owned(),
+            device.sanitized(),
+            now,
+            now,
+            0,
+            expires,
+            absolute,
+        );
         let tag = id.user_tag();
         let mut invocation = self.scripts.create.prepare_invoke();
         invocation
-            .key(self.session_key(id))
-            .key(self.index_key(&tag))
-            .arg(encode(&session, 0))
-            .arg(expires - now)
+            .key(self.key(&tag))
+            .arg(encode(&session))
             .arg(now)
             .arg(self.policy.max_sessions_per_user())
-            .arg(id.random_part())
-            .arg(self.session_prefix(&tag))
             .arg(user_id)
             .arg(REVOKED_TOMBSTONE_MS);
         let mut conn = self.conn.clone();
-        let evicted: Vec<Value> = self.bounded(invocation.invoke_async(&mut conn)).await?;
-        let evicted = Self::members_to_ids(&id, &evicted);
+        let evicted: Vec<String> = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        let evicted = evicted
+            .iter()
+            .filter_map(|m| format!("{tag}{m}").parse().ok())
+            .collect();
         Ok(Created::new(session, self.keys.mint(&id, 0), evicted))
     }
 
     async fn rotate(&self, token: &str, context: RotateContext) -> Result<Rotation, RotateError> {
         let verified = self.keys.verify(token).ok_or(RotateError::Invalid)?;
         let id = verified.session_id;
+        let tag = id.user_tag();
         let now = self.clock.now_millis();
         let policy = match self.policy.user_agent_change() {
             UserAgentChange::Revoke => "revoke",
@@ -338,8 +403,8 @@ impl RefreshStore for RedisStore {
         };
         let mut invocation = self.scripts.rotate.prepare_invoke();
         invocation
-            .key(self.session_key(id))
-            .key(self.index_key(&id.user_tag()))
+            .key(self.key(&tag))
+            .arg(id.random_part())
             .arg(verified.generation)
             .arg(now)
             .arg(policy_ms(self.policy.grace_window()))
@@ -347,21 +412,31 @@ impl RefreshStore for RedisStore {
             .arg(policy)
             .arg(context.stored_user_agent().unwrap_or_default())
             .arg(context.ip.map(|ip| ip.to_string()).unwrap_or_default())
-            .arg(REVOKED_TOMBSTONE_MS)
-            .arg(id.random_part());
+            .arg(REVOKED_TOMBSTONE_MS);
         let mut conn = self.conn.clone();
         let reply: Vec<Value> = self.bounded(invocation.invoke_async(&mut conn)).await?;
         let code = reply.first().map(text).transpose()?.unwrap_or_default();
-        let second = || reply.get(1).map(text).transpose().map(Option::unwrap_or_default);
+        let second = || {
+            reply
+                .get(1)
+                .map(text)
+                .transpose()
+                .map(Option::unwrap_or_default)
+        };
+        let session_ref = |user_id| SessionRef { id, user_id };
         match code.as_str() {
             "rotated" | "graced" => {
-                let session = decode(id, &second()?)?;
-                let kind = if code == "rotated" { RotationKind::Rotated } else { RotationKind::Graced };
+                let session = decode(&tag, &second()?)?;
+                let kind = if code == "rotated" {
+                    RotationKind::Rotated
+                } else {
+                    RotationKind::Graced
+                };
                 let token = self.keys.mint(&id, session.generation);
                 Ok(Rotation::new(kind, token, session))
             }
-            "reused" => Err(RotateError::Reused(SessionRef { id, user_id: second()? })),
-            "ua_revoked" => Err(RotateError::Revoked(Some(SessionRef { id, user_id: second()? }))),
+            "reused" => Err(RotateError::Reused(session_ref(second()?))),
+            "ua_revoked" => Err(RotateError::Revoked(Some(session_ref(second()?)))),
             "revoked" => Err(RotateError::Revoked(None)),
             "expired" => Err(RotateError::Expired),
             "invalid" => Err(RotateError::Invalid),
@@ -370,65 +445,30 @@ impl RefreshStore for RedisStore {
     }
 
     async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
-        let now = self.clock.now_millis();
-        let mut conn = self.conn.clone();
-        let key = self.session_key(id);
-        let value: Option<String> = self.bounded(redis::cmd("GET").arg(&key).query_async(&mut conn)).await?;
-        match value {
-            None => Ok(None),
-            Some(v) if v == "R" => Ok(None),
-            Some(v) => {
-                let session = decode(id, &v)?;
-                Ok((now < session.expires_at).then_some(session))
-            }
-        }
+        let sessions = self.read_user(&id.user_tag()).await?;
+        Ok(sessions.into_iter().find(|s| s.id == id))
     }
 
     async fn list(&self, user_id: &str) -> Result<Vec<Session>, StoreError> {
-        let now = self.clock.now_millis();
-        let tag = baton_store::user_tag_of(user_id);
-        let mut invocation = self.scripts.list.prepare_invoke();
-        invocation.key(self.index_key(&tag)).arg(self.session_prefix(&tag)).arg(now).arg(user_id);
-        let mut conn = self.conn.clone();
-        let reply: Vec<String> = self.bounded(invocation.invoke_async(&mut conn)).await?;
-        reply
-            .chunks_exact(2)
-            .map(|pair| {
-                let id: SessionId = format!("{tag}{}", pair[0]).parse().map_err(|_| corrupt("bad member"))?;
-                decode(id, &pair[1])
-            })
-            .collect()
+        let mut sessions = self.read_user(&baton_store::user_tag_of(user_id)).await?;
+        sessions.retain(|s| s.user_id == user_id);
+        sessions.sort_by(|a, b| {
+            b.last_used_at
+                .cmp(&a.last_used_at)
+                .then(b.created_at.cmp(&a.created_at))
+        });
+        Ok(sessions)
     }
 
     async fn revoke(&self, user_id: &str, id: SessionId) -> Result<bool, StoreError> {
         if !id.belongs_to(user_id) {
             return Ok(false);
         }
-        let count = self.revoke_members(user_id, Some(id)).await?;
-        Ok(count > 0)
+        Ok(self.revoke_members(user_id, Some(id)).await? > 0)
     }
 
     async fn revoke_all(&self, user_id: &str) -> Result<usize, StoreError> {
         self.revoke_members(user_id, None).await
-    }
-}
-
-impl RedisStore {
-    async fn revoke_members(&self, user_id: &str, only: Option<SessionId>) -> Result<usize, StoreError> {
-        let now = self.clock.now_millis();
-        let tag = baton_store::user_tag_of(user_id);
-        let mut invocation = self.scripts.revoke.prepare_invoke();
-        invocation
-            .key(self.index_key(&tag))
-            .arg(self.session_prefix(&tag))
-            .arg(now)
-            .arg(user_id)
-            .arg(REVOKED_TOMBSTONE_MS);
-        if let Some(id) = only {
-            invocation.arg(id.random_part());
-        }
-        let mut conn = self.conn.clone();
-        self.bounded(invocation.invoke_async(&mut conn)).await
     }
 }
 

@@ -234,9 +234,13 @@ impl MemoryStore {
             }
             let oldest = ids
                 .iter()
-                .filter_map(|id| state.live(id, now).map(|r| (r.last_used_at, *id)))
+                .filter_map(|id| {
+                    state
+                        .live(id, now)
+                        .map(|r| (r.last_used_at, id.random_part(), *id))
+                })
                 .min();
-            let Some((_, oldest)) = oldest else { break };
+            let Some((_, _, oldest)) = oldest else { break };
             state.revoke(&oldest, now);
             evicted.push(oldest);
         }

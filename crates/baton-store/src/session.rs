@@ -144,7 +144,10 @@ pub struct RotateContext {
 impl RotateContext {
     /// A context with this user agent and IP.
     pub fn new(user_agent: Option<&str>, ip: Option<IpAddr>) -> Self {
-        RotateContext { user_agent: user_agent.map(str::to_owned), ip }
+        RotateContext {
+            user_agent: user_agent.map(str::to_owned),
+            ip,
+        }
     }
 
     /// The user agent as stored: sanitized like [`Device::sanitized`].

@@ -21,7 +21,11 @@ pub struct Created {
 impl Created {
     /// A creation result (for store implementations).
     pub fn new(session: Session, token: RefreshToken, evicted: Vec<SessionId>) -> Self {
-        Created { session, token, evicted }
+        Created {
+            session,
+            token,
+            evicted,
+        }
     }
 }
 
@@ -52,7 +56,11 @@ pub struct Rotation {
 impl Rotation {
     /// A rotation result (for store implementations).
     pub fn new(kind: RotationKind, token: RefreshToken, session: Session) -> Self {
-        Rotation { kind, token, session }
+        Rotation {
+            kind,
+            token,
+            session,
+        }
     }
 }
 

@@ -64,7 +64,10 @@ impl RedisServer {
     /// As [`RedisServer::start`].
     pub fn start_with(args: &[&str]) -> Option<Self> {
         if !redis_available() {
-            assert!(!required(), "redis-server not found and BATON_REQUIRE_REDIS=1");
+            assert!(
+                !required(),
+                "redis-server not found and BATON_REQUIRE_REDIS=1"
+            );
             eprintln!(
                 "\n********************************************************************\n\
                  SKIPPED: no redis-server binary here; install redis-server (or set\n\
@@ -95,7 +98,14 @@ impl RedisServer {
         let child = Command::new(binary())
             .arg("--port")
             .arg(self.port.to_string())
-            .args(["--bind", "127.0.0.1", "--protected-mode", "no", "--daemonize", "no"])
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--protected-mode",
+                "no",
+                "--daemonize",
+                "no",
+            ])
             .arg("--dir")
             .arg(&self.dir)
             .arg("--logfile")
@@ -133,7 +143,9 @@ impl RedisServer {
 
     /// `true` when the server answers `PING` within 200 ms.
     pub fn ping(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
         let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
         if stream.write_all(b"PING\r\n").is_err() {
             return false;
@@ -190,12 +202,19 @@ impl RedisServer {
     /// When it does not come up.
     pub fn restart(&mut self) {
         self.stop();
-        assert!(self.spawn(), "redis-server did not restart; log:\n{}", self.log());
+        assert!(
+            self.spawn(),
+            "redis-server did not restart; log:\n{}",
+            self.log()
+        );
     }
 
     fn signal(&self, signal: &str) {
         if let Some(pid) = self.pid() {
-            let _ = Command::new("kill").arg(signal).arg(pid.to_string()).status();
+            let _ = Command::new("kill")
+                .arg(signal)
+                .arg(pid.to_string())
+                .status();
         }
     }
 
@@ -213,7 +232,11 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("--- redis-server log (port {}) ---\n{}", self.port, self.log());
+            eprintln!(
+                "--- redis-server log (port {}) ---\n{}",
+                self.port,
+                self.log()
+            );
         }
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -226,7 +249,9 @@ mod tests {
 
     #[test]
     fn starts_pings_stops_and_restarts() {
-        let Some(mut server) = RedisServer::start() else { return };
+        let Some(mut server) = RedisServer::start() else {
+            return;
+        };
         assert!(server.ping());
         let port = server.port();
         server.stop();
