@@ -1,0 +1,199 @@
+//! Rotation throughput and latency of `RedisStore` against a local, test-started
+//! `redis-server`, at concurrency 1, 16 and 64; beside it, `redis-benchmark` running the same
+//! rotate script (EVALSHA) on the same server: the limit.
+//!
+//! ```text
+//! cargo bench -p baton-redis --bench rotate
+//! ```
+//!
+//! Ours: `c` tasks share one `RedisStore` (one multiplexed connection); each owns a session
+//! and rotates its own token chain, so every call is a full rotation. The limit:
+//! `redis-benchmark -c <c>` sends the script's EVALSHA over `c` connections against one
+//! million pre-created one-session users picked at random (`__rand_int__`), each call with
+//! generation 0: the first call on a user rotates it, a repeat is graced (no write). With
+//! 100,000 calls over a million users about 95% are full rotations, so the limit is, if
+//! anything, a little optimistic.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use baton_redis::{RedisOptions, RedisStore};
+use baton_store::{Device, Policy, RefreshKeys, RefreshStore, RotateContext, RotationKind};
+use baton_test::RedisServer;
+
+const UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.2903.112";
+const ROTATIONS: usize = 60_000;
+const LIMIT_CALLS: usize = 100_000;
+const LIMIT_USERS: usize = 1_000_000;
+
+struct Run {
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+async fn ours(store: &RedisStore, concurrency: usize) -> Run {
+    let per_task = ROTATIONS / concurrency;
+    let mut tokens = Vec::new();
+    for i in 0..concurrency {
+        let created = store
+            .create(
+                &format!("bench-{concurrency}-{i}"),
+                Device::new(Some(UA), None),
+            )
+            .await
+            .unwrap();
+        tokens.push(created.token);
+    }
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for token in tokens {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let mut token = token;
+            let mut latencies = Vec::with_capacity(per_task);
+            let context = RotateContext::new(Some(UA), Some("192.0.2.7".parse().unwrap()));
+            for _ in 0..per_task {
+                let t = Instant::now();
+                let r = store.rotate(token.expose(), context.clone()).await.unwrap();
+                latencies.push(t.elapsed());
+                assert_eq!(r.kind, RotationKind::Rotated);
+                token = r.token;
+            }
+            latencies
+        });
+    }
+    let mut latencies = Vec::with_capacity(ROTATIONS);
+    while let Some(done) = tasks.join_next().await {
+        latencies.extend(done.unwrap());
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    Run {
+        per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: percentile(&latencies, 0.50),
+        p99: percentile(&latencies, 0.99),
+    }
+}
+
+/// Pre-creates one-session users `bench:{000000000000}` ... for the limit run.
+async fn populate_limit_users(url: &str) {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let now = baton_token::Clock::now_millis(&baton_token::SystemClock);
+    let far = now + 3_600_000;
+    let record = format!(
+        "m\u{1f}0\u{1f}{now}\u{1f}{now}\u{1f}{far}\u{1f}{far}\u{1f}192.0.2.7\u{1f}\u{1f}{UA}\u{1f}bench-user"
+    );
+    let script = r#"
+        for i = tonumber(ARGV[2]), tonumber(ARGV[3]) - 1 do
+          redis.call("SET", string.format("bench:{%012d}", i), ARGV[1], "PX", 3600000)
+        end
+        return 0"#;
+    let step = 100_000;
+    for start in (0..LIMIT_USERS).step_by(step) {
+        let _: i64 = redis::cmd("EVAL")
+            .arg(script)
+            .arg(0)
+            .arg(&record)
+            .arg(start)
+            .arg(start + step)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+fn limit(port: u16, concurrency: usize, sha: &str) -> Option<Run> {
+    let now = baton_token::Clock::now_millis(&baton_token::SystemClock);
+    let output = std::process::Command::new("redis-benchmark")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-c",
+            &concurrency.to_string(),
+        ])
+        .args([
+            "-n",
+            &LIMIT_CALLS.to_string(),
+            "-r",
+            &LIMIT_USERS.to_string(),
+            "--csv",
+        ])
+        .args([
+            "EVALSHA",
+            sha,
+            "1",
+            "bench:{__rand_int__}",
+            "m",
+            "0",
+            &now.to_string(),
+        ])
+        .args(["3600000", "3600000", "record", UA, "192.0.2.7", "86400000"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+    let line = text.lines().find(|l| l.starts_with("\"EVALSHA"))?;
+    let cols: Vec<f64> = line
+        .split(',')
+        .skip(1)
+        .filter_map(|c| c.trim_matches('"').parse().ok())
+        .collect();
+    let ms = |v: f64| Duration::from_secs_f64(v / 1000.0);
+    Some(Run {
+        per_second: cols[0],
+        p50: ms(cols[3]),
+        p99: ms(cols[5]),
+    })
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let policy = Policy::new().with_grace_window(Duration::from_secs(10)).unwrap();
+        let store = RedisStore::connect(&server.url(), RefreshKeys::generate().unwrap(), policy, RedisOptions::new())
+            .await
+            .unwrap()
+            .with_clock(Arc::new(baton_token::SystemClock));
+        // Load the rotate script (the first rotation does) and find its SHA.
+        let warm = store.create("warm-up", Device::default()).await.unwrap();
+        store.rotate(warm.token.expose(), RotateContext::default()).await.unwrap();
+        let sha = baton_redis::rotate_script_sha();
+        populate_limit_users(&server.url()).await;
+
+        println!("rotations against redis-server on 127.0.0.1:{} ({ROTATIONS} per level)", server.port());
+        println!("| concurrency | RedisStore rot/s | p50 | p99 | redis-benchmark EVALSHA rot/s | p50 | p99 | ratio |");
+        println!("|---|---|---|---|---|---|---|---|");
+        for concurrency in [1, 16, 64] {
+            let ours = ours(&store, concurrency).await;
+            let limit = limit(server.port(), concurrency, &sha);
+            match limit {
+                Some(l) => println!(
+                    "| {concurrency} | {:.0} | {:.0?} | {:.0?} | {:.0} | {:.0?} | {:.0?} | {:.2}x |",
+                    ours.per_second, ours.p50, ours.p99, l.per_second, l.p50, l.p99, ours.per_second / l.per_second
+                ),
+                None => println!(
+                    "| {concurrency} | {:.0} | {:.0?} | {:.0?} | (redis-benchmark not found) | | | |",
+                    ours.per_second, ours.p50, ours.p99
+                ),
+            }
+        }
+    });
+}
