@@ -869,3 +869,46 @@ async fn grpc_requests_get_grpc_status_in_headers() {
     let res = svc.oneshot(req).await.unwrap();
     assert_eq!(res.headers()["grpc-status"], "7");
 }
+
+#[tokio::test]
+async fn poll_ready_is_forwarded_to_the_inner_service() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::task::{Context, Poll};
+    use tower::Service;
+
+    /// Ready only once `open` is set.
+    #[derive(Clone)]
+    struct Gate(Arc<AtomicBool>);
+
+    impl Service<Request<Full<Bytes>>> for Gate {
+        type Response = Response<Full<Bytes>>;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            if self.0.load(Ordering::SeqCst) {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        }
+
+        fn call(&mut self, _req: Request<Full<Bytes>>) -> Self::Future {
+            std::future::ready(Ok(Response::new(Full::default())))
+        }
+    }
+
+    let f = fixture();
+    let open = Arc::new(AtomicBool::new(false));
+    let mut svc = f.layer().layer(Gate(open.clone()));
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    assert!(
+        svc.poll_ready(&mut cx).is_pending(),
+        "not ready while the inner service is not"
+    );
+    open.store(true, Ordering::SeqCst);
+    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    let res = svc.call(Request::new(Full::default())).await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}
