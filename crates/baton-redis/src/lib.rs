@@ -31,8 +31,9 @@
 //! | revoked session | id, `R`, remembered until (its remaining life, at most one day), so its token answers *revoked* |
 //!
 //! Every operation touches that one key, declared in `KEYS`, so every script stays within one
-//! hash slot as Redis Cluster requires (a cluster connection is not offered yet); listing and revoke-all need no `KEYS` or `SCAN`, and the key's TTL covers its
-//! longest-lived record, so nothing outlives its sessions. Expired records are dropped by the
+//! hash slot as Redis Cluster requires (a cluster connection is not offered yet). Listing and
+//! revoke-all need no `KEYS` or `SCAN`, and the key's TTL covers its longest-lived record, so
+//! nothing outlives its sessions. Expired records are dropped by the
 //! next write. No secret is stored: refresh tokens are authenticated with [`RefreshKeys`],
 //! which never reach Redis. Users are expected to have few sessions (the policy's per-user
 //! limit): every write rewrites the user's key.
