@@ -76,6 +76,7 @@ mod future;
 mod layer;
 mod rejection;
 mod revocation;
+mod revocation_list;
 mod service;
 
 #[cfg(feature = "axum")]
@@ -88,4 +89,5 @@ pub use future::ResponseFuture;
 pub use layer::{BearerVerifyLayer, ConfigError};
 pub use rejection::{BuildRejection, JsonRejection, Rejection, RejectionKind, grpc_response};
 pub use revocation::{CheckRevocation, TokenIdentity};
+pub use revocation_list::RevocationList;
 pub use service::BearerVerify;

@@ -128,6 +128,52 @@ fn trace_rejection(rejection: &Rejection) {
     tracing::debug!(target: "baton::bearer", kind, grpc = rejection.is_grpc(), "request rejected");
 }
 
+/// Builds the full rejection response (gRPC or the responder's), with the challenge and the
+/// `Rejection` in its extensions.
+fn reject<R: BuildRejection, B>(
+    config: &Config,
+    responder: &R,
+    kind: RejectionKind,
+    req: &Request<B>,
+) -> Response<bytes::Bytes> {
+    let rejection = Rejection::new(
+        kind,
+        config.realm.clone(),
+        config.scope_challenge.clone(),
+        is_grpc(req),
+    );
+    #[cfg(feature = "tracing")]
+    trace_rejection(&rejection);
+    let mut res = if rejection.is_grpc() {
+        grpc_response(&rejection)
+    } else {
+        responder.build(&rejection)
+    };
+    if !res.headers().contains_key(WWW_AUTHENTICATE) {
+        res.headers_mut()
+            .insert(WWW_AUTHENTICATE, rejection.www_authenticate());
+    }
+    res.extensions_mut().insert(rejection);
+    res
+}
+
+impl<C, R> BearerVerifyLayer<C, R>
+where
+    C: DeserializeOwned,
+    R: BuildRejection,
+{
+    /// Checks `req` as the middleware would, without a service: the verified claims (`None`
+    /// for an anonymous request in optional mode), or the rejection response. For handlers
+    /// that authenticate by hand (auth endpoints, say).
+    ///
+    /// # Errors
+    /// The rejection response (400, 401 or 403, or the gRPC form).
+    pub fn check<B>(&self, req: &Request<B>) -> Result<Option<Claims<C>>, Response<bytes::Bytes>> {
+        authenticate::<C, B>(&self.config, req)
+            .map_err(|kind| reject(&self.config, &self.rejection, kind, req))
+    }
+}
+
 impl<S, C, R, ReqBody, ResBody> Service<Request<ReqBody>> for BearerVerify<S, C, R>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -150,25 +196,7 @@ where
             }
             Ok(None) => ResponseFuture::inner(self.inner.call(req)),
             Err(kind) => {
-                let c = &self.config;
-                let rejection = Rejection::new(
-                    kind,
-                    c.realm.clone(),
-                    c.scope_challenge.clone(),
-                    is_grpc(&req),
-                );
-                #[cfg(feature = "tracing")]
-                trace_rejection(&rejection);
-                let mut res = if rejection.is_grpc() {
-                    grpc_response(&rejection)
-                } else {
-                    self.rejection.build(&rejection)
-                };
-                if !res.headers().contains_key(WWW_AUTHENTICATE) {
-                    res.headers_mut()
-                        .insert(WWW_AUTHENTICATE, rejection.www_authenticate());
-                }
-                res.extensions_mut().insert(rejection);
+                let res = reject(&self.config, &self.rejection, kind, &req);
                 ResponseFuture::rejected(res)
             }
         }

@@ -93,6 +93,14 @@ impl OriginGuardLayer {
         Arc::make_mut(&mut self.config).allow_same_site = true;
         self
     }
+
+    /// Checks `req` as the middleware would, for handlers that route by hand.
+    ///
+    /// # Errors
+    /// Why the request is refused.
+    pub fn check<B>(&self, req: &Request<B>) -> Result<(), CrossSiteRejection> {
+        self.config.check(req)
+    }
 }
 
 /// Why a request was refused.

@@ -298,11 +298,6 @@ impl RedisStore {
         self
     }
 
-    /// The policy.
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
     fn key(&self, tag: &str) -> String {
         format!("{}{{{tag}}}", self.options.prefix)
     }
@@ -367,6 +362,10 @@ impl RedisStore {
 impl RefreshStore for RedisStore {
     fn keys(&self) -> &RefreshKeys {
         &self.keys
+    }
+
+    fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     async fn create(&self, user_id: &str, device: Device) -> Result<Created, StoreError> {

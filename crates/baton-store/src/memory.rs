@@ -176,11 +176,6 @@ impl MemoryStore {
         self
     }
 
-    /// The policy.
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave a half-written entry: every update is
         // a single insert or remove. Carry on with the data.
@@ -347,6 +342,10 @@ impl MemoryStore {
 impl RefreshStore for MemoryStore {
     fn keys(&self) -> &RefreshKeys {
         &self.keys
+    }
+
+    fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     async fn create(&self, user_id: &str, device: Device) -> Result<Created, StoreError> {

@@ -3,7 +3,8 @@
 use std::future::Future;
 
 use crate::{
-    Device, RefreshKeys, RefreshToken, RotateContext, RotateError, Session, SessionId, StoreError,
+    Device, Policy, RefreshKeys, RefreshToken, RotateContext, RotateError, Session, SessionId,
+    StoreError,
 };
 
 /// A new session and its first refresh token.
@@ -79,6 +80,9 @@ impl Rotation {
 pub trait RefreshStore: Send + Sync + 'static {
     /// The keys that mint and verify this store's refresh tokens.
     fn keys(&self) -> &RefreshKeys;
+
+    /// The store's policy (lifetimes, grace window, limits).
+    fn policy(&self) -> &Policy;
 
     /// Creates a session for `user_id` on `device`, evicting the user's least recently used
     /// sessions beyond the policy's limit.

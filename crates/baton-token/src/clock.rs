@@ -19,6 +19,12 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
     }
 }
 
+impl Clock for Arc<dyn Clock> {
+    fn now_millis(&self) -> u64 {
+        (**self).now_millis()
+    }
+}
+
 /// The system's wall clock.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;

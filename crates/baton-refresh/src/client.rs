@@ -1,0 +1,290 @@
+//! `HttpRefresher`: the client side. Logs in, keeps the access token in a shared holder and
+//! the refresh cookie in its own jar, and calls `POST /auth/refresh` when asked.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, SET_COOKIE};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, request};
+use http_body::Body;
+use http_body_util::{BodyExt, Full};
+use tower::{Service, ServiceExt};
+
+use crate::Refresher;
+
+/// The largest token-endpoint response read, in bytes.
+const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
+
+#[derive(Default)]
+struct Holder {
+    access: RwLock<Option<(String, Option<Instant>)>>,
+    jar: Mutex<BTreeMap<String, String>>,
+    refreshes: AtomicU64,
+}
+
+/// Why a login failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum LoginError {
+    /// The request could not be sent or the response not read.
+    Transport(String),
+    /// The server refused (status and body).
+    Refused(u16, String),
+    /// The response was not `{"access_token": ..., "expires_in": ...}`.
+    BadResponse(String),
+}
+
+impl std::error::Error for LoginError {}
+
+impl fmt::Display for LoginError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoginError::Transport(e) => write!(f, "login request failed: {e}"),
+            LoginError::Refused(status, body) => write!(f, "login refused with {status}: {body}"),
+            LoginError::BadResponse(e) => write!(f, "unexpected login response: {e}"),
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    expires_in: Option<u64>,
+}
+
+/// The client-side [`Refresher`]: an HTTP client `C` (any `tower::Service`, such as
+/// hyper-util's `Client`) used for `POST /auth/refresh`, an access-token holder shared by
+/// clones, and a cookie jar for the refresh cookie. Every request through the layer gets
+/// `Authorization: Bearer <current token>`.
+#[derive(Clone)]
+pub struct HttpRefresher<C> {
+    client: C,
+    refresh_uri: Uri,
+    holder: Arc<Holder>,
+}
+
+impl<C> fmt::Debug for HttpRefresher<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpRefresher")
+            .field("refresh_uri", &self.refresh_uri)
+            .field("refreshes", &self.refreshes())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C> HttpRefresher<C> {
+    /// A refresher that refreshes at `refresh_uri` through `client`.
+    pub fn new(client: C, refresh_uri: Uri) -> Self {
+        HttpRefresher {
+            client,
+            refresh_uri,
+            holder: Arc::default(),
+        }
+    }
+
+    /// The current access token.
+    pub fn access_token(&self) -> Option<String> {
+        self.holder
+            .access
+            .read()
+            .ok()?
+            .as_ref()
+            .map(|(t, _)| t.clone())
+    }
+
+    /// Replaces the access token (lifetime in seconds, when known).
+    pub fn set_access_token(&self, token: impl Into<String>, expires_in: Option<u64>) {
+        let expires = expires_in.map(|s| Instant::now() + Duration::from_secs(s));
+        if let Ok(mut access) = self.holder.access.write() {
+            *access = Some((token.into(), expires));
+        }
+    }
+
+    /// How many refreshes this refresher (and its clones) ran.
+    pub fn refreshes(&self) -> u64 {
+        self.holder.refreshes.load(Ordering::Relaxed)
+    }
+
+    fn cookie_header(&self) -> Option<HeaderValue> {
+        let jar = self.holder.jar.lock().ok()?;
+        if jar.is_empty() {
+            return None;
+        }
+        let line = jar
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        HeaderValue::try_from(line).ok()
+    }
+
+    fn store_cookies(&self, headers: &HeaderMap) {
+        let Ok(mut jar) = self.holder.jar.lock() else {
+            return;
+        };
+        for value in headers.get_all(SET_COOKIE) {
+            let Some(cookie) = value
+                .to_str()
+                .ok()
+                .and_then(|v| cookie::Cookie::parse(v.to_owned()).ok())
+            else {
+                continue;
+            };
+            let removal = cookie
+                .max_age()
+                .is_some_and(|m| m.is_zero() || m.is_negative())
+                || cookie.value().is_empty();
+            if removal {
+                jar.remove(cookie.name());
+            } else {
+                jar.insert(cookie.name().to_owned(), cookie.value().to_owned());
+            }
+        }
+    }
+}
+
+impl<C, RB> HttpRefresher<C>
+where
+    C: Service<Request<Full<Bytes>>, Response = Response<RB>> + Clone + Send + Sync + 'static,
+    C::Future: Send,
+    C::Error: fmt::Display,
+    RB: Body + Send,
+    RB::Data: Send,
+    RB::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    async fn post(
+        &self,
+        uri: Uri,
+        body: Bytes,
+        json: bool,
+    ) -> Result<(u16, HeaderMap, Bytes), LoginError> {
+        let mut req = Request::builder().method(Method::POST).uri(uri);
+        if json {
+            req = req.header(CONTENT_TYPE, "application/json");
+        }
+        if let Some(cookies) = self.cookie_header() {
+            req = req.header(COOKIE, cookies);
+        }
+        let req = req
+            .body(Full::new(body))
+            .map_err(|e| LoginError::Transport(e.to_string()))?;
+        let res = self
+            .client
+            .clone()
+            .oneshot(req)
+            .await
+            .map_err(|e| LoginError::Transport(e.to_string()))?;
+        let (parts, body) = res.into_parts();
+        let limited = http_body_util::Limited::new(body, MAX_TOKEN_RESPONSE);
+        let bytes = limited
+            .collect()
+            .await
+            .map_err(|e| LoginError::Transport(e.to_string()))?
+            .to_bytes();
+        Ok((parts.status.as_u16(), parts.headers, bytes))
+    }
+
+    fn accept_tokens(
+        &self,
+        status: u16,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<(), LoginError> {
+        if status != 200 {
+            return Err(LoginError::Refused(
+                status,
+                String::from_utf8_lossy(body).into_owned(),
+            ));
+        }
+        let tokens: TokenResponse =
+            serde_json::from_slice(body).map_err(|e| LoginError::BadResponse(e.to_string()))?;
+        self.store_cookies(headers);
+        self.set_access_token(tokens.access_token, tokens.expires_in);
+        Ok(())
+    }
+
+    /// Logs in: `POST` of `credentials` as JSON to `login_uri`; keeps the access token and
+    /// the refresh cookie.
+    ///
+    /// # Errors
+    /// [`LoginError`] when the request fails or the server refuses.
+    pub async fn login(
+        &self,
+        login_uri: Uri,
+        credentials: &serde_json::Value,
+    ) -> Result<(), LoginError> {
+        let body = Bytes::from(credentials.to_string());
+        let (status, headers, body) = self.post(login_uri, body, true).await?;
+        self.accept_tokens(status, &headers, &body)
+    }
+}
+
+impl<C, RB> Refresher for HttpRefresher<C>
+where
+    C: Service<Request<Full<Bytes>>, Response = Response<RB>> + Clone + Send + Sync + 'static,
+    C::Future: Send,
+    C::Error: fmt::Display,
+    RB: Body + Send,
+    RB::Data: Send,
+    RB::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Credentials = String;
+
+    fn flight_key(&self, _parts: &request::Parts) -> Option<String> {
+        Some(String::new())
+    }
+
+    async fn refresh(&self, _parts: &request::Parts) -> Option<String> {
+        self.holder.refreshes.fetch_add(1, Ordering::Relaxed);
+        match self
+            .post(self.refresh_uri.clone(), Bytes::new(), false)
+            .await
+        {
+            Ok((status, headers, body)) => {
+                if status != 200 {
+                    // A refused refresh may clear the refresh cookie; keep the jar in step.
+                    self.store_cookies(&headers);
+                }
+                match self.accept_tokens(status, &headers, &body) {
+                    Ok(()) => self.access_token(),
+                    Err(_e) => {
+                        #[cfg(feature = "tracing")]
+                        tracing::debug!(target: "baton::refresh", error = %_e, "refresh refused");
+                        None
+                    }
+                }
+            }
+            Err(_e) => {
+                #[cfg(feature = "tracing")]
+                tracing::debug!(target: "baton::refresh", error = %_e, "refresh request failed");
+                None
+            }
+        }
+    }
+
+    fn prepare(&self, parts: &mut request::Parts) {
+        if let Some(token) = self.access_token() {
+            self.apply(&token, parts);
+        }
+    }
+
+    fn expires_within(&self, _parts: &request::Parts, margin: Duration) -> bool {
+        let Ok(access) = self.holder.access.read() else {
+            return false;
+        };
+        access
+            .as_ref()
+            .and_then(|(_, expires)| *expires)
+            .is_some_and(|e| e.saturating_duration_since(Instant::now()) < margin)
+    }
+
+    fn apply(&self, token: &String, parts: &mut request::Parts) {
+        if let Ok(value) = HeaderValue::try_from(format!("Bearer {token}")) {
+            parts.headers.insert(AUTHORIZATION, value);
+        }
+    }
+}

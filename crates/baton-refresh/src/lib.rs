@@ -1,0 +1,359 @@
+//! `RefreshOn401Layer`: when a call fails with 401 because the access token expired, refresh
+//! once and retry, so the user never notices.
+//!
+//! - Only a 401 whose challenge says the token is invalid or expired
+//!   (`WWW-Authenticate: Bearer error="invalid_token"`; the predicate is configurable)
+//!   triggers a refresh. At most one refresh and one retry per request: no loops.
+//! - Single flight: when many requests fail together, one refresh runs (per credential: one
+//!   per client, one per refresh cookie on a server) and all retry with its result; if it
+//!   fails, they all get their original 401.
+//! - Replay: a body whose size is known to be within the limit (64 KiB by default) is
+//!   buffered before the first attempt and sent again; a larger or streaming body is not
+//!   retried (its original 401 goes back).
+//! - Optional proactive refresh when the credentials expire within a margin.
+//!
+//! What "credentials" are is up to a [`Refresher`]: [`HttpRefresher`] is the client side
+//! (calls `POST /auth/refresh` with its own cookie jar and sets `Authorization` on every
+//! request); the `baton` facade has the server side for cookie-mode apps.
+//!
+//! # Example
+//! ```no_run
+//! use baton_refresh::{HttpRefresher, RefreshOn401Layer};
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use hyper_util::client::legacy::Client;
+//! use hyper_util::rt::TokioExecutor;
+//! use tower::ServiceBuilder;
+//!
+//! # async fn run() {
+//! let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+//! let refresher = HttpRefresher::new(client.clone(), "http://127.0.0.1:3000/auth/refresh".parse().unwrap());
+//! refresher
+//!     .login("http://127.0.0.1:3000/auth/login".parse().unwrap(), &serde_json::json!({"username": "a", "password": "b"}))
+//!     .await
+//!     .unwrap();
+//! let api = ServiceBuilder::new().layer(RefreshOn401Layer::new(refresher)).service(client);
+//! # }
+//! ```
+
+mod body;
+mod client;
+mod flight;
+
+use std::fmt;
+use std::future::Future;
+use std::mem;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::WWW_AUTHENTICATE;
+use http::{HeaderMap, Request, Response, StatusCode, request};
+use http_body::Body;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use tower_layer::Layer;
+use tower_service::Service;
+
+pub use body::RetryBody;
+pub use client::{HttpRefresher, LoginError};
+
+use flight::Flights;
+
+/// Obtains fresh credentials and applies them to requests (and, on a server, to responses).
+pub trait Refresher: Clone + Send + Sync + 'static {
+    /// What a refresh yields (an access token, new cookies, ...).
+    type Credentials: Clone + Send + Sync + 'static;
+
+    /// The single-flight key of this request's credentials: requests with the same key share
+    /// one refresh. `None` when the request has nothing to refresh with (it is not retried).
+    fn flight_key(&self, parts: &request::Parts) -> Option<String>;
+
+    /// Obtains new credentials; `None` when that fails (the original 401 then goes back).
+    fn refresh(
+        &self,
+        parts: &request::Parts,
+    ) -> impl Future<Output = Option<Self::Credentials>> + Send;
+
+    /// Sets the current credentials on a request before its first attempt.
+    fn prepare(&self, _parts: &mut request::Parts) {}
+
+    /// `true` when the request's current credentials expire within `margin`.
+    fn expires_within(&self, _parts: &request::Parts, _margin: Duration) -> bool {
+        false
+    }
+
+    /// Applies new credentials to a request about to be sent (again).
+    fn apply(&self, credentials: &Self::Credentials, parts: &mut request::Parts);
+
+    /// Applies new credentials to the final response (a server sets cookies here).
+    fn finish(&self, _credentials: &Self::Credentials, _headers: &mut HeaderMap) {}
+}
+
+/// The default predicate: 401 with a Bearer challenge carrying `error="invalid_token"`.
+pub fn is_invalid_token(status: StatusCode, headers: &HeaderMap) -> bool {
+    status == StatusCode::UNAUTHORIZED
+        && headers.get_all(WWW_AUTHENTICATE).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.get(..7)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("bearer "))
+                    && v.contains("error=\"invalid_token\"")
+            })
+        })
+}
+
+struct Config {
+    max_replay: u64,
+    predicate: fn(StatusCode, &HeaderMap) -> bool,
+    proactive: Option<Duration>,
+}
+
+/// Refreshes once on a 401 and retries (see the [crate docs](crate)).
+#[must_use]
+pub struct RefreshOn401Layer<R: Refresher> {
+    refresher: R,
+    config: Arc<Config>,
+    flights: Arc<Flights<R::Credentials>>,
+}
+
+impl<R: Refresher> Clone for RefreshOn401Layer<R> {
+    fn clone(&self) -> Self {
+        RefreshOn401Layer {
+            refresher: self.refresher.clone(),
+            config: self.config.clone(),
+            flights: self.flights.clone(),
+        }
+    }
+}
+
+impl<R: Refresher + fmt::Debug> fmt::Debug for RefreshOn401Layer<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefreshOn401Layer")
+            .field("refresher", &self.refresher)
+            .field("max_replay", &self.config.max_replay)
+            .field("proactive", &self.config.proactive)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Refresher> RefreshOn401Layer<R> {
+    /// The default largest body buffered for a retry: 64 KiB.
+    pub const DEFAULT_MAX_REPLAY: u64 = 64 * 1024;
+
+    /// Refreshes with `refresher`: replay limit 64 KiB, the [`is_invalid_token`] predicate,
+    /// no proactive refresh.
+    pub fn new(refresher: R) -> Self {
+        RefreshOn401Layer {
+            refresher,
+            config: Arc::new(Config {
+                max_replay: Self::DEFAULT_MAX_REPLAY,
+                predicate: is_invalid_token,
+                proactive: None,
+            }),
+            flights: Arc::new(Flights::default()),
+        }
+    }
+
+    fn reconfigured(self, f: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config {
+            max_replay: self.config.max_replay,
+            predicate: self.config.predicate,
+            proactive: self.config.proactive,
+        };
+        f(&mut config);
+        RefreshOn401Layer {
+            refresher: self.refresher,
+            config: Arc::new(config),
+            flights: self.flights,
+        }
+    }
+
+    /// The largest request body buffered so it can be sent again.
+    pub fn with_max_replay_body(self, bytes: u64) -> Self {
+        self.reconfigured(|c| c.max_replay = bytes)
+    }
+
+    /// Which responses trigger a refresh.
+    pub fn with_predicate(self, predicate: fn(StatusCode, &HeaderMap) -> bool) -> Self {
+        self.reconfigured(|c| c.predicate = predicate)
+    }
+
+    /// Refreshes before sending when the credentials expire within `margin`.
+    pub fn with_proactive_refresh(self, margin: Duration) -> Self {
+        self.reconfigured(|c| c.proactive = Some(margin))
+    }
+
+    /// The refresher.
+    pub fn refresher(&self) -> &R {
+        &self.refresher
+    }
+}
+
+impl<S, R: Refresher> Layer<S> for RefreshOn401Layer<R> {
+    type Service = RefreshOn401<S, R>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RefreshOn401 {
+            inner,
+            refresher: self.refresher.clone(),
+            config: self.config.clone(),
+            flights: self.flights.clone(),
+        }
+    }
+}
+
+/// The middleware built by [`RefreshOn401Layer`].
+pub struct RefreshOn401<S, R: Refresher> {
+    inner: S,
+    refresher: R,
+    config: Arc<Config>,
+    flights: Arc<Flights<R::Credentials>>,
+}
+
+impl<S: Clone, R: Refresher> Clone for RefreshOn401<S, R> {
+    fn clone(&self) -> Self {
+        RefreshOn401 {
+            inner: self.inner.clone(),
+            refresher: self.refresher.clone(),
+            config: self.config.clone(),
+            flights: self.flights.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, R: Refresher + fmt::Debug> fmt::Debug for RefreshOn401<S, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefreshOn401")
+            .field("inner", &self.inner)
+            .field("refresher", &self.refresher)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, R: Refresher> RefreshOn401<S, R> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the middleware, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// The boxed future of [`RefreshOn401`] (it awaits the refresh and the retry).
+pub type ResponseFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+/// Method, URI, version, headers and extensions of a request, to build it again.
+fn snapshot(parts: &request::Parts) -> request::Parts {
+    let (mut copy, ()) = Request::new(()).into_parts();
+    copy.method = parts.method.clone();
+    copy.uri = parts.uri.clone();
+    copy.version = parts.version;
+    copy.headers = parts.headers.clone();
+    copy.extensions = parts.extensions.clone();
+    copy
+}
+
+impl<S, R, B, ResBody> Service<Request<B>> for RefreshOn401<S, R>
+where
+    S: Service<Request<RetryBody<B>>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+    R: Refresher,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Send,
+    ResBody: Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<Response<ResBody>, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // The ready service serves the first attempt; a clone serves the retry.
+        let clone = self.inner.clone();
+        let inner = mem::replace(&mut self.inner, clone);
+        let retry_service = self.inner.clone();
+        let refresher = self.refresher.clone();
+        let config = self.config.clone();
+        let flights = self.flights.clone();
+        Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            refresher.prepare(&mut parts);
+            let flight = refresher.flight_key(&parts).map(|key| flights.get(&key));
+            let seen = flight.as_ref().map(|f| f.epoch());
+
+            let mut proactive = None;
+            if let (Some(margin), Some(flight), Some(seen)) = (config.proactive, &flight, seen)
+                && refresher.expires_within(&parts, margin)
+            {
+                proactive = flight.refresh(seen, || refresher.refresh(&parts)).await;
+                if let Some(credentials) = &proactive {
+                    refresher.apply(credentials, &mut parts);
+                }
+            }
+
+            let replayable = body
+                .size_hint()
+                .upper()
+                .is_some_and(|n| n <= config.max_replay);
+            let (first_body, replay) = if replayable {
+                match body.collect().await {
+                    Ok(collected) => {
+                        let bytes = collected.to_bytes();
+                        (RetryBody::buffered(bytes.clone()), Some(bytes))
+                    }
+                    Err(e) => (RetryBody::failed(e), None),
+                }
+            } else {
+                (RetryBody::stream(body), None)
+            };
+            let retry_parts = replay.as_ref().map(|_| snapshot(&parts));
+            let mut response = inner
+                .oneshot(Request::from_parts(parts, first_body))
+                .await?;
+
+            let used = proactive;
+            if (config.predicate)(response.status(), response.headers())
+                && let (Some(mut retry_parts), Some(replay), Some(flight), Some(seen)) =
+                    (retry_parts, replay, flight, seen)
+            {
+                #[cfg(feature = "tracing")]
+                tracing::debug!(target: "baton::refresh", "401 invalid_token: refreshing");
+                let fresh = flight
+                    .refresh(seen, || refresher.refresh(&retry_parts))
+                    .await;
+                let Some(credentials) = fresh else {
+                    #[cfg(feature = "tracing")]
+                    tracing::debug!(target: "baton::refresh", "refresh failed: original 401 returned");
+                    return Ok(response);
+                };
+                refresher.apply(&credentials, &mut retry_parts);
+                response = retry_service
+                    .oneshot(Request::from_parts(
+                        retry_parts,
+                        RetryBody::buffered(replay),
+                    ))
+                    .await?;
+                refresher.finish(&credentials, response.headers_mut());
+                return Ok(response);
+            }
+            if let Some(credentials) = &used {
+                refresher.finish(credentials, response.headers_mut());
+            }
+            Ok(response)
+        })
+    }
+}

@@ -1,0 +1,124 @@
+//! Server-side refresh for cookie-mode apps: a [`Refresher`] that rotates the refresh cookie
+//! through the store.
+
+use std::fmt;
+use std::sync::Arc;
+
+use baton_refresh::Refresher;
+use baton_store::{RefreshStore, RotateContext};
+use http::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
+use http::{HeaderMap, HeaderValue, request};
+
+use crate::device::{client_ip, user_agent};
+use crate::{Authenticator, Inner};
+
+/// What a server-side refresh yields: the new access token and the cookies to set.
+#[derive(Clone)]
+pub struct CookieCredentials {
+    access_token: String,
+    set_cookies: Vec<HeaderValue>,
+}
+
+impl fmt::Debug for CookieCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CookieCredentials")
+            .field("cookies", &self.set_cookies.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The server-side [`Refresher`], built by
+/// [`Baton::cookie_refresh_layer`](crate::Baton::cookie_refresh_layer).
+pub struct CookieRefresher<S, A: Authenticator> {
+    pub(crate) inner: Arc<Inner<S, A>>,
+}
+
+impl<S, A: Authenticator> Clone for CookieRefresher<S, A> {
+    fn clone(&self) -> Self {
+        CookieRefresher {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S, A: Authenticator> fmt::Debug for CookieRefresher<S, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CookieRefresher").finish_non_exhaustive()
+    }
+}
+
+/// The request's `Cookie` headers without the cookie `name`.
+fn without_cookie(headers: &mut HeaderMap, name: &str) {
+    let kept: Vec<String> = headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty() && pair.split('=').next() != Some(name))
+        .map(str::to_owned)
+        .collect();
+    headers.remove(COOKIE);
+    if !kept.is_empty()
+        && let Ok(value) = HeaderValue::try_from(kept.join("; "))
+    {
+        headers.insert(COOKIE, value);
+    }
+}
+
+impl<S: RefreshStore, A: Authenticator> Refresher for CookieRefresher<S, A> {
+    type Credentials = CookieCredentials;
+
+    fn flight_key(&self, parts: &request::Parts) -> Option<String> {
+        self.inner
+            .refresh_cookie
+            .read(&parts.headers)
+            .ok()
+            .flatten()
+            .map(str::to_owned)
+    }
+
+    async fn refresh(&self, parts: &request::Parts) -> Option<CookieCredentials> {
+        let token = self
+            .inner
+            .refresh_cookie
+            .read(&parts.headers)
+            .ok()
+            .flatten()?
+            .to_owned();
+        let context = RotateContext::new(
+            user_agent(&parts.headers),
+            client_ip(
+                &parts.headers,
+                &parts.extensions,
+                &self.inner.trusted_proxies,
+            ),
+        );
+        let (rotation, claims) = self.inner.rotate(&token, context).await.ok()?;
+        let (access_token, _) =
+            self.inner
+                .issue_access(&rotation.session.user_id, rotation.session.id, claims)?;
+        let set_cookies = self
+            .inner
+            .token_cookies(rotation.token.expose(), &access_token)?;
+        Some(CookieCredentials {
+            access_token,
+            set_cookies,
+        })
+    }
+
+    fn apply(&self, credentials: &CookieCredentials, parts: &mut request::Parts) {
+        if let Some(access) = &self.inner.access_cookie {
+            without_cookie(&mut parts.headers, access.name());
+        }
+        if let Ok(value) = HeaderValue::try_from(format!("Bearer {}", credentials.access_token)) {
+            parts.headers.insert(AUTHORIZATION, value);
+        }
+    }
+
+    fn finish(&self, credentials: &CookieCredentials, headers: &mut HeaderMap) {
+        for cookie in &credentials.set_cookies {
+            headers.append(SET_COOKIE, cookie.clone());
+        }
+    }
+}

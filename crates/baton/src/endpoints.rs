@@ -1,0 +1,569 @@
+//! The auth endpoints as one tower `Service`.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use baton_store::{
+    Device, RefreshStore, RotateContext, RotateError, Rotation, RotationKind, SessionId, StoreError,
+};
+use baton_token::Claims;
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, PRAGMA, RETRY_AFTER, SET_COOKIE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, Full, Limited};
+use serde::Deserialize;
+use tower_service::Service;
+
+use crate::device::{client_ip, user_agent};
+use crate::{Authenticator, Inner};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `POST {base}/login`, `/refresh`, `/logout`, `/logout-all`, `GET {base}/sessions`,
+/// `DELETE {base}/sessions/{id}` and `GET /.well-known/jwks.json`, built by
+/// [`Baton::endpoints`](crate::Baton::endpoints). Every failure is a response; the error
+/// type is `Infallible`.
+pub struct AuthEndpoints<S, A: Authenticator> {
+    pub(crate) inner: Arc<Inner<S, A>>,
+}
+
+impl<S, A: Authenticator> Clone for AuthEndpoints<S, A> {
+    fn clone(&self) -> Self {
+        AuthEndpoints {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S, A: Authenticator> fmt::Debug for AuthEndpoints<S, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthEndpoints")
+            .field("base", &self.inner.base)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    username: String,
+    password: String,
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Bytes> {
+    let mut res = Response::new(Bytes::from(value.to_string()));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+fn empty(status: StatusCode) -> Response<Bytes> {
+    let mut res = Response::new(Bytes::new());
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+fn outcome(name: &'static str, what: &'static str) {
+    metrics::counter!(name, "outcome" => what).increment(1);
+}
+
+impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
+    fn error(&self, status: StatusCode, code: &str, description: &str) -> Response<Bytes> {
+        self.errors.render(status, code, description)
+    }
+
+    fn unavailable(&self, what: &str) -> Response<Bytes> {
+        let mut res = self.error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            what,
+        );
+        res.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        res
+    }
+
+    fn clear_refresh_cookie(&self, res: &mut Response<Bytes>) {
+        res.headers_mut()
+            .append(SET_COOKIE, self.refresh_cookie.clear());
+        if let Some(access) = &self.access_cookie {
+            res.headers_mut().append(SET_COOKIE, access.clear());
+        }
+    }
+
+    /// 401 for a refresh that cannot succeed, clearing the cookie.
+    fn refresh_refused(&self, description: &str) -> Response<Bytes> {
+        let mut res = self.error(StatusCode::UNAUTHORIZED, "invalid_grant", description);
+        self.clear_refresh_cookie(&mut res);
+        res
+    }
+
+    /// Reads a JSON body: content type, size cap, syntax.
+    async fn json_body<T, B>(&self, req: Request<B>) -> Result<T, Response<Bytes>>
+    where
+        T: for<'de> Deserialize<'de>,
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        let is_json = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        if !is_json {
+            return Err(self.error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid_request",
+                "the body must be application/json",
+            ));
+        }
+        let bytes = match Limited::new(req.into_body(), self.max_body).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                return Err(self.error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_request",
+                    "the body is too large",
+                ));
+            }
+            Err(_) => {
+                return Err(self.error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "the body could not be read",
+                ));
+            }
+        };
+        serde_json::from_slice(&bytes).map_err(|e| {
+            let description = if e.is_data() {
+                "the body must be a JSON object with string fields username and password"
+            } else {
+                "the body is not valid JSON"
+            };
+            self.error(StatusCode::BAD_REQUEST, "invalid_request", description)
+        })
+    }
+
+    fn device_of<B>(&self, req: &Request<B>) -> Device {
+        Device::new(
+            user_agent(req.headers()),
+            client_ip(req.headers(), req.extensions(), &self.trusted_proxies),
+        )
+    }
+
+    /// Signs an access token for `user_id` bound to session `sid`: the token and its
+    /// lifetime in seconds.
+    pub(crate) fn issue_access(
+        &self,
+        user_id: &str,
+        sid: SessionId,
+        claims: A::Claims,
+    ) -> Option<(String, u64)> {
+        let mut access = self.issuer.claims(user_id, claims).ok()?;
+        access.sid = Some(sid.to_string());
+        match self.issuer.sign(&access) {
+            Ok(token) => Some((
+                token,
+                access.exp.saturating_sub(access.iat.unwrap_or(access.exp)),
+            )),
+            Err(_e) => {
+                #[cfg(feature = "tracing")]
+                tracing::error!(target: "baton::auth", error = %_e, "signing failed");
+                None
+            }
+        }
+    }
+
+    /// The `Set-Cookie` values for a new refresh token (and, in cookie mode, access token).
+    pub(crate) fn token_cookies(&self, refresh: &str, access: &str) -> Option<Vec<HeaderValue>> {
+        let mut cookies = vec![self.refresh_cookie.set(refresh).ok()?];
+        if let Some(spec) = &self.access_cookie {
+            cookies.push(spec.set(access).ok()?);
+        }
+        Some(cookies)
+    }
+
+    /// The 200 token response: access token in the body, refresh (and in cookie mode access)
+    /// cookie set.
+    fn token_response(
+        &self,
+        user_id: &str,
+        sid: SessionId,
+        claims: A::Claims,
+        refresh: &str,
+    ) -> Response<Bytes> {
+        let issued = self.issue_access(user_id, sid, claims);
+        let Some((token, expires_in)) = issued else {
+            return self.error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "could not issue a token",
+            );
+        };
+        let Some(cookies) = self.token_cookies(refresh, &token) else {
+            return self.error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "could not set the cookies",
+            );
+        };
+        let mut res = json_response(
+            StatusCode::OK,
+            &serde_json::json!({ "access_token": token, "token_type": "Bearer", "expires_in": expires_in }),
+        );
+        res.headers_mut()
+            .insert(PRAGMA, HeaderValue::from_static("no-cache"));
+        for cookie in cookies {
+            res.headers_mut().append(SET_COOKIE, cookie);
+        }
+        res
+    }
+
+    async fn login<B>(&self, req: Request<B>) -> Response<Bytes>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        let device = self.device_of(&req);
+        let credentials: Credentials = match self.json_body(req).await {
+            Ok(c) => c,
+            Err(res) => return res,
+        };
+        let principal = match self
+            .auth
+            .authenticate(&credentials.username, &credentials.password)
+            .await
+        {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                outcome("baton_login_total", "refused");
+                #[cfg(feature = "tracing")]
+                tracing::info!(target: "baton::auth", "login refused");
+                return self.error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_credentials",
+                    "invalid username or password",
+                );
+            }
+            Err(_) => return self.unavailable("the user directory is unavailable"),
+        };
+        let created = match self.store.create(&principal.user_id, device).await {
+            Ok(c) => c,
+            Err(StoreError::InvalidInput(d)) => {
+                return self.error(StatusCode::BAD_REQUEST, "invalid_request", d);
+            }
+            Err(_) => return self.unavailable("the session store is unavailable"),
+        };
+        for evicted in &created.evicted {
+            self.revocations.revoke_session(&evicted.to_string());
+        }
+        outcome("baton_login_total", "ok");
+        #[cfg(feature = "tracing")]
+        tracing::info!(target: "baton::auth", session = %created.session.id, "login");
+        self.token_response(
+            &principal.user_id,
+            created.session.id,
+            principal.claims,
+            created.token.expose(),
+        )
+    }
+
+    async fn refresh<B>(&self, req: Request<B>) -> Response<Bytes> {
+        let token = match self.refresh_cookie.read(req.headers()) {
+            Ok(Some(t)) => t.to_owned(),
+            Ok(None) => return self.refresh_refused("no refresh token"),
+            Err(e) => return self.error(e.status(), "invalid_request", &e.to_string()),
+        };
+        let context = RotateContext::new(
+            user_agent(req.headers()),
+            client_ip(req.headers(), req.extensions(), &self.trusted_proxies),
+        );
+        match self.rotate(&token, context).await {
+            Ok((rotation, claims)) => self.token_response(
+                &rotation.session.user_id,
+                rotation.session.id,
+                claims,
+                rotation.token.expose(),
+            ),
+            Err(res) => res,
+        }
+    }
+
+    /// Rotates and fetches the claims for the new access token; logs and counts the outcome.
+    pub(crate) async fn rotate(
+        &self,
+        token: &str,
+        context: RotateContext,
+    ) -> Result<(Rotation, A::Claims), Response<Bytes>> {
+        let rotation = match self.store.rotate(token, context).await {
+            Ok(r) => r,
+            Err(RotateError::Unavailable(_)) => {
+                outcome("baton_refresh_total", "unavailable");
+                #[cfg(feature = "tracing")]
+                tracing::error!(target: "baton::auth", "refresh failed: session store unavailable");
+                return Err(self.unavailable("the session store is unavailable"));
+            }
+            Err(RotateError::Reused(session)) => {
+                outcome("baton_refresh_total", "reuse_detected");
+                #[cfg(feature = "tracing")]
+                tracing::warn!(target: "baton::auth", session = %session.id, user = %session.user_id, "refresh token reuse detected; session revoked");
+                self.revocations.revoke_session(&session.id.to_string());
+                return Err(self.refresh_refused("refresh token reuse detected"));
+            }
+            Err(RotateError::Revoked(revoked)) => {
+                outcome("baton_refresh_total", "revoked");
+                if let Some(session) = revoked {
+                    #[cfg(feature = "tracing")]
+                    tracing::warn!(target: "baton::auth", session = %session.id, "session revoked: user agent changed");
+                    self.revocations.revoke_session(&session.id.to_string());
+                }
+                return Err(self.refresh_refused("session revoked"));
+            }
+            Err(RotateError::Expired) => {
+                outcome("baton_refresh_total", "expired");
+                return Err(self.refresh_refused("session expired"));
+            }
+            Err(_) => {
+                outcome("baton_refresh_total", "invalid");
+                return Err(self.refresh_refused("invalid refresh token"));
+            }
+        };
+        let claims = match self.auth.claims(&rotation.session.user_id).await {
+            Ok(Some(claims)) => claims,
+            Ok(None) => {
+                let _ = self
+                    .store
+                    .revoke(&rotation.session.user_id, rotation.session.id)
+                    .await;
+                self.revocations
+                    .revoke_session(&rotation.session.id.to_string());
+                return Err(self.refresh_refused("the user no longer exists"));
+            }
+            Err(_) => return Err(self.unavailable("the user directory is unavailable")),
+        };
+        let what = if rotation.kind == RotationKind::Graced {
+            "graced"
+        } else {
+            "rotated"
+        };
+        outcome("baton_refresh_total", what);
+        #[cfg(feature = "tracing")]
+        tracing::debug!(target: "baton::auth", session = %rotation.session.id, outcome = what, "refresh");
+        Ok((rotation, claims))
+    }
+
+    async fn logout<B>(&self, req: Request<B>) -> Response<Bytes> {
+        let token = match self.refresh_cookie.read(req.headers()) {
+            Ok(t) => t.map(str::to_owned),
+            Err(e) => return self.error(e.status(), "invalid_request", &e.to_string()),
+        };
+        if let Some(verified) = token.as_deref().and_then(|t| self.store.keys().verify(t)) {
+            let id = verified.session_id;
+            match self.store.get(id).await {
+                Ok(Some(session)) => {
+                    if self.store.revoke(&session.user_id, id).await.is_err() {
+                        return self.unavailable("the session store is unavailable");
+                    }
+                    #[cfg(feature = "tracing")]
+                    tracing::info!(target: "baton::auth", session = %id, "logout");
+                }
+                Ok(None) => {}
+                Err(_) => return self.unavailable("the session store is unavailable"),
+            }
+            self.revocations.revoke_session(&id.to_string());
+        }
+        let mut res = empty(StatusCode::NO_CONTENT);
+        self.clear_refresh_cookie(&mut res);
+        res
+    }
+
+    fn bearer<B>(&self, req: &Request<B>) -> Result<Claims<A::Claims>, Response<Bytes>> {
+        match self.bearer.check::<B>(req) {
+            Ok(Some(claims)) => Ok(claims),
+            Ok(None) => Err(self.error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "bearer token required",
+            )),
+            Err(res) => Err(res),
+        }
+    }
+
+    async fn logout_all<B>(&self, req: Request<B>) -> Response<Bytes> {
+        let claims = match self.bearer(&req) {
+            Ok(c) => c,
+            Err(res) => return res,
+        };
+        let sessions = match self.store.list(&claims.sub).await {
+            Ok(s) => s,
+            Err(_) => return self.unavailable("the session store is unavailable"),
+        };
+        let count = match self.store.revoke_all(&claims.sub).await {
+            Ok(n) => n,
+            Err(_) => return self.unavailable("the session store is unavailable"),
+        };
+        for session in &sessions {
+            self.revocations.revoke_session(&session.id.to_string());
+        }
+        self.revocations.revoke_user(&claims.sub);
+        #[cfg(feature = "tracing")]
+        tracing::info!(target: "baton::auth", sessions = count, "logout everywhere");
+        let _ = count;
+        let mut res = empty(StatusCode::NO_CONTENT);
+        self.clear_refresh_cookie(&mut res);
+        res
+    }
+
+    async fn sessions<B>(&self, req: Request<B>) -> Response<Bytes> {
+        let claims = match self.bearer(&req) {
+            Ok(c) => c,
+            Err(res) => return res,
+        };
+        let sessions = match self.store.list(&claims.sub).await {
+            Ok(s) => s,
+            Err(_) => return self.unavailable("the session store is unavailable"),
+        };
+        let current = claims.sid.as_deref();
+        let list: Vec<serde_json::Value> = sessions
+            .iter()
+            .map(|s| {
+                let id = s.id.to_string();
+                serde_json::json!({
+                    "current": current == Some(id.as_str()),
+                    "id": id,
+                    "user_agent": s.device.user_agent,
+                    "ip": s.device.ip.map(|ip| ip.to_string()),
+                    "device_name": s.device.name,
+                    "created_at": s.created_at,
+                    "last_used_at": s.last_used_at,
+                })
+            })
+            .collect();
+        json_response(StatusCode::OK, &serde_json::json!({ "sessions": list }))
+    }
+
+    async fn delete_session<B>(&self, req: Request<B>, id: &str) -> Response<Bytes> {
+        let claims = match self.bearer(&req) {
+            Ok(c) => c,
+            Err(res) => return res,
+        };
+        let not_found = || self.error(StatusCode::NOT_FOUND, "not_found", "no such session");
+        let Ok(id) = id.parse::<SessionId>() else {
+            return not_found();
+        };
+        match self.store.revoke(&claims.sub, id).await {
+            Ok(true) => {
+                self.revocations.revoke_session(&id.to_string());
+                #[cfg(feature = "tracing")]
+                tracing::info!(target: "baton::auth", session = %id, "session revoked by its user");
+                empty(StatusCode::NO_CONTENT)
+            }
+            Ok(false) => not_found(),
+            Err(_) => self.unavailable("the session store is unavailable"),
+        }
+    }
+
+    fn jwks(&self) -> Response<Bytes> {
+        let mut res = Response::new(Bytes::from(self.issuer.keys().load().jwks_json()));
+        res.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        res.headers_mut().insert(
+            CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=300"),
+        );
+        res
+    }
+
+    pub(crate) async fn handle<B>(&self, req: Request<B>) -> Response<Bytes>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        let path = req.uri().path().to_owned();
+        if path == "/.well-known/jwks.json" {
+            return if req.method() == Method::GET || req.method() == Method::HEAD {
+                self.jwks()
+            } else {
+                self.error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "use GET",
+                )
+            };
+        }
+        let Some(rest) = path.strip_prefix(self.base.as_str()) else {
+            return self.error(StatusCode::NOT_FOUND, "not_found", "no such endpoint");
+        };
+        if let Err(rejection) = self.origin.check(&req) {
+            #[cfg(feature = "tracing")]
+            tracing::info!(target: "baton::auth", ?rejection, "cross-site request refused");
+            return self.error(
+                StatusCode::FORBIDDEN,
+                "cross_site_request",
+                rejection.description(),
+            );
+        }
+        let method = req.method().clone();
+        match (rest, method) {
+            ("/login", Method::POST) => self.login(req).await,
+            ("/refresh", Method::POST) => self.refresh(req).await,
+            ("/logout", Method::POST) => self.logout(req).await,
+            ("/logout-all", Method::POST) => self.logout_all(req).await,
+            ("/sessions", Method::GET) => self.sessions(req).await,
+            (r, Method::DELETE) if r.starts_with("/sessions/") => {
+                let id = r["/sessions/".len()..].to_owned();
+                self.delete_session(req, &id).await
+            }
+            ("/login" | "/refresh" | "/logout" | "/logout-all", _) => self.error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "use POST",
+            ),
+            ("/sessions", _) => self.error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "use GET",
+            ),
+            (r, _) if r.starts_with("/sessions/") => self.error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "use DELETE",
+            ),
+            _ => self.error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
+        }
+    }
+}
+
+impl<S, A, B> Service<Request<B>> for AuthEndpoints<S, A>
+where
+    S: RefreshStore,
+    A: Authenticator,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move { Ok(inner.handle(req).await.map(Full::new)) })
+    }
+}

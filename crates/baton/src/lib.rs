@@ -1,0 +1,446 @@
+//! baton: JWT login done right for Tower.
+//!
+//! One [`Baton`] configuration builds everything, all agreeing on cookie names, paths and
+//! lifetimes: the bearer layer, the cookie policy, the cross-site guard, the auth endpoints,
+//! and the server-side refresh layer for cookie-mode apps.
+//!
+//! # The flow
+//! 1. `POST /auth/login` with JSON credentials: the application's [`Authenticator`] checks
+//!    them, a session (one per device) is created in the store, and the response carries a
+//!    short-lived access JWT in the body and the refresh token in an
+//!    `HttpOnly; Secure; SameSite=Strict` cookie restricted to `/auth`.
+//! 2. API calls carry `Authorization: Bearer <access>`, verified by [`Baton::bearer_layer`]
+//!    from memory (signature, `exp`, and sessions revoked through these endpoints).
+//! 3. On a 401 the client calls `POST /auth/refresh` once: the refresh token rotates. A
+//!    spent token presented again outside the grace window revokes the whole session.
+//! 4. `POST /auth/logout` ends this device's session, `POST /auth/logout-all` every session;
+//!    `GET /auth/sessions` lists devices, `DELETE /auth/sessions/{id}` ends one.
+//!
+//! # Example
+//! ```
+//! use baton::{Authenticator, AuthUnavailable, Baton, Principal};
+//! use baton_store::{MemoryStore, Policy, RefreshKeys};
+//! use baton_token::{Algorithm, Key, KeyRing, KeySet, NoCustomClaims};
+//! use http::{Request, StatusCode, header};
+//! use http_body_util::{BodyExt, Full};
+//! use tower::ServiceExt;
+//!
+//! struct Demo;
+//!
+//! impl Authenticator for Demo {
+//!     type Claims = NoCustomClaims;
+//!     async fn authenticate(&self, user: &str, password: &str) -> Result<Option<Principal<NoCustomClaims>>, AuthUnavailable> {
+//!         Ok((user == "alice" && password == "correct horse").then(|| Principal::new("user-1", NoCustomClaims {})))
+//!     }
+//!     async fn claims(&self, _user_id: &str) -> Result<Option<NoCustomClaims>, AuthUnavailable> {
+//!         Ok(Some(NoCustomClaims {}))
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let keys = KeyRing::new(KeySet::new(Key::generate("k1", Algorithm::ES256).unwrap()).unwrap());
+//! let store = MemoryStore::new(RefreshKeys::generate().unwrap(), Policy::new());
+//! let baton = Baton::builder(store, Demo, keys).build().unwrap();
+//!
+//! let login = Request::post("/auth/login")
+//!     .header(header::CONTENT_TYPE, "application/json")
+//!     .body(Full::from(r#"{"username":"alice","password":"correct horse"}"#))
+//!     .unwrap();
+//! let res = baton.endpoints().oneshot(login).await.unwrap();
+//! assert_eq!(res.status(), StatusCode::OK);
+//! assert!(res.headers()[header::SET_COOKIE].to_str().unwrap().starts_with("__Secure-refresh=v1."));
+//! let body: serde_json::Value = serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+//! assert_eq!(body["token_type"], "Bearer");
+//! # }
+//! ```
+//!
+//! # Feature flags
+//! - `tracing` (default): events for logins, refreshes, reuse and revocations (target
+//!   `baton::auth`); never a token, cookie or password.
+//! - `axum`: [`Baton::router`], and client IPs from axum's `ConnectInfo`.
+//! - `redis`: the Redis store, re-exported as [`redis`].
+//! - `full`: all of them.
+//!
+//! Refresh outcomes are also counted with the `metrics` facade: `baton_refresh_total` and
+//! `baton_login_total`, label `outcome`.
+
+mod auth;
+mod cookie_mode;
+mod device;
+mod endpoints;
+mod errors;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_bearer::{BearerVerifyLayer, RevocationList};
+use baton_cookie::{CookieError, CookiePolicyLayer, CookieSpec, OriginGuardLayer};
+use baton_refresh::RefreshOn401Layer;
+use baton_store::RefreshStore;
+use baton_token::{Clock, Issuer, KeyRing, SystemClock};
+
+pub use auth::{AuthUnavailable, Authenticator, Principal};
+pub use cookie_mode::{CookieCredentials, CookieRefresher};
+pub use device::PeerAddr;
+pub use endpoints::AuthEndpoints;
+pub use errors::{JsonErrors, RenderError, RenderRejection};
+
+/// The Redis store (feature `redis`).
+#[cfg(feature = "redis")]
+pub use baton_redis as redis;
+pub use {baton_bearer as bearer, baton_cookie as cookie, baton_refresh as refresh};
+pub use {baton_store as store, baton_token as token};
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A cookie spec is unsafe or would be rejected by browsers.
+    #[error(transparent)]
+    Cookie(#[from] CookieError),
+    /// The bearer layer refused the realm or cookie name.
+    #[error(transparent)]
+    Bearer(#[from] baton_bearer::ConfigError),
+    /// The base path must start with `/`, not end with one, and not be `/` alone.
+    #[error("the base path must look like /auth")]
+    BasePath,
+}
+
+pub(crate) struct Inner<S, A: Authenticator> {
+    pub(crate) store: S,
+    pub(crate) auth: A,
+    pub(crate) issuer: Issuer,
+    pub(crate) bearer: BearerVerifyLayer<A::Claims, RenderRejection>,
+    pub(crate) refresh_cookie: CookieSpec,
+    pub(crate) access_cookie: Option<CookieSpec>,
+    pub(crate) base: String,
+    pub(crate) origin: OriginGuardLayer,
+    pub(crate) revocations: Arc<RevocationList>,
+    pub(crate) trusted_proxies: Vec<IpAddr>,
+    pub(crate) max_body: usize,
+    pub(crate) errors: Arc<dyn RenderError>,
+}
+
+/// The configured login system: hands out the layers and the endpoints. Cheap to clone.
+pub struct Baton<S, A: Authenticator> {
+    inner: Arc<Inner<S, A>>,
+}
+
+impl<S, A: Authenticator> Clone for Baton<S, A> {
+    fn clone(&self) -> Self {
+        Baton {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S, A: Authenticator> fmt::Debug for Baton<S, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Baton")
+            .field("base", &self.inner.base)
+            .field("issuer", &self.inner.issuer)
+            .field("refresh_cookie", &self.inner.refresh_cookie)
+            .field("access_cookie", &self.inner.access_cookie)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Baton`]; see [`Baton::builder`].
+#[must_use]
+pub struct BatonBuilder<S, A> {
+    store: S,
+    auth: A,
+    keys: KeyRing,
+    access_ttl: Duration,
+    leeway: Duration,
+    issuer: Option<String>,
+    audience: Option<String>,
+    base: String,
+    refresh_cookie_path: Option<String>,
+    cookie_mode: bool,
+    insecure_http: bool,
+    trusted_origins: Vec<String>,
+    trusted_proxies: Vec<IpAddr>,
+    max_body: usize,
+    realm: String,
+    errors: Arc<dyn RenderError>,
+    clock: Arc<dyn Clock>,
+}
+
+impl<S, A> fmt::Debug for BatonBuilder<S, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatonBuilder")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: RefreshStore, A: Authenticator> Baton<S, A> {
+    /// Starts a configuration: sessions in `store`, credentials checked by `auth`, access
+    /// tokens signed with `keys`. Defaults: 15-minute access tokens, no leeway (this service
+    /// verifies the tokens it issues), endpoints under `/auth`, 16 KiB request bodies.
+    pub fn builder(store: S, auth: A, keys: impl Into<KeyRing>) -> BatonBuilder<S, A> {
+        BatonBuilder {
+            store,
+            auth,
+            keys: keys.into(),
+            access_ttl: Issuer::DEFAULT_TTL,
+            leeway: Duration::ZERO,
+            issuer: None,
+            audience: None,
+            base: "/auth".to_owned(),
+            refresh_cookie_path: None,
+            cookie_mode: false,
+            insecure_http: false,
+            trusted_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            max_body: 16 * 1024,
+            realm: "baton".to_owned(),
+            errors: Arc::new(JsonErrors),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The bearer layer for API routes: same keys, leeway and revocations as the endpoints.
+    pub fn bearer_layer(&self) -> BearerVerifyLayer<A::Claims, RenderRejection> {
+        self.inner.bearer.clone()
+    }
+
+    /// The cookie policy: enforces the token cookies' attributes on every response.
+    pub fn cookie_policy(&self) -> CookiePolicyLayer {
+        let layer = CookiePolicyLayer::new().enforce(&self.inner.refresh_cookie);
+        match &self.inner.access_cookie {
+            Some(access) => layer.enforce(access),
+            None => layer,
+        }
+    }
+
+    /// The cross-site guard the endpoints apply, for the application's own cookie routes.
+    pub fn origin_guard(&self) -> OriginGuardLayer {
+        self.inner.origin.clone()
+    }
+
+    /// The auth endpoints as a tower `Service`.
+    pub fn endpoints(&self) -> AuthEndpoints<S, A> {
+        AuthEndpoints {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// The server-side refresh layer for cookie-mode apps: wrap it around
+    /// [`bearer_layer`](Self::bearer_layer); on an expired access cookie it rotates the
+    /// refresh cookie through the store, re-runs the request, and sets both cookies anew.
+    /// The refresh cookie's path must cover the wrapped routes
+    /// ([`BatonBuilder::refresh_cookie_path`]).
+    pub fn cookie_refresh_layer(&self) -> RefreshOn401Layer<CookieRefresher<S, A>> {
+        RefreshOn401Layer::new(CookieRefresher {
+            inner: self.inner.clone(),
+        })
+    }
+
+    /// The in-process revocation list the endpoints feed and the bearer layer consults.
+    pub fn revocations(&self) -> &Arc<RevocationList> {
+        &self.inner.revocations
+    }
+
+    /// The issuer of access tokens.
+    pub fn issuer(&self) -> &Issuer {
+        &self.inner.issuer
+    }
+
+    /// The session store.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    /// The refresh cookie's spec.
+    pub fn refresh_cookie(&self) -> &CookieSpec {
+        &self.inner.refresh_cookie
+    }
+
+    /// The access cookie's spec, in cookie mode.
+    pub fn access_cookie(&self) -> Option<&CookieSpec> {
+        self.inner.access_cookie.as_ref()
+    }
+
+    /// An axum `Router` serving the endpoints (under the base path, plus
+    /// `/.well-known/jwks.json`) behind the cookie policy (feature `axum`).
+    #[cfg(feature = "axum")]
+    pub fn router<St>(&self) -> axum::Router<St>
+    where
+        St: Clone + Send + Sync + 'static,
+    {
+        let endpoints = self.endpoints();
+        axum::Router::new()
+            .route_service(&format!("{}/{{*rest}}", self.inner.base), endpoints.clone())
+            .route_service("/.well-known/jwks.json", endpoints)
+            .layer(self.cookie_policy())
+    }
+}
+
+impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
+    /// The access-token lifetime (at least one second).
+    pub fn access_ttl(mut self, ttl: Duration) -> Self {
+        self.access_ttl = ttl.max(Duration::from_secs(1));
+        self
+    }
+
+    /// The clock skew tolerated on `exp`/`nbf`.
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// `iss` of issued tokens, required on verified ones.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// `aud` of issued tokens, required on verified ones.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    /// Where the endpoints live (default `/auth`); the refresh cookie's path.
+    pub fn base_path(mut self, base: impl Into<String>) -> Self {
+        self.base = base.into();
+        self
+    }
+
+    /// The refresh cookie's path when it must cover more than the endpoints (cookie-mode
+    /// apps that refresh on API routes); never `/`.
+    pub fn refresh_cookie_path(mut self, path: impl Into<String>) -> Self {
+        self.refresh_cookie_path = Some(path.into());
+        self
+    }
+
+    /// Cookie mode: the access token also travels in an `HttpOnly` `__Host-access` cookie,
+    /// which the bearer layer reads.
+    pub fn cookie_mode(mut self) -> Self {
+        self.cookie_mode = true;
+        self
+    }
+
+    /// Drops `Secure` from the cookies and their prefixes, for plain HTTP on hosts other
+    /// than localhost.
+    ///
+    /// # Security
+    /// Tokens then cross the network in clear text. Browsers accept `Secure` cookies on
+    /// `http://localhost`; development does not need this.
+    pub fn dangerous_insecure_http(mut self) -> Self {
+        self.insecure_http = true;
+        self
+    }
+
+    /// Accepts cross-site requests to the endpoints from `origin` (`scheme://host[:port]`).
+    pub fn trusted_origin(mut self, origin: impl Into<String>) -> Self {
+        self.trusted_origins.push(origin.into());
+        self
+    }
+
+    /// Trusts `X-Forwarded-For`/`Forwarded` from this peer (a reverse proxy).
+    pub fn trusted_proxy(mut self, proxy: IpAddr) -> Self {
+        self.trusted_proxies.push(proxy);
+        self
+    }
+
+    /// The largest request body the endpoints read (default 16 KiB).
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// The realm of bearer challenges.
+    pub fn realm(mut self, realm: impl Into<String>) -> Self {
+        self.realm = realm.into();
+        self
+    }
+
+    /// Renders error bodies (default [`JsonErrors`]), for the endpoints and the bearer layer.
+    pub fn errors(mut self, errors: impl RenderError) -> Self {
+        self.errors = Arc::new(errors);
+        self
+    }
+
+    /// Reads time from `clock` (the store keeps its own).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Checks the configuration and builds.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for a bad base path, realm, or cookie spec.
+    pub fn build(self) -> Result<Baton<S, A>, ConfigError> {
+        if !self.base.starts_with('/') || self.base.ends_with('/') || self.base.len() < 2 {
+            return Err(ConfigError::BasePath);
+        }
+        let mut issuer = Issuer::new(self.keys)
+            .with_ttl(self.access_ttl)
+            .with_clock(self.clock.clone());
+        if let Some(iss) = &self.issuer {
+            issuer = issuer.with_issuer(iss.clone());
+        }
+        if let Some(aud) = &self.audience {
+            issuer = issuer.with_audience(aud.clone());
+        }
+        let verifier = issuer.verifier().with_leeway(self.leeway);
+
+        let idle = self.store.policy().idle_lifetime();
+        let mut refresh = CookieSpec::refresh(
+            self.refresh_cookie_path
+                .clone()
+                .unwrap_or_else(|| self.base.clone()),
+        )
+        .with_max_age(idle);
+        let mut access = CookieSpec::access().with_max_age(self.access_ttl);
+        if self.insecure_http {
+            refresh = refresh.with_name("refresh").dangerous_insecure_http();
+            access = access.with_name("access").dangerous_insecure_http();
+        }
+        let refresh_cookie = refresh.build()?;
+        let access_cookie = if self.cookie_mode {
+            Some(access.build()?)
+        } else {
+            None
+        };
+
+        let revocations = Arc::new(
+            RevocationList::new(self.access_ttl + self.leeway).with_clock(self.clock.clone()),
+        );
+        let mut bearer = BearerVerifyLayer::new(verifier)
+            .with_claims::<A::Claims>()
+            .with_realm(&self.realm)?
+            .with_shared_revocation(revocations.clone())
+            .with_rejection(RenderRejection(self.errors.clone()));
+        if let Some(access) = &access_cookie {
+            bearer = bearer.with_cookie(access.name())?;
+        }
+        let origin = self
+            .trusted_origins
+            .iter()
+            .fold(OriginGuardLayer::new(), |g, o| g.trust_origin(o.clone()));
+        Ok(Baton {
+            inner: Arc::new(Inner {
+                store: self.store,
+                auth: self.auth,
+                issuer,
+                bearer,
+                refresh_cookie,
+                access_cookie,
+                base: self.base,
+                origin,
+                revocations,
+                trusted_proxies: self.trusted_proxies,
+                max_body: self.max_body,
+                errors: self.errors,
+            }),
+        })
+    }
+}
