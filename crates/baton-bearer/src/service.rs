@@ -168,9 +168,12 @@ where
     ///
     /// # Errors
     /// The rejection response (400, 401 or 403, or the gRPC form).
-    pub fn check<B>(&self, req: &Request<B>) -> Result<Option<Claims<C>>, Response<bytes::Bytes>> {
+    pub fn check<B>(
+        &self,
+        req: &Request<B>,
+    ) -> Result<Option<Claims<C>>, Box<Response<bytes::Bytes>>> {
         authenticate::<C, B>(&self.config, req)
-            .map_err(|kind| reject(&self.config, &self.rejection, kind, req))
+            .map_err(|kind| Box::new(reject(&self.config, &self.rejection, kind, req)))
     }
 }
 

@@ -1,5 +1,9 @@
 //! The auth endpoints as one tower `Service`.
 
+// Handlers return `Result<_, Response>`: the error side is the finished error response, built
+// only on failure paths.
+#![allow(clippy::result_large_err)]
+
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
@@ -398,7 +402,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                 "unauthorized",
                 "bearer token required",
             )),
-            Err(res) => Err(res),
+            Err(res) => Err(*res),
         }
     }
 
