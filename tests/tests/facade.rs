@@ -724,8 +724,12 @@ async fn client_layer_does_not_retry_a_streaming_body() {
     let req = Request::post(format!("http://{}/api/upload", h.addr))
         .body(Streaming { left: 1 << 20 })
         .unwrap();
-    let res = service.oneshot(req).await.unwrap();
-    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    // The server answers 401 without reading the body, so the client may see the response
+    // or a broken pipe while still writing: either way, nothing is refreshed or retried.
+    match service.oneshot(req).await {
+        Ok(res) => assert_eq!(res.status(), StatusCode::UNAUTHORIZED),
+        Err(e) => assert!(format!("{e:?}").contains("BodyWrite"), "{e:?}"),
+    }
     assert_eq!(h.refreshes.load(Ordering::SeqCst), 0);
 }
 

@@ -291,9 +291,11 @@ where
         let flights = self.flights.clone();
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
-            refresher.prepare(&mut parts);
+            // Read the epoch before the credentials: a refresh finishing in between then
+            // counts as "since", and its result is reused instead of refreshing again.
             let flight = refresher.flight_key(&parts).map(|key| flights.get(&key));
             let seen = flight.as_ref().map(|f| f.epoch());
+            refresher.prepare(&mut parts);
 
             let mut proactive = None;
             if let (Some(margin), Some(flight), Some(seen)) = (config.proactive, &flight, seen)
