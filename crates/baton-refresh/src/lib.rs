@@ -359,3 +359,63 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn challenge(value: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(value));
+        headers
+    }
+
+    #[test]
+    fn only_an_invalid_token_challenge_triggers_a_refresh() {
+        let invalid = challenge(
+            r#"Bearer realm="baton", error="invalid_token", error_description="token expired""#,
+        );
+        assert!(is_invalid_token(StatusCode::UNAUTHORIZED, &invalid));
+        assert!(is_invalid_token(
+            StatusCode::UNAUTHORIZED,
+            &challenge(r#"bearer error="invalid_token""#)
+        ));
+        assert!(!is_invalid_token(StatusCode::FORBIDDEN, &invalid));
+        assert!(!is_invalid_token(
+            StatusCode::UNAUTHORIZED,
+            &challenge(r#"Bearer realm="baton""#)
+        ));
+        assert!(!is_invalid_token(
+            StatusCode::UNAUTHORIZED,
+            &challenge(r#"Basic realm="x", error="invalid_token""#)
+        ));
+        assert!(!is_invalid_token(
+            StatusCode::UNAUTHORIZED,
+            &HeaderMap::new()
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_flight_runs_once_for_callers_that_saw_the_same_epoch() {
+        let flights = Flights::<u32>::default();
+        let flight = flights.get("k");
+        let seen = flight.epoch();
+        let runs = std::sync::atomic::AtomicU32::new(0);
+        let first = flight
+            .refresh(seen, || async {
+                runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Some(7)
+            })
+            .await;
+        let second = flights.get("k").refresh(seen, || async { Some(8) }).await;
+        assert_eq!((first, second), (Some(7), Some(7)));
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let third = flights
+            .get("k")
+            .refresh(flight.epoch(), || async { None })
+            .await;
+        assert_eq!(third, None, "a later failure is reported as such");
+        assert_eq!(flights.get("other").epoch(), 0);
+    }
+}
