@@ -1,63 +1,64 @@
-//! The baton login app.
-//!
-//! At this stage it serves a protected route with an in-memory signing key, and prints a
-//! ready-to-use token for a demo user:
-//!
-//! ```text
-//! cargo run -p login-app
-//! curl -H "Authorization: Bearer <token printed at start>" http://127.0.0.1:3000/api/me
-//! ```
+//! `cargo run -p login-app`: the baton login app on http://127.0.0.1:3000.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use axum::routing::get;
-use axum::{Json, Router};
-use baton_bearer::{Authenticated, BearerVerifyLayer};
-use baton_token::{Algorithm, Issuer, Key, KeySet, NoCustomClaims};
+use baton::token::Algorithm;
 use clap::Parser;
-use serde_json::{Value, json};
-use tokio::net::TcpListener;
+use login_app::Config;
 
-/// Command-line flags; each is also read from `BATON_<FLAG>`.
+/// Command-line flags; each is also an environment variable `BATON_<FLAG>` (`REDIS_URL` for
+/// the Redis URL).
 #[derive(Debug, Parser)]
 #[command(version, about = "The baton login app")]
 struct Args {
     /// Address to listen on.
     #[arg(long, env = "BATON_ADDR", default_value = "127.0.0.1:3000")]
     addr: SocketAddr,
-    /// Access-token lifetime in seconds.
+    /// Redis for sessions and users (absent: in memory).
+    #[arg(long, env = "REDIS_URL")]
+    redis_url: Option<String>,
+    /// Access-token lifetime, seconds.
     #[arg(long, env = "BATON_ACCESS_TTL", default_value_t = 900)]
     access_ttl: u64,
-    /// Clock skew tolerated on `exp`/`nbf`, in seconds.
+    /// Refresh-token (session idle) lifetime, seconds.
+    #[arg(long, env = "BATON_REFRESH_TTL", default_value_t = 1_209_600)]
+    refresh_ttl: u64,
+    /// Grace window for two tabs refreshing at once, seconds.
+    #[arg(long, env = "BATON_REFRESH_GRACE", default_value_t = 10)]
+    refresh_grace: u64,
+    /// Clock skew tolerated on access tokens, seconds (0: the app verifies its own tokens).
     #[arg(long, env = "BATON_LEEWAY", default_value_t = 0)]
     leeway: u64,
     /// Signing algorithm: HS256, ES256, EdDSA or RS256.
-    #[arg(long, env = "BATON_ALG", default_value = "ES256")]
-    alg: Algorithm,
+    #[arg(long, env = "BATON_ALG", default_value = "ES256", value_parser = ["HS256", "ES256", "EdDSA", "RS256"])]
+    alg: String,
+    /// Signing key file: read when it exists, else generated and written with mode 0600.
+    #[arg(long, env = "BATON_KEY_FILE")]
+    key_file: Option<PathBuf>,
 }
 
-async fn me(Authenticated(claims): Authenticated) -> Json<Value> {
-    Json(json!({ "sub": claims.sub }))
-}
-
-fn app(issuer: &Issuer, leeway: Duration) -> Router {
-    let keys = issuer.keys().clone();
-    let api = Router::new()
-        .route("/api/me", get(me))
-        .layer(BearerVerifyLayer::new(
-            issuer.verifier().with_leeway(leeway),
-        ));
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/.well-known/jwks.json",
-            get(move || {
-                let jwks = keys.load().jwks_json();
-                async move { ([(http::header::CONTENT_TYPE, "application/json")], jwks) }
-            }),
-        )
-        .merge(api)
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!(target: "login_app", "shutting down: finishing in-flight requests");
 }
 
 #[tokio::main]
@@ -65,65 +66,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,baton=debug".into()),
+                .unwrap_or_else(|_| "info,baton=debug,tower_http=info".into()),
         )
         .init();
     let args = Args::parse();
-    let key = Key::generate("login-app-1", args.alg)?;
-    let issuer = Issuer::new(KeySet::new(key)?).with_ttl(Duration::from_secs(args.access_ttl));
-    let listener = TcpListener::bind(args.addr).await?;
-    let addr = listener.local_addr()?;
-    let demo = issuer.issue("demo", None, NoCustomClaims {})?;
-    println!("baton login app listening on http://{addr}");
-    println!("a token for the demo user, valid {} s:", demo.expires_in);
+    let config = Config {
+        redis_url: args.redis_url,
+        access_ttl: Duration::from_secs(args.access_ttl),
+        refresh_ttl: Duration::from_secs(args.refresh_ttl),
+        refresh_grace: Duration::from_secs(args.refresh_grace),
+        leeway: Duration::from_secs(args.leeway),
+        alg: args.alg.parse::<Algorithm>()?,
+        key_file: args.key_file,
+    };
+    let app = login_app::app(&config).await?;
+    let listener = tokio::net::TcpListener::bind(args.addr).await?;
+    let store = if config.redis_url.is_some() {
+        "Redis"
+    } else {
+        "in-memory"
+    };
     println!(
-        "  curl -H 'Authorization: Bearer {}' http://{addr}/api/me",
-        demo.token
+        "baton login app on http://{} ({store} store)",
+        listener.local_addr()?
     );
-    axum::serve(listener, app(&issuer, Duration::from_secs(args.leeway)))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    login_app::serve(listener, app, shutdown_signal()).await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn serves_the_protected_route_over_tcp() {
-        let issuer =
-            Issuer::new(KeySet::new(Key::generate("t", Algorithm::ES256).unwrap()).unwrap());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let router = app(&issuer, Duration::ZERO);
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let token = issuer.issue("demo", None, NoCustomClaims {}).unwrap().token;
-        let request = format!(
-            "GET /api/me HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
-        );
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-        assert!(response.ends_with(r#"{"sub":"demo"}"#), "{response}");
-
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let request = format!("GET /api/me HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        assert!(response.starts_with("HTTP/1.1 401"), "{response}");
-        assert!(
-            response
-                .to_lowercase()
-                .contains("www-authenticate: bearer realm=\"baton\""),
-            "{response}"
-        );
-    }
 }

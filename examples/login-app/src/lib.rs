@@ -1,0 +1,279 @@
+//! The baton login app, as a library so tests can start it in-process.
+//!
+//! `cargo run -p login-app` serves it on 127.0.0.1:3000 with the in-memory stores; see the
+//! package README for the flags.
+
+pub mod keys;
+pub mod users;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use baton::bearer::Authenticated;
+use baton::store::{MemoryStore, Policy, RefreshStore};
+use baton::token::{Algorithm, KeyRing, KeySet};
+use baton::{Baton, RenderError};
+
+use http::header::{
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE, REFERRER_POLICY,
+    SET_COOKIE, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+};
+use http::{HeaderValue, Request, StatusCode};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::sensitive_headers::SetSensitiveHeadersLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use users::{AppClaims, Users};
+
+/// The app's settings (the command line's flags).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Redis for sessions and users; in memory when absent.
+    pub redis_url: Option<String>,
+    /// Access-token lifetime.
+    pub access_ttl: Duration,
+    /// Refresh-token (session idle) lifetime.
+    pub refresh_ttl: Duration,
+    /// Grace window for concurrent refreshes.
+    pub refresh_grace: Duration,
+    /// Clock skew tolerated on access tokens.
+    pub leeway: Duration,
+    /// Signing algorithm.
+    pub alg: Algorithm,
+    /// Where the signing key lives.
+    pub key_file: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            redis_url: None,
+            access_ttl: Duration::from_secs(900),
+            refresh_ttl: Duration::from_secs(1_209_600),
+            refresh_grace: Duration::from_secs(10),
+            leeway: Duration::ZERO,
+            alg: Algorithm::ES256,
+            key_file: None,
+        }
+    }
+}
+
+const INDEX: &str = include_str!("../static/index.html");
+const SCRIPT: &str = include_str!("../static/app.js");
+const STYLE: &str = include_str!("../static/style.css");
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [(CONTENT_TYPE, content_type), (CACHE_CONTROL, "no-cache")],
+        body,
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct Registration {
+    username: String,
+    password: String,
+}
+
+fn json_error(status: StatusCode, error: &str, description: &str) -> Response {
+    let r = baton::JsonErrors.render(status, error, description);
+    let (parts, body) = r.into_parts();
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+async fn register(State(users): State<Users>, req: Request<axum::body::Body>) -> Response {
+    use http_body_util::BodyExt as _;
+    let is_json = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !is_json {
+        return json_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request",
+            "the body must be application/json",
+        );
+    }
+    let Ok(body) = req.into_body().collect().await.map(|b| b.to_bytes()) else {
+        return json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            "the body is too large",
+        );
+    };
+    let Ok(reg) = serde_json::from_slice::<Registration>(&body) else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "expected {\"username\": string, \"password\": string}",
+        );
+    };
+    let name_ok = (1..=64).contains(&reg.username.len())
+        && reg
+            .username
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !name_ok {
+        return json_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_username",
+            "1 to 64 letters, digits, '.', '_' or '-'",
+        );
+    }
+    if reg.password.chars().count() < 8 || reg.password.len() > 1024 {
+        return json_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_password",
+            "the password must be 8 to 1024 characters",
+        );
+    }
+    match users.register(&reg.username, &reg.password).await {
+        Ok(id) => {
+            tracing::info!(target: "login_app", user = %id, "registered");
+            (
+                StatusCode::CREATED,
+                axum::Json(serde_json::json!({ "id": id, "username": reg.username })),
+            )
+                .into_response()
+        }
+        Err(users::RegisterError::Taken) => json_error(
+            StatusCode::CONFLICT,
+            "username_taken",
+            "that username is taken",
+        ),
+        Err(users::RegisterError::Unavailable) => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the user store is unavailable",
+        ),
+    }
+}
+
+async fn me(Authenticated(claims): Authenticated<AppClaims>) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "sub": claims.sub, "username": claims.custom.username }))
+}
+
+/// The app's router around `baton`.
+pub fn router<S: RefreshStore + Clone>(baton: &Baton<S, Users>, users: Users) -> Router {
+    let api = Router::new()
+        .route("/api/me", get(me))
+        .layer(baton.bearer_layer());
+    let pages = Router::new()
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { asset("text/css; charset=utf-8", STYLE) }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/auth/register", post(register))
+        .with_state(users);
+    let header = |name, value: &'static str| {
+        SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+    };
+    pages.merge(api).merge(baton.router()).layer(
+        ServiceBuilder::new()
+            .layer(CatchPanicLayer::new())
+            .layer(SetSensitiveHeadersLayer::new([
+                AUTHORIZATION,
+                COOKIE,
+                SET_COOKIE,
+            ]))
+            .layer(TraceLayer::new_for_http())
+            .layer(RequestBodyLimitLayer::new(64 * 1024))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                Duration::from_secs(10),
+            ))
+            .layer(header(CONTENT_SECURITY_POLICY, CSP))
+            .layer(header(X_CONTENT_TYPE_OPTIONS, "nosniff"))
+            .layer(header(X_FRAME_OPTIONS, "DENY"))
+            .layer(header(REFERRER_POLICY, "no-referrer")),
+    )
+}
+
+/// Builds the app for `config`.
+///
+/// # Errors
+/// A message when the key file or Redis cannot be used.
+pub async fn app(config: &Config) -> Result<Router, String> {
+    let keys = keys::load_or_create(config.alg, config.key_file.as_deref())?;
+    let ring = KeyRing::new(KeySet::new(keys.signing).map_err(|e| e.to_string())?);
+    let policy = Policy::new()
+        .with_idle_lifetime(config.refresh_ttl)
+        .and_then(|p| {
+            p.with_absolute_lifetime(config.refresh_ttl.max(Duration::from_secs(90 * 24 * 3600)))
+        })
+        .and_then(|p| p.with_grace_window(config.refresh_grace))
+        .map_err(|e| e.to_string())?;
+    match &config.redis_url {
+        None => {
+            let users = Users::memory();
+            let store = MemoryStore::new(keys.refresh, policy);
+            let baton = configure(Baton::builder(store, users.clone(), ring), config)?;
+            Ok(router(&baton, users))
+        }
+        Some(url) => {
+            use baton::redis::{RedisOptions, RedisStore};
+            let store = RedisStore::connect(url, keys.refresh, policy, RedisOptions::new())
+                .await
+                .map_err(|e| format!("redis: {e}"))?;
+            let client = redis::Client::open(url.as_str()).map_err(|e| format!("redis: {e}"))?;
+            let conn = redis::aio::ConnectionManager::new(client)
+                .await
+                .map_err(|e| format!("redis: {e}"))?;
+            let users = Users::redis(conn);
+            let baton = configure(Baton::builder(store, users.clone(), ring), config)?;
+            Ok(router(&baton, users))
+        }
+    }
+}
+
+fn configure<S: RefreshStore>(
+    builder: baton::BatonBuilder<S, Users>,
+    config: &Config,
+) -> Result<Baton<S, Users>, String> {
+    builder
+        .access_ttl(config.access_ttl)
+        .leeway(config.leeway)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// Serves `router` on `listener` until `shutdown` completes; in-flight requests finish.
+///
+/// # Errors
+/// I/O errors of the listener.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

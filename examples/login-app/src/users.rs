@@ -1,0 +1,248 @@
+//! Users: argon2-hashed passwords, in memory or in Redis.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use baton::{AuthUnavailable, Authenticator, Principal};
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+
+/// The app's claims in access tokens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppClaims {
+    /// The user's name.
+    pub username: String,
+}
+
+/// A stored user.
+#[derive(Clone, Debug)]
+struct User {
+    id: String,
+    hash: String,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Memory(
+        Arc<RwLock<HashMap<String, User>>>,
+        Arc<RwLock<HashMap<String, String>>>,
+    ),
+    Redis(ConnectionManager),
+}
+
+/// Why a registration failed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RegisterError {
+    /// The name is taken.
+    Taken,
+    /// The store could not answer.
+    Unavailable,
+}
+
+/// Users and their argon2id password hashes (OWASP parameters: 19 MiB, 2 passes, 1 lane).
+#[derive(Clone)]
+pub struct Users {
+    backend: Backend,
+    argon: Argon2<'static>,
+    dummy_hash: Arc<String>,
+}
+
+impl std::fmt::Debug for Users {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Users").finish_non_exhaustive()
+    }
+}
+
+fn random_b64(len: usize) -> String {
+    let mut bytes = vec![0u8; len];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("system random generator");
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn argon() -> Argon2<'static> {
+    let params = Params::new(19 * 1024, 2, 1, None).expect("valid argon2 parameters");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+fn hash_with(argon: &Argon2<'static>, password: &str) -> String {
+    let mut salt = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut salt)
+        .expect("system random generator");
+    let salt = SaltString::encode_b64(&salt).expect("16-byte salt");
+    argon
+        .hash_password(password.as_bytes(), &salt)
+        .expect("argon2 hashing")
+        .to_string()
+}
+
+const USER_PREFIX: &str = "baton-app:user:";
+const ID_PREFIX: &str = "baton-app:uid:";
+
+impl Users {
+    fn with_backend(backend: Backend) -> Self {
+        let argon = argon();
+        let dummy_hash = Arc::new(hash_with(&argon, &random_b64(16)));
+        Users {
+            backend,
+            argon,
+            dummy_hash,
+        }
+    }
+
+    /// Users in process memory.
+    pub fn memory() -> Self {
+        Users::with_backend(Backend::Memory(Arc::default(), Arc::default()))
+    }
+
+    /// Users in Redis (`baton-app:user:<name>` and `baton-app:uid:<id>`).
+    pub fn redis(conn: ConnectionManager) -> Self {
+        Users::with_backend(Backend::Redis(conn))
+    }
+
+    async fn hash(&self, password: &str) -> String {
+        let argon = self.argon.clone();
+        let password = password.to_owned();
+        tokio::task::spawn_blocking(move || hash_with(&argon, &password))
+            .await
+            .expect("hashing task")
+    }
+
+    async fn verify(&self, password: &str, hash: &str) -> bool {
+        let argon = self.argon.clone();
+        let (password, hash) = (password.to_owned(), hash.to_owned());
+        tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash)
+                .is_ok_and(|h| argon.verify_password(password.as_bytes(), &h).is_ok())
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// Registers `username`; returns the new user id.
+    ///
+    /// # Errors
+    /// [`RegisterError`].
+    pub async fn register(&self, username: &str, password: &str) -> Result<String, RegisterError> {
+        let id = format!("u_{}", random_b64(12));
+        let hash = self.hash(password).await;
+        match &self.backend {
+            Backend::Memory(users, ids) => {
+                let mut users = users.write().map_err(|_| RegisterError::Unavailable)?;
+                if users.contains_key(username) {
+                    return Err(RegisterError::Taken);
+                }
+                users.insert(
+                    username.to_owned(),
+                    User {
+                        id: id.clone(),
+                        hash,
+                    },
+                );
+                ids.write()
+                    .map_err(|_| RegisterError::Unavailable)?
+                    .insert(id.clone(), username.to_owned());
+            }
+            Backend::Redis(conn) => {
+                let mut conn = conn.clone();
+                let value = format!("{id}\u{1f}{hash}");
+                let created: bool = redis::cmd("SET")
+                    .arg(format!("{USER_PREFIX}{username}"))
+                    .arg(value)
+                    .arg("NX")
+                    .query_async::<Option<String>>(&mut conn)
+                    .await
+                    .map_err(|_| RegisterError::Unavailable)?
+                    .is_some();
+                if !created {
+                    return Err(RegisterError::Taken);
+                }
+                let _: () = conn
+                    .set(format!("{ID_PREFIX}{id}"), username)
+                    .await
+                    .map_err(|_| RegisterError::Unavailable)?;
+            }
+        }
+        Ok(id)
+    }
+
+    async fn find(&self, username: &str) -> Result<Option<User>, AuthUnavailable> {
+        match &self.backend {
+            Backend::Memory(users, _) => Ok(users
+                .read()
+                .map_err(|_| AuthUnavailable("lock".into()))?
+                .get(username)
+                .cloned()),
+            Backend::Redis(conn) => {
+                let mut conn = conn.clone();
+                let value: Option<String> = conn
+                    .get(format!("{USER_PREFIX}{username}"))
+                    .await
+                    .map_err(|e| AuthUnavailable(e.to_string()))?;
+                Ok(value.and_then(|v| {
+                    let (id, hash) = v.split_once('\u{1f}')?;
+                    Some(User {
+                        id: id.to_owned(),
+                        hash: hash.to_owned(),
+                    })
+                }))
+            }
+        }
+    }
+
+    async fn username_of(&self, id: &str) -> Result<Option<String>, AuthUnavailable> {
+        match &self.backend {
+            Backend::Memory(_, ids) => Ok(ids
+                .read()
+                .map_err(|_| AuthUnavailable("lock".into()))?
+                .get(id)
+                .cloned()),
+            Backend::Redis(conn) => {
+                let mut conn = conn.clone();
+                conn.get(format!("{ID_PREFIX}{id}"))
+                    .await
+                    .map_err(|e| AuthUnavailable(e.to_string()))
+            }
+        }
+    }
+}
+
+impl Authenticator for Users {
+    type Claims = AppClaims;
+
+    async fn authenticate(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<Principal<AppClaims>>, AuthUnavailable> {
+        match self.find(username).await? {
+            Some(user) if self.verify(password, &user.hash).await => Ok(Some(Principal::new(
+                user.id,
+                AppClaims {
+                    username: username.to_owned(),
+                },
+            ))),
+            Some(_) => Ok(None),
+            None => {
+                // The same work as a wrong password, so timing does not reveal names.
+                let _ = self.verify(password, &self.dummy_hash).await;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn claims(&self, user_id: &str) -> Result<Option<AppClaims>, AuthUnavailable> {
+        Ok(self
+            .username_of(user_id)
+            .await?
+            .map(|username| AppClaims { username }))
+    }
+}
