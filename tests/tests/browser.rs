@@ -1,0 +1,213 @@
+//! The login app's page in a real headless Chromium, driven over WebDriver: register, log in,
+//! tokens invisible to scripts, silent refresh after the access token expires, reload stays
+//! logged in, logout sticks.
+//!
+//! Needs Debian's `chromium` and `chromium-driver`. Without them the test skips loudly, unless
+//! `BATON_REQUIRE_BROWSER=1` (`.ci/run` sets it and installs them). On failure a screenshot is
+//! saved to `tests/output/`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::json;
+
+const ACCESS_TTL: u64 = 2;
+
+fn find_binary(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    names.iter().find_map(|name| {
+        std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file())
+    })
+}
+
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_driver(binary: &PathBuf) -> Driver {
+    let port = baton_test::free_port();
+    let child = Command::new(binary)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Driver { child, port }
+}
+
+async fn text(client: &Client, id: &str) -> String {
+    match client.find(Locator::Id(id)).await {
+        Ok(element) => element.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+async fn displayed(client: &Client, id: &str) -> bool {
+    match client.find(Locator::Id(id)).await {
+        Ok(element) => element.is_displayed().await.unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// Polls until `check` holds, for at most 15 s.
+async fn eventually<F, Fut>(what: &str, mut check: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if check().await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("timed out waiting for: {what}"))
+}
+
+async fn fill(client: &Client, id: &str, value: &str) -> Result<(), String> {
+    let input = client.find(Locator::Id(id)).await.map_err(|e| e.to_string())?;
+    input.clear().await.map_err(|e| e.to_string())?;
+    input.send_keys(value).await.map_err(|e| e.to_string())
+}
+
+async fn click(client: &Client, id: &str) -> Result<(), String> {
+    client.find(Locator::Id(id)).await.map_err(|e| e.to_string())?.click().await.map_err(|e| e.to_string())
+}
+
+async fn script(client: &Client, source: &str) -> Result<serde_json::Value, String> {
+    client.execute(source, vec![]).await.map_err(|e| e.to_string())
+}
+
+async fn scenario(client: &Client, url: &str) -> Result<(), String> {
+    client.goto(url).await.map_err(|e| e.to_string())?;
+    eventually("the login form", || displayed(client, "login-form")).await?;
+
+    fill(client, "register-username", "alice").await?;
+    fill(client, "register-password", "correct horse battery").await?;
+    click(client, "register-button").await?;
+    eventually("who am I shows alice", || async { text(client, "whoami-output").await.contains("Signed in as alice") })
+        .await?;
+
+    // `BATON_SCREENSHOT=path` saves the signed-in page (the README's picture).
+    if let Some(path) = std::env::var_os("BATON_SCREENSHOT") {
+        eventually("the device list", || async { !text(client, "devices").await.is_empty() }).await?;
+        let png = client.screenshot().await.map_err(|e| e.to_string())?;
+        std::fs::write(path, png).map_err(|e| e.to_string())?;
+    }
+
+    // The refresh token is HttpOnly, and no token sits in any storage a script can read.
+    let cookies = script(client, "return document.cookie").await?;
+    let cookies = cookies.as_str().unwrap_or_default().to_owned();
+    if cookies.contains("refresh") || cookies.contains("v1.") {
+        return Err(format!("document.cookie exposes the refresh token: {cookies:?}"));
+    }
+    let storage = script(client, "return [localStorage.length, sessionStorage.length, JSON.stringify(localStorage) + JSON.stringify(sessionStorage)]").await?;
+    if storage != json!([0, 0, "{}{}"]) {
+        return Err(format!("tokens in web storage: {storage}"));
+    }
+
+    // Past the access token's life, "who am I" still works: the page refreshed silently.
+    tokio::time::sleep(Duration::from_secs(ACCESS_TTL + 1)).await;
+    click(client, "whoami-button").await?;
+    eventually("a second who-am-I check", || async { text(client, "whoami-output").await.contains("(check 2)") }).await?;
+    if displayed(client, "login-form").await {
+        return Err("the login form came back after the access token expired".into());
+    }
+
+    // A reload keeps the user logged in (the page refreshes on load).
+    client.refresh().await.map_err(|e| e.to_string())?;
+    eventually("logged in after reload", || async { text(client, "whoami-output").await.contains("Signed in as alice") })
+        .await?;
+
+    // Log out: the login form is back, and stays after a reload.
+    click(client, "logout-button").await?;
+    eventually("the login form after logout", || displayed(client, "login-form")).await?;
+    client.refresh().await.map_err(|e| e.to_string())?;
+    eventually("the login form after reload", || displayed(client, "login-form")).await?;
+    if displayed(client, "signed-in").await {
+        return Err("still signed in after logout and reload".into());
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_in_a_real_browser() {
+    let required = std::env::var("BATON_REQUIRE_BROWSER").is_ok_and(|v| v == "1");
+    let (Some(chromium), Some(driver)) =
+        (find_binary(&["chromium", "chromium-browser"]), find_binary(&["chromedriver"]))
+    else {
+        assert!(!required, "chromium or chromedriver not found and BATON_REQUIRE_BROWSER=1");
+        eprintln!(
+            "\n********************************************************************\n\
+             SKIPPED: no chromium/chromedriver here (apt-get install chromium\n\
+             chromium-driver). BATON_REQUIRE_BROWSER=1 makes this test fail instead.\n\
+             ********************************************************************\n"
+        );
+        return;
+    };
+
+    let config = login_app::Config { access_ttl: Duration::from_secs(ACCESS_TTL), ..login_app::Config::default() };
+    let app = login_app::app(&config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://localhost:{}/", listener.local_addr().unwrap().port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(login_app::serve(listener, app, async {
+        let _ = stopped.await;
+    }));
+
+    let driver = start_driver(&driver);
+    let profile = std::env::temp_dir().join(format!("baton-chromium-{}", std::process::id()));
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": chromium,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                "--window-size=1024,860",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    let client = ClientBuilder::new(HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a WebDriver session");
+
+    let outcome = scenario(&client, &url).await;
+    if let Err(why) = &outcome {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("output");
+        let _ = std::fs::create_dir_all(&dir);
+        if let Ok(png) = client.screenshot().await {
+            let path = dir.join("browser-failure.png");
+            let _ = std::fs::write(&path, png);
+            eprintln!("screenshot: {}", path.display());
+        }
+        eprintln!("browser scenario failed: {why}");
+    }
+    let _ = client.close().await;
+    drop(driver);
+    let _ = std::fs::remove_dir_all(&profile);
+    let _ = stop.send(());
+    let _ = server.await;
+    outcome.unwrap();
+}
