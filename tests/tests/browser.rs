@@ -19,7 +19,9 @@ const ACCESS_TTL: u64 = 2;
 fn find_binary(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     names.iter().find_map(|name| {
-        std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file())
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
     })
 }
 
@@ -82,17 +84,29 @@ where
 }
 
 async fn fill(client: &Client, id: &str, value: &str) -> Result<(), String> {
-    let input = client.find(Locator::Id(id)).await.map_err(|e| e.to_string())?;
+    let input = client
+        .find(Locator::Id(id))
+        .await
+        .map_err(|e| e.to_string())?;
     input.clear().await.map_err(|e| e.to_string())?;
     input.send_keys(value).await.map_err(|e| e.to_string())
 }
 
 async fn click(client: &Client, id: &str) -> Result<(), String> {
-    client.find(Locator::Id(id)).await.map_err(|e| e.to_string())?.click().await.map_err(|e| e.to_string())
+    client
+        .find(Locator::Id(id))
+        .await
+        .map_err(|e| e.to_string())?
+        .click()
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn script(client: &Client, source: &str) -> Result<serde_json::Value, String> {
-    client.execute(source, vec![]).await.map_err(|e| e.to_string())
+    client
+        .execute(source, vec![])
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn scenario(client: &Client, url: &str) -> Result<(), String> {
@@ -102,12 +116,19 @@ async fn scenario(client: &Client, url: &str) -> Result<(), String> {
     fill(client, "register-username", "alice").await?;
     fill(client, "register-password", "correct horse battery").await?;
     click(client, "register-button").await?;
-    eventually("who am I shows alice", || async { text(client, "whoami-output").await.contains("Signed in as alice") })
-        .await?;
+    eventually("who am I shows alice", || async {
+        text(client, "whoami-output")
+            .await
+            .contains("Signed in as alice")
+    })
+    .await?;
 
     // `BATON_SCREENSHOT=path` saves the signed-in page (the README's picture).
     if let Some(path) = std::env::var_os("BATON_SCREENSHOT") {
-        eventually("the device list", || async { !text(client, "devices").await.is_empty() }).await?;
+        eventually("the device list", || async {
+            !text(client, "devices").await.is_empty()
+        })
+        .await?;
         let png = client.screenshot().await.map_err(|e| e.to_string())?;
         std::fs::write(path, png).map_err(|e| e.to_string())?;
     }
@@ -116,7 +137,9 @@ async fn scenario(client: &Client, url: &str) -> Result<(), String> {
     let cookies = script(client, "return document.cookie").await?;
     let cookies = cookies.as_str().unwrap_or_default().to_owned();
     if cookies.contains("refresh") || cookies.contains("v1.") {
-        return Err(format!("document.cookie exposes the refresh token: {cookies:?}"));
+        return Err(format!(
+            "document.cookie exposes the refresh token: {cookies:?}"
+        ));
     }
     let storage = script(client, "return [localStorage.length, sessionStorage.length, JSON.stringify(localStorage) + JSON.stringify(sessionStorage)]").await?;
     if storage != json!([0, 0, "{}{}"]) {
@@ -126,21 +149,34 @@ async fn scenario(client: &Client, url: &str) -> Result<(), String> {
     // Past the access token's life, "who am I" still works: the page refreshed silently.
     tokio::time::sleep(Duration::from_secs(ACCESS_TTL + 1)).await;
     click(client, "whoami-button").await?;
-    eventually("a second who-am-I check", || async { text(client, "whoami-output").await.contains("(check 2)") }).await?;
+    eventually("a second who-am-I check", || async {
+        text(client, "whoami-output").await.contains("(check 2)")
+    })
+    .await?;
     if displayed(client, "login-form").await {
         return Err("the login form came back after the access token expired".into());
     }
 
     // A reload keeps the user logged in (the page refreshes on load).
     client.refresh().await.map_err(|e| e.to_string())?;
-    eventually("logged in after reload", || async { text(client, "whoami-output").await.contains("Signed in as alice") })
-        .await?;
+    eventually("logged in after reload", || async {
+        text(client, "whoami-output")
+            .await
+            .contains("Signed in as alice")
+    })
+    .await?;
 
     // Log out: the login form is back, and stays after a reload.
     click(client, "logout-button").await?;
-    eventually("the login form after logout", || displayed(client, "login-form")).await?;
+    eventually("the login form after logout", || {
+        displayed(client, "login-form")
+    })
+    .await?;
     client.refresh().await.map_err(|e| e.to_string())?;
-    eventually("the login form after reload", || displayed(client, "login-form")).await?;
+    eventually("the login form after reload", || {
+        displayed(client, "login-form")
+    })
+    .await?;
     if displayed(client, "signed-in").await {
         return Err("still signed in after logout and reload".into());
     }
@@ -150,10 +186,14 @@ async fn scenario(client: &Client, url: &str) -> Result<(), String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_in_a_real_browser() {
     let required = std::env::var("BATON_REQUIRE_BROWSER").is_ok_and(|v| v == "1");
-    let (Some(chromium), Some(driver)) =
-        (find_binary(&["chromium", "chromium-browser"]), find_binary(&["chromedriver"]))
-    else {
-        assert!(!required, "chromium or chromedriver not found and BATON_REQUIRE_BROWSER=1");
+    let (Some(chromium), Some(driver)) = (
+        find_binary(&["chromium", "chromium-browser"]),
+        find_binary(&["chromedriver"]),
+    ) else {
+        assert!(
+            !required,
+            "chromium or chromedriver not found and BATON_REQUIRE_BROWSER=1"
+        );
         eprintln!(
             "\n********************************************************************\n\
              SKIPPED: no chromium/chromedriver here (apt-get install chromium\n\
@@ -163,10 +203,16 @@ async fn the_page_in_a_real_browser() {
         return;
     };
 
-    let config = login_app::Config { access_ttl: Duration::from_secs(ACCESS_TTL), ..login_app::Config::default() };
+    let config = login_app::Config {
+        access_ttl: Duration::from_secs(ACCESS_TTL),
+        ..login_app::Config::default()
+    };
     let app = login_app::app(&config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://localhost:{}/", listener.local_addr().unwrap().port());
+    let url = format!(
+        "http://localhost:{}/",
+        listener.local_addr().unwrap().port()
+    );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(login_app::serve(listener, app, async {
         let _ = stopped.await;

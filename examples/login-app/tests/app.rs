@@ -1,0 +1,232 @@
+//! The login app over real TCP, in memory and on a test-started Redis.
+
+use baton_test::RedisServer;
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use login_app::Config;
+use serde_json::{Value, json};
+
+struct Reply {
+    status: StatusCode,
+    cookie: Option<String>,
+    body: Value,
+}
+
+async fn start(config: &Config) -> String {
+    let app = login_app::app(config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://localhost:{}", listener.local_addr().unwrap().port());
+    tokio::spawn(login_app::serve(listener, app, std::future::pending()));
+    base
+}
+
+async fn call(
+    base: &str,
+    method: Method,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Option<Value>,
+) -> Reply {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("{base}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let body = body.map_or(Full::default(), |b| Full::from(b.to_string()));
+    let res = client.request(req.body(body).unwrap()).await.unwrap();
+    let status = res.status();
+    let cookie = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("__Secure-refresh=v1."))
+        .map(|v| v.split(';').next().unwrap().to_owned());
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        cookie,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    }
+}
+
+async fn scenario(base: &str) {
+    let creds = json!({"username": "alice", "password": "correct horse"});
+    assert_eq!(
+        call(
+            base,
+            Method::POST,
+            "/auth/register",
+            &[],
+            Some(creds.clone())
+        )
+        .await
+        .status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        call(
+            base,
+            Method::POST,
+            "/auth/register",
+            &[],
+            Some(creds.clone())
+        )
+        .await
+        .status,
+        StatusCode::CONFLICT
+    );
+    let short = json!({"username": "bob", "password": "short"});
+    assert_eq!(
+        call(base, Method::POST, "/auth/register", &[], Some(short))
+            .await
+            .status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let empty = json!({"username": "bob", "password": ""});
+    assert_eq!(
+        call(base, Method::POST, "/auth/register", &[], Some(empty))
+            .await
+            .status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let bad_name = json!({"username": "bad name!", "password": "long enough"});
+    assert_eq!(
+        call(base, Method::POST, "/auth/register", &[], Some(bad_name))
+            .await
+            .status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+
+    let wrong = call(
+        base,
+        Method::POST,
+        "/auth/login",
+        &[],
+        Some(json!({"username": "alice", "password": "nope nope"})),
+    )
+    .await;
+    let unknown = call(
+        base,
+        Method::POST,
+        "/auth/login",
+        &[],
+        Some(json!({"username": "nobody", "password": "nope nope"})),
+    )
+    .await;
+    assert_eq!(
+        (wrong.status, &wrong.body),
+        (StatusCode::UNAUTHORIZED, &unknown.body)
+    );
+
+    let login = call(base, Method::POST, "/auth/login", &[], Some(creds.clone())).await;
+    assert_eq!(login.status, StatusCode::OK);
+    let token = login.body["access_token"].as_str().unwrap().to_owned();
+    let bearer = ("authorization", format!("Bearer {token}"));
+    let me = call(
+        base,
+        Method::GET,
+        "/api/me",
+        std::slice::from_ref(&bearer),
+        None,
+    )
+    .await;
+    assert_eq!(me.status, StatusCode::OK);
+    assert_eq!(me.body["username"], "alice");
+    assert!(me.body["sub"].as_str().unwrap().starts_with("u_"));
+
+    // Logout revokes the session's access token at once, not at expiry.
+    let cookie = ("cookie", login.cookie.unwrap());
+    assert_eq!(
+        call(base, Method::POST, "/auth/logout", &[cookie], None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    let me = call(base, Method::GET, "/api/me", &[bearer], None).await;
+    assert_eq!(me.status, StatusCode::UNAUTHORIZED);
+
+    assert_eq!(
+        call(base, Method::GET, "/healthz", &[], None).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory() {
+    scenario(&start(&Config::default()).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let config = Config {
+        redis_url: Some(server.url()),
+        ..Config::default()
+    };
+    scenario(&start(&config).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_file_and_redis_let_two_instances_share_sessions() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let key_file = server.dir().join("signing.pem");
+    let config = Config {
+        redis_url: Some(server.url()),
+        key_file: Some(key_file.clone()),
+        ..Config::default()
+    };
+    let a = start(&config).await;
+    let b = start(&config).await;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let creds = json!({"username": "carol", "password": "correct horse"});
+    assert_eq!(
+        call(&a, Method::POST, "/auth/register", &[], Some(creds.clone()))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let login = call(&a, Method::POST, "/auth/login", &[], Some(creds)).await;
+    let token = login.body["access_token"].as_str().unwrap().to_owned();
+    let me = call(
+        &b,
+        Method::GET,
+        "/api/me",
+        &[("authorization", format!("Bearer {token}"))],
+        None,
+    )
+    .await;
+    assert_eq!(me.body["username"], "carol", "B verifies A's token");
+    let refreshed = call(
+        &b,
+        Method::POST,
+        "/auth/refresh",
+        &[("cookie", login.cookie.unwrap())],
+        None,
+    )
+    .await;
+    assert_eq!(
+        refreshed.status,
+        StatusCode::OK,
+        "B rotates A's refresh token"
+    );
+}
