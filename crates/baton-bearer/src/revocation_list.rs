@@ -77,10 +77,22 @@ impl RevocationList {
 
     /// Refuses every access token of `sub` issued before now (logout everywhere).
     pub fn revoke_user(&self, sub: &str) {
+        self.revoke_user_before(sub, self.clock.now());
+    }
+
+    /// Refuses every access token of `sub` issued before `before` (seconds since the epoch),
+    /// as reported by another instance.
+    pub fn revoke_user_before(&self, sub: &str, before: u64) {
         let now = self.clock.now();
         let mut lists = self.write();
         Self::prune(&mut lists, now);
-        lists.users.insert(sub.to_owned(), (now, now + self.keep));
+        let entry = lists
+            .users
+            .entry(sub.to_owned())
+            .or_insert((before, now + self.keep));
+        if before >= entry.0 {
+            *entry = (before, now + self.keep);
+        }
     }
 
     /// How many revocations are remembered.
@@ -119,6 +131,24 @@ impl CheckRevocation for RevocationList {
             .users
             .get(token.sub)
             .is_some_and(|(before, _)| token.iat.is_none_or(|iat| iat < *before))
+    }
+}
+
+/// Where revocations are recorded: in this process, and, for a feed, on every instance.
+pub trait Revoke: Send + Sync + 'static {
+    /// Refuses the access tokens of session `sid` from now on.
+    fn revoke_session(&self, sid: &str);
+    /// Refuses every access token of `sub` issued before now.
+    fn revoke_user(&self, sub: &str);
+}
+
+impl Revoke for RevocationList {
+    fn revoke_session(&self, sid: &str) {
+        RevocationList::revoke_session(self, sid);
+    }
+
+    fn revoke_user(&self, sub: &str) {
+        RevocationList::revoke_user(self, sub);
     }
 }
 

@@ -57,6 +57,10 @@
 //!
 //! One round trip per rotation; `RedisStore` multiplexes all callers over one connection.
 
+mod feed;
+
+pub use feed::{DisconnectPolicy, FeedOptions, FeedStatus, RevocationFeed};
+
 use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;

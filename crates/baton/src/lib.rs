@@ -76,7 +76,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use baton_bearer::{BearerVerifyLayer, RevocationList};
+use baton_bearer::{BearerVerifyLayer, CheckRevocation, RevocationList, Revoke};
 use baton_cookie::{CookieError, CookiePolicyLayer, CookieSpec, OriginGuardLayer};
 use baton_refresh::RefreshOn401Layer;
 use baton_store::RefreshStore;
@@ -118,11 +118,17 @@ pub(crate) struct Inner<S, A: Authenticator> {
     pub(crate) access_cookie: Option<CookieSpec>,
     pub(crate) base: String,
     pub(crate) origin: OriginGuardLayer,
-    pub(crate) revocations: Arc<RevocationList>,
+    pub(crate) revocations: Arc<dyn Revocations>,
     pub(crate) trusted_proxies: Vec<IpAddr>,
     pub(crate) max_body: usize,
     pub(crate) errors: Arc<dyn RenderError>,
 }
+
+/// Where revocations go and are checked: this process's [`RevocationList`] by default, or a
+/// feed shared by every instance (`baton::redis::RevocationFeed`).
+pub trait Revocations: Revoke + CheckRevocation {}
+
+impl<T: Revoke + CheckRevocation> Revocations for T {}
 
 /// The configured login system: hands out the layers and the endpoints. Cheap to clone.
 pub struct Baton<S, A: Authenticator> {
@@ -168,6 +174,7 @@ pub struct BatonBuilder<S, A> {
     realm: String,
     errors: Arc<dyn RenderError>,
     clock: Arc<dyn Clock>,
+    revocations: Option<Arc<dyn Revocations>>,
 }
 
 impl<S, A> fmt::Debug for BatonBuilder<S, A> {
@@ -201,6 +208,7 @@ impl<S: RefreshStore, A: Authenticator> Baton<S, A> {
             realm: "baton".to_owned(),
             errors: Arc::new(JsonErrors),
             clock: Arc::new(SystemClock),
+            revocations: None,
         }
     }
 
@@ -241,8 +249,8 @@ impl<S: RefreshStore, A: Authenticator> Baton<S, A> {
         })
     }
 
-    /// The in-process revocation list the endpoints feed and the bearer layer consults.
-    pub fn revocations(&self) -> &Arc<RevocationList> {
+    /// The revocations the endpoints record and the bearer layer consults.
+    pub fn revocations(&self) -> &Arc<dyn Revocations> {
         &self.inner.revocations
     }
 
@@ -367,6 +375,13 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
         self
     }
 
+    /// Records and checks revocations in `revocations` (a feed shared by every instance)
+    /// instead of this process's own list.
+    pub fn revocations<R: Revocations>(mut self, revocations: Arc<R>) -> Self {
+        self.revocations = Some(revocations);
+        self
+    }
+
     /// Reads time from `clock` (the store keeps its own).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -411,13 +426,16 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
             None
         };
 
-        let revocations = Arc::new(
-            RevocationList::new(self.access_ttl + self.leeway).with_clock(self.clock.clone()),
-        );
+        let revocations: Arc<dyn Revocations> = match self.revocations {
+            Some(shared) => shared,
+            None => Arc::new(
+                RevocationList::new(self.access_ttl + self.leeway).with_clock(self.clock.clone()),
+            ),
+        };
         let mut bearer = BearerVerifyLayer::new(verifier)
             .with_claims::<A::Claims>()
             .with_realm(&self.realm)?
-            .with_shared_revocation(revocations.clone())
+            .with_shared_revocation(revocations.clone() as Arc<dyn CheckRevocation>)
             .with_rejection(RenderRejection(self.errors.clone()));
         if let Some(access) = &access_cookie {
             bearer = bearer.with_cookie(access.name())?;

@@ -244,7 +244,15 @@ pub async fn app(config: &Config) -> Result<Router, String> {
                 .await
                 .map_err(|e| format!("redis: {e}"))?;
             let users = Users::redis(conn);
-            let baton = configure(Baton::builder(store, users.clone(), ring), config)?;
+            // Revocations reach every instance sharing this Redis within a second.
+            let feed = baton::redis::RevocationFeed::start(
+                url,
+                baton::redis::FeedOptions::new(config.access_ttl + config.leeway),
+            )
+            .await
+            .map_err(|e| format!("redis: {e}"))?;
+            let builder = Baton::builder(store, users.clone(), ring).revocations(feed);
+            let baton = configure(builder, config)?;
             Ok(router(&baton, users))
         }
     }

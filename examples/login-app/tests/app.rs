@@ -230,3 +230,129 @@ async fn a_key_file_and_redis_let_two_instances_share_sessions() {
         "B rotates A's refresh token"
     );
 }
+
+/// Two instances on one Redis: an access token revoked on A is refused by B. The delay is
+/// measured over 100 revocations; then Redis is killed and restarted between a revocation and
+/// the check, and B still refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_reach_the_other_instance_within_a_second() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let key_file = server.dir().join("signing.pem");
+    let config = Config {
+        redis_url: Some(server.url()),
+        key_file: Some(key_file),
+        ..Config::default()
+    };
+    let a = start(&config).await;
+    let b = start(&config).await;
+    let creds = json!({"username": "dora", "password": "correct horse"});
+    assert_eq!(
+        call(&a, Method::POST, "/auth/register", &[], Some(creds.clone()))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+
+    let mut delays = Vec::new();
+    for _ in 0..100 {
+        let login = call(&a, Method::POST, "/auth/login", &[], Some(creds.clone())).await;
+        let bearer = (
+            "authorization",
+            format!("Bearer {}", login.body["access_token"].as_str().unwrap()),
+        );
+        assert_eq!(
+            call(
+                &b,
+                Method::GET,
+                "/api/me",
+                std::slice::from_ref(&bearer),
+                None
+            )
+            .await
+            .status,
+            StatusCode::OK
+        );
+        let cookie = ("cookie", login.cookie.unwrap());
+        let revoked = std::time::Instant::now();
+        assert_eq!(
+            call(&a, Method::POST, "/auth/logout", &[cookie], None)
+                .await
+                .status,
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(
+            call(
+                &a,
+                Method::GET,
+                "/api/me",
+                std::slice::from_ref(&bearer),
+                None
+            )
+            .await
+            .status,
+            StatusCode::UNAUTHORIZED,
+            "A refuses at once"
+        );
+        loop {
+            if call(
+                &b,
+                Method::GET,
+                "/api/me",
+                std::slice::from_ref(&bearer),
+                None,
+            )
+            .await
+            .status
+                == StatusCode::UNAUTHORIZED
+            {
+                delays.push(revoked.elapsed());
+                break;
+            }
+            assert!(
+                revoked.elapsed() < std::time::Duration::from_secs(5),
+                "B never refused the token"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+    delays.sort();
+    let (p50, p99) = (delays[49], delays[98]);
+    eprintln!(
+        "revocation delay A -> B over 100 revocations: p50 {p50:?}, p99 {p99:?}, max {:?}",
+        delays[99]
+    );
+    assert!(p99 < std::time::Duration::from_secs(1), "p99 {p99:?}");
+
+    // Kill and restart Redis between a revocation and the check.
+    let login = call(&a, Method::POST, "/auth/login", &[], Some(creds.clone())).await;
+    let bearer = (
+        "authorization",
+        format!("Bearer {}", login.body["access_token"].as_str().unwrap()),
+    );
+    let token = login.body["access_token"].as_str().unwrap().to_owned();
+    let all = ("authorization", format!("Bearer {token}"));
+    assert_eq!(
+        call(&a, Method::POST, "/auth/logout-all", &[all], None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    server.stop();
+    server.restart();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        call(
+            &b,
+            Method::GET,
+            "/api/me",
+            std::slice::from_ref(&bearer),
+            None
+        )
+        .await
+        .status,
+        StatusCode::UNAUTHORIZED
+    );
+}
