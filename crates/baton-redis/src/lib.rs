@@ -144,6 +144,45 @@ pub fn rotate_script_sha() -> String {
     Script::new(ROTATE_LUA).get_hash().to_owned()
 }
 
+/// One Redis, or a Redis Cluster (feature `cluster`).
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    #[cfg(feature = "cluster")]
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 struct Scripts {
     create: Script,
     rotate: Script,
@@ -153,7 +192,7 @@ struct Scripts {
 /// Refresh-token sessions in Redis. Clones share one auto-reconnecting connection.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: RefreshKeys,
     policy: Policy,
     clock: Arc<dyn Clock>,
@@ -281,7 +320,38 @@ impl RedisStore {
             .await
             .map_err(|_| unavailable("connect timed out"))?
             .map_err(unavailable)?;
-        Ok(RedisStore {
+        Ok(Self::with_conn(Conn::Single(conn), keys, policy, options))
+    }
+
+    /// Connects to a Redis Cluster through any of its `nodes` (`redis://host:port`), with
+    /// `redis`'s cluster client (feature `cluster`): it follows `MOVED`/`ASK` redirections and
+    /// re-discovers the topology when a master fails over. Every script touches one key, so
+    /// any cluster layout works; give several seed nodes so a connect survives one being down.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when no node can be reached within the connect timeout.
+    #[cfg(feature = "cluster")]
+    pub async fn connect_cluster(
+        nodes: &[&str],
+        keys: RefreshKeys,
+        policy: Policy,
+        options: RedisOptions,
+    ) -> Result<Self, StoreError> {
+        let client = redis::cluster::ClusterClientBuilder::new(nodes.to_vec())
+            .connection_timeout(options.connect_timeout)
+            .response_timeout(options.response_timeout)
+            .retries(2)
+            .build()
+            .map_err(unavailable)?;
+        let conn = tokio::time::timeout(options.connect_timeout * 4, client.get_async_connection())
+            .await
+            .map_err(|_| unavailable("connect timed out"))?
+            .map_err(unavailable)?;
+        Ok(Self::with_conn(Conn::Cluster(conn), keys, policy, options))
+    }
+
+    fn with_conn(conn: Conn, keys: RefreshKeys, policy: Policy, options: RedisOptions) -> Self {
+        RedisStore {
             conn,
             keys,
             policy,
@@ -292,7 +362,7 @@ impl RedisStore {
                 rotate: Script::new(ROTATE_LUA),
                 revoke: Script::new(REVOKE_LUA),
             }),
-        })
+        }
     }
 
     /// Reads time from `clock`.
@@ -312,7 +382,7 @@ impl RedisStore {
     }
 
     /// A clone of the connection, for inspection and tests (`MEMORY USAGE`, ...).
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> impl redis::aio::ConnectionLike + Clone + Send + 'static {
         self.conn.clone()
     }
 

@@ -265,3 +265,95 @@ mod tests {
         assert!(server.ping());
     }
 }
+
+/// A Redis Cluster of three masters (no replicas) on loopback ports, created with
+/// `redis-cli --cluster create`; every node is killed and reaped on drop.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three cluster-enabled servers and joins them, or skips like
+    /// [`RedisServer::start`].
+    ///
+    /// # Panics
+    /// When the cluster does not form.
+    pub fn start() -> Option<Self> {
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            let node = RedisServer::start_with(&[
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+            ])?;
+            nodes.push(node);
+        }
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        let output = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli --cluster create (package redis-tools)");
+        assert!(
+            output.status.success(),
+            "cluster create failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let cluster = RedisCluster { nodes };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cluster.nodes.iter().all(|n| n.cluster_ok()) {
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not reach state ok"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(cluster)
+    }
+
+    /// `redis://127.0.0.1:<port>` of every node (seed nodes for a cluster client).
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("redis://127.0.0.1:{}", n.port()))
+            .collect()
+    }
+
+    /// The nodes.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+}
+
+impl RedisServer {
+    /// `true` when `CLUSTER INFO` reports `cluster_state:ok`.
+    fn cluster_ok(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        if stream.write_all(b"CLUSTER INFO\r\n").is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 4096];
+        let Ok(n) = stream.read(&mut buf) else {
+            return false;
+        };
+        String::from_utf8_lossy(&buf[..n]).contains("cluster_state:ok")
+    }
+}
