@@ -69,6 +69,7 @@
 //! - `tracing` (default): a `debug` event per rejection, target `baton::bearer`, field `kind`;
 //!   never the token.
 //! - `axum`: the [`Authenticated`] extractor.
+//! - `jwks`: [`jwks::RemoteJwks`], keys fetched from an issuer's JWKS endpoint.
 
 mod body;
 mod extract;
@@ -81,6 +82,8 @@ mod service;
 
 #[cfg(feature = "axum")]
 mod axum;
+#[cfg(feature = "jwks")]
+pub mod jwks;
 
 #[cfg(feature = "axum")]
 pub use crate::axum::{Authenticated, NotAuthenticated};

@@ -57,4 +57,4 @@ pub use clock::{Clock, SystemClock, TestClock};
 pub use error::{ErrorKind, IssueError, KeyError, VerifyError};
 pub use issue::{AccessToken, Issuer};
 pub use key::{Key, KeyRing, KeySet, KeySetGuard};
-pub use verify::Verifier;
+pub use verify::{UnknownKeyHook, Verifier};

@@ -47,6 +47,10 @@ pub struct Verifier {
     inner: Arc<VerifierConfig>,
 }
 
+/// Called with the `kid` of a token whose key is not in the set (see
+/// [`Verifier::on_unknown_key`]).
+pub type UnknownKeyHook = Arc<dyn Fn(&str) + Send + Sync>;
+
 #[derive(Clone)]
 struct VerifierConfig {
     keys: KeyRing,
@@ -56,6 +60,13 @@ struct VerifierConfig {
     require_nbf: bool,
     max_len: usize,
     clock: Arc<dyn Clock>,
+    unknown_key: Option<UnknownKeyHook>,
+    routes: Vec<Verifier>,
+}
+
+#[derive(serde::Deserialize)]
+struct IssuerOnly {
+    iss: Option<String>,
 }
 
 impl fmt::Debug for Verifier {
@@ -69,6 +80,7 @@ impl fmt::Debug for Verifier {
             .field("require_nbf", &c.require_nbf)
             .field("max_len", &c.max_len)
             .field("clock", &c.clock)
+            .field("routes", &c.routes.len())
             .finish()
     }
 }
@@ -91,8 +103,38 @@ impl Verifier {
                 require_nbf: false,
                 max_len: Self::DEFAULT_MAX_TOKEN_LEN,
                 clock: Arc::new(SystemClock),
+                unknown_key: None,
+                routes: Vec::new(),
             }),
         }
+    }
+
+    /// A verifier accepting tokens from several issuers, each checked by its own verifier
+    /// (its own keys, audience, leeway). The token's `iss` picks the verifier, which then
+    /// checks everything, `iss` included; a token from no listed issuer is refused.
+    ///
+    /// # Errors
+    /// [`ErrorKind::WrongIssuer`] as a configuration error when a verifier has no issuer.
+    pub fn any_of(verifiers: impl IntoIterator<Item = Verifier>) -> Result<Self, VerifyError> {
+        let routes: Vec<Verifier> = verifiers.into_iter().collect();
+        if routes.is_empty() || routes.iter().any(|v| v.inner.issuers.is_empty()) {
+            return Err(VerifyError::new(
+                ErrorKind::WrongIssuer,
+                "every verifier needs an issuer",
+            ));
+        }
+        let keys = routes[0].inner.keys.clone();
+        let mut router = Verifier::new(keys);
+        router.config().routes = routes;
+        Ok(router)
+    }
+
+    /// Calls `hook` with the `kid` of every token whose key is unknown (a remote key source
+    /// uses it to refetch, rate-limited). The token is refused all the same.
+    #[must_use]
+    pub fn on_unknown_key(mut self, hook: UnknownKeyHook) -> Self {
+        self.config().unknown_key = Some(hook);
+        self
     }
 
     fn config(&mut self) -> &mut VerifierConfig {
@@ -180,6 +222,9 @@ impl Verifier {
         if token.is_empty() {
             return Err(VerifyError::new(ErrorKind::Malformed, "empty token"));
         }
+        if !c.routes.is_empty() {
+            return self.route(token);
+        }
         // Split once: exactly three segments.
         let mut parts = token.split('.');
         let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
@@ -204,7 +249,12 @@ impl Verifier {
             Some(kid) => keys.get(kid),
             None => keys.sole(),
         }
-        .ok_or_else(|| VerifyError::new(ErrorKind::UnknownKey, "unknown signing key"))?;
+        .ok_or_else(|| {
+            if let Some(hook) = &c.unknown_key {
+                hook(header.kid.as_deref().unwrap_or(""));
+            }
+            VerifyError::new(ErrorKind::UnknownKey, "unknown signing key")
+        })?;
         if header.alg != key.algorithm().to_jwt() {
             return Err(VerifyError::new(
                 ErrorKind::WrongAlgorithm,
@@ -232,6 +282,24 @@ impl Verifier {
         drop(keys);
         self.check_claims(&claims)?;
         Ok(claims)
+    }
+
+    /// Picks the issuer's verifier by the (not yet verified) `iss`, which then verifies all.
+    fn route<C: DeserializeOwned>(&self, token: &str) -> Result<Claims<C>, VerifyError> {
+        let payload = token.split('.').nth(1).unwrap_or("");
+        let iss = decode_part::<IssuerOnly>(payload)
+            .map_err(|e| {
+                VerifyError::new(ErrorKind::Malformed, "token claims are not valid").with_source(e)
+            })?
+            .iss;
+        let iss =
+            iss.ok_or_else(|| VerifyError::new(ErrorKind::WrongIssuer, "issuer not accepted"))?;
+        self.inner
+            .routes
+            .iter()
+            .find(|v| v.inner.issuers.contains(&iss))
+            .ok_or_else(|| VerifyError::new(ErrorKind::WrongIssuer, "issuer not accepted"))?
+            .verify(token)
     }
 
     fn check_claims<C>(&self, claims: &Claims<C>) -> Result<(), VerifyError> {

@@ -218,8 +218,18 @@ pub fn router<S: RefreshStore + Clone>(baton: &Baton<S, Users>, users: Users) ->
 /// # Errors
 /// A message when the key file or Redis cannot be used.
 pub async fn app(config: &Config) -> Result<Router, String> {
+    app_with_keys(config).await.map(|(router, _)| router)
+}
+
+/// Builds the app for `config`, and hands back its signing key ring (to rotate keys at run
+/// time: the JWKS endpoint publishes what the ring holds).
+///
+/// # Errors
+/// As [`app`].
+pub async fn app_with_keys(config: &Config) -> Result<(Router, KeyRing), String> {
     let keys = keys::load_or_create(config.alg, config.key_file.as_deref())?;
     let ring = KeyRing::new(KeySet::new(keys.signing).map_err(|e| e.to_string())?);
+    let handle = ring.clone();
     let policy = Policy::new()
         .with_idle_lifetime(config.refresh_ttl)
         .and_then(|p| {
@@ -232,7 +242,7 @@ pub async fn app(config: &Config) -> Result<Router, String> {
             let users = Users::memory();
             let store = MemoryStore::new(keys.refresh, policy);
             let baton = configure(Baton::builder(store, users.clone(), ring), config)?;
-            Ok(router(&baton, users))
+            Ok((router(&baton, users), handle))
         }
         Some(url) => {
             use baton::redis::{RedisOptions, RedisStore};
@@ -253,7 +263,7 @@ pub async fn app(config: &Config) -> Result<Router, String> {
             .map_err(|e| format!("redis: {e}"))?;
             let builder = Baton::builder(store, users.clone(), ring).revocations(feed);
             let baton = configure(builder, config)?;
-            Ok(router(&baton, users))
+            Ok((router(&baton, users), handle))
         }
     }
 }

@@ -1,0 +1,269 @@
+//! `RemoteJwks` (feature `jwks`): verification keys fetched from an issuer's JWKS endpoint.
+//!
+//! For services that verify tokens another service issues. The keys are fetched from one
+//! configured URL (never from a URL found in a token), cached, and refetched every `ttl`; a
+//! token with an unknown `kid` triggers a refetch, at most once per `min_refetch` interval
+//! with one fetch in flight, and the same unknown `kid` is not asked about again for
+//! `miss_ttl`, so attackers cannot drive fetch storms. A failed fetch keeps the cached keys.
+//! Requests read the keys through a [`KeyRing`]: no lock.
+//!
+//! The request that meets a key before the refetch is refused; issuers avoid that by
+//! publishing the next key before signing with it ([`KeySet::with_next`](baton_token::KeySet::with_next)),
+//! which verifiers learn at their next periodic fetch.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use baton_token::{KeyRing, KeySet, Verifier};
+use bytes::Bytes;
+use http::{Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// How a [`RemoteJwks`] fetches and caches.
+#[derive(Clone, Debug)]
+pub struct JwksOptions {
+    ttl: Duration,
+    min_refetch: Duration,
+    miss_ttl: Duration,
+    timeout: Duration,
+    max_body: usize,
+}
+
+impl Default for JwksOptions {
+    fn default() -> Self {
+        JwksOptions::new()
+    }
+}
+
+impl JwksOptions {
+    /// Refetch every 5 minutes; on unknown keys at most every 30 s; remember a missing `kid`
+    /// for 60 s; 5 s per fetch; documents up to 64 KiB.
+    pub fn new() -> Self {
+        JwksOptions {
+            ttl: Duration::from_secs(300),
+            min_refetch: Duration::from_secs(30),
+            miss_ttl: Duration::from_secs(60),
+            timeout: Duration::from_secs(5),
+            max_body: 64 * 1024,
+        }
+    }
+
+    /// How often the keys are refetched.
+    #[must_use]
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl.max(Duration::from_millis(10));
+        self
+    }
+
+    /// The shortest time between two fetches triggered by unknown keys.
+    #[must_use]
+    pub fn with_min_refetch_interval(mut self, interval: Duration) -> Self {
+        self.min_refetch = interval;
+        self
+    }
+
+    /// How long a missing `kid` is remembered (and not asked about again).
+    #[must_use]
+    pub fn with_miss_ttl(mut self, ttl: Duration) -> Self {
+        self.miss_ttl = ttl;
+        self
+    }
+
+    /// How long one fetch may take.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+/// Why a fetch failed (the cached keys stay in use).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JwksError {
+    /// The endpoint could not be reached or did not answer in time.
+    Unreachable(String),
+    /// It answered with another status than 200.
+    Status(u16),
+    /// The document is not a usable JWKS.
+    Invalid(String),
+}
+
+impl fmt::Display for JwksError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JwksError::Unreachable(e) => write!(f, "JWKS endpoint unreachable: {e}"),
+            JwksError::Status(s) => write!(f, "JWKS endpoint answered {s}"),
+            JwksError::Invalid(e) => write!(f, "invalid JWKS: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for JwksError {}
+
+struct Shared {
+    uri: Uri,
+    ring: KeyRing,
+    client: Client<HttpConnector, Empty<Bytes>>,
+    options: JwksOptions,
+    started: Instant,
+    fetching: AtomicBool,
+    last_fetch_ms: AtomicU64,
+    fetches: AtomicU64,
+    misses: Mutex<HashMap<String, Instant>>,
+}
+
+/// Keys fetched from an issuer's JWKS endpoint (see the [module docs](self)).
+#[derive(Clone)]
+pub struct RemoteJwks {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for RemoteJwks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteJwks")
+            .field("uri", &self.shared.uri)
+            .field("fetches", &self.fetches())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    fn since_start_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    async fn fetch(&self) -> Result<(), JwksError> {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        self.last_fetch_ms
+            .store(self.since_start_ms(), Ordering::Release);
+        let request = Request::get(self.uri.clone())
+            .header(http::header::ACCEPT, "application/json")
+            .body(Empty::new())
+            .map_err(|e| JwksError::Unreachable(e.to_string()))?;
+        let response = tokio::time::timeout(self.options.timeout, self.client.request(request))
+            .await
+            .map_err(|_| JwksError::Unreachable("timed out".into()))?
+            .map_err(|e| JwksError::Unreachable(e.to_string()))?;
+        if response.status() != StatusCode::OK {
+            return Err(JwksError::Status(response.status().as_u16()));
+        }
+        let body = tokio::time::timeout(
+            self.options.timeout,
+            Limited::new(response.into_body(), self.options.max_body).collect(),
+        )
+        .await
+        .map_err(|_| JwksError::Unreachable("timed out".into()))?
+        .map_err(|e| JwksError::Invalid(e.to_string()))?
+        .to_bytes();
+        let text = std::str::from_utf8(&body).map_err(|e| JwksError::Invalid(e.to_string()))?;
+        let set = KeySet::from_jwks_json(text).map_err(|e| JwksError::Invalid(e.to_string()))?;
+        self.ring.store(set);
+        if let Ok(mut misses) = self.misses.lock() {
+            misses.clear();
+        }
+        Ok(())
+    }
+
+    async fn fetch_logged(&self) {
+        if let Err(_e) = self.fetch().await {
+            #[cfg(feature = "tracing")]
+            tracing::warn!(target: "baton::bearer", error = %_e, "JWKS fetch failed; keeping the cached keys");
+        }
+    }
+
+    /// A token named `kid`, which the set lacks: maybe refetch.
+    fn missed(self: &Arc<Self>, kid: &str) {
+        let now = Instant::now();
+        if let Ok(mut misses) = self.misses.lock() {
+            let ttl = self.options.miss_ttl;
+            misses.retain(|_, at| now.duration_since(*at) < ttl);
+            if misses.len() > 1024 || misses.contains_key(kid) {
+                return;
+            }
+            misses.insert(kid.to_owned(), now);
+        }
+        let since_last = self
+            .since_start_ms()
+            .saturating_sub(self.last_fetch_ms.load(Ordering::Acquire));
+        if u128::from(since_last) < self.options.min_refetch.as_millis() {
+            return;
+        }
+        if self.fetching.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let shared = self.clone();
+        tokio::spawn(async move {
+            shared.fetch_logged().await;
+            shared.fetching.store(false, Ordering::Release);
+        });
+    }
+}
+
+impl RemoteJwks {
+    /// Fetches the keys at `uri` (plain `http://`), then refetches them in the background
+    /// every `ttl` for as long as this value (or a clone, or a verifier from it) lives.
+    ///
+    /// # Errors
+    /// The first fetch's error: a verifier with no keys would refuse everything.
+    pub async fn start(uri: Uri, options: JwksOptions) -> Result<Self, JwksError> {
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        let shared = Arc::new(Shared {
+            uri,
+            ring: KeyRing::new(KeySet::default()),
+            client,
+            options,
+            started: Instant::now(),
+            fetching: AtomicBool::new(false),
+            last_fetch_ms: AtomicU64::new(0),
+            fetches: AtomicU64::new(0),
+            misses: Mutex::new(HashMap::new()),
+        });
+        shared.fetch().await?;
+        let weak: Weak<Shared> = Arc::downgrade(&shared);
+        let ttl = shared.options.ttl;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ttl).await;
+                let Some(shared) = weak.upgrade() else { break };
+                shared.fetch_logged().await;
+            }
+        });
+        Ok(RemoteJwks { shared })
+    }
+
+    /// The fetched keys, as a ring a [`Verifier`] reads without locking.
+    pub fn keys(&self) -> KeyRing {
+        self.shared.ring.clone()
+    }
+
+    /// A verifier over the fetched keys that asks for a refetch on unknown keys. Add the
+    /// issuer and audience to accept.
+    pub fn verifier(&self) -> Verifier {
+        let weak = Arc::downgrade(&self.shared);
+        Verifier::new(self.keys()).on_unknown_key(Arc::new(move |kid: &str| {
+            if let Some(shared) = weak.upgrade() {
+                shared.missed(kid);
+            }
+        }))
+    }
+
+    /// Fetches now, whatever the intervals say.
+    ///
+    /// # Errors
+    /// The fetch's error; the cached keys stay.
+    pub async fn refetch(&self) -> Result<(), JwksError> {
+        self.shared.fetch().await
+    }
+
+    /// How many fetches were made.
+    pub fn fetches(&self) -> u64 {
+        self.shared.fetches.load(Ordering::Relaxed)
+    }
+}
