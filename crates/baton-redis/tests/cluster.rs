@@ -58,3 +58,48 @@ async fn users_spread_over_every_master() {
         assert_eq!(store.list(&format!("user-{i}")).await.unwrap().len(), 1);
     }
 }
+
+/// The master holding a user's sessions dies; its replica takes over, and the store carries
+/// on with the same sessions without being rebuilt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_over_master_is_handled_by_the_cluster_client() {
+    use baton_store::{Device, Policy, RefreshKeys, RefreshStore, RotateContext, RotationKind};
+    use std::time::{Duration, Instant};
+    let Some(mut cluster) = RedisCluster::start_with_replicas(1) else {
+        return;
+    };
+    let urls = cluster.urls();
+    let nodes: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let options = RedisOptions::new().with_response_timeout(Duration::from_millis(500));
+    let store = RedisStore::connect_cluster(
+        &nodes,
+        RefreshKeys::generate().unwrap(),
+        Policy::new(),
+        options,
+    )
+    .await
+    .unwrap();
+    let created = store.create("frank", Device::default()).await.unwrap();
+    let master = cluster
+        .master_of(&store.user_key("frank"))
+        .expect("a master for the key");
+    // Let the replica catch up before the master dies (replication is asynchronous).
+    let _ = cluster.nodes()[master].command(&["WAIT", "1", "2000"]);
+    cluster.nodes_mut()[master].stop();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let rotated = loop {
+        match store
+            .rotate(created.token.expose(), RotateContext::default())
+            .await
+        {
+            Ok(r) => break r,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no failover: {e:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_eq!(rotated.kind, RotationKind::Rotated);
+    assert_eq!(store.list("frank").await.unwrap().len(), 1);
+}

@@ -280,8 +280,16 @@ impl RedisCluster {
     /// # Panics
     /// When the cluster does not form.
     pub fn start() -> Option<Self> {
+        Self::start_with_replicas(0)
+    }
+
+    /// Three masters with `replicas` replicas each.
+    ///
+    /// # Panics
+    /// As [`RedisCluster::start`].
+    pub fn start_with_replicas(replicas: usize) -> Option<Self> {
         let mut nodes = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..3 * (1 + replicas) {
             let node = RedisServer::start_with(&[
                 "--save",
                 "",
@@ -304,7 +312,7 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .output()
             .expect("run redis-cli --cluster create (package redis-tools)");
@@ -323,6 +331,15 @@ impl RedisCluster {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        // Replicas count only once they are in sync with their masters.
+        while !cluster.nodes.iter().all(|n| {
+            n.command(&["INFO", "replication"]).is_some_and(|info| {
+                info.contains("role:master") || info.contains("master_link_status:up")
+            })
+        }) {
+            assert!(Instant::now() < deadline, "the replicas did not sync");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         Some(cluster)
     }
 
@@ -338,9 +355,58 @@ impl RedisCluster {
     pub fn nodes(&self) -> &[RedisServer] {
         &self.nodes
     }
+
+    /// The nodes, to stop or restart one.
+    pub fn nodes_mut(&mut self) -> &mut [RedisServer] {
+        &mut self.nodes
+    }
+
+    /// The node that is master for `key` now (by `CLUSTER KEYSLOT` and `CLUSTER NODES`).
+    pub fn master_of(&self, key: &str) -> Option<usize> {
+        let slot: u16 = self.nodes.iter().find_map(|n| {
+            let reply = n.command(&["CLUSTER", "KEYSLOT", key])?;
+            reply.trim().trim_start_matches(':').parse().ok()
+        })?;
+        let nodes = self
+            .nodes
+            .iter()
+            .find_map(|n| n.command(&["CLUSTER", "NODES"]))?;
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {
+                continue;
+            }
+            let port: u16 = fields[1].split(['@', ':']).nth(1)?.parse().ok()?;
+            let serves = fields[8..].iter().any(|range| match range.split_once('-') {
+                Some((a, b)) => {
+                    a.parse::<u16>().is_ok_and(|a| a <= slot)
+                        && b.parse::<u16>().is_ok_and(|b| slot <= b)
+                }
+                None => range.parse::<u16>() == Ok(slot),
+            });
+            if serves {
+                return self.nodes.iter().position(|n| n.port() == port);
+            }
+        }
+        None
+    }
 }
 
 impl RedisServer {
+    /// Runs one command with `redis-cli` and returns its raw output, or `None`.
+    pub fn command(&self, args: &[&str]) -> Option<String> {
+        let output = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
     /// `true` when `CLUSTER INFO` reports `cluster_state:ok`.
     fn cluster_ok(&self) -> bool {
         let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
