@@ -58,8 +58,10 @@
 //! One round trip per rotation; `RedisStore` multiplexes all callers over one connection.
 
 mod feed;
+mod gcra;
 
 pub use feed::{DisconnectPolicy, FeedOptions, FeedStatus, RevocationFeed};
+pub use gcra::RedisGcra;
 
 use std::fmt;
 use std::future::Future;

@@ -236,16 +236,61 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         res
     }
 
+    /// 429 with `Retry-After` when `key` is over `rule` in `bucket`.
+    async fn limit(
+        &self,
+        bucket: &'static str,
+        key: &str,
+        rule: Option<crate::Rule>,
+    ) -> Result<(), Response<Bytes>> {
+        let Some(rule) = rule else { return Ok(()) };
+        match self.limiter.check(bucket, key, rule).await {
+            Ok(()) => Ok(()),
+            Err(wait) => {
+                outcome("baton_rate_limited_total", bucket);
+                #[cfg(feature = "tracing")]
+                tracing::info!(target: "baton::auth", bucket, "rate limited");
+                let mut res = self.error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_requests",
+                    "too many requests; retry later",
+                );
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                res.headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+                Err(res)
+            }
+        }
+    }
+
+    fn ip_key<B>(&self, req: &Request<B>) -> String {
+        client_ip(req.headers(), req.extensions(), &self.trusted_proxies)
+            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+    }
+
     async fn login<B>(&self, req: Request<B>) -> Response<Bytes>
     where
         B: Body<Data = Bytes>,
         B::Error: Into<BoxError>,
     {
+        if let Err(res) = self
+            .limit("login-ip", &self.ip_key(&req), self.limits.login_per_ip)
+            .await
+        {
+            return res;
+        }
         let device = self.device_of(&req);
         let credentials: Credentials = match self.json_body(req).await {
             Ok(c) => c,
             Err(res) => return res,
         };
+        let username = credentials.username.to_lowercase();
+        if let Err(res) = self
+            .limit("login-user", &username, self.limits.login_per_username)
+            .await
+        {
+            return res;
+        }
         let principal = match self
             .auth
             .authenticate(&credentials.username, &credentials.password)
@@ -286,6 +331,12 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
     }
 
     async fn refresh<B>(&self, req: Request<B>) -> Response<Bytes> {
+        if let Err(res) = self
+            .limit("refresh-ip", &self.ip_key(&req), self.limits.refresh_per_ip)
+            .await
+        {
+            return res;
+        }
         let token = match self.refresh_cookie.read(req.headers()) {
             Ok(Some(t)) => t.to_owned(),
             Ok(None) => return self.refresh_refused("no refresh token"),

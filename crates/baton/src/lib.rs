@@ -70,6 +70,7 @@ mod cookie_mode;
 mod device;
 mod endpoints;
 mod errors;
+mod limit;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -87,6 +88,7 @@ pub use cookie_mode::{CookieCredentials, CookieRefresher};
 pub use device::PeerAddr;
 pub use endpoints::AuthEndpoints;
 pub use errors::{JsonErrors, RenderError, RenderRejection};
+pub use limit::{LimitFuture, MemoryLimiter, RateLimiter, RateLimits, Rule};
 
 /// The Redis store (feature `redis`).
 #[cfg(feature = "redis")]
@@ -122,6 +124,8 @@ pub(crate) struct Inner<S, A: Authenticator> {
     pub(crate) trusted_proxies: Vec<IpAddr>,
     pub(crate) max_body: usize,
     pub(crate) errors: Arc<dyn RenderError>,
+    pub(crate) limits: RateLimits,
+    pub(crate) limiter: Arc<dyn RateLimiter>,
 }
 
 /// Where revocations go and are checked: this process's [`RevocationList`] by default, or a
@@ -175,6 +179,8 @@ pub struct BatonBuilder<S, A> {
     errors: Arc<dyn RenderError>,
     clock: Arc<dyn Clock>,
     revocations: Option<Arc<dyn Revocations>>,
+    limits: RateLimits,
+    limiter: Option<Arc<dyn RateLimiter>>,
 }
 
 impl<S, A> fmt::Debug for BatonBuilder<S, A> {
@@ -209,6 +215,8 @@ impl<S: RefreshStore, A: Authenticator> Baton<S, A> {
             errors: Arc::new(JsonErrors),
             clock: Arc::new(SystemClock),
             revocations: None,
+            limits: RateLimits::default(),
+            limiter: None,
         }
     }
 
@@ -382,6 +390,18 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
         self
     }
 
+    /// Which rate limits apply to login and refresh (default [`RateLimits::default`]).
+    pub fn rate_limits(mut self, limits: RateLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Where requests are counted (default: a [`MemoryLimiter`] of this process).
+    pub fn rate_limiter(mut self, limiter: impl RateLimiter) -> Self {
+        self.limiter = Some(Arc::new(limiter));
+        self
+    }
+
     /// Reads time from `clock` (the store keeps its own).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -458,6 +478,10 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
                 trusted_proxies: self.trusted_proxies,
                 max_body: self.max_body,
                 errors: self.errors,
+                limits: self.limits,
+                limiter: self
+                    .limiter
+                    .unwrap_or_else(|| Arc::new(MemoryLimiter::new())),
             }),
         })
     }

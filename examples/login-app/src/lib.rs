@@ -54,6 +54,8 @@ pub struct Config {
     pub alg: Algorithm,
     /// Where the signing key lives.
     pub key_file: Option<PathBuf>,
+    /// Login and refresh rate limits (shared through Redis in Redis mode).
+    pub rate_limits: baton::RateLimits,
 }
 
 impl Default for Config {
@@ -66,6 +68,7 @@ impl Default for Config {
             leeway: Duration::ZERO,
             alg: Algorithm::ES256,
             key_file: None,
+            rate_limits: baton::RateLimits::default(),
         }
     }
 }
@@ -261,7 +264,12 @@ pub async fn app_with_keys(config: &Config) -> Result<(Router, KeyRing), String>
             )
             .await
             .map_err(|e| format!("redis: {e}"))?;
-            let builder = Baton::builder(store, users.clone(), ring).revocations(feed);
+            let limiter = baton::redis::RedisGcra::connect(url, "baton-app:")
+                .await
+                .map_err(|e| format!("redis: {e}"))?;
+            let builder = Baton::builder(store, users.clone(), ring)
+                .revocations(feed)
+                .rate_limiter(limiter);
             let baton = configure(builder, config)?;
             Ok((router(&baton, users), handle))
         }
@@ -275,6 +283,7 @@ fn configure<S: RefreshStore>(
     builder
         .access_ttl(config.access_ttl)
         .leeway(config.leeway)
+        .rate_limits(config.rate_limits)
         .build()
         .map_err(|e| e.to_string())
 }

@@ -37,6 +37,20 @@ struct Args {
     /// Signing key file: read when it exists, else generated and written with mode 0600.
     #[arg(long, env = "BATON_KEY_FILE")]
     key_file: Option<PathBuf>,
+    /// Logins per minute per client IP (0: no limit).
+    #[arg(long, env = "BATON_LOGIN_RATE_PER_IP", default_value_t = 10)]
+    login_rate_per_ip: u32,
+    /// Logins per minute per username (0: no limit).
+    #[arg(long, env = "BATON_LOGIN_RATE_PER_USER", default_value_t = 5)]
+    login_rate_per_user: u32,
+    /// Refreshes per minute per client IP (0: no limit).
+    #[arg(long, env = "BATON_REFRESH_RATE_PER_IP", default_value_t = 60)]
+    refresh_rate_per_ip: u32,
+}
+
+/// A limit of `per_minute` with a burst of the same size; 0 turns it off.
+fn rule(per_minute: u32) -> Option<baton::Rule> {
+    (per_minute > 0).then(|| baton::Rule::new(per_minute, per_minute))
 }
 
 async fn shutdown_signal() {
@@ -78,6 +92,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         leeway: Duration::from_secs(args.leeway),
         alg: args.alg.parse::<Algorithm>()?,
         key_file: args.key_file,
+        rate_limits: baton::RateLimits {
+            login_per_ip: rule(args.login_rate_per_ip),
+            login_per_username: rule(args.login_rate_per_user),
+            refresh_per_ip: rule(args.refresh_rate_per_ip),
+        },
     };
     let app = login_app::app(&config).await?;
     let listener = tokio::net::TcpListener::bind(args.addr).await?;

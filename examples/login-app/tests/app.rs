@@ -243,6 +243,7 @@ async fn revocations_reach_the_other_instance_within_a_second() {
     let config = Config {
         redis_url: Some(server.url()),
         key_file: Some(key_file),
+        rate_limits: baton::RateLimits::none(),
         ..Config::default()
     };
     let a = start(&config).await;
@@ -258,6 +259,7 @@ async fn revocations_reach_the_other_instance_within_a_second() {
     let mut delays = Vec::new();
     for _ in 0..100 {
         let login = call(&a, Method::POST, "/auth/login", &[], Some(creds.clone())).await;
+        assert_eq!(login.status, StatusCode::OK, "{:?}", login.body);
         let bearer = (
             "authorization",
             format!("Bearer {}", login.body["access_token"].as_str().unwrap()),

@@ -1,0 +1,115 @@
+//! `RedisGcra`: rate limits shared by every instance, one atomic GCRA script per request.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_store::StoreError;
+use baton_token::{Clock, SystemClock};
+use redis::Script;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+/// The generic cell rate algorithm on one key: `KEYS[1]` holds the theoretical arrival time.
+/// ARGV: now (ms), emission interval (ms), burst tolerance (ms). Returns 0 when allowed, else
+/// the milliseconds to wait.
+const GCRA: &str = r#"
+local now = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local tolerance = tonumber(ARGV[3])
+local tat = tonumber(redis.call("GET", KEYS[1]) or ARGV[1])
+if tat < now then tat = now end
+if tat - now > tolerance then
+  return tat - now - tolerance
+end
+local new_tat = tat + interval
+redis.call("SET", KEYS[1], string.format("%.0f", new_tat), "PX", string.format("%.0f", new_tat - now))
+return 0
+"#;
+
+/// Rate limits kept in Redis, so every instance shares one budget per key (GCRA: one key and
+/// one atomic script per request, TTL = the time until the key's bucket is full again).
+///
+/// When Redis does not answer, requests are let through (and the failure logged): a limiter
+/// outage must not lock every user out.
+#[derive(Clone)]
+pub struct RedisGcra {
+    conn: ConnectionManager,
+    prefix: Arc<str>,
+    script: Arc<Script>,
+    clock: Arc<dyn Clock>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for RedisGcra {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisGcra")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisGcra {
+    /// Connects to `url`; keys are `<prefix>rl:<bucket>:<key>`.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when Redis cannot be reached.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        let unavailable = |e: redis::RedisError| StoreError::Unavailable(e.to_string());
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(250)))
+            .set_response_timeout(Some(Duration::from_millis(250)))
+            .set_number_of_retries(1);
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(unavailable)?;
+        Ok(RedisGcra {
+            conn,
+            prefix: Arc::from(prefix),
+            script: Arc::new(Script::new(GCRA)),
+            clock: Arc::new(SystemClock),
+            timeout: Duration::from_millis(250),
+        })
+    }
+
+    /// Reads time from `clock`.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Counts one request of `key` in `bucket`: on average one per `interval`, bursts of
+    /// `burst`. `Err(wait)` refuses it.
+    pub async fn check(
+        &self,
+        bucket: &str,
+        key: &str,
+        interval: Duration,
+        burst: u32,
+    ) -> Result<(), Duration> {
+        let interval_ms = u64::try_from(interval.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let tolerance = interval_ms.saturating_mul(u64::from(burst.max(1)) - 1);
+        let mut invocation = self.script.prepare_invoke();
+        invocation
+            .key(format!("{}rl:{bucket}:{key}", self.prefix))
+            .arg(self.clock.now_millis())
+            .arg(interval_ms)
+            .arg(tolerance);
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.timeout, invocation.invoke_async::<u64>(&mut conn)).await {
+            Ok(Ok(0)) => Ok(()),
+            Ok(Ok(wait_ms)) => Err(Duration::from_millis(wait_ms)),
+            Ok(Err(e)) => {
+                tracing::error!(target: "baton::redis", error = %e, "rate limiter unavailable; request let through");
+                Ok(())
+            }
+            Err(_) => {
+                tracing::error!(target: "baton::redis", "rate limiter timed out; request let through");
+                Ok(())
+            }
+        }
+    }
+}
