@@ -1,62 +1,12 @@
 //! The login app over real TCP, in memory and on a test-started Redis.
 
+mod common;
+
 use baton_test::RedisServer;
-use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use common::{call, start};
+use http::{Method, StatusCode};
 use login_app::Config;
-use serde_json::{Value, json};
-
-struct Reply {
-    status: StatusCode,
-    cookie: Option<String>,
-    body: Value,
-}
-
-async fn start(config: &Config) -> String {
-    let app = login_app::app(config).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://localhost:{}", listener.local_addr().unwrap().port());
-    tokio::spawn(login_app::serve(listener, app, std::future::pending()));
-    base
-}
-
-async fn call(
-    base: &str,
-    method: Method,
-    path: &str,
-    headers: &[(&str, String)],
-    body: Option<Value>,
-) -> Reply {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut req = Request::builder()
-        .method(method)
-        .uri(format!("{base}{path}"));
-    for (k, v) in headers {
-        req = req.header(*k, v);
-    }
-    if body.is_some() {
-        req = req.header("content-type", "application/json");
-    }
-    let body = body.map_or(Full::default(), |b| Full::from(b.to_string()));
-    let res = client.request(req.body(body).unwrap()).await.unwrap();
-    let status = res.status();
-    let cookie = res
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("__Secure-refresh=v1."))
-        .map(|v| v.split(';').next().unwrap().to_owned());
-    let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    Reply {
-        status,
-        cookie,
-        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    }
-}
+use serde_json::json;
 
 async fn scenario(base: &str) {
     let creds = json!({"username": "alice", "password": "correct horse"});
