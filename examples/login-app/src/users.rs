@@ -51,6 +51,53 @@ pub struct Users {
     backend: Backend,
     argon: Argon2<'static>,
     dummy_hash: Arc<String>,
+    /// Hashing runs on one thread per core: each hash takes 19 MiB and a core for tens of
+    /// milliseconds, so a login flood queues here, and the memory the allocator keeps for
+    /// those threads stays bounded.
+    hashing: Arc<HashPool>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A fixed set of threads for password hashing.
+struct HashPool {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl HashPool {
+    fn new(threads: usize) -> Self {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for i in 0..threads {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = match queue.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .expect("spawn a hashing thread");
+        }
+        HashPool { jobs }
+    }
+
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = done.send(f());
+            }))
+            .ok()?;
+        result.await.ok()
+    }
 }
 
 impl std::fmt::Debug for Users {
@@ -91,10 +138,12 @@ impl Users {
     fn with_backend(backend: Backend) -> Self {
         let argon = argon();
         let dummy_hash = Arc::new(hash_with(&argon, &random_b64(16)));
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
         Users {
             backend,
             argon,
             dummy_hash,
+            hashing: Arc::new(HashPool::new(cores)),
         }
     }
 
@@ -111,20 +160,22 @@ impl Users {
     async fn hash(&self, password: &str) -> String {
         let argon = self.argon.clone();
         let password = password.to_owned();
-        tokio::task::spawn_blocking(move || hash_with(&argon, &password))
+        self.hashing
+            .run(move || hash_with(&argon, &password))
             .await
-            .expect("hashing task")
+            .expect("the hashing threads run")
     }
 
     async fn verify(&self, password: &str, hash: &str) -> bool {
         let argon = self.argon.clone();
         let (password, hash) = (password.to_owned(), hash.to_owned());
-        tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash)
-                .is_ok_and(|h| argon.verify_password(password.as_bytes(), &h).is_ok())
-        })
-        .await
-        .unwrap_or(false)
+        self.hashing
+            .run(move || {
+                PasswordHash::new(&hash)
+                    .is_ok_and(|h| argon.verify_password(password.as_bytes(), &h).is_ok())
+            })
+            .await
+            .unwrap_or(false)
     }
 
     /// Registers `username`; returns the new user id.
