@@ -15,8 +15,13 @@ struct Users;
 
 impl Authenticator for Users {
     type Claims = NoCustomClaims;
-    async fn authenticate(&self, user: &str, password: &str) -> Result<Option<Principal<NoCustomClaims>>, AuthUnavailable> {
-        Ok((user == "alice" && password == "pw").then(|| Principal::new("alice", NoCustomClaims {})))
+    async fn authenticate(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<Option<Principal<NoCustomClaims>>, AuthUnavailable> {
+        Ok((user == "alice" && password == "pw")
+            .then(|| Principal::new("alice", NoCustomClaims {})))
     }
     async fn claims(&self, _: &str) -> Result<Option<NoCustomClaims>, AuthUnavailable> {
         Ok(Some(NoCustomClaims {}))
@@ -24,24 +29,42 @@ impl Authenticator for Users {
 }
 
 static BATON: LazyLock<Baton<MemoryStore, Users>> = LazyLock::new(|| {
-    let keys = KeyRing::new(KeySet::new(Key::hmac("k", Algorithm::HS256, [1u8; 32]).unwrap()).unwrap());
+    let keys =
+        KeyRing::new(KeySet::new(Key::hmac("k", Algorithm::HS256, [1u8; 32]).unwrap()).unwrap());
     let store = MemoryStore::new(RefreshKeys::new(1, [2u8; 32]).unwrap(), Policy::new());
-    Baton::builder(store, Users, keys).rate_limits(baton::RateLimits::none()).build().unwrap()
+    Baton::builder(store, Users, keys)
+        .rate_limits(baton::RateLimits::none())
+        .build()
+        .unwrap()
 });
 
-const PATHS: [&str; 5] = ["/auth/login", "/auth/refresh", "/auth/logout", "/auth/sessions", "/auth/logout-all"];
+const PATHS: [&str; 5] = [
+    "/auth/login",
+    "/auth/refresh",
+    "/auth/logout",
+    "/auth/sessions",
+    "/auth/logout-all",
+];
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&pick, body)) = data.split_first() else { return };
+    let Some((&pick, body)) = data.split_first() else {
+        return;
+    };
     let path = PATHS[usize::from(pick) % PATHS.len()];
     let mut req = Request::post(path).header("content-type", "application/json");
     if pick & 0x80 != 0 {
         if let Ok(text) = std::str::from_utf8(body) {
-            req = req.header("cookie", format!("__Secure-refresh={}", text.trim())).header("authorization", format!("Bearer {}", text.trim()));
+            req = req
+                .header("cookie", format!("__Secure-refresh={}", text.trim()))
+                .header("authorization", format!("Bearer {}", text.trim()));
         }
     }
-    let Ok(req) = req.body(Full::new(bytes::Bytes::copy_from_slice(body))) else { return };
-    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let Ok(req) = req.body(Full::new(bytes::Bytes::copy_from_slice(body))) else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let res = runtime.block_on(BATON.endpoints().oneshot(req)).unwrap();
     assert!(res.status().as_u16() < 500, "{} for {path}", res.status());
 });

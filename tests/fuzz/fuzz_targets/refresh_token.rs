@@ -8,7 +8,9 @@ use libfuzzer_sys::fuzz_target;
 
 static KEYS: LazyLock<(RefreshKeys, String)> = LazyLock::new(|| {
     let keys = RefreshKeys::new(1, [9u8; 32]).unwrap();
-    let minted = keys.mint(&SessionId::generate("alice").unwrap(), 3).into_string();
+    let minted = keys
+        .mint(&SessionId::generate("alice").unwrap(), 3)
+        .into_string();
     (keys, minted)
 });
 

@@ -10,9 +10,23 @@ static SETUP: LazyLock<(Verifier, Vec<String>)> = LazyLock::new(|| {
     let set = KeySet::new(Key::hmac("hs", Algorithm::HS256, [7u8; 32]).unwrap()).unwrap();
     let hs = Issuer::new(set.clone());
     let es = Issuer::new(KeySet::new(Key::generate("ec", Algorithm::ES256).unwrap()).unwrap());
-    let keys = set.with_key(Key::from_jwk(&es.keys().load().active().unwrap().public_jwk_json().unwrap()).unwrap()).unwrap();
+    let keys = set
+        .with_key(
+            Key::from_jwk(
+                &es.keys()
+                    .load()
+                    .active()
+                    .unwrap()
+                    .public_jwk_json()
+                    .unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
     let tokens = vec![
-        hs.issue("alice", Some("s1"), NoCustomClaims {}).unwrap().token,
+        hs.issue("alice", Some("s1"), NoCustomClaims {})
+            .unwrap()
+            .token,
         es.issue("bob", None, NoCustomClaims {}).unwrap().token,
     ];
     (Verifier::new(keys), tokens)
@@ -20,12 +34,18 @@ static SETUP: LazyLock<(Verifier, Vec<String>)> = LazyLock::new(|| {
 
 fuzz_target!(|data: &[u8]| {
     let (verifier, tokens) = &*SETUP;
-    let Some((&pick, edits)) = data.split_first() else { return };
+    let Some((&pick, edits)) = data.split_first() else {
+        return;
+    };
     let original = &tokens[usize::from(pick) % tokens.len()];
     let mut token = original.clone().into_bytes();
     // Each edit: position, operation, byte.
     for edit in edits.chunks(3) {
-        let [at, op, byte] = [edit[0], *edit.get(1).unwrap_or(&0), *edit.get(2).unwrap_or(&0)];
+        let [at, op, byte] = [
+            edit[0],
+            *edit.get(1).unwrap_or(&0),
+            *edit.get(2).unwrap_or(&0),
+        ];
         if token.is_empty() {
             break;
         }
@@ -38,7 +58,9 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    let Ok(mutated) = String::from_utf8(token) else { return };
+    let Ok(mutated) = String::from_utf8(token) else {
+        return;
+    };
     if verifier.verify::<NoCustomClaims>(&mutated).is_ok() {
         assert_eq!(&mutated, original, "a mutated token verified");
     }

@@ -18,6 +18,9 @@ static VERIFIER: LazyLock<Verifier> = LazyLock::new(|| {
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(token) = std::str::from_utf8(data) {
-        assert!(VERIFIER.verify::<NoCustomClaims>(token).is_err(), "an arbitrary token verified");
+        assert!(
+            VERIFIER.verify::<NoCustomClaims>(token).is_err(),
+            "an arbitrary token verified"
+        );
     }
 });
