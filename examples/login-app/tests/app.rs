@@ -308,3 +308,51 @@ async fn revocations_reach_the_other_instance_within_a_second() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// Shutdown lets the request in flight finish (a login: seconds of hashing under load), then
+/// stops accepting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_in_flight_requests() {
+    let config = Config::default();
+    let app = login_app::app(&config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://localhost:{}", listener.local_addr().unwrap().port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(login_app::serve(listener, app, async {
+        let _ = stopped.await;
+    }));
+    // The request is on the wire before the shutdown starts.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base
+        .trim_start_matches("http://")
+        .replace("localhost", "127.0.0.1");
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = r#"{"username":"gina","password":"correct horse"}"#;
+    let request = format!(
+        "POST /auth/register HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    stop.send(()).unwrap();
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        response.extend_from_slice(&buf[..n]);
+        if response.windows(4).any(|w| w == b"\r\n\r\n") && response.ends_with(b"}") {
+            break;
+        }
+    }
+    let response = String::from_utf8_lossy(&response);
+    assert!(
+        response.starts_with("HTTP/1.1 201"),
+        "the in-flight request finished: {response}"
+    );
+    server.await.unwrap().unwrap();
+    let refused = tokio::net::TcpStream::connect(&addr).await;
+    assert!(refused.is_err(), "no longer accepting");
+}
