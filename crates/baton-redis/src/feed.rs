@@ -1,25 +1,4 @@
-//! `RevocationFeed`: revocations published over Redis so every instance refuses a revoked
-//! session's access tokens within a second, without a Redis round trip per request.
-//!
-//! Revoking (logout, logout-all, a deleted device, detected reuse) records the revocation in
-//! this process's [`RevocationList`] at once, then publishes it: a `PUBLISH` for the instances
-//! listening now, and an entry in a sorted set kept for the access-token lifetime, so an
-//! instance that (re)connects catches up on what it missed. Every instance runs a subscriber
-//! task that feeds its own list; the bearer layer consults the list in memory.
-//!
-//! While the subscriber is disconnected the feed follows a [`DisconnectPolicy`], logs the
-//! change, and reports it through [`RevocationFeed::status`].
-//!
-//! ```no_run
-//! use baton_redis::{DisconnectPolicy, FeedOptions, RevocationFeed};
-//! use std::time::Duration;
-//!
-//! # async fn run() -> Result<(), baton_store::StoreError> {
-//! let feed = RevocationFeed::start("redis://127.0.0.1:6379/", FeedOptions::new(Duration::from_secs(900))).await?;
-//! // Give `feed` to `Baton::builder(..).revocations(feed)`: the endpoints publish into it and
-//! // the bearer layer consults it.
-//! # Ok(()) }
-//! ```
+//! The revocation feed: see [`RevocationFeed`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -96,7 +75,28 @@ struct State {
     disconnected_since: AtomicU64,
 }
 
-/// Revocations shared by every instance through Redis (see the [module docs](self)).
+/// `RevocationFeed`: revocations published over Redis so every instance refuses a revoked
+/// session's access tokens within a second, without a Redis round trip per request.
+///
+/// Revoking (logout, logout-all, a deleted device, detected reuse) records the revocation in
+/// this process's [`RevocationList`](baton_bearer::RevocationList) at once, then publishes it: a `PUBLISH` for the instances
+/// listening now, and an entry in a sorted set kept for the access-token lifetime, so an
+/// instance that (re)connects catches up on what it missed. Every instance runs a subscriber
+/// task that feeds its own list; the bearer layer consults the list in memory.
+///
+/// While the subscriber is disconnected the feed follows a [`DisconnectPolicy`], logs the
+/// change, and reports it through [`RevocationFeed::status`].
+///
+/// ```no_run
+/// use baton_redis::{DisconnectPolicy, FeedOptions, RevocationFeed};
+/// use std::time::Duration;
+///
+/// # async fn run() -> Result<(), baton_store::StoreError> {
+/// let feed = RevocationFeed::start("redis://127.0.0.1:6379/", FeedOptions::new(Duration::from_secs(900))).await?;
+/// // Give `feed` to `Baton::builder(..).revocations(feed)`: the endpoints publish into it and
+/// // the bearer layer consults it.
+/// # Ok(()) }
+/// ```
 pub struct RevocationFeed {
     list: Arc<RevocationList>,
     publisher: ConnectionManager,
