@@ -373,7 +373,7 @@ async fn logout_all_kills_the_other_device<S: RefreshStore>(h: Harness<S>) {
 async fn sessions_list_and_delete<S: RefreshStore>(h: Harness<S>) {
     let (access_a, _) = login(&h, "alice", "Firefox/130").await;
     h.clock.advance(Duration::from_secs(1));
-    let (_, cookie_b) = login(&h, "alice", "Safari/17").await;
+    let (access_b, cookie_b) = login(&h, "alice", "Safari/17").await;
     let (access_bob, _) = login(&h, "bob", "curl/8").await;
     let bearer = format!("Bearer {access_a}");
     let r = call(
@@ -415,6 +415,11 @@ async fn sessions_list_and_delete<S: RefreshStore>(h: Harness<S>) {
         StatusCode::NOT_FOUND
     );
     assert_refused_and_cleared(&refresh(&h, &cookie_b).await);
+    assert_eq!(
+        get_me(&h, &access_b).await.status,
+        StatusCode::UNAUTHORIZED,
+        "the deleted device's access token is refused at once"
+    );
     let r = call(
         &h,
         Method::DELETE,
