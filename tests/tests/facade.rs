@@ -790,3 +790,33 @@ async fn server_side_layer_renews_both_cookies_on_an_expired_access_cookie() {
     let r = call(&h, Method::GET, "/app/me", &[("cookie", &cookies)], "").await;
     assert_eq!(r.status, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_layer_refreshes_proactively_before_expiry() {
+    let h = memory(false).await.unwrap();
+    let (refresher, api) = clients(&h);
+    client_login(&h, &refresher).await;
+    let before = refresher.access_token().unwrap();
+    // The token lives 60 s; a 120 s margin means "refresh before sending".
+    let service = ServiceBuilder::new()
+        .layer(
+            RefreshOn401Layer::new(refresher.clone())
+                .with_proactive_refresh(Duration::from_secs(120)),
+        )
+        .service(api);
+    let res = service
+        .oneshot(
+            Request::get(format!("http://{}/api/me", h.addr))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        h.refreshes.load(Ordering::SeqCst),
+        1,
+        "refreshed before the call, not after a 401"
+    );
+    assert_ne!(refresher.access_token().unwrap(), before);
+}
