@@ -37,6 +37,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+#[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) verifier: Verifier,
     pub(crate) cookie: Option<Box<str>>,
@@ -46,21 +47,6 @@ pub(crate) struct Config {
     pub(crate) roles: Vec<String>,
     pub(crate) scope_challenge: Option<Arc<str>>,
     pub(crate) revocation: Option<Arc<dyn CheckRevocation>>,
-}
-
-impl Clone for Config {
-    fn clone(&self) -> Self {
-        Config {
-            verifier: self.verifier.clone(),
-            cookie: self.cookie.clone(),
-            optional: self.optional,
-            realm: self.realm.clone(),
-            scopes: self.scopes.clone(),
-            roles: self.roles.clone(),
-            scope_challenge: self.scope_challenge.clone(),
-            revocation: self.revocation.clone(),
-        }
-    }
 }
 
 impl fmt::Debug for Config {

@@ -151,9 +151,3 @@ impl Revoke for RevocationList {
         RevocationList::revoke_user(self, sub);
     }
 }
-
-impl CheckRevocation for std::sync::Arc<RevocationList> {
-    fn is_revoked(&self, token: &TokenIdentity<'_>) -> bool {
-        (**self).is_revoked(token)
-    }
-}

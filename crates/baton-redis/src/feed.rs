@@ -9,7 +9,7 @@ use baton_bearer::{CheckRevocation, RevocationList, Revoke, TokenIdentity};
 use baton_store::StoreError;
 use baton_token::{Clock, SystemClock};
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 /// What an instance does while it cannot hear revocations.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -157,15 +157,11 @@ impl RevocationFeed {
         options: FeedOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, StoreError> {
-        let unavailable = |e: redis::RedisError| StoreError::Unavailable(e.to_string());
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(250)))
-            .set_response_timeout(Some(Duration::from_millis(250)))
-            .set_number_of_retries(1);
+        let client = redis::Client::open(url).map_err(crate::unavailable)?;
+        let config = crate::manager_config(Duration::from_millis(250), Duration::from_millis(250));
         let publisher = ConnectionManager::new_with_config(client.clone(), config)
             .await
-            .map_err(unavailable)?;
+            .map_err(crate::unavailable)?;
         let list = Arc::new(RevocationList::new(options.keep).with_clock(clock.clone()));
         let state = Arc::new(State {
             connected: AtomicBool::new(false),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use baton_store::StoreError;
 use baton_token::{Clock, SystemClock};
 use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 /// The generic cell rate algorithm on one key: `KEYS[1]` holds the theoretical arrival time.
 /// ARGV: now (ms), emission interval (ms), burst tolerance (ms). Returns 0 when allowed, else
@@ -54,15 +54,11 @@ impl RedisGcra {
     /// # Errors
     /// [`StoreError::Unavailable`] when Redis cannot be reached.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
-        let unavailable = |e: redis::RedisError| StoreError::Unavailable(e.to_string());
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(250)))
-            .set_response_timeout(Some(Duration::from_millis(250)))
-            .set_number_of_retries(1);
+        let client = redis::Client::open(url).map_err(crate::unavailable)?;
+        let config = crate::manager_config(Duration::from_millis(250), Duration::from_millis(250));
         let conn = ConnectionManager::new_with_config(client, config)
             .await
-            .map_err(unavailable)?;
+            .map_err(crate::unavailable)?;
         Ok(RedisGcra {
             conn,
             prefix: Arc::from(prefix),

@@ -212,7 +212,15 @@ impl fmt::Debug for RedisStore {
     }
 }
 
-fn unavailable(e: impl fmt::Display) -> StoreError {
+/// The connection-manager settings every Redis connection of this crate uses.
+pub(crate) fn manager_config(connect: Duration, response: Duration) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(connect))
+        .set_response_timeout(Some(response))
+        .set_number_of_retries(1)
+}
+
+pub(crate) fn unavailable(e: impl fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
@@ -312,10 +320,7 @@ impl RedisStore {
         options: RedisOptions,
     ) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(options.connect_timeout))
-            .set_response_timeout(Some(options.response_timeout))
-            .set_number_of_retries(1)
+        let config = manager_config(options.connect_timeout, options.response_timeout)
             .set_max_delay(Duration::from_millis(500));
         let connect = ConnectionManager::new_with_config(client, config);
         let conn = tokio::time::timeout(options.connect_timeout * 4, connect)

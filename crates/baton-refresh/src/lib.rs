@@ -104,6 +104,7 @@ pub fn is_invalid_token(status: StatusCode, headers: &HeaderMap) -> bool {
         })
 }
 
+#[derive(Clone)]
 struct Config {
     max_replay: u64,
     predicate: fn(StatusCode, &HeaderMap) -> bool,
@@ -156,18 +157,9 @@ impl<R: Refresher> RefreshOn401Layer<R> {
         }
     }
 
-    fn reconfigured(self, f: impl FnOnce(&mut Config)) -> Self {
-        let mut config = Config {
-            max_replay: self.config.max_replay,
-            predicate: self.config.predicate,
-            proactive: self.config.proactive,
-        };
-        f(&mut config);
-        RefreshOn401Layer {
-            refresher: self.refresher,
-            config: Arc::new(config),
-            flights: self.flights,
-        }
+    fn reconfigured(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(Arc::make_mut(&mut self.config));
+        self
     }
 
     /// The largest request body buffered so it can be sent again.

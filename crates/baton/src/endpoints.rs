@@ -263,9 +263,8 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         }
     }
 
-    fn ip_key<B>(&self, req: &Request<B>) -> String {
-        client_ip(req.headers(), req.extensions(), &self.trusted_proxies)
-            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+    fn ip_key(ip: Option<std::net::IpAddr>) -> String {
+        ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
     }
 
     async fn login<B>(&self, req: Request<B>) -> Response<Bytes>
@@ -273,13 +272,17 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         B: Body<Data = Bytes>,
         B::Error: Into<BoxError>,
     {
+        let device = self.device_of(&req);
         if let Err(res) = self
-            .limit("login-ip", &self.ip_key(&req), self.limits.login_per_ip)
+            .limit(
+                "login-ip",
+                &Self::ip_key(device.ip),
+                self.limits.login_per_ip,
+            )
             .await
         {
             return res;
         }
-        let device = self.device_of(&req);
         let credentials: Credentials = match self.json_body(req).await {
             Ok(c) => c,
             Err(res) => return res,
@@ -331,8 +334,9 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
     }
 
     async fn refresh<B>(&self, req: Request<B>) -> Response<Bytes> {
+        let ip = client_ip(req.headers(), req.extensions(), &self.trusted_proxies);
         if let Err(res) = self
-            .limit("refresh-ip", &self.ip_key(&req), self.limits.refresh_per_ip)
+            .limit("refresh-ip", &Self::ip_key(ip), self.limits.refresh_per_ip)
             .await
         {
             return res;
@@ -342,10 +346,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             Ok(None) => return self.refresh_refused("no refresh token"),
             Err(e) => return self.error(e.status(), "invalid_request", &e.to_string()),
         };
-        let context = RotateContext::new(
-            user_agent(req.headers()),
-            client_ip(req.headers(), req.extensions(), &self.trusted_proxies),
-        );
+        let context = RotateContext::new(user_agent(req.headers()), ip);
         match self.rotate(&token, context).await {
             Ok((rotation, claims)) => self.token_response(
                 &rotation.session.user_id,
