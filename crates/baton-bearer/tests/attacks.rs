@@ -126,7 +126,32 @@ struct Answer {
     rejection: Option<Rejection>,
 }
 
+/// The prepared-key path and the jsonwebtoken reference path must accept and refuse exactly
+/// the same tokens, with the same error: checked on every token these tests send.
+#[track_caller]
+fn assert_paths_agree(verifier: &Verifier, token: &str) {
+    let fast = verifier.verify::<NoCustomClaims>(token);
+    let reference = verifier.verify_reference::<NoCustomClaims>(token);
+    match (&fast, &reference) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "{token}"),
+        (Err(a), Err(b)) => assert_eq!(
+            (a.kind(), a.to_string()),
+            (b.kind(), b.to_string()),
+            "{token}"
+        ),
+        _ => panic!("paths disagree on {token:?}: fast {fast:?}, reference {reference:?}"),
+    }
+}
+
 async fn send_with(layer: BearerVerifyLayer, req: Request<Full<Bytes>>) -> Answer {
+    if let Some(token) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        assert_paths_agree(layer.verifier(), token);
+    }
     let svc = layer.layer(service_fn(|req: Request<Full<Bytes>>| async move {
         let sub = req
             .extensions()

@@ -5,12 +5,16 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use aws_lc_rs::hmac;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair,
+    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED,
+    ECDSA_P384_SHA384_FIXED_SIGNING, ED25519, EcdsaKeyPair, Ed25519KeyPair, ParsedPublicKey,
+    RSA_PKCS1_2048_8192_SHA256, RSA_PSS_2048_8192_SHA256, RsaParameters, RsaPublicKeyComponents,
+    VerificationAlgorithm,
 };
 use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
-use jsonwebtoken::{DecodingKey, EncodingKey};
+use jsonwebtoken::{DecodingKey, DecodingKeyKind, EncodingKey};
 
 use crate::{Algorithm, KeyError};
 
@@ -36,6 +40,7 @@ pub struct Key {
     kid: Box<str>,
     alg: Algorithm,
     decoding: DecodingKey,
+    prepared: Prepared,
     encoding: Option<EncodingKey>,
     public_jwk: Option<Jwk>,
     private_pem: Option<Box<str>>,
@@ -90,6 +95,7 @@ impl Key {
         Ok(Key {
             kid: kid.into(),
             alg,
+            prepared: Prepared::new(alg, &decoding),
             decoding,
             encoding,
             public_jwk,
@@ -337,6 +343,61 @@ impl Key {
 
     pub(crate) fn decoding_key(&self) -> &DecodingKey {
         &self.decoding
+    }
+
+    pub(crate) fn prepared(&self) -> &Prepared {
+        &self.prepared
+    }
+}
+
+/// The verification half of a key, prepared once: the aws-lc-rs HMAC key or parsed public key
+/// that `jsonwebtoken::crypto::verify` would otherwise rebuild from the raw key bytes on every
+/// call. The same aws-lc-rs algorithms as jsonwebtoken's aws-lc-rs backend, so both verify and
+/// refuse the same signatures.
+pub(crate) enum Prepared {
+    Hmac(hmac::Key),
+    Public(ParsedPublicKey),
+    /// Key bytes aws-lc-rs does not accept: jsonwebtoken would fail every verification with
+    /// them, and so does this.
+    Unusable,
+}
+
+impl Prepared {
+    fn new(alg: Algorithm, decoding: &DecodingKey) -> Prepared {
+        let parsed = |params: &'static dyn VerificationAlgorithm| match decoding.kind() {
+            DecodingKeyKind::SecretOrDer(bytes) => ParsedPublicKey::new(params, bytes).ok(),
+            DecodingKeyKind::RsaModulusExponent { .. } => None,
+        };
+        let rsa = |params: &'static RsaParameters| match decoding.kind() {
+            DecodingKeyKind::SecretOrDer(der) => ParsedPublicKey::new(params, der).ok(),
+            DecodingKeyKind::RsaModulusExponent { n, e } => RsaPublicKeyComponents { n, e }
+                .to_parsed_public_key(params)
+                .ok(),
+        };
+        let hmac = |alg: hmac::Algorithm| match decoding.kind() {
+            DecodingKeyKind::SecretOrDer(secret) => Some(hmac::Key::new(alg, secret)),
+            DecodingKeyKind::RsaModulusExponent { .. } => None,
+        };
+        let prepared = match alg {
+            Algorithm::HS256 => hmac(hmac::HMAC_SHA256).map(Prepared::Hmac),
+            Algorithm::HS384 => hmac(hmac::HMAC_SHA384).map(Prepared::Hmac),
+            Algorithm::HS512 => hmac(hmac::HMAC_SHA512).map(Prepared::Hmac),
+            Algorithm::ES256 => parsed(&ECDSA_P256_SHA256_FIXED).map(Prepared::Public),
+            Algorithm::ES384 => parsed(&ECDSA_P384_SHA384_FIXED).map(Prepared::Public),
+            Algorithm::EdDSA => parsed(&ED25519).map(Prepared::Public),
+            Algorithm::RS256 => rsa(&RSA_PKCS1_2048_8192_SHA256).map(Prepared::Public),
+            Algorithm::PS256 => rsa(&RSA_PSS_2048_8192_SHA256).map(Prepared::Public),
+        };
+        prepared.unwrap_or(Prepared::Unusable)
+    }
+
+    /// Whether `signature` (already base64-decoded) signs `message`.
+    pub(crate) fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        match self {
+            Prepared::Hmac(key) => hmac::verify(key, message, signature).is_ok(),
+            Prepared::Public(key) => key.verify_sig(message, signature).is_ok(),
+            Prepared::Unusable => false,
+        }
     }
 }
 

@@ -208,10 +208,38 @@ impl Verifier {
 
     /// Verifies `token` and returns its claims.
     ///
+    /// Each key's HMAC key or public key is prepared once, when the key is built; the token is
+    /// split once and each segment decoded once, into stack buffers when small.
+    ///
     /// # Errors
     /// A [`VerifyError`] whose [`kind`](VerifyError::kind) says why; see the type's docs for
     /// the order of checks. Never panics, whatever the input.
     pub fn verify<C: DeserializeOwned>(&self, token: &str) -> Result<Claims<C>, VerifyError> {
+        self.verify_in(token, Path::Prepared)
+    }
+
+    /// Verifies `token` as [`Verifier::verify`] does, but checks the signature with
+    /// `jsonwebtoken::crypto::verify`, which rebuilds the key from its bytes on every call, and
+    /// decodes every segment into a fresh allocation.
+    ///
+    /// This is the reference the fast path is held to: the differential tests and the
+    /// differential fuzz target check that both accept and refuse exactly the same tokens, with
+    /// the same [`ErrorKind`]. It is slower; use [`Verifier::verify`].
+    ///
+    /// # Errors
+    /// As [`Verifier::verify`].
+    pub fn verify_reference<C: DeserializeOwned>(
+        &self,
+        token: &str,
+    ) -> Result<Claims<C>, VerifyError> {
+        self.verify_in(token, Path::Reference)
+    }
+
+    fn verify_in<C: DeserializeOwned>(
+        &self,
+        token: &str,
+        path: Path,
+    ) -> Result<Claims<C>, VerifyError> {
         let c = &*self.inner;
         if token.len() > c.max_len {
             return Err(VerifyError::new(
@@ -223,7 +251,7 @@ impl Verifier {
             return Err(VerifyError::new(ErrorKind::Malformed, "empty token"));
         }
         if !c.routes.is_empty() {
-            return self.route(token);
+            return self.route(token, path);
         }
         // Split once: exactly three segments.
         let mut parts = token.split('.');
@@ -235,7 +263,7 @@ impl Verifier {
                 "token header is not valid",
             ));
         };
-        let header = decode_part::<Header>(header_b64).map_err(|e| {
+        let header = path.decode::<Header>(header_b64).map_err(|e| {
             VerifyError::new(ErrorKind::Malformed, "token header is not valid").with_source(e)
         })?;
         if header.crit.is_some() {
@@ -262,21 +290,27 @@ impl Verifier {
             ));
         }
         // The signature covers the first two segments exactly as sent.
-        let message = &token[..header_b64.len() + 1 + payload_b64.len()];
-        let valid = jsonwebtoken::crypto::verify(
-            signature_b64,
-            message.as_bytes(),
-            key.decoding_key(),
-            header.alg,
-        )
-        .map_err(jwt_error)?;
+        let message = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
+        let valid = match path {
+            Path::Prepared => with_decoded::<SIGNATURE_BUF, _>(signature_b64, |signature| {
+                key.prepared().verify(message, signature)
+            })
+            .map_err(|e| {
+                VerifyError::new(ErrorKind::Malformed, "token is not a well-formed JWT")
+                    .with_source(e)
+            })?,
+            Path::Reference => {
+                jsonwebtoken::crypto::verify(signature_b64, message, key.decoding_key(), header.alg)
+                    .map_err(jwt_error)?
+            }
+        };
         if !valid {
             return Err(VerifyError::new(
                 ErrorKind::BadSignature,
                 "signature does not match",
             ));
         }
-        let claims = decode_part::<Claims<C>>(payload_b64).map_err(|e| {
+        let claims = path.decode::<Claims<C>>(payload_b64).map_err(|e| {
             VerifyError::new(ErrorKind::Malformed, "token claims are not valid").with_source(e)
         })?;
         drop(keys);
@@ -285,9 +319,14 @@ impl Verifier {
     }
 
     /// Picks the issuer's verifier by the (not yet verified) `iss`, which then verifies all.
-    fn route<C: DeserializeOwned>(&self, token: &str) -> Result<Claims<C>, VerifyError> {
+    fn route<C: DeserializeOwned>(
+        &self,
+        token: &str,
+        path: Path,
+    ) -> Result<Claims<C>, VerifyError> {
         let payload = token.split('.').nth(1).unwrap_or("");
-        let iss = decode_part::<IssuerOnly>(payload)
+        let iss = path
+            .decode::<IssuerOnly>(payload)
             .map_err(|e| {
                 VerifyError::new(ErrorKind::Malformed, "token claims are not valid").with_source(e)
             })?
@@ -299,7 +338,7 @@ impl Verifier {
             .iter()
             .find(|v| v.inner.issuers.contains(&iss))
             .ok_or_else(|| VerifyError::new(ErrorKind::WrongIssuer, "issuer not accepted"))?
-            .verify(token)
+            .verify_in(token, path)
     }
 
     fn check_claims<C>(&self, claims: &Claims<C>) -> Result<(), VerifyError> {
@@ -358,10 +397,56 @@ enum PartError {
     Json(#[from] serde_json::Error),
 }
 
-/// Decodes one base64url (unpadded, as RFC 7515 requires) JSON segment.
-fn decode_part<T: DeserializeOwned>(segment: &str) -> Result<T, PartError> {
-    let bytes = URL_SAFE_NO_PAD.decode(segment)?;
-    Ok(serde_json::from_slice(&bytes)?)
+/// Which signature check and segment decoding [`Verifier::verify_in`] uses.
+#[derive(Clone, Copy)]
+enum Path {
+    /// Prepared keys, stack buffers.
+    Prepared,
+    /// `jsonwebtoken::crypto::verify`, a fresh allocation per segment.
+    Reference,
+}
+
+/// The stack buffer for decoded signatures: an RSA-8192 signature is 1,024 bytes.
+const SIGNATURE_BUF: usize = 1024;
+/// The stack buffer for decoded headers and claims; larger ones are decoded onto the heap.
+const SEGMENT_BUF: usize = 1024;
+
+impl Path {
+    /// Decodes one base64url (unpadded, as RFC 7515 requires) JSON segment.
+    fn decode<T: DeserializeOwned>(self, segment: &str) -> Result<T, PartError> {
+        match self {
+            Path::Prepared => {
+                with_decoded::<SEGMENT_BUF, _>(segment, |bytes| serde_json::from_slice(bytes))?
+                    .map_err(PartError::from)
+            }
+            Path::Reference => {
+                let bytes = URL_SAFE_NO_PAD.decode(segment)?;
+                Ok(serde_json::from_slice(&bytes)?)
+            }
+        }
+    }
+}
+
+/// Decodes base64url `segment` (unpadded, strict: the engine jsonwebtoken uses) and hands the
+/// bytes to `f`: from a stack buffer of `N` bytes when they fit, else from the heap.
+fn with_decoded<const N: usize, R>(
+    segment: &str,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R, base64::DecodeError> {
+    if base64::decoded_len_estimate(segment.len()) <= N {
+        let mut buf = [0u8; N];
+        match URL_SAFE_NO_PAD.decode_slice(segment, &mut buf) {
+            Ok(len) => Ok(f(&buf[..len])),
+            Err(base64::DecodeSliceError::DecodeError(e)) => Err(e),
+            // The estimate is an upper bound, so the buffer is always large enough; decode on
+            // the heap all the same rather than trust that.
+            Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
+                URL_SAFE_NO_PAD.decode(segment).map(|bytes| f(&bytes))
+            }
+        }
+    } else {
+        URL_SAFE_NO_PAD.decode(segment).map(|bytes| f(&bytes))
+    }
 }
 
 fn jwt_error(e: jsonwebtoken::errors::Error) -> VerifyError {

@@ -1,0 +1,277 @@
+//! The prepared-key path (`Verifier::verify`) against the jsonwebtoken reference path
+//! (`Verifier::verify_reference`): on valid tokens of every algorithm and on thousands of
+//! systematic mutations of them, both must accept and refuse the same tokens with the same
+//! error. (`tests/fuzz` has the same check on arbitrary and mutated input.)
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
+use baton_token::{
+    Algorithm, Claims, ErrorKind, Issuer, Key, KeyRing, KeySet, NoCustomClaims, TestClock, Verifier,
+};
+use serde_json::{Value, json};
+
+const NOW: u64 = 1_800_000_000;
+
+struct Setup {
+    verifier: Verifier,
+    tokens: Vec<String>,
+}
+
+const ALGORITHMS: [Algorithm; 8] = [
+    Algorithm::HS256,
+    Algorithm::HS384,
+    Algorithm::HS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+    Algorithm::RS256,
+    Algorithm::PS256,
+];
+
+/// One verifier holding a key of every algorithm (public halves only for the asymmetric
+/// ones), and a valid token signed by each.
+fn setup() -> Setup {
+    let clock = TestClock::at_secs(NOW);
+    let mut set = KeySet::default();
+    let mut tokens = Vec::new();
+    for alg in ALGORITHMS {
+        let (signing, verifying) = if alg.is_symmetric() {
+            (
+                Key::hmac(alg.as_str(), alg, hmac_secret(alg)).unwrap(),
+                Key::hmac(alg.as_str(), alg, hmac_secret(alg)).unwrap(),
+            )
+        } else {
+            let key = Key::generate(alg.as_str(), alg).unwrap();
+            let public = Key::from_jwk(&key.public_jwk_json().unwrap()).unwrap();
+            (key, public)
+        };
+        set = set.with_key(verifying).unwrap();
+        let issuer = Issuer::new(KeySet::new(signing).unwrap())
+            .with_clock(clock.clone())
+            .with_issuer("https://issuer.test")
+            .with_audience("api");
+        tokens.push(
+            issuer
+                .issue("alice", Some("s1"), NoCustomClaims {})
+                .unwrap()
+                .token,
+        );
+    }
+    let verifier = Verifier::new(KeyRing::new(set))
+        .with_clock(clock)
+        .with_issuer("https://issuer.test")
+        .with_audience("api");
+    Setup { verifier, tokens }
+}
+
+fn hmac_secret(alg: Algorithm) -> Vec<u8> {
+    vec![alg.as_str().len() as u8 + 40; 64]
+}
+
+#[track_caller]
+fn agree(verifier: &Verifier, token: &str) -> Result<(), ErrorKind> {
+    let fast = verifier.verify::<NoCustomClaims>(token);
+    let reference = verifier.verify_reference::<NoCustomClaims>(token);
+    match (&fast, &reference) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(a, b, "{token}");
+            Ok(())
+        }
+        (Err(a), Err(b)) => {
+            assert_eq!(
+                (a.kind(), a.to_string()),
+                (b.kind(), b.to_string()),
+                "{token}"
+            );
+            Err(a.kind())
+        }
+        _ => panic!("paths disagree on {token:?}: fast {fast:?}, reference {reference:?}"),
+    }
+}
+
+/// A token with any header and claims, signed with the HMAC key of `alg`.
+fn hmac_token(alg: Algorithm, claims: &Value, header: &Value) -> String {
+    let message = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(header).unwrap()),
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap())
+    );
+    let key = jsonwebtoken::EncodingKey::from_secret(&hmac_secret(alg));
+    let sig = jsonwebtoken::crypto::sign(message.as_bytes(), &key, alg.as_str().parse().unwrap())
+        .unwrap();
+    format!("{message}.{sig}")
+}
+
+fn good_claims() -> Value {
+    json!({"iss": "https://issuer.test", "aud": "api", "sub": "alice", "exp": NOW + 300, "iat": NOW, "sid": "s1"})
+}
+
+fn valid_tokens(s: &Setup) -> Vec<String> {
+    s.tokens.clone()
+}
+
+#[test]
+fn every_algorithm_verifies_on_both_paths() {
+    let s = setup();
+    let tokens = valid_tokens(&s);
+    assert_eq!(tokens.len(), 8);
+    for token in &tokens {
+        assert_eq!(agree(&s.verifier, token), Ok(()), "{token}");
+    }
+}
+
+#[test]
+fn single_byte_edits_of_every_position_agree() {
+    let s = setup();
+    let mut refused = 0usize;
+    let mut checked = 0usize;
+    for token in valid_tokens(&s) {
+        let bytes = token.as_bytes();
+        for at in 0..bytes.len() {
+            for replacement in [b'A', b'_', b'-', b'.', b'=', b'+', b'/', b' '] {
+                if bytes[at] == replacement {
+                    continue;
+                }
+                let mut edited = bytes.to_vec();
+                edited[at] = replacement;
+                let edited = String::from_utf8(edited).unwrap();
+                if agree(&s.verifier, &edited).is_err() {
+                    refused += 1;
+                }
+                checked += 1;
+            }
+            // Deletion.
+            let mut edited = bytes.to_vec();
+            edited.remove(at);
+            let edited = String::from_utf8(edited).unwrap();
+            if agree(&s.verifier, &edited).is_err() {
+                refused += 1;
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 10_000, "{checked}");
+    // Nearly every edit is refused; the few accepted ones (a base64 character whose change
+    // only touches padding bits is refused by the strict engine too) are accepted by both.
+    assert!(refused * 100 >= checked * 99, "{refused} of {checked}");
+}
+
+#[test]
+fn signature_encodings_agree() {
+    let s = setup();
+    for token in valid_tokens(&s) {
+        let (message, signature) = token.rsplit_once('.').unwrap();
+        let raw = URL_SAFE_NO_PAD.decode(signature).unwrap();
+        let cases = [
+            // Padded base64url.
+            format!("{message}.{}", URL_SAFE.encode(&raw)),
+            // Standard alphabet.
+            format!(
+                "{message}.{}",
+                base64::engine::general_purpose::STANDARD_NO_PAD.encode(&raw)
+            ),
+            // Empty, one byte short, one byte long, doubled.
+            format!("{message}."),
+            format!(
+                "{message}.{}",
+                URL_SAFE_NO_PAD.encode(&raw[..raw.len() - 1])
+            ),
+            format!(
+                "{message}.{}",
+                URL_SAFE_NO_PAD.encode([&raw[..], &[0]].concat())
+            ),
+            format!("{message}.{}", URL_SAFE_NO_PAD.encode(raw.repeat(2))),
+            // Larger than the stack buffer (1,024 bytes decoded).
+            format!("{message}.{}", URL_SAFE_NO_PAD.encode(vec![7u8; 1500])),
+            // All zeros of the right length.
+            format!("{message}.{}", URL_SAFE_NO_PAD.encode(vec![0u8; raw.len()])),
+            // Non-canonical trailing bits in the last character.
+            format!("{message}.{}", flip_trailing_bits(signature)),
+            // Whitespace and a stray dot.
+            format!("{message}. {signature}"),
+            format!("{message}.{signature}."),
+        ];
+        // (A signature without `+` or `/` reads the same in the standard alphabet.)
+        for case in cases.into_iter().filter(|case| *case != token) {
+            assert!(agree(&s.verifier, &case).is_err(), "{case}");
+        }
+    }
+}
+
+/// Changes the unused low bits of the last base64 character, when the length leaves some.
+fn flip_trailing_bits(signature: &str) -> String {
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bytes = signature.as_bytes().to_vec();
+    let last = bytes.pop().unwrap();
+    let index = alphabet.iter().position(|&c| c == last).unwrap();
+    bytes.push(alphabet[index ^ 1]);
+    String::from_utf8(bytes).unwrap()
+}
+
+#[test]
+fn headers_and_claims_agree() {
+    let s = setup();
+    let alg = Algorithm::HS256;
+    let headers = [
+        json!({"alg": "HS256", "kid": "HS256"}),
+        json!({"alg": "HS256"}),
+        json!({"alg": "HS384", "kid": "HS256"}),
+        json!({"alg": "HS256", "kid": "nope"}),
+        json!({"alg": "HS256", "kid": "HS256", "crit": ["exp"]}),
+        json!({"alg": "HS256", "kid": "HS256", "jku": "https://evil.test/jwks"}),
+        json!({"alg": "HS256", "kid": "HS256", "jwk": {"kty": "oct", "k": "AAAA"}}),
+        json!({"alg": "HS256", "kid": "HS256", "jwk": 5}),
+        json!({"alg": "HS256", "kid": 5}),
+        json!({"alg": "HS256", "kid": "HS256", "x5c": ["AAAA"]}),
+        json!({"alg": "HS256", "kid": "HS256", "typ": 1}),
+        json!({"alg": "none", "kid": "HS256"}),
+        json!({"kid": "HS256"}),
+        json!(["HS256"]),
+    ];
+    let claims = [
+        good_claims(),
+        json!({"sub": "alice", "exp": NOW + 300, "iss": "https://issuer.test", "aud": ["x", "api"]}),
+        json!({"sub": "alice", "exp": NOW - 31, "iss": "https://issuer.test", "aud": "api"}),
+        json!({"sub": "alice", "exp": NOW + 300, "nbf": NOW + 31, "iss": "https://issuer.test", "aud": "api"}),
+        json!({"sub": "alice", "exp": "1900000000", "iss": "https://issuer.test", "aud": "api"}),
+        json!({"sub": 5, "exp": NOW + 300, "iss": "https://issuer.test", "aud": "api"}),
+        json!({"exp": NOW + 300, "iss": "https://issuer.test", "aud": "api"}),
+        json!({"sub": "alice", "exp": NOW + 300, "iss": "https://other.test", "aud": "api"}),
+        json!({"sub": "alice", "exp": NOW + 300, "iss": "https://issuer.test", "aud": "web"}),
+        json!({"sub": "alice", "exp": NOW + 300, "iss": "https://issuer.test", "aud": "api", "big": "x".repeat(3000)}),
+        json!("not an object"),
+    ];
+    let mut accepted = 0;
+    for header in &headers {
+        for claims in &claims {
+            if agree(&s.verifier, &hmac_token(alg, claims, header)).is_ok() {
+                accepted += 1;
+            }
+        }
+    }
+    // Good claims with the headers that name the key (with or without harmless extras).
+    assert!(accepted >= 4, "{accepted}");
+}
+
+#[test]
+fn a_verifier_rejecting_everything_agrees_too() {
+    // Key bytes aws-lc-rs refuses (an RSA modulus too small for RS256's 2048-bit minimum):
+    // both paths must refuse every token signed for it.
+    let small = r#"{"kty":"RSA","kid":"small","alg":"RS256","n":"wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB","e":"AQAB"}"#;
+    let key = Key::from_jwk(small).expect("the key itself parses; only verification refuses it");
+    let verifier = Verifier::new(KeySet::verify_only([key]).unwrap());
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","kid":"small"}"#);
+    let claims = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&good_claims()).unwrap());
+    let token = format!("{header}.{claims}.{}", URL_SAFE_NO_PAD.encode([1u8; 64]));
+    assert_eq!(agree(&verifier, &token), Err(ErrorKind::BadSignature));
+}
+
+#[test]
+fn claims_of_the_fast_path_are_the_issued_claims() {
+    let s = setup();
+    for token in valid_tokens(&s) {
+        let claims: Claims<NoCustomClaims> = s.verifier.verify(&token).unwrap();
+        assert_eq!(claims.sub, "alice");
+        assert_eq!(claims.sid.as_deref(), Some("s1"));
+    }
+}
