@@ -1,5 +1,6 @@
-//! Per algorithm, in one run: `jsonwebtoken::decode` alone, baton's `Verifier`, and the whole
-//! `BearerVerifyLayer` around a trivial service.
+//! Per algorithm, in one run: the signature check alone with a key prepared once (the crypto
+//! floor), `jsonwebtoken::decode`, baton's `Verifier` (prepared keys) and its jsonwebtoken
+//! reference path, and the whole `BearerVerifyLayer` around a trivial service.
 //!
 //! ```text
 //! cargo bench -p baton-bearer --bench verify
@@ -14,11 +15,15 @@ use std::hint::black_box;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
+use aws_lc_rs::hmac;
+use aws_lc_rs::signature::{self, ParsedPublicKey};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use baton_bearer::BearerVerifyLayer;
 use baton_token::{Algorithm, Claims, Issuer, Key, KeySet, NoCustomClaims};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::{Request, Response, header};
-use jsonwebtoken::{DecodingKey, Validation};
+use jsonwebtoken::{DecodingKey, DecodingKeyKind, Validation};
 use tower::{Layer, Service, service_fn};
 
 /// Polls a future that is ready at once (the layer's futures are, around a ready service).
@@ -38,6 +43,46 @@ fn decoding_key(key: &Key) -> DecodingKey {
         Algorithm::HS256 => unreachable!("HMAC keys are built from the secret directly"),
         _ => DecodingKey::from_jwk(&serde_json::from_str(&key.public_jwk_json().unwrap()).unwrap())
             .unwrap(),
+    }
+}
+
+/// A key prepared once, the way the fast path prepares it.
+enum Floor {
+    Hmac(hmac::Key),
+    Public(ParsedPublicKey),
+}
+
+impl Floor {
+    fn new(alg: Algorithm, jwt_key: &DecodingKey, secret: &[u8]) -> Floor {
+        let bytes = || match jwt_key.kind() {
+            DecodingKeyKind::SecretOrDer(bytes) => bytes.clone(),
+            DecodingKeyKind::RsaModulusExponent { .. } => unreachable!("not RSA"),
+        };
+        match alg {
+            Algorithm::HS256 => Floor::Hmac(hmac::Key::new(hmac::HMAC_SHA256, secret)),
+            Algorithm::ES256 => Floor::Public(
+                ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, bytes()).unwrap(),
+            ),
+            Algorithm::EdDSA => {
+                Floor::Public(ParsedPublicKey::new(&signature::ED25519, bytes()).unwrap())
+            }
+            Algorithm::RS256 => match jwt_key.kind() {
+                DecodingKeyKind::RsaModulusExponent { n, e } => Floor::Public(
+                    signature::RsaPublicKeyComponents { n, e }
+                        .to_parsed_public_key(&signature::RSA_PKCS1_2048_8192_SHA256)
+                        .unwrap(),
+                ),
+                DecodingKeyKind::SecretOrDer(_) => unreachable!("from a JWK: components"),
+            },
+            _ => unreachable!("not benchmarked"),
+        }
+    }
+
+    fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        match self {
+            Floor::Hmac(key) => hmac::verify(key, message, signature).is_ok(),
+            Floor::Public(key) => key.verify_sig(message, signature).is_ok(),
+        }
     }
 }
 
@@ -69,6 +114,11 @@ fn bench_algorithm(c: &mut Criterion, alg: Algorithm) {
         BearerVerifyLayer::new(verifier.clone()).layer(service_fn(|req: Request<()>| async move {
             Ok::<_, std::convert::Infallible>(Response::new(req))
         }));
+    // The same trivial service without the layer: the layer's own cost is
+    // bearer_layer - service_alone, to compare with baton_verifier.
+    let mut bare = service_fn(|req: Request<()>| async move {
+        Ok::<_, std::convert::Infallible>(Response::new(req))
+    });
     let bearer = format!("Bearer {token}");
     let make_request = || {
         Request::builder()
@@ -82,7 +132,21 @@ fn bench_algorithm(c: &mut Criterion, alg: Algorithm) {
     assert!(verifier.verify::<NoCustomClaims>(&token).is_ok());
     assert!(jsonwebtoken::decode::<Claims<NoCustomClaims>>(&token, &jwt_key, &validation).is_ok());
 
+    // The crypto floor: the signature alone, checked with a key prepared once (aws-lc-rs's
+    // HMAC key or parsed public key), the signature already decoded.
+    let (message, signature_b64) = token.rsplit_once('.').unwrap();
+    let signature = URL_SAFE_NO_PAD.decode(signature_b64).unwrap();
+    let floor = Floor::new(alg, &jwt_key, &secret);
+    assert!(floor.verify(message.as_bytes(), &signature));
+
     let mut group = c.benchmark_group(alg.as_str());
+    group.bench_function("prepared_key_verify", |b| {
+        b.iter_batched(
+            || (),
+            |()| floor.verify(black_box(message.as_bytes()), black_box(&signature)),
+            BatchSize::SmallInput,
+        )
+    });
     group.bench_function("jsonwebtoken_decode", |b| {
         b.iter_batched(
             || (),
@@ -100,6 +164,20 @@ fn bench_algorithm(c: &mut Criterion, alg: Algorithm) {
         b.iter_batched(
             || (),
             |()| verifier.verify::<NoCustomClaims>(black_box(&token)),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("baton_verifier_reference", |b| {
+        b.iter_batched(
+            || (),
+            |()| verifier.verify_reference::<NoCustomClaims>(black_box(&token)),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("service_alone", |b| {
+        b.iter_batched(
+            make_request,
+            |req| now(bare.call(req)),
             BatchSize::SmallInput,
         )
     });

@@ -81,7 +81,7 @@ fn is_grpc<B>(req: &Request<B>) -> bool {
 }
 
 /// Checks the request; `Ok(None)` lets an anonymous request through in optional mode.
-fn authenticate<C: DeserializeOwned, B>(
+fn authenticate<C: DeserializeOwned + Clone + Send + Sync + 'static, B>(
     config: &Config,
     req: &Request<B>,
 ) -> Result<Option<Claims<C>>, RejectionKind> {
@@ -93,7 +93,7 @@ fn authenticate<C: DeserializeOwned, B>(
     };
     let claims: Claims<C> = config
         .verifier
-        .verify(token)
+        .verify_cached(token)
         .map_err(RejectionKind::InvalidToken)?;
     if let Some(hook) = &config.revocation {
         let identity = TokenIdentity {
@@ -159,7 +159,7 @@ fn reject<R: BuildRejection, B>(
 
 impl<C, R> BearerVerifyLayer<C, R>
 where
-    C: DeserializeOwned,
+    C: DeserializeOwned + Clone + Send + Sync + 'static,
     R: BuildRejection,
 {
     /// Checks `req` as the middleware would, without a service: the verified claims (`None`

@@ -8,7 +8,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use baton_bearer::{BearerVerifyLayer, Rejection, TokenIdentity};
 use baton_token::{
-    Algorithm, Claims, Issuer, Key, KeyRing, KeySet, NoCustomClaims, TestClock, Verifier,
+    Algorithm, Claims, Issuer, Key, KeyRing, KeySet, NoCustomClaims, TestClock, TokenCache,
+    Verifier,
 };
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -132,6 +133,20 @@ struct Answer {
 fn assert_paths_agree(verifier: &Verifier, token: &str) {
     let fast = verifier.verify::<NoCustomClaims>(token);
     let reference = verifier.verify_reference::<NoCustomClaims>(token);
+    let cached = verifier
+        .clone()
+        .with_cache(TokenCache::new(4, 1 << 16).include_hmac(true));
+    for _ in 0..2 {
+        assert_eq!(
+            cached
+                .verify_cached::<NoCustomClaims>(token)
+                .map_err(|e| (e.kind(), e.to_string())),
+            fast.as_ref()
+                .map(Clone::clone)
+                .map_err(|e| (e.kind(), e.to_string())),
+            "cached path on {token}"
+        );
+    }
     match (&fast, &reference) {
         (Ok(a), Ok(b)) => assert_eq!(a, b, "{token}"),
         (Err(a), Err(b)) => assert_eq!(
@@ -836,6 +851,31 @@ async fn revoked_session_is_refused() {
         .unwrap()
         .token;
     assert_eq!(send(layer, &other).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_cached_token_is_still_checked_for_revocation_and_expiry() {
+    let f = fixture();
+    let revoked = std::sync::Arc::new(baton_bearer::RevocationList::new(Duration::from_secs(600)));
+    let layer = f
+        .layer()
+        .with_cache(TokenCache::new(64, 1 << 20).include_hmac(true))
+        .with_shared_revocation(revoked.clone());
+    let token = f.token();
+    assert_eq!(send(layer.clone(), &token).await.status, StatusCode::OK);
+    assert_eq!(send(layer.clone(), &token).await.status, StatusCode::OK);
+    assert_eq!(layer.verifier().cache().unwrap().len(), 1, "cached");
+    revoked.revoke_session("s1");
+    assert_invalid_token(&send(layer.clone(), &token).await, "token revoked");
+    // Another session of the same user is unaffected; the first token expires in the cache.
+    let other = f
+        .issuer
+        .issue("alice", Some("s2"), NoCustomClaims {})
+        .unwrap()
+        .token;
+    assert_eq!(send(layer.clone(), &other).await.status, StatusCode::OK);
+    f.clock.advance(Duration::from_secs(300 + 30));
+    assert_invalid_token(&send(layer, &other).await, "token expired");
 }
 
 #[tokio::test]

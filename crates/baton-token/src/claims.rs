@@ -1,6 +1,10 @@
 //! The claims of a baton access token.
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, DeserializeOwned, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// The claims of an access token: the registered claims of RFC 7519, the session id `sid`, the
 /// RFC 9068 `scope` and `roles`, and the application's own claims `C`, flattened into the same
@@ -23,7 +27,11 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(json["tenant"], "acme");
 /// assert_eq!(json["sub"], "user-1");
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Deserializing reads the registered claims straight from the JSON object and hands only the
+/// remaining members to `C` (what `#[serde(flatten)]` means, without buffering the whole
+/// object first): a duplicate registered claim is refused, unknown ones go to `C`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Claims<C = NoCustomClaims> {
     /// Issuer.
@@ -140,7 +148,7 @@ impl<C> Claims<C> {
 pub struct NoCustomClaims {}
 
 /// The `aud` claim: a single string or an array of strings (RFC 7519 section 4.1.3).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Audience {
     /// `"aud": "api"`.
@@ -177,6 +185,173 @@ impl From<String> for Audience {
     }
 }
 
+impl<'de> Deserialize<'de> for Audience {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct AudienceVisitor;
+
+        impl<'de> Visitor<'de> for AudienceVisitor {
+            type Value = Audience;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Audience, E> {
+                Ok(Audience::One(v.to_owned()))
+            }
+
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Audience, E> {
+                Ok(Audience::One(v))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Audience, A::Error> {
+                let mut all = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
+                while let Some(one) = seq.next_element::<String>()? {
+                    all.push(one);
+                }
+                Ok(Audience::Many(all))
+            }
+        }
+
+        deserializer.deserialize_any(AudienceVisitor)
+    }
+}
+
+/// A member name of the claims object: a registered claim, or one for the application.
+enum Field {
+    Iss,
+    Sub,
+    Aud,
+    Exp,
+    Nbf,
+    Iat,
+    Jti,
+    Sid,
+    Scope,
+    Roles,
+    Other(String),
+}
+
+impl Field {
+    fn from_name(name: &str) -> Field {
+        match name {
+            "iss" => Field::Iss,
+            "sub" => Field::Sub,
+            "aud" => Field::Aud,
+            "exp" => Field::Exp,
+            "nbf" => Field::Nbf,
+            "iat" => Field::Iat,
+            "jti" => Field::Jti,
+            "sid" => Field::Sid,
+            "scope" => Field::Scope,
+            "roles" => Field::Roles,
+            other => Field::Other(other.to_owned()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldVisitor;
+
+        impl Visitor<'_> for FieldVisitor {
+            type Value = Field;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a claim name")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Field, E> {
+                Ok(Field::from_name(v))
+            }
+        }
+
+        deserializer.deserialize_identifier(FieldVisitor)
+    }
+}
+
+/// Sets `slot` once; a second value for the same claim is an error.
+fn set_once<'de, A, T>(
+    slot: &mut Option<T>,
+    name: &'static str,
+    map: &mut A,
+) -> Result<(), A::Error>
+where
+    A: MapAccess<'de>,
+    T: Deserialize<'de>,
+{
+    if slot.is_some() {
+        return Err(de::Error::duplicate_field(name));
+    }
+    *slot = Some(map.next_value()?);
+    Ok(())
+}
+
+impl<'de, C: DeserializeOwned> Deserialize<'de> for Claims<C> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ClaimsVisitor<C>(PhantomData<fn() -> C>);
+
+        impl<'de, C: DeserializeOwned> Visitor<'de> for ClaimsVisitor<C> {
+            type Value = Claims<C>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JWT claims object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Claims<C>, A::Error> {
+                // Optional claims are `Option<Option<T>>` here: outer for "seen", inner for
+                // JSON null, which reads as absent.
+                let mut iss: Option<Option<String>> = None;
+                let mut sub: Option<String> = None;
+                let mut aud: Option<Option<Audience>> = None;
+                let mut exp: Option<u64> = None;
+                let mut nbf: Option<Option<u64>> = None;
+                let mut iat: Option<Option<u64>> = None;
+                let mut jti: Option<Option<String>> = None;
+                let mut sid: Option<Option<String>> = None;
+                let mut scope: Option<Option<String>> = None;
+                let mut roles: Option<Option<Vec<String>>> = None;
+                let mut rest = serde_json::Map::new();
+                while let Some(field) = map.next_key::<Field>()? {
+                    match field {
+                        Field::Iss => set_once(&mut iss, "iss", &mut map)?,
+                        Field::Sub => set_once(&mut sub, "sub", &mut map)?,
+                        Field::Aud => set_once(&mut aud, "aud", &mut map)?,
+                        Field::Exp => set_once(&mut exp, "exp", &mut map)?,
+                        Field::Nbf => set_once(&mut nbf, "nbf", &mut map)?,
+                        Field::Iat => set_once(&mut iat, "iat", &mut map)?,
+                        Field::Jti => set_once(&mut jti, "jti", &mut map)?,
+                        Field::Sid => set_once(&mut sid, "sid", &mut map)?,
+                        Field::Scope => set_once(&mut scope, "scope", &mut map)?,
+                        Field::Roles => set_once(&mut roles, "roles", &mut map)?,
+                        Field::Other(name) => {
+                            let value: serde_json::Value = map.next_value()?;
+                            rest.insert(name, value);
+                        }
+                    }
+                }
+                let custom =
+                    C::deserialize(serde_json::Value::Object(rest)).map_err(de::Error::custom)?;
+                Ok(Claims {
+                    iss: iss.flatten(),
+                    sub: sub.ok_or_else(|| de::Error::missing_field("sub"))?,
+                    aud: aud.flatten(),
+                    exp: exp.ok_or_else(|| de::Error::missing_field("exp"))?,
+                    nbf: nbf.flatten(),
+                    iat: iat.flatten(),
+                    jti: jti.flatten(),
+                    sid: sid.flatten(),
+                    scope: scope.flatten(),
+                    roles: roles.flatten(),
+                    custom,
+                })
+            }
+        }
+
+        deserializer.deserialize_map(ClaimsVisitor(PhantomData))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +374,56 @@ mod tests {
         let aud = c.aud.unwrap();
         assert!(aud.contains("b"));
         assert!(!aud.contains("c"));
+    }
+
+    #[test]
+    fn registered_claims_are_read_once_and_the_rest_goes_to_the_custom_type() {
+        #[derive(Debug, PartialEq, Deserialize)]
+        struct App {
+            tenant: String,
+            #[serde(default)]
+            level: u8,
+        }
+        let c: Claims<App> = serde_json::from_str(
+            r#"{"sub":"u","exp":5,"tenant":"acme","iss":null,"aud":["a"],"roles":["r"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.custom,
+            App {
+                tenant: "acme".into(),
+                level: 0
+            }
+        );
+        assert_eq!(c.iss, None);
+        assert_eq!(c.roles.as_deref(), Some(&["r".to_owned()][..]));
+        let r: Result<Claims<App>, _> = serde_json::from_str(r#"{"sub":"u","exp":5}"#);
+        assert!(r.unwrap_err().to_string().contains("tenant"));
+        let r: Result<Claims, _> = serde_json::from_str(r#"{"sub":"u","exp":5,"sub":"v"}"#);
+        assert!(r.unwrap_err().to_string().contains("duplicate field `sub`"));
+        let r: Result<Claims, _> = serde_json::from_str(r#"{"sub":"u","exp":5,"aud":5}"#);
+        assert!(r.is_err());
+        let r: Result<Claims, _> = serde_json::from_str(r#"{"sub":"u","exp":5,"aud":[5]}"#);
+        assert!(r.is_err());
+        let r: Result<Claims, _> = serde_json::from_str(r#"["u", 5]"#);
+        assert!(r.is_err());
+        let r: Result<Claims, _> = serde_json::from_str(r#"{"sub":"u","exp":-5}"#);
+        assert!(r.is_err());
+        // Escaped member names are the same names.
+        let c: Claims = serde_json::from_str(r#"{"s\u0075b":"u","exp":5}"#).unwrap();
+        assert_eq!(c.sub, "u");
+    }
+
+    #[test]
+    fn claims_round_trip_through_json() {
+        let c = Claims::new("u", 9, NoCustomClaims {})
+            .with_sid("s")
+            .with_scope("read")
+            .with_roles(["admin"])
+            .with_nbf(3);
+        let json = serde_json::to_string(&c).unwrap();
+        let back: Claims = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, c);
     }
 
     #[test]

@@ -593,11 +593,29 @@ impl KeySet {
     }
 
     /// The only key, when the set holds exactly one (used for tokens without `kid`).
-    pub(crate) fn sole(&self) -> Option<&Key> {
+    pub(crate) fn sole_arc(&self) -> Option<&Arc<Key>> {
         match self.keys.as_slice() {
             [only] => Some(only),
             _ => None,
         }
+    }
+
+    /// The key for a token's `kid`, or the sole key for a token without one.
+    pub(crate) fn find(&self, kid: Option<&str>) -> Option<&Arc<Key>> {
+        match kid {
+            Some(kid) => self.keys.iter().find(|k| &*k.kid == kid),
+            None => self.sole_arc(),
+        }
+    }
+
+    /// Whether this very key (not merely one with the same `kid`) is in the set.
+    pub(crate) fn holds(&self, key: &Arc<Key>) -> bool {
+        self.keys.iter().any(|k| Arc::ptr_eq(k, key))
+    }
+
+    /// Whether every key is an HMAC key (true of an empty set too).
+    pub(crate) fn all_symmetric(&self) -> bool {
+        self.keys.iter().all(|k| k.alg.is_symmetric())
     }
 
     /// The public keys as a JWKS document (`{"keys":[...]}`); HMAC secrets are never included.

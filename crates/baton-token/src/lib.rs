@@ -44,6 +44,7 @@
 //! This crate has none; the crypto backend (aws-lc-rs) is fixed.
 
 mod algorithm;
+mod cache;
 mod claims;
 mod clock;
 mod error;
@@ -52,6 +53,7 @@ mod key;
 mod verify;
 
 pub use algorithm::{Algorithm, UnsupportedAlgorithm};
+pub use cache::TokenCache;
 pub use claims::{Audience, Claims, NoCustomClaims};
 pub use clock::{Clock, SystemClock, TestClock};
 pub use error::{ErrorKind, IssueError, KeyError, VerifyError};

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -10,7 +11,8 @@ use jsonwebtoken::Header;
 use jsonwebtoken::errors::ErrorKind as JwtErrorKind;
 use serde::de::DeserializeOwned;
 
-use crate::{Claims, Clock, ErrorKind, KeyRing, SystemClock, VerifyError};
+use crate::cache::Lookup;
+use crate::{Claims, Clock, ErrorKind, Key, KeyRing, KeySet, SystemClock, TokenCache, VerifyError};
 
 /// Verifies access tokens against a [`KeyRing`].
 ///
@@ -53,6 +55,9 @@ pub type UnknownKeyHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 #[derive(Clone)]
 struct VerifierConfig {
+    /// Tags cache entries: a new one for every configuration change.
+    id: u64,
+    cache: Option<TokenCache>,
     keys: KeyRing,
     issuers: Vec<String>,
     audiences: Vec<String>,
@@ -96,6 +101,8 @@ impl Verifier {
     pub fn new(keys: impl Into<KeyRing>) -> Self {
         Verifier {
             inner: Arc::new(VerifierConfig {
+                id: next_config_id(),
+                cache: None,
                 keys: keys.into(),
                 issuers: Vec::new(),
                 audiences: Vec::new(),
@@ -138,7 +145,23 @@ impl Verifier {
     }
 
     fn config(&mut self) -> &mut VerifierConfig {
-        Arc::make_mut(&mut self.inner)
+        let config = Arc::make_mut(&mut self.inner);
+        // Tokens cached under the old configuration must not pass the new one.
+        config.id = next_config_id();
+        config
+    }
+
+    /// Caches verified tokens in `cache` for [`Verifier::verify_cached`] (which the bearer
+    /// layer uses): see [`TokenCache`] for what is still checked on every request.
+    #[must_use]
+    pub fn with_cache(mut self, cache: TokenCache) -> Self {
+        self.config().cache = Some(cache);
+        self
+    }
+
+    /// The verified-token cache, if any.
+    pub fn cache(&self) -> Option<&TokenCache> {
+        self.inner.cache.as_ref()
     }
 
     /// Accepts tokens whose `iss` is `issuer` (call again to accept several). Once an issuer
@@ -240,8 +263,61 @@ impl Verifier {
         token: &str,
         path: Path,
     ) -> Result<Claims<C>, VerifyError> {
+        self.check_size(token)?;
+        if !self.inner.routes.is_empty() {
+            return self.route(token, path)?.verify_in(token, path);
+        }
+        let keys = self.inner.keys.load();
+        self.verify_with(token, path, &keys).map(|v| v.claims)
+    }
+
+    /// Verifies `token` as [`Verifier::verify`] does, through the verifier's [`TokenCache`]
+    /// when it has one (see [`Verifier::with_cache`]): a token verified before is found by the
+    /// SHA-256 of the whole token, and only its `exp`/`nbf` are checked again (and that its
+    /// key is still in the set). Without a cache, or for a verifier of HMAC keys only (unless
+    /// the cache [includes them](TokenCache::include_hmac)), this is [`Verifier::verify`].
+    ///
+    /// # Errors
+    /// As [`Verifier::verify`].
+    pub fn verify_cached<C>(&self, token: &str) -> Result<Claims<C>, VerifyError>
+    where
+        C: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
         let c = &*self.inner;
-        if token.len() > c.max_len {
+        let Some(cache) = &c.cache else {
+            return self.verify(token);
+        };
+        self.check_size(token)?;
+        if !c.routes.is_empty() {
+            return self.route(token, Path::Prepared)?.verify_cached(token);
+        }
+        let keys = c.keys.load();
+        if !cache.applies_to(&keys) {
+            return self
+                .verify_with(token, Path::Prepared, &keys)
+                .map(|v| v.claims);
+        }
+        let digest = crate::cache::digest(token);
+        match cache.get::<C>(&digest, c.id, &keys, |claims| self.check_claims(claims)) {
+            Lookup::Hit(claims) => return Ok(claims),
+            Lookup::Refused(e) => return Err(e),
+            Lookup::Miss => {}
+        }
+        let verified = self.verify_with::<C>(token, Path::Prepared, &keys)?;
+        cache.insert(
+            digest,
+            c.id,
+            Arc::clone(verified.key),
+            verified.kid_less,
+            verified.claims.clone(),
+            verified.payload_len,
+        );
+        Ok(verified.claims)
+    }
+
+    /// Step 1: the size, before any decoding.
+    fn check_size(&self, token: &str) -> Result<(), VerifyError> {
+        if token.len() > self.inner.max_len {
             return Err(VerifyError::new(
                 ErrorKind::TooLarge,
                 "token exceeds the size limit",
@@ -250,9 +326,16 @@ impl Verifier {
         if token.is_empty() {
             return Err(VerifyError::new(ErrorKind::Malformed, "empty token"));
         }
-        if !c.routes.is_empty() {
-            return self.route(token, path);
-        }
+        Ok(())
+    }
+
+    /// Steps 2 to 5 against one snapshot of the key set.
+    fn verify_with<'k, C: DeserializeOwned>(
+        &self,
+        token: &str,
+        path: Path,
+        keys: &'k KeySet,
+    ) -> Result<Verified<'k, C>, VerifyError> {
         // Split once: exactly three segments.
         let mut parts = token.split('.');
         let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
@@ -263,32 +346,37 @@ impl Verifier {
                 "token header is not valid",
             ));
         };
-        let header = path.decode::<Header>(header_b64).map_err(|e| {
-            VerifyError::new(ErrorKind::Malformed, "token header is not valid").with_source(e)
-        })?;
-        if header.crit.is_some() {
-            return Err(VerifyError::new(
-                ErrorKind::Malformed,
-                "critical header parameters are not supported",
-            ));
-        }
-        let keys = c.keys.load();
-        let key = match header.kid.as_deref() {
-            Some(kid) => keys.get(kid),
-            None => keys.sole(),
-        }
-        .ok_or_else(|| {
-            if let Some(hook) = &c.unknown_key {
-                hook(header.kid.as_deref().unwrap_or(""));
+        let (key, kid_less) = match path {
+            Path::Prepared => with_decoded::<SEGMENT_BUF, _>(header_b64, |bytes| {
+                // The common header ({"alg","typ","kid"} as plain strings) is read without
+                // allocating; anything else goes through jsonwebtoken's `Header`, as on the
+                // reference path, so both accept and refuse the same headers.
+                // (A derived struct also reads from a JSON array, which `Header` refuses:
+                // only an object takes the short route.)
+                let simple = match bytes.first() {
+                    Some(b'{') => serde_json::from_slice::<SimpleHeader<'_>>(bytes).ok(),
+                    _ => None,
+                };
+                match simple {
+                    Some(h) => self.select_key(keys, h.alg, h.kid, false),
+                    None => match serde_json::from_slice::<Header>(bytes) {
+                        Ok(h) => self.select_key(keys, h.alg, h.kid.as_deref(), h.crit.is_some()),
+                        Err(e) => Err(header_error(e)),
+                    },
+                }
+            })
+            .map_err(header_error)
+            .and_then(|key| key),
+            Path::Reference => {
+                let header = path.decode::<Header>(header_b64).map_err(header_error)?;
+                self.select_key(
+                    &keys,
+                    header.alg,
+                    header.kid.as_deref(),
+                    header.crit.is_some(),
+                )
             }
-            VerifyError::new(ErrorKind::UnknownKey, "unknown signing key")
-        })?;
-        if header.alg != key.algorithm().to_jwt() {
-            return Err(VerifyError::new(
-                ErrorKind::WrongAlgorithm,
-                "algorithm does not match the signing key",
-            ));
-        }
+        }?;
         // The signature covers the first two segments exactly as sent.
         let message = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
         let valid = match path {
@@ -299,10 +387,13 @@ impl Verifier {
                 VerifyError::new(ErrorKind::Malformed, "token is not a well-formed JWT")
                     .with_source(e)
             })?,
-            Path::Reference => {
-                jsonwebtoken::crypto::verify(signature_b64, message, key.decoding_key(), header.alg)
-                    .map_err(jwt_error)?
-            }
+            Path::Reference => jsonwebtoken::crypto::verify(
+                signature_b64,
+                message,
+                key.decoding_key(),
+                key.algorithm().to_jwt(),
+            )
+            .map_err(jwt_error)?,
         };
         if !valid {
             return Err(VerifyError::new(
@@ -313,17 +404,47 @@ impl Verifier {
         let claims = path.decode::<Claims<C>>(payload_b64).map_err(|e| {
             VerifyError::new(ErrorKind::Malformed, "token claims are not valid").with_source(e)
         })?;
-        drop(keys);
         self.check_claims(&claims)?;
-        Ok(claims)
+        Ok(Verified {
+            claims,
+            key,
+            kid_less,
+            payload_len: payload_b64.len(),
+        })
+    }
+
+    /// Steps 2 and 3 once the header is read: no `crit`, a key for the `kid`, the key's
+    /// algorithm.
+    fn select_key<'k>(
+        &self,
+        keys: &'k KeySet,
+        alg: jsonwebtoken::Algorithm,
+        kid: Option<&str>,
+        crit: bool,
+    ) -> Result<(&'k Arc<Key>, bool), VerifyError> {
+        if crit {
+            return Err(VerifyError::new(
+                ErrorKind::Malformed,
+                "critical header parameters are not supported",
+            ));
+        }
+        let key = keys.find(kid).ok_or_else(|| {
+            if let Some(hook) = &self.inner.unknown_key {
+                hook(kid.unwrap_or(""));
+            }
+            VerifyError::new(ErrorKind::UnknownKey, "unknown signing key")
+        })?;
+        if alg != key.algorithm().to_jwt() {
+            return Err(VerifyError::new(
+                ErrorKind::WrongAlgorithm,
+                "algorithm does not match the signing key",
+            ));
+        }
+        Ok((key, kid.is_none()))
     }
 
     /// Picks the issuer's verifier by the (not yet verified) `iss`, which then verifies all.
-    fn route<C: DeserializeOwned>(
-        &self,
-        token: &str,
-        path: Path,
-    ) -> Result<Claims<C>, VerifyError> {
+    fn route(&self, token: &str, path: Path) -> Result<&Verifier, VerifyError> {
         let payload = token.split('.').nth(1).unwrap_or("");
         let iss = path
             .decode::<IssuerOnly>(payload)
@@ -337,8 +458,7 @@ impl Verifier {
             .routes
             .iter()
             .find(|v| v.inner.issuers.contains(&iss))
-            .ok_or_else(|| VerifyError::new(ErrorKind::WrongIssuer, "issuer not accepted"))?
-            .verify_in(token, path)
+            .ok_or_else(|| VerifyError::new(ErrorKind::WrongIssuer, "issuer not accepted"))
     }
 
     fn check_claims<C>(&self, claims: &Claims<C>) -> Result<(), VerifyError> {
@@ -395,6 +515,37 @@ enum PartError {
     Base64(#[from] base64::DecodeError),
     #[error("segment is not the expected JSON: {0}")]
     Json(#[from] serde_json::Error),
+}
+
+/// A verified token, with what the cache records about it.
+struct Verified<'k, C> {
+    claims: Claims<C>,
+    key: &'k Arc<Key>,
+    kid_less: bool,
+    payload_len: usize,
+}
+
+static NEXT_CONFIG_ID: AtomicU64 = AtomicU64::new(1);
+
+fn next_config_id() -> u64 {
+    NEXT_CONFIG_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The usual header, borrowed from the decoded bytes: nothing but these members, each a plain
+/// string (escaped strings cannot be borrowed and take the `Header` route).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SimpleHeader<'a> {
+    alg: jsonwebtoken::Algorithm,
+    #[serde(default, borrow)]
+    kid: Option<&'a str>,
+    #[serde(default, borrow)]
+    #[allow(dead_code)]
+    typ: Option<&'a str>,
+}
+
+fn header_error(e: impl Into<PartError>) -> VerifyError {
+    VerifyError::new(ErrorKind::Malformed, "token header is not valid").with_source(e.into())
 }
 
 /// Which signature check and segment decoding [`Verifier::verify_in`] uses.

@@ -6,7 +6,8 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use baton_token::{
-    Algorithm, Claims, ErrorKind, Issuer, Key, KeyRing, KeySet, NoCustomClaims, TestClock, Verifier,
+    Algorithm, Claims, ErrorKind, Issuer, Key, KeyRing, KeySet, NoCustomClaims, TestClock,
+    TokenCache, Verifier,
 };
 use serde_json::{Value, json};
 
@@ -57,10 +58,12 @@ fn setup() -> Setup {
                 .token,
         );
     }
+    // With a cache, so that `agree` also checks `verify_cached` (which alone uses it).
     let verifier = Verifier::new(KeyRing::new(set))
         .with_clock(clock)
         .with_issuer("https://issuer.test")
-        .with_audience("api");
+        .with_audience("api")
+        .with_cache(TokenCache::new(1 << 14, 64 << 20).include_hmac(true));
     Setup { verifier, tokens }
 }
 
@@ -72,6 +75,15 @@ fn hmac_secret(alg: Algorithm) -> Vec<u8> {
 fn agree(verifier: &Verifier, token: &str) -> Result<(), ErrorKind> {
     let fast = verifier.verify::<NoCustomClaims>(token);
     let reference = verifier.verify_reference::<NoCustomClaims>(token);
+    // Through the cache: the first call fills it, the second may be served from it.
+    for _ in 0..2 {
+        let cached = verifier.verify_cached::<NoCustomClaims>(token);
+        assert_eq!(
+            cached.as_ref().map_err(|e| (e.kind(), e.to_string())),
+            fast.as_ref().map_err(|e| (e.kind(), e.to_string())),
+            "cached path on {token}"
+        );
+    }
     match (&fast, &reference) {
         (Ok(a), Ok(b)) => {
             assert_eq!(a, b, "{token}");
@@ -227,6 +239,10 @@ fn headers_and_claims_agree() {
         json!({"alg": "none", "kid": "HS256"}),
         json!({"kid": "HS256"}),
         json!(["HS256"]),
+        json!(["HS256", "HS256"]),
+        json!({"alg": "HS256", "kid": "HS256", "typ": null}),
+        json!({"alg": "HS256", "kid": null}),
+        json!({"alg": "HS256", "kid": "HS256", "cty": "JWT"}),
     ];
     let claims = [
         good_claims(),
@@ -247,6 +263,32 @@ fn headers_and_claims_agree() {
             if agree(&s.verifier, &hmac_token(alg, claims, header)).is_ok() {
                 accepted += 1;
             }
+        }
+    }
+    // Headers as raw text: duplicates, escapes, whitespace.
+    for raw in [
+        r#"{"alg":"HS256","kid":"HS256","alg":"none"}"#,
+        r#"{"alg":"HS256","kid":"HS256","kid":"HS256"}"#,
+        r#"{"alg":"HS256","kid":"HS\u0032\u00356"}"#,
+        r#"{"alg":"H\u005356","kid":"HS256"}"#,
+        r#" {"alg":"HS256","kid":"HS256"}"#,
+        r#"{"alg":"HS256","kid":"HS256"} "#,
+        r#"{"alg":"HS256","kid":"HS256"}x"#,
+        r#"{"alg":"HS256","kid":"HS256","typ":"JWT","extra":{"a":[1,2]}}"#,
+        r#"{"alg":"HS256","kid":"HS256""#,
+        "",
+    ] {
+        let message = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(raw),
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&good_claims()).unwrap())
+        );
+        let key = jsonwebtoken::EncodingKey::from_secret(&hmac_secret(alg));
+        let sig =
+            jsonwebtoken::crypto::sign(message.as_bytes(), &key, jsonwebtoken::Algorithm::HS256)
+                .unwrap();
+        if agree(&s.verifier, &format!("{message}.{sig}")).is_ok() {
+            accepted += 1;
         }
     }
     // Good claims with the headers that name the key (with or without harmless extras).

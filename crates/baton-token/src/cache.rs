@@ -1,0 +1,294 @@
+//! A bounded cache of verified tokens, for verifiers of ECDSA, EdDSA and RSA tokens.
+
+use std::any::Any;
+use std::fmt;
+use std::mem::size_of;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use arc_swap::ArcSwapOption;
+use aws_lc_rs::digest;
+
+use crate::{Claims, Key, KeySet, VerifyError};
+
+/// A bounded cache of verified tokens, for [`Verifier::with_cache`](crate::Verifier::with_cache).
+///
+/// A client sends the same access token many times in its lifetime, and checking an ECDSA,
+/// EdDSA or RSA signature costs tens of microseconds. With a cache,
+/// [`Verifier::verify_cached`](crate::Verifier::verify_cached) verifies a token once and then
+/// finds its claims by the SHA-256 of the *whole* token (never a prefix, never the claims),
+/// and still, on every request:
+/// - checks `exp` and `nbf` against the clock (an expired token is refused and evicted);
+/// - checks that the key that verified the token is still in the key set (a removed key's
+///   tokens stop verifying at once, as without a cache);
+/// - leaves the revocation hook to the caller, which runs it on cached claims too (the
+///   bearer layer does).
+///
+/// Bounded twice: a fixed number of slots (`max_entries`, rounded up to a power of two, two
+/// ways per set) and a byte budget for what the entries hold. Lookups and inserts take no lock:
+/// each slot is an atomic pointer (`arc-swap`), so cores never wait on each other. A full set
+/// replaces one of its two entries; an insert over the byte budget evicts, then gives up, so
+/// the budget is never exceeded.
+///
+/// HMAC tokens verify in about a microsecond and a miss costs a hash and an insert, so a
+/// verifier whose keys are all HMAC keys skips the cache unless
+/// [`TokenCache::include_hmac`] says otherwise.
+///
+/// Entries are tagged with the verifier's configuration, so one cache may serve several
+/// verifiers (with different audiences, say) without one's tokens passing the other.
+///
+/// ```
+/// use baton_token::{Algorithm, Issuer, Key, KeySet, NoCustomClaims, TokenCache};
+///
+/// let issuer = Issuer::new(KeySet::new(Key::generate("k1", Algorithm::EdDSA).unwrap()).unwrap());
+/// let verifier = issuer.verifier().with_cache(TokenCache::new(10_000, 8 << 20));
+/// let token = issuer.issue("alice", None, NoCustomClaims {}).unwrap().token;
+///
+/// let first = verifier.verify_cached::<NoCustomClaims>(&token).unwrap(); // verifies, caches
+/// let again = verifier.verify_cached::<NoCustomClaims>(&token).unwrap(); // from the cache
+/// assert_eq!(first, again);
+/// assert_eq!(verifier.cache().unwrap().len(), 1);
+/// ```
+#[derive(Clone)]
+pub struct TokenCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    slots: Box<[ArcSwapOption<Entry>]>,
+    /// `slots.len() / 2 - 1`: sets are pairs of slots.
+    set_mask: usize,
+    bytes: AtomicUsize,
+    max_bytes: usize,
+    include_hmac: bool,
+}
+
+/// One verified token.
+pub(crate) struct Entry {
+    digest: [u8; 32],
+    /// The configuration of the verifier that verified it.
+    verifier: u64,
+    /// The key that verified it; the entry is only served while the key set holds this key.
+    key: Arc<Key>,
+    /// The token had no `kid`, so it verified because the set held exactly one key.
+    kid_less: bool,
+    claims: Box<dyn Any + Send + Sync>,
+    cost: usize,
+}
+
+/// What [`TokenCache::get`] found.
+pub(crate) enum Lookup<C> {
+    /// Not cached (or cached for a key no longer in the set): verify it.
+    Miss,
+    /// Cached and still within its times.
+    Hit(Claims<C>),
+    /// Cached, but the clock check refused it (and it was evicted).
+    Refused(VerifyError),
+}
+
+impl fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("slots", &self.inner.slots.len())
+            .field("bytes", &self.bytes())
+            .field("max_bytes", &self.inner.max_bytes)
+            .field("include_hmac", &self.inner.include_hmac)
+            .finish()
+    }
+}
+
+/// The SHA-256 of a whole token: the cache key.
+pub(crate) type Digest = [u8; 32];
+
+pub(crate) fn digest(token: &str) -> Digest {
+    let d = digest::digest(&digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+impl TokenCache {
+    /// A cache of at most `max_entries` tokens (rounded up to a power of two, at least 2)
+    /// whose entries hold at most `max_bytes` in all. The slots themselves take 8 bytes each,
+    /// allocated up front.
+    pub fn new(max_entries: usize, max_bytes: usize) -> TokenCache {
+        let slots = max_entries.clamp(2, 1 << 24).next_power_of_two();
+        TokenCache {
+            inner: Arc::new(Inner {
+                slots: (0..slots).map(|_| ArcSwapOption::empty()).collect(),
+                set_mask: slots / 2 - 1,
+                bytes: AtomicUsize::new(0),
+                max_bytes,
+                include_hmac: false,
+            }),
+        }
+    }
+
+    /// Caches tokens of verifiers whose keys are all HMAC keys too (off by default: an HMAC
+    /// check costs little more than the lookup).
+    #[must_use]
+    pub fn include_hmac(self, include: bool) -> TokenCache {
+        TokenCache {
+            inner: Arc::new(Inner {
+                slots: self
+                    .inner
+                    .slots
+                    .iter()
+                    .map(|_| ArcSwapOption::empty())
+                    .collect(),
+                set_mask: self.inner.set_mask,
+                bytes: AtomicUsize::new(0),
+                max_bytes: self.inner.max_bytes,
+                include_hmac: include,
+            }),
+        }
+    }
+
+    /// How many tokens the cache holds now (counts every slot: for tests and diagnostics).
+    pub fn len(&self) -> usize {
+        self.inner
+            .slots
+            .iter()
+            .filter(|slot| slot.load().is_some())
+            .count()
+    }
+
+    /// `true` when the cache holds no token.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes the entries account for now (at most the budget given to
+    /// [`TokenCache::new`]).
+    pub fn bytes(&self) -> usize {
+        self.inner.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Empties the cache.
+    pub fn clear(&self) {
+        for slot in &*self.inner.slots {
+            self.release(slot.swap(None));
+        }
+    }
+
+    pub(crate) fn applies_to(&self, keys: &KeySet) -> bool {
+        self.inner.include_hmac || !keys.all_symmetric()
+    }
+
+    fn ways(&self, digest: &Digest) -> [&ArcSwapOption<Entry>; 2] {
+        let mut index = [0u8; 8];
+        index.copy_from_slice(&digest[..8]);
+        let set = (u64::from_le_bytes(index) as usize) & self.inner.set_mask;
+        [&self.inner.slots[2 * set], &self.inner.slots[2 * set + 1]]
+    }
+
+    /// Looks the token up. A hit is served only while the key that verified it is still in
+    /// `keys` and `check` (the clock checks) passes; an entry that fails `check` is evicted.
+    /// The entry is read under an `arc-swap` guard: no reference count is touched, so cores
+    /// reading the same hot entry do not contend.
+    pub(crate) fn get<C: Clone + 'static>(
+        &self,
+        digest: &Digest,
+        verifier: u64,
+        keys: &KeySet,
+        check: impl FnOnce(&Claims<C>) -> Result<(), VerifyError>,
+    ) -> Lookup<C> {
+        for slot in self.ways(digest) {
+            let guard = slot.load();
+            let Some(entry) = &*guard else { continue };
+            if entry.digest != *digest || entry.verifier != verifier {
+                continue;
+            }
+            let key_still_there = if entry.kid_less {
+                keys.sole_arc().is_some_and(|k| Arc::ptr_eq(k, &entry.key))
+            } else {
+                keys.holds(&entry.key)
+            };
+            let Some(claims) = entry.claims.downcast_ref::<Claims<C>>() else {
+                return Lookup::Miss;
+            };
+            if !key_still_there {
+                return Lookup::Miss;
+            }
+            return match check(claims) {
+                Ok(()) => Lookup::Hit(claims.clone()),
+                Err(e) => {
+                    let previous = slot.compare_and_swap(&guard, None);
+                    if previous
+                        .as_ref()
+                        .zip(guard.as_ref())
+                        .is_some_and(|(p, g)| Arc::ptr_eq(p, g))
+                    {
+                        self.inner.bytes.fetch_sub(entry.cost, Ordering::Relaxed);
+                    }
+                    Lookup::Refused(e)
+                }
+            };
+        }
+        Lookup::Miss
+    }
+
+    /// Caches verified `claims`. `payload_len` (the claims segment's length) bounds the heap
+    /// the claims hold.
+    pub(crate) fn insert<C: Send + Sync + 'static>(
+        &self,
+        digest: Digest,
+        verifier: u64,
+        key: Arc<Key>,
+        kid_less: bool,
+        claims: Claims<C>,
+        payload_len: usize,
+    ) {
+        let cost = size_of::<Entry>() + size_of::<Claims<C>>() + payload_len + 64;
+        if cost > self.inner.max_bytes {
+            return;
+        }
+        let [first, second] = self.ways(&digest);
+        let occupied = |slot: &ArcSwapOption<Entry>| {
+            slot.load()
+                .as_ref()
+                .is_some_and(|e| e.digest != digest || e.verifier != verifier)
+        };
+        let slot = if !occupied(first) {
+            first
+        } else if !occupied(second) {
+            second
+        } else if digest[31] & 1 == 0 {
+            first
+        } else {
+            second
+        };
+        if !self.reserve(cost) {
+            // Over budget: free this slot's entry and try once more.
+            self.release(slot.swap(None));
+            if !self.reserve(cost) {
+                return;
+            }
+        }
+        let entry = Arc::new(Entry {
+            digest,
+            verifier,
+            key,
+            kid_less,
+            claims: Box::new(claims),
+            cost,
+        });
+        self.release(slot.swap(Some(entry)));
+    }
+
+    fn reserve(&self, cost: usize) -> bool {
+        self.inner
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                used.checked_add(cost)
+                    .filter(|&n| n <= self.inner.max_bytes)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, old: Option<Arc<Entry>>) {
+        if let Some(old) = old {
+            self.inner.bytes.fetch_sub(old.cost, Ordering::Relaxed);
+        }
+    }
+}

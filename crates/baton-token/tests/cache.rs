@@ -1,0 +1,283 @@
+//! The verified-token cache never serves what `verify` would refuse: expired or not-yet-valid
+//! tokens, tokens of a removed or replaced key, a kid-less token once the set has two keys,
+//! another verifier's tokens, different (tampered) tokens. And it stays within its bounds.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use baton_token::{
+    Algorithm, Claims, ErrorKind, Issuer, Key, KeyRing, KeySet, NoCustomClaims, TestClock,
+    TokenCache, Verifier,
+};
+use serde::{Deserialize, Serialize};
+
+const NOW: u64 = 1_800_000_000;
+
+struct Setup {
+    clock: TestClock,
+    ring: KeyRing,
+    issuer: Issuer,
+    verifier: Verifier,
+}
+
+fn setup(alg: Algorithm, cache: TokenCache) -> Setup {
+    let clock = TestClock::at_secs(NOW);
+    let ring = KeyRing::new(KeySet::new(Key::generate("k1", alg).unwrap()).unwrap());
+    let issuer = Issuer::new(ring.clone())
+        .with_clock(clock.clone())
+        .with_ttl(Duration::from_secs(60))
+        .with_audience("api");
+    let verifier = issuer
+        .verifier()
+        .with_leeway(Duration::ZERO)
+        .with_cache(cache);
+    Setup {
+        clock,
+        ring,
+        issuer,
+        verifier,
+    }
+}
+
+fn token(s: &Setup, sub: &str) -> String {
+    s.issuer
+        .issue(sub, Some("s1"), NoCustomClaims {})
+        .unwrap()
+        .token
+}
+
+fn cached(v: &Verifier, token: &str) -> Result<Claims, ErrorKind> {
+    v.verify_cached::<NoCustomClaims>(token)
+        .map_err(|e| e.kind())
+}
+
+fn cache(v: &Verifier) -> &TokenCache {
+    v.cache().unwrap()
+}
+
+#[test]
+fn a_repeated_token_is_served_from_the_cache_with_the_same_claims() {
+    let s = setup(Algorithm::ES256, TokenCache::new(64, 1 << 20));
+    let t = token(&s, "alice");
+    let first = cached(&s.verifier, &t).unwrap();
+    assert_eq!(cache(&s.verifier).len(), 1);
+    let again = cached(&s.verifier, &t).unwrap();
+    assert_eq!(first, again);
+    assert_eq!(again, s.verifier.verify::<NoCustomClaims>(&t).unwrap());
+    assert_eq!(cache(&s.verifier).len(), 1, "a hit adds nothing");
+    let other = token(&s, "bob");
+    assert_eq!(cached(&s.verifier, &other).unwrap().sub, "bob");
+    assert_eq!(cache(&s.verifier).len(), 2);
+}
+
+#[test]
+fn an_expired_token_is_refused_and_evicted() {
+    let s = setup(Algorithm::EdDSA, TokenCache::new(64, 1 << 20));
+    let t = token(&s, "alice");
+    cached(&s.verifier, &t).unwrap();
+    let used = cache(&s.verifier).bytes();
+    assert!(used > 0);
+    s.clock.advance(Duration::from_secs(59));
+    assert!(cached(&s.verifier, &t).is_ok());
+    s.clock.advance(Duration::from_secs(1));
+    assert_eq!(cached(&s.verifier, &t), Err(ErrorKind::Expired));
+    assert_eq!(cache(&s.verifier).len(), 0, "evicted");
+    assert_eq!(cache(&s.verifier).bytes(), 0);
+    assert_eq!(cached(&s.verifier, &t), Err(ErrorKind::Expired));
+}
+
+#[test]
+fn a_token_not_yet_valid_is_never_cached_and_its_nbf_is_checked_on_hits() {
+    let s = setup(Algorithm::ES256, TokenCache::new(64, 1 << 20));
+    let mut claims = Claims::new("alice", NOW + 60, NoCustomClaims {}).with_nbf(NOW + 10);
+    claims.aud = Some("api".into());
+    let t = s.issuer.sign(&claims).unwrap();
+    assert_eq!(cached(&s.verifier, &t), Err(ErrorKind::NotYetValid));
+    assert!(cache(&s.verifier).is_empty());
+    s.clock.advance(Duration::from_secs(10));
+    assert!(cached(&s.verifier, &t).is_ok());
+    assert_eq!(cache(&s.verifier).len(), 1);
+    // The same cached token, checked by a verifier whose clock runs behind: refused.
+    s.clock.set_secs(NOW + 5);
+    assert_eq!(cached(&s.verifier, &t), Err(ErrorKind::NotYetValid));
+}
+
+#[test]
+fn a_removed_or_replaced_key_stops_its_cached_tokens() {
+    let s = setup(Algorithm::ES256, TokenCache::new(64, 1 << 20));
+    let t = token(&s, "alice");
+    cached(&s.verifier, &t).unwrap();
+
+    // Rotation keeps the old key: its cached tokens still pass.
+    s.ring
+        .update(|set| set.rotate_to(Key::generate("k2", Algorithm::ES256)?))
+        .unwrap();
+    assert!(cached(&s.verifier, &t).is_ok());
+
+    // Removing it stops them at once.
+    s.ring.update(|set| set.without("k1")).unwrap();
+    assert_eq!(cached(&s.verifier, &t), Err(ErrorKind::UnknownKey));
+
+    // A different key under the same kid is not the key that verified the token.
+    s.ring
+        .update(|set| set.with_key(Key::generate("k1", Algorithm::ES256)?))
+        .unwrap();
+    assert_eq!(cached(&s.verifier, &t), Err(ErrorKind::BadSignature));
+}
+
+#[test]
+fn a_kid_less_token_stops_when_the_set_grows() {
+    let s = setup(Algorithm::EdDSA, TokenCache::new(64, 1 << 20));
+    let t = token(&s, "alice");
+    // Strip the kid: re-sign a header without one.
+    let set = s.ring.load();
+    let pem = set.active().unwrap().private_pkcs8_pem().unwrap();
+    let encoding = jsonwebtoken::EncodingKey::from_ed_pem(pem.as_bytes()).unwrap();
+    let claims = s.verifier.verify::<NoCustomClaims>(&t).unwrap();
+    let kid_less = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
+        &claims,
+        &encoding,
+    )
+    .unwrap();
+    drop(set);
+    assert!(cached(&s.verifier, &kid_less).is_ok());
+    assert!(cached(&s.verifier, &kid_less).is_ok());
+    s.ring
+        .update(|set| set.with_key(Key::generate("k2", Algorithm::EdDSA)?))
+        .unwrap();
+    assert_eq!(
+        s.verifier
+            .verify::<NoCustomClaims>(&kid_less)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::UnknownKey
+    );
+    assert_eq!(cached(&s.verifier, &kid_less), Err(ErrorKind::UnknownKey));
+}
+
+#[test]
+fn a_tampered_token_is_never_served_for_the_original() {
+    let s = setup(Algorithm::ES256, TokenCache::new(64, 1 << 20));
+    let t = token(&s, "alice");
+    cached(&s.verifier, &t).unwrap();
+    let mut tampered = t.clone();
+    tampered.push('A');
+    // (One more base64 character is one more signature byte: a bad signature.)
+    assert_eq!(cached(&s.verifier, &tampered), Err(ErrorKind::BadSignature));
+    let (head, sig) = t.rsplit_once('.').unwrap();
+    let flipped = format!(
+        "{head}.{}{}",
+        &sig[..10],
+        if &sig[10..11] == "A" { "B" } else { "A" }
+    ) + &sig[11..];
+    assert_eq!(cached(&s.verifier, &flipped), Err(ErrorKind::BadSignature));
+    assert_eq!(cache(&s.verifier).len(), 1);
+}
+
+#[test]
+fn verifiers_sharing_a_cache_do_not_pass_each_others_tokens() {
+    let shared = TokenCache::new(64, 1 << 20);
+    let s = setup(Algorithm::ES256, shared.clone());
+    let t = token(&s, "alice");
+    cached(&s.verifier, &t).unwrap();
+    // Same keys, a different audience, the same cache.
+    let strict = Verifier::new(s.ring.clone())
+        .with_clock(s.clock.clone())
+        .with_audience("admin")
+        .with_cache(shared);
+    assert_eq!(
+        strict
+            .verify_cached::<NoCustomClaims>(&t)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::WrongAudience
+    );
+    // Reconfiguring a verifier forgets what it cached under its old configuration.
+    let reconfigured = s.verifier.clone().with_issuer("https://other.test");
+    assert_eq!(
+        reconfigured
+            .verify_cached::<NoCustomClaims>(&t)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::WrongIssuer
+    );
+    assert!(cached(&s.verifier, &t).is_ok());
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Tenant {
+    tenant: Option<String>,
+}
+
+#[test]
+fn another_claims_type_is_a_miss_not_a_wrong_type() {
+    let s = setup(Algorithm::EdDSA, TokenCache::new(64, 1 << 20));
+    let t = token(&s, "alice");
+    cached(&s.verifier, &t).unwrap();
+    let with_tenant = s.verifier.verify_cached::<Tenant>(&t).unwrap();
+    assert_eq!(with_tenant.custom, Tenant { tenant: None });
+    assert_eq!(with_tenant.sub, "alice");
+}
+
+#[test]
+fn entries_and_bytes_stay_within_bounds() {
+    let s = setup(Algorithm::EdDSA, TokenCache::new(16, 4096));
+    for i in 0..200 {
+        let t = token(&s, &format!("user-{i}"));
+        assert!(cached(&s.verifier, &t).is_ok());
+        let c = cache(&s.verifier);
+        assert!(c.len() <= 16, "{}", c.len());
+        assert!(c.bytes() <= 4096, "{}", c.bytes());
+    }
+    assert!(!cache(&s.verifier).is_empty());
+    cache(&s.verifier).clear();
+    assert_eq!(cache(&s.verifier).bytes(), 0);
+    assert!(cache(&s.verifier).is_empty());
+
+    // A budget smaller than one entry caches nothing, and still verifies.
+    let tiny = setup(Algorithm::EdDSA, TokenCache::new(16, 10));
+    assert!(cached(&tiny.verifier, &token(&tiny, "a")).is_ok());
+    assert!(cache(&tiny.verifier).is_empty());
+}
+
+#[test]
+fn hmac_only_verifiers_skip_the_cache_unless_asked() {
+    let s = setup(Algorithm::HS256, TokenCache::new(64, 1 << 20));
+    let t = token(&s, "alice");
+    assert!(cached(&s.verifier, &t).is_ok());
+    assert!(cache(&s.verifier).is_empty());
+    let s = setup(
+        Algorithm::HS256,
+        TokenCache::new(64, 1 << 20).include_hmac(true),
+    );
+    let t = token(&s, "alice");
+    assert!(cached(&s.verifier, &t).is_ok());
+    assert_eq!(cache(&s.verifier).len(), 1);
+}
+
+#[test]
+fn many_threads_on_one_cache_agree() {
+    let s = setup(Algorithm::ES256, TokenCache::new(8, 1 << 20));
+    let tokens: Arc<Vec<String>> = Arc::new((0..32).map(|i| token(&s, &format!("u{i}"))).collect());
+    let handles: Vec<_> = (0..4)
+        .map(|n| {
+            let verifier = s.verifier.clone();
+            let tokens = Arc::clone(&tokens);
+            thread::spawn(move || {
+                for round in 0..200 {
+                    let i = (round * 7 + n * 13) % tokens.len();
+                    let claims = verifier
+                        .verify_cached::<NoCustomClaims>(&tokens[i])
+                        .unwrap();
+                    assert_eq!(claims.sub, format!("u{i}"));
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert!(cache(&s.verifier).len() <= 8);
+}
