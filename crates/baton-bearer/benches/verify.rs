@@ -20,11 +20,16 @@ use aws_lc_rs::signature::{self, ParsedPublicKey};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use baton_bearer::BearerVerifyLayer;
-use baton_token::{Algorithm, Claims, Issuer, Key, KeySet, NoCustomClaims};
+use baton_token::{Algorithm, Claims, Issuer, Key, KeySet, NoCustomClaims, TokenCache};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::{Request, Response, header};
 use jsonwebtoken::{DecodingKey, DecodingKeyKind, Validation};
 use tower::{Layer, Service, service_fn};
+
+/// Requests are built before each batch, outside the timed section; small batches keep them in
+/// the CPU cache as they would be in a server that has just parsed them (a batch of thousands
+/// would charge the layer for reading cold memory).
+const BATCH: BatchSize = BatchSize::NumIterations(32);
 
 /// Polls a future that is ready at once (the layer's futures are, around a ready service).
 fn now<F: Future>(future: F) -> F::Output {
@@ -48,7 +53,7 @@ fn decoding_key(key: &Key) -> DecodingKey {
 
 /// A key prepared once, the way the fast path prepares it.
 enum Floor {
-    Hmac(hmac::Key),
+    Hmac(Box<hmac::Key>),
     Public(ParsedPublicKey),
 }
 
@@ -59,7 +64,7 @@ impl Floor {
             DecodingKeyKind::RsaModulusExponent { .. } => unreachable!("not RSA"),
         };
         match alg {
-            Algorithm::HS256 => Floor::Hmac(hmac::Key::new(hmac::HMAC_SHA256, secret)),
+            Algorithm::HS256 => Floor::Hmac(Box::new(hmac::Key::new(hmac::HMAC_SHA256, secret))),
             Algorithm::ES256 => Floor::Public(
                 ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, bytes()).unwrap(),
             ),
@@ -174,19 +179,56 @@ fn bench_algorithm(c: &mut Criterion, alg: Algorithm) {
             BatchSize::SmallInput,
         )
     });
-    group.bench_function("service_alone", |b| {
+    // The verified-token cache: a repeated token (hit), and a token not in the cache (miss:
+    // the cache is emptied before each iteration, outside the timed section).
+    let cache = TokenCache::new(2, 1 << 20).include_hmac(true);
+    let cached = verifier.clone().with_cache(cache.clone());
+    assert!(cached.verify_cached::<NoCustomClaims>(&token).is_ok());
+    assert_eq!(cache.len(), 1);
+    group.bench_function("verifier_cache_hit", |b| {
         b.iter_batched(
-            make_request,
-            |req| now(bare.call(req)),
+            || (),
+            |()| cached.verify_cached::<NoCustomClaims>(black_box(&token)),
             BatchSize::SmallInput,
         )
     });
-    group.bench_function("bearer_layer", |b| {
+    group.bench_function("verifier_cache_miss", |b| {
         b.iter_batched(
-            make_request,
-            |req| now(service.call(req)),
-            BatchSize::SmallInput,
+            || cache.clear(),
+            |()| cached.verify_cached::<NoCustomClaims>(black_box(&token)),
+            BatchSize::PerIteration,
         )
+    });
+    let mut cached_service =
+        BearerVerifyLayer::new(cached.clone()).layer(service_fn(|req: Request<()>| async move {
+            Ok::<_, std::convert::Infallible>(Response::new(req))
+        }));
+    group.bench_function("bearer_layer_cache_hit", |b| {
+        b.iter_batched(make_request, |req| now(cached_service.call(req)), BATCH)
+    });
+    // What any middleware must do at the least: read the header, verify (cached), put the
+    // claims in the extensions, call the service.
+    let minimal_verifier = cached.clone();
+    let mut minimal = service_fn(move |mut req: Request<()>| {
+        let claims = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| minimal_verifier.verify_cached::<NoCustomClaims>(t));
+        if let Some(Ok(claims)) = claims {
+            req.extensions_mut().insert(claims);
+        }
+        async move { Ok::<_, std::convert::Infallible>(Response::new(req)) }
+    });
+    group.bench_function("minimal_middleware_cache_hit", |b| {
+        b.iter_batched(make_request, |req| now(minimal.call(req)), BATCH)
+    });
+    group.bench_function("service_alone", |b| {
+        b.iter_batched(make_request, |req| now(bare.call(req)), BATCH)
+    });
+    group.bench_function("bearer_layer", |b| {
+        b.iter_batched(make_request, |req| now(service.call(req)), BATCH)
     });
     group.finish();
 }

@@ -141,9 +141,7 @@ fn assert_paths_agree(verifier: &Verifier, token: &str) {
             cached
                 .verify_cached::<NoCustomClaims>(token)
                 .map_err(|e| (e.kind(), e.to_string())),
-            fast.as_ref()
-                .map(Clone::clone)
-                .map_err(|e| (e.kind(), e.to_string())),
+            fast.clone().map_err(|e| (e.kind(), e.to_string())),
             "cached path on {token}"
         );
     }

@@ -355,7 +355,7 @@ impl Key {
 /// call. The same aws-lc-rs algorithms as jsonwebtoken's aws-lc-rs backend, so both verify and
 /// refuse the same signatures.
 pub(crate) enum Prepared {
-    Hmac(hmac::Key),
+    Hmac(Box<hmac::Key>),
     Public(ParsedPublicKey),
     /// Key bytes aws-lc-rs does not accept: jsonwebtoken would fail every verification with
     /// them, and so does this.
@@ -375,7 +375,7 @@ impl Prepared {
                 .ok(),
         };
         let hmac = |alg: hmac::Algorithm| match decoding.kind() {
-            DecodingKeyKind::SecretOrDer(secret) => Some(hmac::Key::new(alg, secret)),
+            DecodingKeyKind::SecretOrDer(secret) => Some(Box::new(hmac::Key::new(alg, secret))),
             DecodingKeyKind::RsaModulusExponent { .. } => None,
         };
         let prepared = match alg {

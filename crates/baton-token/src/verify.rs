@@ -370,7 +370,7 @@ impl Verifier {
             Path::Reference => {
                 let header = path.decode::<Header>(header_b64).map_err(header_error)?;
                 self.select_key(
-                    &keys,
+                    keys,
                     header.alg,
                     header.kid.as_deref(),
                     header.crit.is_some(),
