@@ -347,7 +347,7 @@ impl Verifier {
             ));
         };
         let (key, kid_less) = match path {
-            Path::Prepared => with_decoded::<SEGMENT_BUF, _>(header_b64, |bytes| {
+            Path::Prepared => with_decoded(header_b64, |bytes| {
                 // The common header ({"alg","typ","kid"} as plain strings) is read without
                 // allocating; anything else goes through jsonwebtoken's `Header`, as on the
                 // reference path, so both accept and refuse the same headers.
@@ -380,7 +380,7 @@ impl Verifier {
         // The signature covers the first two segments exactly as sent.
         let message = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
         let valid = match path {
-            Path::Prepared => with_decoded::<SIGNATURE_BUF, _>(signature_b64, |signature| {
+            Path::Prepared => with_decoded(signature_b64, |signature| {
                 key.prepared().verify(message, signature)
             })
             .map_err(|e| {
@@ -557,19 +557,12 @@ enum Path {
     Reference,
 }
 
-/// The stack buffer for decoded signatures: an RSA-8192 signature is 1,024 bytes.
-const SIGNATURE_BUF: usize = 1024;
-/// The stack buffer for decoded headers and claims; larger ones are decoded onto the heap.
-const SEGMENT_BUF: usize = 1024;
-
 impl Path {
     /// Decodes one base64url (unpadded, as RFC 7515 requires) JSON segment.
     fn decode<T: DeserializeOwned>(self, segment: &str) -> Result<T, PartError> {
         match self {
-            Path::Prepared => {
-                with_decoded::<SEGMENT_BUF, _>(segment, |bytes| serde_json::from_slice(bytes))?
-                    .map_err(PartError::from)
-            }
+            Path::Prepared => with_decoded(segment, |bytes| serde_json::from_slice(bytes))?
+                .map_err(PartError::from),
             Path::Reference => {
                 let bytes = URL_SAFE_NO_PAD.decode(segment)?;
                 Ok(serde_json::from_slice(&bytes)?)
@@ -579,24 +572,30 @@ impl Path {
 }
 
 /// Decodes base64url `segment` (unpadded, strict: the engine jsonwebtoken uses) and hands the
-/// bytes to `f`: from a stack buffer of `N` bytes when they fit, else from the heap.
-fn with_decoded<const N: usize, R>(
+/// bytes to `f`: from a stack buffer just large enough (128, 512 or 1,024 bytes: an RSA-8192
+/// signature is 1,024), else from the heap.
+fn with_decoded<R>(segment: &str, f: impl FnOnce(&[u8]) -> R) -> Result<R, base64::DecodeError> {
+    match base64::decoded_len_estimate(segment.len()) {
+        0..=128 => on_stack::<128, R>(segment, f),
+        129..=512 => on_stack::<512, R>(segment, f),
+        513..=1024 => on_stack::<1024, R>(segment, f),
+        _ => URL_SAFE_NO_PAD.decode(segment).map(|bytes| f(&bytes)),
+    }
+}
+
+fn on_stack<const N: usize, R>(
     segment: &str,
     f: impl FnOnce(&[u8]) -> R,
 ) -> Result<R, base64::DecodeError> {
-    if base64::decoded_len_estimate(segment.len()) <= N {
-        let mut buf = [0u8; N];
-        match URL_SAFE_NO_PAD.decode_slice(segment, &mut buf) {
-            Ok(len) => Ok(f(&buf[..len])),
-            Err(base64::DecodeSliceError::DecodeError(e)) => Err(e),
-            // The estimate is an upper bound, so the buffer is always large enough; decode on
-            // the heap all the same rather than trust that.
-            Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
-                URL_SAFE_NO_PAD.decode(segment).map(|bytes| f(&bytes))
-            }
+    let mut buf = [0u8; N];
+    match URL_SAFE_NO_PAD.decode_slice(segment, &mut buf) {
+        Ok(len) => Ok(f(&buf[..len])),
+        Err(base64::DecodeSliceError::DecodeError(e)) => Err(e),
+        // The estimate is an upper bound, so the buffer is always large enough; decode on the
+        // heap all the same rather than trust that.
+        Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
+            URL_SAFE_NO_PAD.decode(segment).map(|bytes| f(&bytes))
         }
-    } else {
-        URL_SAFE_NO_PAD.decode(segment).map(|bytes| f(&bytes))
     }
 }
 
