@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Header;
@@ -58,6 +59,8 @@ struct VerifierConfig {
     /// Tags cache entries: a new one for every configuration change.
     id: u64,
     cache: Option<TokenCache>,
+    /// Shared by clones of a configuration: it depends on the keys only.
+    header_memo: Arc<ArcSwapOption<HeaderMemo>>,
     keys: KeyRing,
     issuers: Vec<String>,
     audiences: Vec<String>,
@@ -103,6 +106,7 @@ impl Verifier {
             inner: Arc::new(VerifierConfig {
                 id: next_config_id(),
                 cache: None,
+                header_memo: Arc::new(ArcSwapOption::empty()),
                 keys: keys.into(),
                 issuers: Vec::new(),
                 audiences: Vec::new(),
@@ -347,26 +351,10 @@ impl Verifier {
             ));
         };
         let (key, kid_less) = match path {
-            Path::Prepared => with_decoded(header_b64, |bytes| {
-                // The common header ({"alg","typ","kid"} as plain strings) is read without
-                // allocating; anything else goes through jsonwebtoken's `Header`, as on the
-                // reference path, so both accept and refuse the same headers.
-                // (A derived struct also reads from a JSON array, which `Header` refuses:
-                // only an object takes the short route.)
-                let simple = match bytes.first() {
-                    Some(b'{') => serde_json::from_slice::<SimpleHeader<'_>>(bytes).ok(),
-                    _ => None,
-                };
-                match simple {
-                    Some(h) => self.select_key(keys, h.alg, h.kid, false),
-                    None => match serde_json::from_slice::<Header>(bytes) {
-                        Ok(h) => self.select_key(keys, h.alg, h.kid.as_deref(), h.crit.is_some()),
-                        Err(e) => Err(header_error(e)),
-                    },
-                }
-            })
-            .map_err(header_error)
-            .and_then(|key| key),
+            Path::Prepared => match self.remembered_header(header_b64, keys) {
+                Some(selected) => Ok(selected),
+                None => self.read_header(header_b64, keys),
+            },
             Path::Reference => {
                 let header = path.decode::<Header>(header_b64).map_err(header_error)?;
                 self.select_key(
@@ -411,6 +399,66 @@ impl Verifier {
             kid_less,
             payload_len: payload_b64.len(),
         })
+    }
+
+    /// The key a token's header selected last time, if this header is byte for byte the same
+    /// and that key is still in `keys` (and, for a header without `kid`, still the only one):
+    /// the same bytes decode to the same header and select the same key, so decoding them again
+    /// can be skipped.
+    fn remembered_header<'k>(
+        &self,
+        header_b64: &str,
+        keys: &'k KeySet,
+    ) -> Option<(&'k Arc<Key>, bool)> {
+        let memo = self.inner.header_memo.load();
+        let memo = memo.as_ref()?;
+        if &*memo.header_b64 != header_b64 {
+            return None;
+        }
+        let key = if memo.kid_less {
+            keys.sole_arc().filter(|k| Arc::ptr_eq(k, &memo.key))?
+        } else {
+            keys.find(Some(memo.key.kid()))
+                .filter(|k| Arc::ptr_eq(k, &memo.key))?
+        };
+        Some((key, memo.kid_less))
+    }
+
+    /// Decodes the header and selects its key (steps 2 and 3), and remembers the header.
+    fn read_header<'k>(
+        &self,
+        header_b64: &str,
+        keys: &'k KeySet,
+    ) -> Result<(&'k Arc<Key>, bool), VerifyError> {
+        let (key, kid_less) = with_decoded(header_b64, |bytes| {
+            // The common header ({"alg","typ","kid"} as plain strings) is read without
+            // allocating; anything else goes through jsonwebtoken's `Header`, as on the
+            // reference path, so both accept and refuse the same headers.
+            // (A derived struct also reads from a JSON array, which `Header` refuses:
+            // only an object takes the short route.)
+            let simple = match bytes.first() {
+                Some(b'{') => serde_json::from_slice::<SimpleHeader<'_>>(bytes).ok(),
+                _ => None,
+            };
+            match simple {
+                Some(h) => self.select_key(keys, h.alg, h.kid, false),
+                None => match serde_json::from_slice::<Header>(bytes) {
+                    Ok(h) => self.select_key(keys, h.alg, h.kid.as_deref(), h.crit.is_some()),
+                    Err(e) => Err(header_error(e)),
+                },
+            }
+        })
+        .map_err(header_error)
+        .and_then(|key| key)?;
+        // Headers are short; a longer one (odd extra members) is not worth remembering.
+        if header_b64.len() <= 256 {
+            self.inner.header_memo.store(Some(Arc::new(HeaderMemo {
+                header_b64: header_b64.into(),
+                key: Arc::clone(key),
+                kid_less,
+            })));
+        }
+        Ok((key, kid_less))
     }
 
     /// Steps 2 and 3 once the header is read: no `crit`, a key for the `kid`, the key's
@@ -515,6 +563,13 @@ enum PartError {
     Base64(#[from] base64::DecodeError),
     #[error("segment is not the expected JSON: {0}")]
     Json(#[from] serde_json::Error),
+}
+
+/// The last header that selected a key (see [`Verifier::verify`]'s fast path).
+struct HeaderMemo {
+    header_b64: Box<str>,
+    key: Arc<Key>,
+    kid_less: bool,
 }
 
 /// A verified token, with what the cache records about it.

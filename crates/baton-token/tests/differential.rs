@@ -317,3 +317,51 @@ fn claims_of_the_fast_path_are_the_issued_claims() {
         assert_eq!(claims.sid.as_deref(), Some("s1"));
     }
 }
+
+#[test]
+fn a_remembered_header_follows_the_key_set() {
+    // The fast path remembers the last header and the key it selected; it must forget it as
+    // soon as that key leaves the set, or another key takes its kid, or a kid-less header's
+    // key stops being the only one.
+    let ring = KeyRing::new(KeySet::new(Key::generate("k1", Algorithm::ES256).unwrap()).unwrap());
+    let issuer = Issuer::new(ring.clone());
+    let verifier = issuer.verifier();
+    let token = issuer
+        .issue("alice", None, NoCustomClaims {})
+        .unwrap()
+        .token;
+    assert_eq!(agree(&verifier, &token), Ok(()));
+    assert_eq!(agree(&verifier, &token), Ok(()));
+    ring.update(|set| set.rotate_to(Key::generate("k2", Algorithm::ES256)?))
+        .unwrap();
+    assert_eq!(agree(&verifier, &token), Ok(()));
+    ring.update(|set| set.without("k1")).unwrap();
+    assert_eq!(agree(&verifier, &token), Err(ErrorKind::UnknownKey));
+    ring.update(|set| set.with_key(Key::generate("k1", Algorithm::ES256)?))
+        .unwrap();
+    assert_eq!(agree(&verifier, &token), Err(ErrorKind::BadSignature));
+
+    // Without kid: accepted while the set has one key only.
+    let ring =
+        KeyRing::new(KeySet::new(Key::hmac("only", Algorithm::HS256, [3u8; 32]).unwrap()).unwrap());
+    let verifier = Verifier::new(ring.clone());
+    let claims = json!({"sub": "alice", "exp": 4_000_000_000u64});
+    let header = json!({"alg": "HS256"});
+    let message = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap()),
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap())
+    );
+    let sig = jsonwebtoken::crypto::sign(
+        message.as_bytes(),
+        &jsonwebtoken::EncodingKey::from_secret(&[3u8; 32]),
+        jsonwebtoken::Algorithm::HS256,
+    )
+    .unwrap();
+    let kid_less = format!("{message}.{sig}");
+    assert_eq!(agree(&verifier, &kid_less), Ok(()));
+    assert_eq!(agree(&verifier, &kid_less), Ok(()));
+    ring.update(|set| set.with_key(Key::hmac("other", Algorithm::HS256, [4u8; 32])?))
+        .unwrap();
+    assert_eq!(agree(&verifier, &kid_less), Err(ErrorKind::UnknownKey));
+}
