@@ -133,9 +133,7 @@ struct Answer {
 fn assert_paths_agree(verifier: &Verifier, token: &str) {
     let fast = verifier.verify::<NoCustomClaims>(token);
     let reference = verifier.verify_reference::<NoCustomClaims>(token);
-    let cached = verifier
-        .clone()
-        .with_cache(TokenCache::new(4, 1 << 16).include_hmac(true));
+    let cached = verifier.clone().with_cache(TokenCache::new(4, 1 << 16));
     for _ in 0..2 {
         assert_eq!(
             cached
@@ -857,7 +855,7 @@ async fn a_cached_token_is_still_checked_for_revocation_and_expiry() {
     let revoked = std::sync::Arc::new(baton_bearer::RevocationList::new(Duration::from_secs(600)));
     let layer = f
         .layer()
-        .with_cache(TokenCache::new(64, 1 << 20).include_hmac(true))
+        .with_cache(TokenCache::new(64, 1 << 20))
         .with_shared_revocation(revoked.clone());
     let token = f.token();
     assert_eq!(send(layer.clone(), &token).await.status, StatusCode::OK);

@@ -278,8 +278,8 @@ impl Verifier {
     /// Verifies `token` as [`Verifier::verify`] does, through the verifier's [`TokenCache`]
     /// when it has one (see [`Verifier::with_cache`]): a token verified before is found by the
     /// SHA-256 of the whole token, and only its `exp`/`nbf` are checked again (and that its
-    /// key is still in the set). Without a cache, or for a verifier of HMAC keys only (unless
-    /// the cache [includes them](TokenCache::include_hmac)), this is [`Verifier::verify`].
+    /// key is still in the set). Without a cache, or for a verifier of HMAC keys only when the
+    /// cache [excludes them](TokenCache::include_hmac), this is [`Verifier::verify`].
     ///
     /// # Errors
     /// As [`Verifier::verify`].

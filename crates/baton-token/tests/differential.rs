@@ -63,7 +63,7 @@ fn setup() -> Setup {
         .with_clock(clock)
         .with_issuer("https://issuer.test")
         .with_audience("api")
-        .with_cache(TokenCache::new(1 << 14, 64 << 20).include_hmac(true));
+        .with_cache(TokenCache::new(1 << 14, 64 << 20));
     Setup { verifier, tokens }
 }
 

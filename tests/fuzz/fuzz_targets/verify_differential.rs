@@ -41,7 +41,7 @@ static SETUP: LazyLock<(Verifier, Vec<String>)> = LazyLock::new(|| {
     }
     let verifier = Verifier::new(set)
         .with_audience("api")
-        .with_cache(TokenCache::new(1024, 4 << 20).include_hmac(true));
+        .with_cache(TokenCache::new(1024, 4 << 20));
     (verifier, tokens)
 });
 

@@ -64,6 +64,7 @@ const VARIANTS: &[&str] = &[
     "baton-hs256",
     "baton-es256",
     "baton-eddsa",
+    "baton-hs256-cache",
     "baton-es256-cache",
     "baton-eddsa-cache",
     "axum07-bare",
@@ -354,6 +355,8 @@ fn report(
         ("baton-es256", "jwt-authorizer-es256"),
         ("baton-eddsa", "jwt-authorizer-eddsa"),
         ("baton-hs256", "tower-sessions-redis"),
+        ("baton-hs256-cache", "jwt-authorizer-hs256"),
+        ("baton-hs256-cache", "tower-sessions-redis"),
         ("baton-es256-cache", "jwt-authorizer-es256"),
     ];
     let _ = writeln!(out, "\n| ours | theirs | ours / theirs |\n|---|---|---:|");

@@ -47,7 +47,7 @@ pub(crate) fn serve(variant: &str, redis_url: Option<&str>) {
                 let (issuer, token) = issuer(algorithm(v));
                 let mut layer = BearerVerifyLayer::new(issuer.verifier());
                 if v.ends_with("-cache") {
-                    layer = layer.with_cache(TokenCache::new(100_000, 64 << 20).include_hmac(true));
+                    layer = layer.with_cache(TokenCache::new(100_000, 64 << 20));
                 }
                 let app = axum::Router::new()
                     .route("/api/me", axum::routing::get(me_baton))
