@@ -84,7 +84,12 @@ async fn ours(store: &RedisStore, concurrency: usize) -> Run {
 /// Pre-creates one-session users `bench:{000000000000}` ... for the limit run.
 async fn populate_limit_users(url: &str) {
     let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // Each script below writes thousands of keys: no response timeout.
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .unwrap();
     let now = baton_token::Clock::now_millis(&baton_token::SystemClock);
     let far = now + 3_600_000;
     let record = format!(
@@ -95,7 +100,7 @@ async fn populate_limit_users(url: &str) {
           redis.call("SET", string.format("bench:{%012d}", i), ARGV[1], "PX", 3600000)
         end
         return 0"#;
-    let step = 100_000;
+    let step = 20_000;
     for start in (0..LIMIT_USERS).step_by(step) {
         let _: i64 = redis::cmd("EVAL")
             .arg(script)
