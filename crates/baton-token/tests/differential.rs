@@ -18,24 +18,13 @@ struct Setup {
     tokens: Vec<String>,
 }
 
-const ALGORITHMS: [Algorithm; 8] = [
-    Algorithm::HS256,
-    Algorithm::HS384,
-    Algorithm::HS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-    Algorithm::RS256,
-    Algorithm::PS256,
-];
-
 /// One verifier holding a key of every algorithm (public halves only for the asymmetric
 /// ones), and a valid token signed by each.
 fn setup() -> Setup {
     let clock = TestClock::at_secs(NOW);
     let mut set = KeySet::default();
     let mut tokens = Vec::new();
-    for alg in ALGORITHMS {
+    for alg in Algorithm::ALL {
         let (signing, verifying) = if alg.is_symmetric() {
             (
                 Key::hmac(alg.as_str(), alg, hmac_secret(alg)).unwrap(),

@@ -10,21 +10,14 @@ use baton::token::{
 };
 use libfuzzer_sys::fuzz_target;
 
-const ALGORITHMS: [Algorithm; 8] = [
-    Algorithm::HS256,
-    Algorithm::HS384,
-    Algorithm::HS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-    Algorithm::RS256,
-    Algorithm::PS256,
-];
+#[path = "edits.rs"]
+mod edits;
+
 
 static SETUP: LazyLock<(Verifier, Vec<String>)> = LazyLock::new(|| {
     let mut set = KeySet::default();
     let mut tokens = Vec::new();
-    for alg in ALGORITHMS {
+    for alg in Algorithm::ALL {
         let (signing, verifying) = if alg.is_symmetric() {
             (
                 Key::hmac(alg.as_str(), alg, [9u8; 64]).unwrap(),
@@ -62,23 +55,9 @@ fuzz_target!(|data: &[u8]| {
         };
         text.to_owned()
     } else {
-        // A valid token, edited: each edit is position, operation, byte.
-        let mut token = tokens[usize::from(mode >> 1) % tokens.len()].clone().into_bytes();
-        for edit in rest.chunks(3) {
-            let [at, op, byte] = [edit[0], *edit.get(1).unwrap_or(&0), *edit.get(2).unwrap_or(&0)];
-            if token.is_empty() {
-                break;
-            }
-            let at = usize::from(at) * token.len() / 256;
-            match op % 3 {
-                0 => token[at] = byte,
-                1 => token.insert(at, byte),
-                _ => {
-                    token.remove(at);
-                }
-            }
-        }
-        let Ok(text) = String::from_utf8(token) else {
+        // A valid token, edited.
+        let original = &tokens[usize::from(mode >> 1) % tokens.len()];
+        let Some(text) = edits::apply(original, rest) else {
             return;
         };
         text

@@ -6,6 +6,9 @@ use std::sync::LazyLock;
 use baton::token::{Algorithm, Issuer, Key, KeySet, NoCustomClaims, Verifier};
 use libfuzzer_sys::fuzz_target;
 
+#[path = "edits.rs"]
+mod edits;
+
 static SETUP: LazyLock<(Verifier, Vec<String>)> = LazyLock::new(|| {
     let set = KeySet::new(Key::hmac("hs", Algorithm::HS256, [7u8; 32]).unwrap()).unwrap();
     let hs = Issuer::new(set.clone());
@@ -34,31 +37,11 @@ static SETUP: LazyLock<(Verifier, Vec<String>)> = LazyLock::new(|| {
 
 fuzz_target!(|data: &[u8]| {
     let (verifier, tokens) = &*SETUP;
-    let Some((&pick, edits)) = data.split_first() else {
+    let Some((&pick, changes)) = data.split_first() else {
         return;
     };
     let original = &tokens[usize::from(pick) % tokens.len()];
-    let mut token = original.clone().into_bytes();
-    // Each edit: position, operation, byte.
-    for edit in edits.chunks(3) {
-        let [at, op, byte] = [
-            edit[0],
-            *edit.get(1).unwrap_or(&0),
-            *edit.get(2).unwrap_or(&0),
-        ];
-        if token.is_empty() {
-            break;
-        }
-        let at = usize::from(at) * token.len() / 256;
-        match op % 3 {
-            0 => token[at] = byte,
-            1 => token.insert(at, byte),
-            _ => {
-                token.remove(at);
-            }
-        }
-    }
-    let Ok(mutated) = String::from_utf8(token) else {
+    let Some(mutated) = edits::apply(original, changes) else {
         return;
     };
     if verifier.verify::<NoCustomClaims>(&mutated).is_ok() {
