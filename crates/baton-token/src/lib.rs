@@ -33,6 +33,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Speed
+//! [`Verifier::verify`] prepares every key once (the aws-lc-rs HMAC key or parsed public key)
+//! and decodes each part of a token once; [`Verifier::verify_reference`] is the same check
+//! through `jsonwebtoken::crypto::verify`, kept as the reference the fast path is tested
+//! against. A [`TokenCache`] ([`Verifier::with_cache`]) serves a repeated token from memory,
+//! still checking `exp`, `nbf` and its key on every call.
+//!
 //! # Security
 //! - Algorithms are pinned per key; `none` never verifies; the `jku`, `x5u`, `x5c` and `jwk`
 //!   headers are ignored; an unknown `kid` is refused, never fetched.
