@@ -81,7 +81,7 @@ use baton_bearer::{BearerVerifyLayer, CheckRevocation, RevocationList, Revoke};
 use baton_cookie::{CookieError, CookiePolicyLayer, CookieSpec, OriginGuardLayer};
 use baton_refresh::RefreshOn401Layer;
 use baton_store::RefreshStore;
-use baton_token::{Clock, Issuer, KeyRing, SystemClock};
+use baton_token::{Clock, Issuer, KeyRing, SystemClock, TokenCache};
 
 pub use auth::{AuthUnavailable, Authenticator, Principal};
 pub use cookie_mode::{CookieCredentials, CookieRefresher};
@@ -181,6 +181,7 @@ pub struct BatonBuilder<S, A> {
     revocations: Option<Arc<dyn Revocations>>,
     limits: RateLimits,
     limiter: Option<Arc<dyn RateLimiter>>,
+    token_cache: Option<TokenCache>,
 }
 
 impl<S, A> fmt::Debug for BatonBuilder<S, A> {
@@ -217,6 +218,7 @@ impl<S: RefreshStore, A: Authenticator> Baton<S, A> {
             revocations: None,
             limits: RateLimits::default(),
             limiter: None,
+            token_cache: None,
         }
     }
 
@@ -402,6 +404,15 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
         self
     }
 
+    /// Caches verified access tokens in `cache` (see [`TokenCache`]): the bearer layer and
+    /// the endpoints' own bearer checks skip the signature of a token seen before, while
+    /// `exp`, `nbf`, the key and revocations are still checked on every request. Off by
+    /// default.
+    pub fn token_cache(mut self, cache: TokenCache) -> Self {
+        self.token_cache = Some(cache);
+        self
+    }
+
     /// Reads time from `clock` (the store keeps its own).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -425,7 +436,10 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
         if let Some(aud) = &self.audience {
             issuer = issuer.with_audience(aud.clone());
         }
-        let verifier = issuer.verifier().with_leeway(self.leeway);
+        let mut verifier = issuer.verifier().with_leeway(self.leeway);
+        if let Some(cache) = self.token_cache {
+            verifier = verifier.with_cache(cache);
+        }
 
         let idle = self.store.policy().idle_lifetime();
         let mut refresh = CookieSpec::refresh(
