@@ -201,17 +201,12 @@ impl TokenCache {
             if entry.digest != *digest || entry.verifier != verifier {
                 continue;
             }
-            let key_still_there = if entry.kid_less {
-                keys.sole_arc().is_some_and(|k| Arc::ptr_eq(k, &entry.key))
-            } else {
-                keys.holds(&entry.key)
-            };
+            if keys.reselect(&entry.key, entry.kid_less).is_none() {
+                return Lookup::Miss;
+            }
             let Some(claims) = entry.claims.downcast_ref::<Claims<C>>() else {
                 return Lookup::Miss;
             };
-            if !key_still_there {
-                return Lookup::Miss;
-            }
             return match check(claims) {
                 Ok(()) => Lookup::Hit(claims.clone()),
                 Err(e) => {

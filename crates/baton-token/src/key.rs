@@ -608,9 +608,15 @@ impl KeySet {
         }
     }
 
-    /// Whether this very key (not merely one with the same `kid`) is in the set.
-    pub(crate) fn holds(&self, key: &Arc<Key>) -> bool {
-        self.keys.iter().any(|k| Arc::ptr_eq(k, key))
+    /// The set's handle on `key` if this very key (not merely one with the same `kid`) would
+    /// still be selected for a token that selected it before: it is still in the set and, for
+    /// a token without `kid`, still the only key.
+    pub(crate) fn reselect(&self, key: &Arc<Key>, kid_less: bool) -> Option<&Arc<Key>> {
+        if kid_less {
+            self.sole_arc().filter(|k| Arc::ptr_eq(k, key))
+        } else {
+            self.keys.iter().find(|k| Arc::ptr_eq(k, key))
+        }
     }
 
     /// Whether every key is an HMAC key (true of an empty set too).

@@ -279,7 +279,9 @@ impl Verifier {
     /// when it has one (see [`Verifier::with_cache`]): a token verified before is found by the
     /// SHA-256 of the whole token, and only its `exp`/`nbf` are checked again (and that its
     /// key is still in the set). Without a cache, or for a verifier of HMAC keys only when the
-    /// cache [excludes them](TokenCache::include_hmac), this is [`Verifier::verify`].
+    /// cache [excludes them](TokenCache::include_hmac), this is [`Verifier::verify`]. A verifier
+    /// of several issuers ([`Verifier::any_of`]) verifies through the chosen issuer's cache, or
+    /// else its own.
     ///
     /// # Errors
     /// As [`Verifier::verify`].
@@ -288,19 +290,32 @@ impl Verifier {
         C: DeserializeOwned + Clone + Send + Sync + 'static,
     {
         let c = &*self.inner;
-        let Some(cache) = &c.cache else {
-            return self.verify(token);
-        };
         self.check_size(token)?;
         if !c.routes.is_empty() {
-            return self.route(token, Path::Prepared)?.verify_cached(token);
+            // The issuer's verifier checks everything, through its own cache or, failing
+            // that, the router's (entries carry the issuer verifier's configuration id).
+            let route = self.route(token, Path::Prepared)?;
+            return route.verify_through(route.inner.cache.as_ref().or(c.cache.as_ref()), token);
         }
+        self.verify_through(c.cache.as_ref(), token)
+    }
+
+    /// Steps 2 to 5 of a sized token, through `cache` when there is one and it applies.
+    fn verify_through<C>(
+        &self,
+        cache: Option<&TokenCache>,
+        token: &str,
+    ) -> Result<Claims<C>, VerifyError>
+    where
+        C: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        let c = &*self.inner;
         let keys = c.keys.load();
-        if !cache.applies_to(&keys) {
+        let Some(cache) = cache.filter(|cache| cache.applies_to(&keys)) else {
             return self
                 .verify_with(token, Path::Prepared, &keys)
                 .map(|v| v.claims);
-        }
+        };
         let digest = crate::cache::digest(token);
         match cache.get::<C>(&digest, c.id, &keys, |claims| self.check_claims(claims)) {
             Lookup::Hit(claims) => return Ok(claims),
@@ -415,13 +430,7 @@ impl Verifier {
         if &*memo.header_b64 != header_b64 {
             return None;
         }
-        let key = if memo.kid_less {
-            keys.sole_arc().filter(|k| Arc::ptr_eq(k, &memo.key))?
-        } else {
-            keys.find(Some(memo.key.kid()))
-                .filter(|k| Arc::ptr_eq(k, &memo.key))?
-        };
-        Some((key, memo.kid_less))
+        Some((keys.reselect(&memo.key, memo.kid_less)?, memo.kid_less))
     }
 
     /// Decodes the header and selects its key (steps 2 and 3), and remembers the header.

@@ -281,3 +281,47 @@ fn many_threads_on_one_cache_agree() {
     }
     assert!(cache(&s.verifier).len() <= 8);
 }
+
+#[test]
+fn a_multi_issuer_verifier_caches_through_its_own_cache() {
+    let a = setup(Algorithm::ES256, TokenCache::new(64, 1 << 20));
+    let b = setup(Algorithm::EdDSA, TokenCache::new(64, 1 << 20));
+    let shared = TokenCache::new(64, 1 << 20);
+    let router = Verifier::any_of([
+        Verifier::new(a.ring.clone())
+            .with_clock(a.clock.clone())
+            .with_issuer("https://a.test"),
+        Verifier::new(b.ring.clone())
+            .with_clock(b.clock.clone())
+            .with_issuer("https://b.test"),
+    ])
+    .unwrap()
+    .with_cache(shared.clone());
+    let issue = |s: &Setup, iss: &str| {
+        let mut claims = Claims::new("alice", NOW + 60, NoCustomClaims {});
+        claims.iss = Some(iss.to_owned());
+        s.issuer.sign(&claims).unwrap()
+    };
+    let from_a = issue(&a, "https://a.test");
+    let from_b = issue(&b, "https://b.test");
+    assert!(router.verify_cached::<NoCustomClaims>(&from_a).is_ok());
+    assert!(router.verify_cached::<NoCustomClaims>(&from_b).is_ok());
+    assert!(router.verify_cached::<NoCustomClaims>(&from_a).is_ok());
+    assert_eq!(
+        shared.len(),
+        2,
+        "one entry per token, in the router's cache"
+    );
+    // A token signed by A's key but claiming B is checked by B's verifier: refused.
+    let forged = issue(&a, "https://b.test");
+    assert!(router.verify_cached::<NoCustomClaims>(&forged).is_err());
+    // Expiry still applies to the cached ones.
+    a.clock.advance(Duration::from_secs(60 + 30));
+    assert_eq!(
+        router
+            .verify_cached::<NoCustomClaims>(&from_a)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Expired
+    );
+}
