@@ -54,6 +54,7 @@ use crate::{Claims, Key, KeySet, VerifyError};
 #[derive(Clone)]
 pub struct TokenCache {
     inner: Arc<Inner>,
+    include_hmac: bool,
 }
 
 struct Inner {
@@ -62,7 +63,6 @@ struct Inner {
     set_mask: usize,
     bytes: AtomicUsize,
     max_bytes: usize,
-    include_hmac: bool,
 }
 
 /// One verified token.
@@ -94,7 +94,7 @@ impl fmt::Debug for TokenCache {
             .field("slots", &self.inner.slots.len())
             .field("bytes", &self.bytes())
             .field("max_bytes", &self.inner.max_bytes)
-            .field("include_hmac", &self.inner.include_hmac)
+            .field("include_hmac", &self.include_hmac)
             .finish()
     }
 }
@@ -121,29 +121,18 @@ impl TokenCache {
                 set_mask: slots / 2 - 1,
                 bytes: AtomicUsize::new(0),
                 max_bytes,
-                include_hmac: true,
             }),
+            include_hmac: true,
         }
     }
 
     /// Whether to cache tokens of verifiers whose keys are all HMAC keys (on by default: see
-    /// the type's docs for when it pays).
+    /// the type's docs for when it pays). A setting of this handle: clones share the entries
+    /// and keep their own setting.
     #[must_use]
-    pub fn include_hmac(self, include: bool) -> TokenCache {
-        TokenCache {
-            inner: Arc::new(Inner {
-                slots: self
-                    .inner
-                    .slots
-                    .iter()
-                    .map(|_| ArcSwapOption::empty())
-                    .collect(),
-                set_mask: self.inner.set_mask,
-                bytes: AtomicUsize::new(0),
-                max_bytes: self.inner.max_bytes,
-                include_hmac: include,
-            }),
-        }
+    pub fn include_hmac(mut self, include: bool) -> TokenCache {
+        self.include_hmac = include;
+        self
     }
 
     /// How many tokens the cache holds now (counts every slot: for tests and diagnostics).
@@ -174,7 +163,7 @@ impl TokenCache {
     }
 
     pub(crate) fn applies_to(&self, keys: &KeySet) -> bool {
-        self.inner.include_hmac || !keys.all_symmetric()
+        self.include_hmac || !keys.all_symmetric()
     }
 
     fn ways(&self, digest: &Digest) -> [&ArcSwapOption<Entry>; 2] {
