@@ -92,5 +92,5 @@ pub use future::ResponseFuture;
 pub use layer::{BearerVerifyLayer, ConfigError};
 pub use rejection::{BuildRejection, JsonRejection, Rejection, RejectionKind, grpc_response};
 pub use revocation::{CheckRevocation, TokenIdentity};
-pub use revocation_list::{RevocationList, Revoke};
+pub use revocation_list::{Revocation, RevocationList, Revoke, RevokeError, RevokeFuture};
 pub use service::BearerVerify;

@@ -1,6 +1,8 @@
 //! `RevocationList`: an in-memory [`CheckRevocation`] fed by the application (or a feed).
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::RwLock;
 use std::time::Duration;
 
@@ -95,6 +97,23 @@ impl RevocationList {
         }
     }
 
+    /// Applies one revocation (as heard from another instance, or recorded here).
+    pub fn apply(&self, revocation: &Revocation) {
+        match revocation {
+            Revocation::Session(sid) => self.revoke_session(sid),
+            Revocation::UserBefore { sub, before } => self.revoke_user_before(sub, *before),
+        }
+    }
+
+    /// `true` when the access tokens of session `sid` are refused.
+    pub fn is_session_revoked(&self, sid: &str) -> bool {
+        let lists = self
+            .lists
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        lists.sessions.contains_key(sid)
+    }
+
     /// How many revocations are remembered.
     pub fn len(&self) -> usize {
         let lists = self
@@ -126,7 +145,8 @@ impl CheckRevocation for RevocationList {
             return true;
         }
         // Same-second tokens stay valid: the cut-off is whole seconds (`iat`), and refusing a
-        // fresh login made in the same second as a logout-all would be worse.
+        // fresh login made in the same second as a logout-all would be worse. The sessions a
+        // logout-all revoked are recorded one by one, which covers their same-second tokens.
         lists
             .users
             .get(token.sub)
@@ -134,20 +154,89 @@ impl CheckRevocation for RevocationList {
     }
 }
 
-/// Where revocations are recorded: in this process, and, for a feed, on every instance.
+/// One revocation: what is recorded, and what travels between instances.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Revocation {
+    /// Every access token of this session (`sid`).
+    Session(String),
+    /// Every access token of `sub` issued before `before` (seconds since the epoch, compared
+    /// with `iat`): logout everywhere. Tokens issued in that very second stay valid (a login
+    /// right after the logout would otherwise be refused); the sessions revoked by the logout
+    /// are recorded one by one as well, which covers their tokens of that second.
+    UserBefore {
+        /// The user.
+        sub: String,
+        /// The cut-off, seconds since the epoch.
+        before: u64,
+    },
+}
+
+impl Revocation {
+    /// Revokes the tokens of session `sid`.
+    pub fn session(sid: impl Into<String>) -> Self {
+        Revocation::Session(sid.into())
+    }
+
+    /// Revokes the tokens of `sub` issued before `before` (seconds since the epoch).
+    pub fn user_before(sub: impl Into<String>, before: u64) -> Self {
+        Revocation::UserBefore {
+            sub: sub.into(),
+            before,
+        }
+    }
+}
+
+/// A revocation could not be recorded where every instance will find it (the shared store is
+/// down or too slow). The instance that tried refuses the tokens already; the others may not
+/// until it is recorded.
+#[derive(Debug)]
+pub struct RevokeError {
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl RevokeError {
+    /// Wraps the cause.
+    pub fn new(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        RevokeError {
+            source: source.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for RevokeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "revocation not recorded: {}", self.source)
+    }
+}
+
+impl std::error::Error for RevokeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// The future of [`Revoke::revoke`].
+pub type RevokeFuture<'a> = Pin<Box<dyn Future<Output = Result<(), RevokeError>> + Send + 'a>>;
+
+/// Where revocations are recorded: in this process (a [`RevocationList`]) and, for a feed,
+/// where every instance finds them.
+///
+/// `revoke` applies the revocations on this instance at once, then records them; it answers
+/// `Ok` only once they are recorded durably (for a feed: in the shared log that every instance
+/// reads), so an endpoint acknowledges a logout only when no instance will accept its tokens
+/// past the feed's delivery delay. On `Err` the caller answers 503; a feed keeps trying to
+/// record what failed in the background, so nothing is dropped.
 pub trait Revoke: Send + Sync + 'static {
-    /// Refuses the access tokens of session `sid` from now on.
-    fn revoke_session(&self, sid: &str);
-    /// Refuses every access token of `sub` issued before now.
-    fn revoke_user(&self, sub: &str);
+    /// Applies and records `revocations` (see the trait docs).
+    fn revoke<'a>(&'a self, revocations: &'a [Revocation]) -> RevokeFuture<'a>;
 }
 
 impl Revoke for RevocationList {
-    fn revoke_session(&self, sid: &str) {
-        RevocationList::revoke_session(self, sid);
-    }
-
-    fn revoke_user(&self, sub: &str) {
-        RevocationList::revoke_user(self, sub);
+    fn revoke<'a>(&'a self, revocations: &'a [Revocation]) -> RevokeFuture<'a> {
+        for revocation in revocations {
+            self.apply(revocation);
+        }
+        Box::pin(std::future::ready(Ok(())))
     }
 }

@@ -1,8 +1,11 @@
 -- Shared by every script. One key per user holds all of that user's sessions:
 -- records separated by \30, fields by \31.
 -- Live record:    member, generation, created, last used, idle deadline, absolute deadline,
---                 ip, device name, user agent, user id (times in ms since the epoch).
--- Revoked record: member, "R", remembered until.
+--                 ip, device name, user agent, user id, attempt id of the latest rotation
+--                 (times in ms since the epoch).
+-- Revoked record: member, "R", remembered until, attempt id of the revoking call, outcome
+--                 ("reused", "ua_revoked" or ""), user id (with an outcome only).
+-- An attempt id lets a call that is sent again after a lost reply get the first try's outcome.
 local RS, US = "\030", "\031"
 local function split(s, sep)
   local t, i = {}, 1
@@ -41,6 +44,8 @@ local function find(records, member)
     if f[1] == member then return i, f end
   end
 end
-local function tombstone(f, now, keep)
-  return {f[1], "R", fmt(math.min(tonumber(f[5]), now + keep))}
+local function tombstone(f, now, keep, attempt, outcome)
+  local user = ""
+  if outcome ~= "" then user = f[10] end
+  return {f[1], "R", fmt(math.min(tonumber(f[5]), now + keep)), attempt, outcome, user}
 end

@@ -1,25 +1,30 @@
 //! The revocation feed: see [`RevocationFeed`].
 
+use std::collections::VecDeque;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use baton_bearer::{CheckRevocation, RevocationList, Revoke, TokenIdentity};
+use baton_bearer::{
+    CheckRevocation, Revocation, RevocationList, Revoke, RevokeError, RevokeFuture, TokenIdentity,
+};
 use baton_store::StoreError;
 use baton_token::{Clock, SystemClock};
 use futures_util::StreamExt;
-use redis::aio::ConnectionManager;
+use redis::{Script, Value};
 
-/// What an instance does while it cannot hear revocations.
+use crate::{RedisConnection, RedisOptions};
+
+/// What an instance does while it cannot read the revocation log.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DisconnectPolicy {
     /// Keep serving with the revocations known so far (availability first).
     #[default]
     KeepServing,
-    /// Refuse every access token until the feed is back and caught up (safety first: any
-    /// token may have been revoked meanwhile).
+    /// Refuse every access token until the log can be read again and is caught up (safety
+    /// first: any token may have been revoked meanwhile).
     RefuseAll,
 }
 
@@ -27,11 +32,11 @@ pub enum DisconnectPolicy {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FeedStatus {
-    /// Subscribed and caught up.
+    /// The log was read within the last [`FeedOptions::with_poll_period`] x 4 (at least 1 s).
     Connected,
-    /// Not subscribed since this time (ms since the epoch).
+    /// The log has not been read since this time (ms since the epoch).
     Disconnected {
-        /// When the feed lost Redis, or when it started without it.
+        /// The last successful read, or when the feed started.
         since_ms: u64,
     },
 }
@@ -42,16 +47,21 @@ pub struct FeedOptions {
     prefix: String,
     keep: Duration,
     policy: DisconnectPolicy,
+    poll: Duration,
+    resync: Duration,
 }
 
 impl FeedOptions {
     /// Revocations are kept for `keep`: the longest an access token lives, leeway included.
-    /// Prefix `baton:`, policy [`DisconnectPolicy::KeepServing`].
+    /// Prefix `baton:`, policy [`DisconnectPolicy::KeepServing`], the log read every 250 ms,
+    /// and read whole every 30 s.
     pub fn new(keep: Duration) -> Self {
         FeedOptions {
             prefix: "baton:".to_owned(),
             keep,
             policy: DisconnectPolicy::KeepServing,
+            poll: Duration::from_millis(250),
+            resync: Duration::from_secs(30),
         }
     }
 
@@ -68,84 +78,405 @@ impl FeedOptions {
         self.policy = policy;
         self
     }
+
+    /// How often the log is read for what live delivery missed (at least 10 ms, at most
+    /// 1 s): the longest a revocation takes to reach an instance whose subscription silently
+    /// lost messages.
+    #[must_use]
+    pub fn with_poll_period(mut self, period: Duration) -> Self {
+        self.poll = period.clamp(Duration::from_millis(10), Duration::from_secs(1));
+        self
+    }
 }
 
-struct State {
-    connected: AtomicBool,
-    disconnected_since: AtomicU64,
+/// Revocations waiting to be recorded (their durable write failed), retried with backoff.
+const MAX_PENDING: usize = 10_000;
+/// Entries read from the log per command.
+const PAGE: usize = 512;
+
+/// Appends the events to the log (a stream, trimmed to the retention by Redis's own clock),
+/// refreshes its TTL, then publishes them: one atomic step, so an event is published only once
+/// it is recorded, and recorded events always reach the log's readers.
+/// KEYS[1]: the log. ARGV: retention (ms), channel, then the events.
+const WRITE_LUA: &str = r#"
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local keep = tonumber(ARGV[1])
+local minid = string.format("%.0f", math.max(now - keep, 0))
+local id
+for k = 3, #ARGV do
+  id = redis.call("XADD", KEYS[1], "MINID", "~", minid, "*", "e", ARGV[k])
+end
+redis.call("PEXPIRE", KEYS[1], keep)
+for k = 3, #ARGV do
+  redis.call("PUBLISH", ARGV[2], ARGV[k])
+end
+return id
+"#;
+
+struct Pending {
+    revocation: Revocation,
+    since_ms: u64,
 }
 
-/// `RevocationFeed`: revocations published over Redis so every instance refuses a revoked
+struct Shared {
+    conn: RedisConnection,
+    list: Arc<RevocationList>,
+    log_key: String,
+    channel: String,
+    keep_ms: u64,
+    poll: Duration,
+    resync_every: Duration,
+    write: Script,
+    pending: Mutex<VecDeque<Pending>>,
+    /// The last successful read of the log (clock ms).
+    last_read_ms: AtomicU64,
+    /// Read the whole log next time (at start, after an error).
+    resync: AtomicBool,
+    clock: Arc<dyn Clock>,
+}
+
+/// `RevocationFeed`: revocations recorded in Redis so every instance refuses a revoked
 /// session's access tokens within a second, without a Redis round trip per request.
 ///
-/// Revoking (logout, logout-all, a deleted device, detected reuse) records the revocation in
-/// this process's [`RevocationList`](baton_bearer::RevocationList) at once, then publishes it: a `PUBLISH` for the instances
-/// listening now, and an entry in a sorted set kept for the access-token lifetime, so an
-/// instance that (re)connects catches up on what it missed. Every instance runs a subscriber
-/// task that feeds its own list; the bearer layer consults the list in memory.
+/// Revoking (logout, logout-all, a deleted device, detected reuse) applies the revocation to
+/// this process's [`RevocationList`] at once, then records it: one script appends it to a log
+/// (a Redis stream kept for the access-token lifetime) and publishes it. [`Revoke::revoke`]
+/// answers `Ok` only once the log holds it, so an endpoint acknowledges a logout only when
+/// every instance will find it; when the write fails it answers `Err` (the endpoint says 503)
+/// and the feed keeps retrying the write in the background, with backoff, until it succeeds or
+/// the revocation no longer matters (every token it covers has expired). Failures are `error`
+/// events (target `baton::redis`) and the counter `baton_revocations_unrecorded_total`.
 ///
-/// While the subscriber is disconnected the feed follows a [`DisconnectPolicy`], logs the
-/// change, and reports it through [`RevocationFeed::status`].
+/// Every instance hears revocations two ways: a subscriber on the channel (live, when the
+/// connection was built with a [`redis::Client`]), and a reader of the log every poll period
+/// (250 ms by default), which picks up whatever live delivery missed, also when no connection
+/// ever noticed a fault. The log is read whole at start, after any error, and every 30 s.
+///
+/// While the log cannot be read the feed follows a [`DisconnectPolicy`], logs the change, and
+/// reports it through [`RevocationFeed::status`].
 ///
 /// ```no_run
-/// use baton_redis::{DisconnectPolicy, FeedOptions, RevocationFeed};
+/// use baton_redis::{FeedOptions, RedisConnection, RedisOptions, RevocationFeed};
 /// use std::time::Duration;
 ///
 /// # async fn run() -> Result<(), baton_store::StoreError> {
-/// let feed = RevocationFeed::start("redis://127.0.0.1:6379/", FeedOptions::new(Duration::from_secs(900))).await?;
-/// // Give `feed` to `Baton::builder(..).revocations(feed)`: the endpoints publish into it and
+/// let redis = RedisConnection::connect("redis://127.0.0.1:6379/", &RedisOptions::new()).await?;
+/// let feed = RevocationFeed::start_on(redis, FeedOptions::new(Duration::from_secs(900))).await;
+/// // Give `feed` to `Baton::builder(..).revocations(feed)`: the endpoints record into it and
 /// // the bearer layer consults it.
 /// # Ok(()) }
 /// ```
 pub struct RevocationFeed {
-    list: Arc<RevocationList>,
-    publisher: ConnectionManager,
-    channel: String,
-    log_key: String,
-    keep_ms: u64,
+    shared: Arc<Shared>,
     policy: DisconnectPolicy,
-    state: Arc<State>,
-    clock: Arc<dyn Clock>,
-    subscriber: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl fmt::Debug for RevocationFeed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RevocationFeed")
-            .field("channel", &self.channel)
+            .field("log", &self.shared.log_key)
             .field("policy", &self.policy)
             .field("status", &self.status())
+            .field("pending", &self.pending())
             .finish_non_exhaustive()
     }
 }
 
 impl Drop for RevocationFeed {
     fn drop(&mut self) {
-        self.subscriber.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
 /// One revocation as it travels: `s\x1f<sid>` or `u\x1f<sub>\x1f<before, s>`.
+fn encode(revocation: &Revocation) -> Option<String> {
+    match revocation {
+        Revocation::Session(sid) => Some(format!("s\u{1f}{sid}")),
+        Revocation::UserBefore { sub, before } => Some(format!("u\u{1f}{sub}\u{1f}{before}")),
+        _ => None,
+    }
+}
+
+fn decode(event: &str) -> Option<Revocation> {
+    if let Some(sid) = event.strip_prefix("s\u{1f}") {
+        return Some(Revocation::session(sid));
+    }
+    let (sub, before) = event.strip_prefix("u\u{1f}")?.rsplit_once('\u{1f}')?;
+    Some(Revocation::user_before(sub, before.parse().ok()?))
+}
+
 fn apply(list: &RevocationList, event: &str) {
-    let mut parts = event.split('\u{1f}');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some("s"), Some(sid), None) => list.revoke_session(sid),
-        (Some("u"), Some(sub), Some(before)) => {
-            if let Ok(before) = before.parse() {
-                list.revoke_user_before(sub, before);
+    match decode(event) {
+        Some(revocation) => list.apply(&revocation),
+        None => tracing::debug!(target: "baton::redis", "unknown revocation event ignored"),
+    }
+}
+
+/// A stream entry id `ms-seq` as a pair, for ordering.
+fn entry_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+fn text(value: &Value) -> Option<String> {
+    redis::from_redis_value_ref::<String>(value).ok()
+}
+
+/// The `(id, event)` pairs of an `XRANGE` reply (RESP2 or RESP3).
+fn entries(reply: &Value) -> Vec<(String, Option<String>)> {
+    let Value::Array(items) = reply else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| {
+            let Value::Array(parts) = item else {
+                return None;
+            };
+            let id = text(parts.first()?)?;
+            let event = match parts.get(1)? {
+                Value::Array(fields) => fields
+                    .chunks(2)
+                    .find(|kv| kv.first().and_then(text).as_deref() == Some("e"))
+                    .and_then(|kv| kv.get(1).and_then(text)),
+                Value::Map(fields) => fields
+                    .iter()
+                    .find(|(k, _)| text(k).as_deref() == Some("e"))
+                    .and_then(|(_, v)| text(v)),
+                _ => None,
+            };
+            Some((id, event))
+        })
+        .collect()
+}
+
+impl Shared {
+    async fn record(&self, revocations: &[Revocation]) -> Result<(), StoreError> {
+        let events: Vec<String> = revocations.iter().filter_map(encode).collect();
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = self.write.prepare_invoke();
+        invocation
+            .key(&self.log_key)
+            .arg(self.keep_ms.max(1))
+            .arg(&self.channel);
+        for event in &events {
+            invocation.arg(event);
+        }
+        let invocation = &invocation;
+        // Repeating the write after a lost reply appends the events twice: applying one is
+        // idempotent.
+        self.conn
+            .write("record revocations", move |mut conn| async move {
+                invocation.invoke_async::<Value>(&mut conn).await
+            })
+            .await
+            .map(|_| ())
+    }
+
+    fn defer(&self, revocations: &[Revocation]) {
+        let now = self.clock.now_millis();
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for revocation in revocations {
+            if pending.len() >= MAX_PENDING {
+                pending.pop_front();
+                metrics::counter!("baton_revocations_dropped_total").increment(1);
+                tracing::error!(target: "baton::redis", "revocation retry queue full: the oldest unrecorded revocation is dropped (other instances learn it only if it is revoked again)");
+            }
+            pending.push_back(Pending {
+                revocation: revocation.clone(),
+                since_ms: now,
+            });
+        }
+    }
+
+    /// Records what failed before, oldest first; `false` when the write failed again.
+    async fn flush(&self) -> bool {
+        let now = self.clock.now_millis();
+        let batch: Vec<Revocation> = {
+            let mut pending = self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // A revocation older than the retention covers only expired tokens.
+            pending.retain(|p| now.saturating_sub(p.since_ms) < self.keep_ms);
+            pending
+                .iter()
+                .take(100)
+                .map(|p| p.revocation.clone())
+                .collect()
+        };
+        if batch.is_empty() {
+            return true;
+        }
+        if self.record(&batch).await.is_err() {
+            return false;
+        }
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for _ in 0..batch.len().min(pending.len()) {
+            pending.pop_front();
+        }
+        tracing::info!(target: "baton::redis", recorded = batch.len(), "deferred revocations recorded");
+        true
+    }
+
+    /// Reads the log from after `after` (or whole), applies it, returns the last id seen.
+    async fn read(&self, after: Option<&str>) -> Result<Option<String>, StoreError> {
+        let mut start = after.map(|id| format!("({id}"));
+        let mut last = after.map(str::to_owned);
+        loop {
+            let from = start.clone().unwrap_or_else(|| "-".to_owned());
+            let key = &self.log_key;
+            let from_ref = &from;
+            let reply: Value = self
+                .conn
+                .read("read revocation log", move |mut conn| async move {
+                    redis::cmd("XRANGE")
+                        .arg(key)
+                        .arg(from_ref)
+                        .arg("+")
+                        .arg("COUNT")
+                        .arg(PAGE)
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?;
+            let page = entries(&reply);
+            for (_, event) in &page {
+                if let Some(event) = event {
+                    apply(&self.list, event);
+                }
+            }
+            let Some((id, _)) = page.last() else {
+                return Ok(last);
+            };
+            if last
+                .as_deref()
+                .and_then(entry_id)
+                .is_none_or(|seen| entry_id(id).is_some_and(|new| new > seen))
+            {
+                last = Some(id.clone());
+            }
+            if page.len() < PAGE {
+                return Ok(last);
+            }
+            start = Some(format!("({id}"));
+        }
+    }
+
+    fn connected(&self) -> bool {
+        let window = u64::try_from((self.poll * 4).as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1000);
+        self.clock
+            .now_millis()
+            .saturating_sub(self.last_read_ms.load(Ordering::Acquire))
+            <= window
+    }
+}
+
+/// Reads the log every poll period; retries deferred writes with backoff.
+async fn poll(shared: Arc<Shared>) {
+    let mut last: Option<String> = None;
+    let mut last_full = tokio::time::Instant::now();
+    let mut backoff = Duration::from_millis(100);
+    let mut next_flush = tokio::time::Instant::now();
+    let mut was_connected = shared.connected();
+    loop {
+        if tokio::time::Instant::now() >= next_flush {
+            if shared.flush().await {
+                backoff = Duration::from_millis(100);
+            } else {
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            next_flush = tokio::time::Instant::now() + backoff;
+        }
+        if last_full.elapsed() >= shared.resync_every {
+            shared.resync.store(true, Ordering::Release);
+        }
+        let full = shared.resync.load(Ordering::Acquire);
+        let after = if full { None } else { last.as_deref() };
+        match shared.read(after).await {
+            Ok(seen) => {
+                if full {
+                    shared.resync.store(false, Ordering::Release);
+                    last_full = tokio::time::Instant::now();
+                }
+                if seen.is_some() {
+                    last = seen;
+                }
+                shared
+                    .last_read_ms
+                    .store(shared.clock.now_millis(), Ordering::Release);
+            }
+            Err(_) => {
+                // Redis may have restarted or failed over: read the whole log next time.
+                shared.resync.store(true, Ordering::Release);
             }
         }
-        _ => tracing::debug!(target: "baton::redis", "unknown revocation event ignored"),
+        let connected = shared.connected();
+        if connected != was_connected {
+            if connected {
+                tracing::info!(target: "baton::redis", "revocation log readable again; caught up");
+            } else {
+                tracing::warn!(target: "baton::redis", "revocation log unreadable: revocations from other instances wait until it is back");
+            }
+            was_connected = connected;
+        }
+        tokio::time::sleep(shared.poll).await;
+    }
+}
+
+/// Live delivery: a subscription on the channel, reconnected with backoff.
+async fn subscribe(shared: Arc<Shared>) {
+    let clients = shared.conn.subscribers().to_vec();
+    let mut backoff = Duration::from_millis(50);
+    for round in 0usize.. {
+        let client = &clients[round % clients.len()];
+        let connected = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&shared.channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        if let Ok(Ok(mut pubsub)) = tokio::time::timeout(Duration::from_secs(2), connected).await
+        {
+            tracing::debug!(target: "baton::redis", "revocation channel subscribed");
+            // Anything published while unsubscribed is in the log: read it at once.
+            shared.resync.store(true, Ordering::Release);
+            backoff = Duration::from_millis(50);
+            let mut messages = pubsub.on_message();
+            while let Some(message) = messages.next().await {
+                if let Ok(event) = message.get_payload::<String>() {
+                    apply(&shared.list, &event);
+                }
+            }
+            tracing::debug!(target: "baton::redis", "revocation channel lost; the log reader covers until it is back");
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }
 
 impl RevocationFeed {
-    /// Connects the publisher and starts the subscriber task (which reconnects by itself).
+    /// Connects to `url` (a [`RedisConnection`] of its own: use
+    /// [`start_on`](Self::start_on) to share one) and starts the feed.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when the URL is invalid or Redis cannot be reached at all.
     pub async fn start(url: &str, options: FeedOptions) -> Result<Arc<Self>, StoreError> {
-        Self::start_with_clock(url, options, Arc::new(SystemClock)).await
+        let conn = RedisConnection::connect(url, &RedisOptions::new()).await?;
+        Ok(Self::start_on(conn, options).await)
     }
 
     /// As [`start`](Self::start), reading time from `clock`.
@@ -157,174 +488,140 @@ impl RevocationFeed {
         options: FeedOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, StoreError> {
-        let client = redis::Client::open(url).map_err(crate::unavailable)?;
-        let config = crate::manager_config(Duration::from_millis(250), Duration::from_millis(250));
-        let publisher = ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .map_err(crate::unavailable)?;
+        let conn = RedisConnection::connect(url, &RedisOptions::new()).await?;
+        Ok(Self::start_on_with_clock(conn, options, clock).await)
+    }
+
+    /// Starts the feed on `conn` (shared with the store and the limiter): reads the whole log
+    /// once (so a fresh instance starts informed; when Redis does not answer the feed starts
+    /// disconnected and catches up when it can), then keeps reading it and listening to the
+    /// channel in background tasks.
+    pub async fn start_on(conn: RedisConnection, options: FeedOptions) -> Arc<Self> {
+        Self::start_on_with_clock(conn, options, Arc::new(SystemClock)).await
+    }
+
+    /// As [`start_on`](Self::start_on), reading time from `clock`.
+    pub async fn start_on_with_clock(
+        conn: RedisConnection,
+        options: FeedOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Self> {
         let list = Arc::new(RevocationList::new(options.keep).with_clock(clock.clone()));
-        let state = Arc::new(State {
-            connected: AtomicBool::new(false),
-            disconnected_since: AtomicU64::new(clock.now_millis()),
-        });
-        let channel = format!("{}revocations", options.prefix);
-        let log_key = format!("{}revocations:log", options.prefix);
-        let subscriber = tokio::spawn(subscribe(
-            client,
-            channel.clone(),
-            log_key.clone(),
-            list.clone(),
-            state.clone(),
-            clock.clone(),
-        ));
-        let feed = Arc::new(RevocationFeed {
+        let shared = Arc::new(Shared {
+            conn,
             list,
-            publisher,
-            channel,
-            log_key,
+            log_key: format!("{}revocations:log", options.prefix),
+            channel: format!("{}revocations", options.prefix),
             keep_ms: u64::try_from(options.keep.as_millis()).unwrap_or(u64::MAX),
-            policy: options.policy,
-            state,
+            poll: options.poll,
+            resync_every: options.resync,
+            write: Script::new(WRITE_LUA),
+            pending: Mutex::new(VecDeque::new()),
+            last_read_ms: AtomicU64::new(0),
+            resync: AtomicBool::new(true),
             clock,
-            subscriber,
         });
-        // Give the subscriber a moment to catch up, so a fresh instance starts informed.
+        let mut tasks = Vec::new();
+        if !shared.conn.subscribers().is_empty() {
+            tasks.push(tokio::spawn(subscribe(shared.clone())));
+        }
+        tasks.push(tokio::spawn(poll(shared.clone())));
+        let feed = Arc::new(RevocationFeed {
+            shared,
+            policy: options.policy,
+            tasks,
+        });
+        // Give the reader a moment to catch up, so a fresh instance starts informed.
         for _ in 0..50 {
-            if feed.status() == FeedStatus::Connected {
+            if feed.shared.connected() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        Ok(feed)
+        feed
     }
 
     /// Whether the feed is hearing revocations.
     pub fn status(&self) -> FeedStatus {
-        if self.state.connected.load(Ordering::Acquire) {
+        if self.shared.connected() {
             FeedStatus::Connected
         } else {
             FeedStatus::Disconnected {
-                since_ms: self.state.disconnected_since.load(Ordering::Acquire),
+                since_ms: self.shared.last_read_ms.load(Ordering::Acquire),
             }
         }
     }
 
     /// The revocations this instance knows.
     pub fn list(&self) -> &RevocationList {
-        &self.list
+        &self.shared.list
     }
 
-    fn publish(&self, event: String) {
-        let mut conn = self.publisher.clone();
-        let (channel, log_key) = (self.channel.clone(), self.log_key.clone());
-        let now = self.clock.now_millis();
-        let keep = self.keep_ms;
-        tokio::spawn(async move {
-            let mut pipe = redis::pipe();
-            pipe.atomic()
-                .cmd("ZADD")
-                .arg(&log_key)
-                .arg(now)
-                .arg(&event)
-                .ignore()
-                .cmd("ZREMRANGEBYSCORE")
-                .arg(&log_key)
-                .arg("-inf")
-                .arg(now.saturating_sub(keep))
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&log_key)
-                .arg(keep.max(1))
-                .ignore()
-                .cmd("PUBLISH")
-                .arg(&channel)
-                .arg(&event)
-                .ignore();
-            if let Err(e) = pipe.query_async::<()>(&mut conn).await {
-                tracing::error!(target: "baton::redis", error = %e, "revocation not published; other instances learn it only at catch-up");
-            }
-        });
+    /// Revocations whose write failed and that wait for a retry.
+    pub fn pending(&self) -> usize {
+        self.shared
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
-}
 
-async fn catch_up(
-    client: &redis::Client,
-    log_key: &str,
-    list: &RevocationList,
-) -> redis::RedisResult<usize> {
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    let events: Vec<String> = redis::cmd("ZRANGE")
-        .arg(log_key)
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut conn)
-        .await?;
-    for event in &events {
-        apply(list, event);
-    }
-    Ok(events.len())
-}
-
-async fn subscribe(
-    client: redis::Client,
-    channel: String,
-    log_key: String,
-    list: Arc<RevocationList>,
-    state: Arc<State>,
-    clock: Arc<dyn Clock>,
-) {
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        let connected = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            // Subscribed first, then caught up: nothing published in between is missed.
-            let caught_up = catch_up(&client, &log_key, &list).await?;
-            Ok::<_, redis::RedisError>((pubsub, caught_up))
-        };
-        if let Ok(Ok((mut pubsub, caught_up))) =
-            tokio::time::timeout(Duration::from_secs(2), connected).await
-        {
-            state.connected.store(true, Ordering::Release);
-            tracing::info!(target: "baton::redis", caught_up, "revocation feed connected");
-            backoff = Duration::from_millis(50);
-            let mut messages = pubsub.on_message();
-            while let Some(message) = messages.next().await {
-                if let Ok(event) = message.get_payload::<String>() {
-                    apply(&list, &event);
-                }
-            }
-            state
-                .disconnected_since
-                .store(clock.now_millis(), Ordering::Release);
-            state.connected.store(false, Ordering::Release);
-            tracing::warn!(target: "baton::redis", "revocation feed disconnected");
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(1));
+    /// The connection the feed writes and reads the log on.
+    pub fn connection(&self) -> &RedisConnection {
+        &self.shared.conn
     }
 }
 
 impl Revoke for RevocationFeed {
-    fn revoke_session(&self, sid: &str) {
-        self.list.revoke_session(sid);
-        self.publish(format!("s\u{1f}{sid}"));
-    }
-
-    fn revoke_user(&self, sub: &str) {
-        let before = self.clock.now();
-        self.list.revoke_user_before(sub, before);
-        self.publish(format!("u\u{1f}{sub}\u{1f}{before}"));
+    fn revoke<'a>(&'a self, revocations: &'a [Revocation]) -> RevokeFuture<'a> {
+        for revocation in revocations {
+            self.shared.list.apply(revocation);
+        }
+        Box::pin(async move {
+            match self.shared.record(revocations).await {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    metrics::counter!("baton_revocations_unrecorded_total").increment(1);
+                    tracing::error!(target: "baton::redis", error = %e, count = revocations.len(), "revocation not recorded; retrying in the background");
+                    self.shared.defer(revocations);
+                    Err(RevokeError::new(e))
+                }
+            }
+        })
     }
 }
 
 impl CheckRevocation for RevocationFeed {
     fn is_revoked(&self, token: &TokenIdentity<'_>) -> bool {
-        if self.policy == DisconnectPolicy::RefuseAll
-            && !self.state.connected.load(Ordering::Acquire)
-        {
+        if self.policy == DisconnectPolicy::RefuseAll && !self.shared.connected() {
             return true;
         }
-        self.list.is_revoked(token)
+        self.shared.list.is_revoked(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip() {
+        for revocation in [
+            Revocation::session("s1"),
+            Revocation::user_before("alice", 1_800_000_000),
+            Revocation::user_before("odd\u{1f}name", 7),
+        ] {
+            let event = encode(&revocation).unwrap();
+            assert_eq!(decode(&event), Some(revocation));
+        }
+        assert_eq!(decode("x\u{1f}y"), None);
+        assert_eq!(decode("u\u{1f}alice\u{1f}soon"), None);
+    }
+
+    #[test]
+    fn entry_ids_order_numerically() {
+        assert!(entry_id("10-0") > entry_id("9-5"));
+        assert!(entry_id("10-10") > entry_id("10-9"));
+        assert_eq!(entry_id("junk"), None);
     }
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 use baton_store::StoreError;
 use baton_token::{Clock, SystemClock};
 use redis::Script;
-use redis::aio::ConnectionManager;
+
+use crate::{RedisConnection, RedisOptions};
 
 /// The generic cell rate algorithm on one key: `KEYS[1]` holds the theoretical arrival time.
 /// ARGV: now (ms), emission interval (ms), burst tolerance (ms). Returns 0 when allowed, else
@@ -29,15 +30,16 @@ return 0
 /// Rate limits kept in Redis, so every instance shares one budget per key (GCRA: one key and
 /// one atomic script per request, TTL = the time until the key's bucket is full again).
 ///
-/// When Redis does not answer, requests are let through (and the failure logged): a limiter
-/// outage must not lock every user out.
+/// Works on one Redis and on a Redis Cluster (each bucket is one key). When Redis does not
+/// answer, requests are let through (and the failure logged): a limiter outage must not lock
+/// every user out. A check that meets a closed connection is sent once more (it may then count
+/// one request twice, which errs on the side of the limit).
 #[derive(Clone)]
 pub struct RedisGcra {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     prefix: Arc<str>,
     script: Arc<Script>,
     clock: Arc<dyn Clock>,
-    timeout: Duration,
 }
 
 impl fmt::Debug for RedisGcra {
@@ -49,23 +51,25 @@ impl fmt::Debug for RedisGcra {
 }
 
 impl RedisGcra {
-    /// Connects to `url`; keys are `<prefix>rl:<bucket>:<key>`.
+    /// Limits on `conn` (shared with the store and the feed); keys are
+    /// `<prefix>rl:<bucket>:<key>`.
+    pub fn new(conn: impl Into<RedisConnection>, prefix: &str) -> Self {
+        RedisGcra {
+            conn: conn.into(),
+            prefix: Arc::from(prefix),
+            script: Arc::new(Script::new(GCRA)),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Connects to `url` (a [`RedisConnection`] of its own: use [`new`](Self::new) to share
+    /// one); keys are `<prefix>rl:<bucket>:<key>`.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when Redis cannot be reached.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(crate::unavailable)?;
-        let config = crate::manager_config(Duration::from_millis(250), Duration::from_millis(250));
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(crate::unavailable)?;
-        Ok(RedisGcra {
-            conn,
-            prefix: Arc::from(prefix),
-            script: Arc::new(Script::new(GCRA)),
-            clock: Arc::new(SystemClock),
-            timeout: Duration::from_millis(250),
-        })
+        let conn = RedisConnection::connect(url, &RedisOptions::new()).await?;
+        Ok(Self::new(conn, prefix))
     }
 
     /// Reads time from `clock`.
@@ -94,16 +98,18 @@ impl RedisGcra {
             .arg(self.clock.now_millis())
             .arg(interval_ms)
             .arg(tolerance);
-        let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.timeout, invocation.invoke_async::<u64>(&mut conn)).await {
-            Ok(Ok(0)) => Ok(()),
-            Ok(Ok(wait_ms)) => Err(Duration::from_millis(wait_ms)),
-            Ok(Err(e)) => {
-                tracing::error!(target: "baton::redis", error = %e, "rate limiter unavailable; request let through");
-                Ok(())
-            }
+        let invocation = &invocation;
+        let answer = self
+            .conn
+            .read("rate limit", move |mut conn| async move {
+                invocation.invoke_async::<u64>(&mut conn).await
+            })
+            .await;
+        match answer {
+            Ok(0) => Ok(()),
+            Ok(wait_ms) => Err(Duration::from_millis(wait_ms)),
             Err(_) => {
-                tracing::error!(target: "baton::redis", "rate limiter timed out; request let through");
+                tracing::error!(target: "baton::redis", "rate limiter unavailable; request let through");
                 Ok(())
             }
         }

@@ -57,38 +57,40 @@
 //!
 //! One round trip per rotation; `RedisStore` multiplexes all callers over one connection.
 
+mod conn;
 mod feed;
 mod gcra;
 
+pub use conn::{ConnectionStats, RedisConnection};
 pub use feed::{DisconnectPolicy, FeedOptions, FeedStatus, RevocationFeed};
 pub use gcra::RedisGcra;
 
 use std::fmt;
-use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use baton_store::{
-    Created, Device, Policy, REVOKED_TOMBSTONE_MS, RefreshKeys, RefreshStore, RotateContext,
-    RotateError, Rotation, RotationKind, Session, SessionId, SessionRef, StoreError,
-    UserAgentChange, check_user_id,
+    Created, Device, Policy, REVOKED_TOMBSTONE_MS, RefreshKeys, RefreshStore, ReuseDetection,
+    RotateContext, RotateError, Rotation, RotationKind, Session, SessionId, SessionRef,
+    StoreError, UserAgentChange, check_user_id,
 };
 use baton_token::{Clock, SystemClock};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
+
 
 /// Separates the fields of a record.
 const US: char = '\u{1f}';
 /// Separates the records of a user's key.
 const RS: char = '\u{1e}';
 
-/// Connection settings for [`RedisStore`].
+/// Connection settings ([`RedisConnection`]) and the store's key prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedisOptions {
     prefix: String,
-    connect_timeout: Duration,
-    response_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) response_timeout: Duration,
+    pub(crate) write_timeout: Duration,
 }
 
 impl Default for RedisOptions {
@@ -98,16 +100,17 @@ impl Default for RedisOptions {
 }
 
 impl RedisOptions {
-    /// Prefix `baton:`, connect timeout 250 ms, response timeout 250 ms.
+    /// Prefix `baton:`, connect timeout 250 ms, response timeout 250 ms, write timeout 1 s.
     pub fn new() -> Self {
         RedisOptions {
             prefix: "baton:".to_owned(),
             connect_timeout: Duration::from_millis(250),
             response_timeout: Duration::from_millis(250),
+            write_timeout: Duration::from_secs(1),
         }
     }
 
-    /// The prefix of every key (no `{` or `}`: the hash tag is the store's).
+    /// The prefix of every key of the store (no `{` or `}`: the hash tag is the store's).
     ///
     /// # Errors
     /// [`StoreError::InvalidInput`] when the prefix has braces.
@@ -129,12 +132,39 @@ impl RedisOptions {
         self
     }
 
-    /// How long one operation may take before it is [`StoreError::Unavailable`].
+    /// How long one operation may take before it is [`StoreError::Unavailable`] (a write that
+    /// has not answered by then is awaited up to the write timeout).
     #[must_use]
     pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
         self
     }
+
+    /// How long the reply of a write (a rotation, a login, a revocation) is awaited before it
+    /// is [`StoreError::Unavailable`] (at least the response timeout). A stalled Redis runs a
+    /// write it has received when it wakes up: awaiting its reply a little longer answers the
+    /// client with the outcome instead of a 503 whose retry would present a spent token.
+    #[must_use]
+    pub fn with_write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+/// A fresh attempt id: a call sent again after a lost reply carries the same one, so the
+/// scripts recognise their own earlier effect.
+pub(crate) fn attempt_id() -> String {
+    use aws_lc_rs::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    // The system generator does not fail on supported platforms; a zero id would only make
+    // a retry look like a stranger's call (the conservative outcome).
+    let _ = aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes);
+    format!("{:016x}", u64::from_le_bytes(bytes))
 }
 
 const CREATE_LUA: &str = concat!(include_str!("common.lua"), include_str!("create.lua"));
@@ -146,45 +176,6 @@ pub fn rotate_script_sha() -> String {
     Script::new(ROTATE_LUA).get_hash().to_owned()
 }
 
-/// One Redis, or a Redis Cluster (feature `cluster`).
-#[derive(Clone)]
-enum Conn {
-    Single(ConnectionManager),
-    #[cfg(feature = "cluster")]
-    Cluster(redis::cluster_async::ClusterConnection),
-}
-
-impl redis::aio::ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
-        match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
-            #[cfg(feature = "cluster")]
-            Conn::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> redis::RedisFuture<'a, Vec<Value>> {
-        match self {
-            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            #[cfg(feature = "cluster")]
-            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Conn::Single(c) => c.get_db(),
-            #[cfg(feature = "cluster")]
-            Conn::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
 struct Scripts {
     create: Script,
     rotate: Script,
@@ -194,7 +185,7 @@ struct Scripts {
 /// Refresh-token sessions in Redis. Clones share one auto-reconnecting connection.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: Conn,
+    conn: RedisConnection,
     keys: RefreshKeys,
     policy: Policy,
     clock: Arc<dyn Clock>,
@@ -210,18 +201,6 @@ impl fmt::Debug for RedisStore {
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
-}
-
-/// The connection-manager settings every Redis connection of this crate uses.
-pub(crate) fn manager_config(connect: Duration, response: Duration) -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(connect))
-        .set_response_timeout(Some(response))
-        .set_number_of_retries(1)
-}
-
-pub(crate) fn unavailable(e: impl fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
 }
 
 fn corrupt(what: &str) -> StoreError {
@@ -249,7 +228,11 @@ fn encode(session: &Session) -> String {
 
 /// A live record (member first) back into a session of the user with tag `tag`.
 fn decode(tag: &str, record: &str) -> Result<Session, StoreError> {
-    let f: Vec<&str> = record.split(US).collect();
+    let mut f: Vec<&str> = record.split(US).collect();
+    // The 11th field (the latest rotation's attempt id) is the scripts' own.
+    if f.len() == 11 {
+        f.pop();
+    }
     let [
         member,
         generation,
@@ -309,7 +292,30 @@ fn text(value: &Value) -> Result<String, StoreError> {
 }
 
 impl RedisStore {
-    /// Connects to `url` (`redis://host:port/db`).
+    /// Sessions on `conn` (shared with the feed, the limiter and the application), with the
+    /// prefix of `options`.
+    pub fn new(
+        conn: impl Into<RedisConnection>,
+        keys: RefreshKeys,
+        policy: Policy,
+        options: &RedisOptions,
+    ) -> Self {
+        RedisStore {
+            conn: conn.into(),
+            keys,
+            policy,
+            clock: Arc::new(SystemClock),
+            options: Arc::new(options.clone()),
+            scripts: Arc::new(Scripts {
+                create: Script::new(CREATE_LUA),
+                rotate: Script::new(ROTATE_LUA),
+                revoke: Script::new(REVOKE_LUA),
+            }),
+        }
+    }
+
+    /// Connects to `url` (`redis://host:port/db`): a [`RedisConnection`] of its own (use
+    /// [`new`](Self::new) to share one).
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when Redis cannot be reached within the connect timeout.
@@ -319,15 +325,8 @@ impl RedisStore {
         policy: Policy,
         options: RedisOptions,
     ) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let config = manager_config(options.connect_timeout, options.response_timeout)
-            .set_max_delay(Duration::from_millis(500));
-        let connect = ConnectionManager::new_with_config(client, config);
-        let conn = tokio::time::timeout(options.connect_timeout * 4, connect)
-            .await
-            .map_err(|_| unavailable("connect timed out"))?
-            .map_err(unavailable)?;
-        Ok(Self::with_conn(Conn::Single(conn), keys, policy, options))
+        let conn = RedisConnection::connect(url, &options).await?;
+        Ok(Self::new(conn, keys, policy, &options))
     }
 
     /// Connects to a Redis Cluster through any of its `nodes` (`redis://host:port`), with
@@ -344,32 +343,8 @@ impl RedisStore {
         policy: Policy,
         options: RedisOptions,
     ) -> Result<Self, StoreError> {
-        let client = redis::cluster::ClusterClientBuilder::new(nodes.to_vec())
-            .connection_timeout(options.connect_timeout)
-            .response_timeout(options.response_timeout)
-            .retries(2)
-            .build()
-            .map_err(unavailable)?;
-        let conn = tokio::time::timeout(options.connect_timeout * 4, client.get_async_connection())
-            .await
-            .map_err(|_| unavailable("connect timed out"))?
-            .map_err(unavailable)?;
-        Ok(Self::with_conn(Conn::Cluster(conn), keys, policy, options))
-    }
-
-    fn with_conn(conn: Conn, keys: RefreshKeys, policy: Policy, options: RedisOptions) -> Self {
-        RedisStore {
-            conn,
-            keys,
-            policy,
-            clock: Arc::new(SystemClock),
-            options: Arc::new(options),
-            scripts: Arc::new(Scripts {
-                create: Script::new(CREATE_LUA),
-                rotate: Script::new(ROTATE_LUA),
-                revoke: Script::new(REVOKE_LUA),
-            }),
-        }
+        let conn = RedisConnection::connect_cluster(nodes, &options).await?;
+        Ok(Self::new(conn, keys, policy, &options))
     }
 
     /// Reads time from `clock`.
@@ -388,34 +363,20 @@ impl RedisStore {
         self.key(&baton_store::user_tag_of(user_id))
     }
 
-    /// A clone of the connection, for inspection and tests (`MEMORY USAGE`, ...).
-    pub fn connection(&self) -> impl redis::aio::ConnectionLike + Clone + Send + 'static {
-        self.conn.clone()
-    }
-
-    /// Runs `op` within the response timeout; errors and time-outs are `Unavailable`.
-    async fn bounded<T, F>(&self, op: F) -> Result<T, StoreError>
-    where
-        F: Future<Output = redis::RedisResult<T>>,
-    {
-        match tokio::time::timeout(self.options.response_timeout, op).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                tracing::error!(target: "baton::redis", error = %e, "redis operation failed");
-                Err(unavailable(e))
-            }
-            Err(_) => {
-                tracing::error!(target: "baton::redis", "redis operation timed out");
-                Err(unavailable("redis did not answer in time"))
-            }
-        }
+    /// The connection (shared by clones), for inspection and the application's own commands.
+    pub fn connection(&self) -> &RedisConnection {
+        &self.conn
     }
 
     async fn read_user(&self, tag: &str) -> Result<Vec<Session>, StoreError> {
         let now = self.clock.now_millis();
-        let mut conn = self.conn.clone();
+        let key = self.key(tag);
+        let key = &key;
         let value: Option<String> = self
-            .bounded(redis::cmd("GET").arg(self.key(tag)).query_async(&mut conn))
+            .conn
+            .read("read sessions", move |mut conn| async move {
+                redis::cmd("GET").arg(key).query_async(&mut conn).await
+            })
             .await?;
         value.map_or(Ok(Vec::new()), |v| live_sessions(tag, &v, now))
     }
@@ -424,19 +385,30 @@ impl RedisStore {
         &self,
         user_id: &str,
         only: Option<SessionId>,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Vec<SessionId>, StoreError> {
         let now = self.clock.now_millis();
         let mut invocation = self.scripts.revoke.prepare_invoke();
         invocation
             .key(self.user_key(user_id))
             .arg(now)
             .arg(user_id)
-            .arg(REVOKED_TOMBSTONE_MS);
+            .arg(REVOKED_TOMBSTONE_MS)
+            .arg(attempt_id());
         if let Some(id) = only {
             invocation.arg(id.random_part());
         }
-        let mut conn = self.conn.clone();
-        self.bounded(invocation.invoke_async(&mut conn)).await
+        let invocation = &invocation;
+        let members: Vec<String> = self
+            .conn
+            .write("revoke", move |mut conn| async move {
+                invocation.invoke_async(&mut conn).await
+            })
+            .await?;
+        let tag = baton_store::user_tag_of(user_id);
+        Ok(members
+            .iter()
+            .filter_map(|m| format!("{tag}{m}").parse().ok())
+            .collect())
     }
 }
 
@@ -475,9 +447,15 @@ impl RefreshStore for RedisStore {
             .arg(now)
             .arg(self.policy.max_sessions_per_user())
             .arg(user_id)
-            .arg(REVOKED_TOMBSTONE_MS);
-        let mut conn = self.conn.clone();
-        let evicted: Vec<String> = self.bounded(invocation.invoke_async(&mut conn)).await?;
+            .arg(REVOKED_TOMBSTONE_MS)
+            .arg(attempt_id());
+        let invocation = &invocation;
+        let evicted: Vec<String> = self
+            .conn
+            .write("create", move |mut conn| async move {
+                invocation.invoke_async(&mut conn).await
+            })
+            .await?;
         let evicted = evicted
             .iter()
             .filter_map(|m| format!("{tag}{m}").parse().ok())
@@ -505,9 +483,19 @@ impl RefreshStore for RedisStore {
             .arg(policy)
             .arg(context.stored_user_agent().unwrap_or_default())
             .arg(context.ip.map(|ip| ip.to_string()).unwrap_or_default())
-            .arg(REVOKED_TOMBSTONE_MS);
-        let mut conn = self.conn.clone();
-        let reply: Vec<Value> = self.bounded(invocation.invoke_async(&mut conn)).await?;
+            .arg(REVOKED_TOMBSTONE_MS)
+            .arg(match self.policy.reuse_detection() {
+                ReuseDetection::AfterSuccessorUse => "after-use",
+                _ => "strict",
+            })
+            .arg(attempt_id());
+        let invocation = &invocation;
+        let reply: Vec<Value> = self
+            .conn
+            .write("rotate", move |mut conn| async move {
+                invocation.invoke_async(&mut conn).await
+            })
+            .await?;
         let code = reply.first().map(text).transpose()?.unwrap_or_default();
         let second = || {
             reply
@@ -557,10 +545,10 @@ impl RefreshStore for RedisStore {
         if !id.belongs_to(user_id) {
             return Ok(false);
         }
-        Ok(self.revoke_members(user_id, Some(id)).await? > 0)
+        Ok(!self.revoke_members(user_id, Some(id)).await?.is_empty())
     }
 
-    async fn revoke_all(&self, user_id: &str) -> Result<usize, StoreError> {
+    async fn revoke_all(&self, user_id: &str) -> Result<Vec<SessionId>, StoreError> {
         self.revoke_members(user_id, None).await
     }
 }

@@ -8,16 +8,38 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, SET_COOKIE};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, request};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, RETRY_AFTER, SET_COOKIE};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, request};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use tower::{Service, ServiceExt};
 
-use crate::Refresher;
+use crate::{Refreshed, Refresher};
 
 /// The largest token-endpoint response read, in bytes.
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
+/// The wait when a 503 gives no usable `Retry-After`.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The delay a `Retry-After` header asks for (delay-seconds or an HTTP date), if it has one.
+pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// How a refresh the server cannot do now (503) is retried.
+#[derive(Clone, Copy, Debug)]
+struct RetryPolicy {
+    attempts: u32,
+    max_wait: Duration,
+}
 
 #[derive(Default)]
 struct Holder {
@@ -60,11 +82,17 @@ struct TokenResponse {
 /// hyper-util's `Client`) used for `POST /auth/refresh`, an access-token holder shared by
 /// clones, and a cookie jar for the refresh cookie. Every request through the layer gets
 /// `Authorization: Bearer <current token>`.
+///
+/// A refresh answered 503 (the server's store is down or slow), or that cannot reach the
+/// server, is not a sign-out: it is tried again after the server's `Retry-After` (3 attempts
+/// in all by default, each wait capped at 5 s), the access token and the cookies are kept, and
+/// a 503 that carries a new refresh cookie updates the jar.
 #[derive(Clone)]
 pub struct HttpRefresher<C> {
     client: C,
     refresh_uri: Uri,
     holder: Arc<Holder>,
+    retry: RetryPolicy,
 }
 
 impl<C> fmt::Debug for HttpRefresher<C> {
@@ -83,7 +111,22 @@ impl<C> HttpRefresher<C> {
             client,
             refresh_uri,
             holder: Arc::default(),
+            retry: RetryPolicy {
+                attempts: 3,
+                max_wait: Duration::from_secs(5),
+            },
         }
+    }
+
+    /// How often a refresh answered 503 (or not answered at all) is tried in all (at least
+    /// once), and the longest wait between two tries whatever `Retry-After` says.
+    #[must_use]
+    pub fn with_unavailable_retries(mut self, attempts: u32, max_wait: Duration) -> Self {
+        self.retry = RetryPolicy {
+            attempts: attempts.max(1),
+            max_wait,
+        };
+        self
     }
 
     /// The current access token.
@@ -238,31 +281,52 @@ where
         Some(String::new())
     }
 
-    async fn refresh(&self, _parts: &request::Parts) -> Option<String> {
-        self.holder.refreshes.fetch_add(1, Ordering::Relaxed);
-        match self
-            .post(self.refresh_uri.clone(), Bytes::new(), false)
-            .await
-        {
-            Ok((status, headers, body)) => {
-                if status != 200 {
+    async fn refresh(&self, _parts: &request::Parts) -> Refreshed<String> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.holder.refreshes.fetch_add(1, Ordering::Relaxed);
+            let wait = match self
+                .post(self.refresh_uri.clone(), Bytes::new(), false)
+                .await
+            {
+                Ok((200, headers, body)) => {
+                    return match self.accept_tokens(200, &headers, &body) {
+                        Ok(()) => self
+                            .access_token()
+                            .map_or(Refreshed::Refused, Refreshed::Fresh),
+                        Err(_e) => {
+                            #[cfg(feature = "tracing")]
+                            tracing::debug!(target: "baton::refresh", error = %_e, "refresh answer unreadable");
+                            Refreshed::Refused
+                        }
+                    };
+                }
+                Ok((status, headers, _)) if status == StatusCode::SERVICE_UNAVAILABLE.as_u16() => {
+                    // A 503 may carry the successor of a rotation that happened: keep it.
+                    self.store_cookies(&headers);
+                    parse_retry_after(&headers).unwrap_or(DEFAULT_RETRY_AFTER)
+                }
+                Ok((_status, headers, _)) => {
                     // A refused refresh may clear the refresh cookie; keep the jar in step.
                     self.store_cookies(&headers);
+                    #[cfg(feature = "tracing")]
+                    tracing::debug!(target: "baton::refresh", status = _status, "refresh refused");
+                    return Refreshed::Refused;
                 }
-                match self.accept_tokens(status, &headers, &body) {
-                    Ok(()) => self.access_token(),
-                    Err(_e) => {
-                        #[cfg(feature = "tracing")]
-                        tracing::debug!(target: "baton::refresh", error = %_e, "refresh refused");
-                        None
-                    }
+                Err(_e) => {
+                    #[cfg(feature = "tracing")]
+                    tracing::debug!(target: "baton::refresh", error = %_e, "refresh request failed");
+                    DEFAULT_RETRY_AFTER
                 }
-            }
-            Err(_e) => {
+            };
+            let wait = wait.min(self.retry.max_wait);
+            if attempt >= self.retry.attempts {
                 #[cfg(feature = "tracing")]
-                tracing::debug!(target: "baton::refresh", error = %_e, "refresh request failed");
-                None
+                tracing::debug!(target: "baton::refresh", attempts = attempt, "refresh unavailable; credentials kept");
+                return Refreshed::Unavailable { retry_after: wait };
             }
+            tokio::time::sleep(wait).await;
         }
     }
 

@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 /// How long a finished flight's result stays for requests that started before it finished.
 const KEEP: Duration = Duration::from_secs(30);
 
+use crate::Refreshed;
+
 pub(crate) struct Flight<C> {
     epoch: AtomicU64,
-    result: tokio::sync::Mutex<Option<Option<C>>>,
+    result: tokio::sync::Mutex<Option<Refreshed<C>>>,
     touched: Mutex<Instant>,
 }
 
@@ -21,15 +23,15 @@ impl<C: Clone> Flight<C> {
     }
 
     /// Runs `refresh` unless a refresh finished since `seen`, in which case its result is
-    /// shared. Concurrent callers wait for the one that runs. `None`: the refresh failed.
-    pub(crate) async fn refresh<F, Fut>(&self, seen: u64, refresh: F) -> Option<C>
+    /// shared. Concurrent callers wait for the one that runs.
+    pub(crate) async fn refresh<F, Fut>(&self, seen: u64, refresh: F) -> Refreshed<C>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Option<C>>,
+        Fut: std::future::Future<Output = Refreshed<C>>,
     {
         let mut result = self.result.lock().await;
         if self.epoch.load(Ordering::Acquire) != seen {
-            return result.clone().flatten();
+            return result.clone().unwrap_or(Refreshed::Refused);
         }
         let fresh = refresh().await;
         *result = Some(fresh.clone());

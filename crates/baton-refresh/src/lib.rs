@@ -6,7 +6,11 @@
 //!   triggers a refresh. At most one refresh and one retry per request: no loops.
 //! - Single flight: when many requests fail together, one refresh runs (per credential: one
 //!   per client, one per refresh cookie on a server) and all retry with its result; if it
-//!   fails, they all get their original 401.
+//!   is refused, they all get their original 401.
+//! - A refresh the server cannot do now (503, `Retry-After`) is not a sign-out: the
+//!   [`HttpRefresher`] retries it a few times as the server asks, keeps its credentials, and
+//!   the server side ([`Refresher::unavailable`]) answers 503 with `Retry-After` instead of the
+//!   401.
 //! - Replay: a body whose size is known to be within the limit (64 KiB by default) is
 //!   buffered before the first attempt and sent again; a larger or streaming body is not
 //!   retried (its original 401 goes back).
@@ -58,9 +62,35 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 pub use body::RetryBody;
-pub use client::{HttpRefresher, LoginError};
+pub use client::{HttpRefresher, LoginError, parse_retry_after};
 
 use flight::Flights;
+
+/// What a refresh gave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refreshed<C> {
+    /// New credentials: the request is sent again with them.
+    Fresh(C),
+    /// Refused for good (the session is over): the original 401 goes back.
+    Refused,
+    /// The server could not refresh now (it said 503): not a sign-out. The original response
+    /// goes back through [`Refresher::unavailable`]; the credentials are kept.
+    Unavailable {
+        /// When to try again.
+        retry_after: Duration,
+    },
+}
+
+impl<C> Refreshed<C> {
+    /// The credentials, when fresh.
+    pub fn fresh(self) -> Option<C> {
+        match self {
+            Refreshed::Fresh(c) => Some(c),
+            _ => None,
+        }
+    }
+}
 
 /// Obtains fresh credentials and applies them to requests (and, on a server, to responses).
 pub trait Refresher: Clone + Send + Sync + 'static {
@@ -71,11 +101,11 @@ pub trait Refresher: Clone + Send + Sync + 'static {
     /// one refresh. `None` when the request has nothing to refresh with (it is not retried).
     fn flight_key(&self, parts: &request::Parts) -> Option<String>;
 
-    /// Obtains new credentials; `None` when that fails (the original 401 then goes back).
+    /// Obtains new credentials (see [`Refreshed`]).
     fn refresh(
         &self,
         parts: &request::Parts,
-    ) -> impl Future<Output = Option<Self::Credentials>> + Send;
+    ) -> impl Future<Output = Refreshed<Self::Credentials>> + Send;
 
     /// Sets the current credentials on a request before its first attempt.
     fn prepare(&self, _parts: &mut request::Parts) {}
@@ -90,6 +120,13 @@ pub trait Refresher: Clone + Send + Sync + 'static {
 
     /// Applies new credentials to the final response (a server sets cookies here).
     fn finish(&self, _credentials: &Self::Credentials, _headers: &mut HeaderMap) {}
+
+    /// Adjusts the original response when the refresh was
+    /// [`Unavailable`](Refreshed::Unavailable). The default leaves it as it is (a client
+    /// returns the original 401 to its caller, keeping its credentials for the next call); a
+    /// server turns it into 503 with `Retry-After`, so the browser does not take it for a
+    /// sign-out.
+    fn unavailable<B>(&self, _retry_after: Duration, _response: &mut Response<B>) {}
 }
 
 /// The default predicate: 401 with a Bearer challenge carrying `error="invalid_token"`.
@@ -293,7 +330,10 @@ where
             if let (Some(margin), Some(flight), Some(seen)) = (config.proactive, &flight, seen)
                 && refresher.expires_within(&parts, margin)
             {
-                proactive = flight.refresh(seen, || refresher.refresh(&parts)).await;
+                proactive = flight
+                    .refresh(seen, || refresher.refresh(&parts))
+                    .await
+                    .fresh();
                 if let Some(credentials) = &proactive {
                     refresher.apply(credentials, &mut parts);
                 }
@@ -326,13 +366,22 @@ where
             {
                 #[cfg(feature = "tracing")]
                 tracing::debug!(target: "baton::refresh", "401 invalid_token: refreshing");
-                let fresh = flight
+                let credentials = match flight
                     .refresh(seen, || refresher.refresh(&retry_parts))
-                    .await;
-                let Some(credentials) = fresh else {
-                    #[cfg(feature = "tracing")]
-                    tracing::debug!(target: "baton::refresh", "refresh failed: original 401 returned");
-                    return Ok(response);
+                    .await
+                {
+                    Refreshed::Fresh(credentials) => credentials,
+                    Refreshed::Unavailable { retry_after } => {
+                        #[cfg(feature = "tracing")]
+                        tracing::debug!(target: "baton::refresh", ?retry_after, "refresh unavailable: credentials kept");
+                        refresher.unavailable(retry_after, &mut response);
+                        return Ok(response);
+                    }
+                    Refreshed::Refused => {
+                        #[cfg(feature = "tracing")]
+                        tracing::debug!(target: "baton::refresh", "refresh refused: original 401 returned");
+                        return Ok(response);
+                    }
                 };
                 refresher.apply(&credentials, &mut retry_parts);
                 response = retry_service
@@ -397,17 +446,28 @@ mod tests {
         let first = flight
             .refresh(seen, || async {
                 runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                Some(7)
+                Refreshed::Fresh(7)
             })
             .await;
-        let second = flights.get("k").refresh(seen, || async { Some(8) }).await;
-        assert_eq!((first, second), (Some(7), Some(7)));
+        let second = flights
+            .get("k")
+            .refresh(seen, || async { Refreshed::Fresh(8) })
+            .await;
+        assert_eq!((first, second), (Refreshed::Fresh(7), Refreshed::Fresh(7)));
         assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
         let third = flights
             .get("k")
-            .refresh(flight.epoch(), || async { None })
+            .refresh(flight.epoch(), || async { Refreshed::Refused })
             .await;
-        assert_eq!(third, None, "a later failure is reported as such");
+        assert_eq!(third, Refreshed::Refused, "a later failure is reported as such");
+        let unavailable = Refreshed::Unavailable {
+            retry_after: Duration::from_secs(1),
+        };
+        let fourth = flights
+            .get("k")
+            .refresh(flight.epoch(), || async { unavailable.clone() })
+            .await;
+        assert_eq!(fourth, unavailable, "shared with the callers that waited");
         assert_eq!(flights.get("other").epoch(), 0);
     }
 }

@@ -26,8 +26,8 @@ use std::time::Duration;
 use baton_token::TestClock;
 
 use crate::{
-    Device, Policy, RefreshKeys, RefreshStore, RotateContext, RotateError, RotationKind, Session,
-    UserAgentChange,
+    Device, Policy, RefreshKeys, RefreshStore, ReuseDetection, RotateContext, RotateError,
+    RotationKind, Session, UserAgentChange,
 };
 
 /// What a store under test is built from.
@@ -254,9 +254,19 @@ pub async fn reuse_after_grace_revokes_the_session<F: StoreFactory>(factory: &F)
     assert_eq!(store.get(created.session.id).await.unwrap(), None);
 }
 
-/// Inside the grace window the parent gets exactly the successor the first call got.
+/// Both reuse-detection policies, for the cases they must agree on.
+const POLICIES: [ReuseDetection; 2] = [ReuseDetection::Strict, ReuseDetection::AfterSuccessorUse];
+
+/// Inside the grace window the parent gets exactly the successor the first call got, under
+/// both policies.
 pub async fn reuse_inside_grace_gets_the_same_successor<F: StoreFactory>(factory: &F) {
-    let (store, _guard, clock) = setup!(factory);
+    for detection in POLICIES {
+        reuse_inside_grace_under(factory, detection).await;
+    }
+}
+
+async fn reuse_inside_grace_under<F: StoreFactory>(factory: &F, detection: ReuseDetection) {
+    let (store, _guard, clock) = setup!(factory, policy().with_reuse_detection(detection));
     let created = store.create("alice", Device::default()).await.unwrap();
     let first = store
         .rotate(created.token.expose(), RotateContext::default())
@@ -278,9 +288,15 @@ pub async fn reuse_inside_grace_gets_the_same_successor<F: StoreFactory>(factory
     assert_eq!(next.session.generation, 2);
 }
 
-/// A grandparent is never graced, even inside the window.
+/// A grandparent is never graced, even inside the window, under both policies.
 pub async fn grandparent_inside_grace_is_reused<F: StoreFactory>(factory: &F) {
-    let (store, _guard, _clock) = setup!(factory);
+    for detection in POLICIES {
+        grandparent_is_reused_under(factory, detection).await;
+    }
+}
+
+async fn grandparent_is_reused_under<F: StoreFactory>(factory: &F, detection: ReuseDetection) {
+    let (store, _guard, _clock) = setup!(factory, policy().with_reuse_detection(detection));
     let t0 = store
         .create("alice", Device::default())
         .await
@@ -469,7 +485,7 @@ pub async fn revoke_one<F: StoreFactory>(factory: &F) {
     );
 }
 
-/// Revoking all of a user's sessions returns how many and kills every token.
+/// Revoking all of a user's sessions returns them and kills every token.
 pub async fn revoke_all<F: StoreFactory>(factory: &F) {
     let (store, _guard, _clock) = setup!(factory);
     let mut tokens = Vec::new();
@@ -483,9 +499,16 @@ pub async fn revoke_all<F: StoreFactory>(factory: &F) {
         );
     }
     let bob = store.create("bob", Device::default()).await.unwrap();
-    assert_eq!(store.revoke_all("alice").await.unwrap(), 3);
-    assert_eq!(store.revoke_all("alice").await.unwrap(), 0);
-    assert_eq!(store.revoke_all("nobody").await.unwrap(), 0);
+    let mut revoked = store.revoke_all("alice").await.unwrap();
+    revoked.sort();
+    let mut created: Vec<_> = tokens
+        .iter()
+        .map(|t| store.keys().verify(t.expose()).unwrap().session_id)
+        .collect();
+    created.sort();
+    assert_eq!(revoked, created, "the revoked sessions, each once");
+    assert!(store.revoke_all("alice").await.unwrap().is_empty());
+    assert!(store.revoke_all("nobody").await.unwrap().is_empty());
     for t in &tokens {
         assert_eq!(
             store
@@ -536,9 +559,15 @@ pub async fn max_sessions_evicts_the_least_recently_used<F: StoreFactory>(factor
 }
 
 /// 50 tasks presenting the same token at once: exactly one rotation, every other call graced
-/// with the same successor, and the session never forks.
+/// with the same successor, and the session never forks, under both policies.
 pub async fn concurrent_rotation_never_forks<F: StoreFactory>(factory: &F) {
-    let (store, _guard, _clock) = setup!(factory);
+    for detection in POLICIES {
+        concurrent_rotation_under(factory, detection).await;
+    }
+}
+
+async fn concurrent_rotation_under<F: StoreFactory>(factory: &F, detection: ReuseDetection) {
+    let (store, _guard, _clock) = setup!(factory, policy().with_reuse_detection(detection));
     let created = store.create("alice", Device::default()).await.unwrap();
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(50));
     let mut tasks = tokio::task::JoinSet::new();
@@ -615,6 +644,128 @@ pub async fn many_users_many_sessions<F: StoreFactory>(factory: &F) {
         want.sort();
         assert_eq!(got, want, "user-{user}");
     }
+}
+
+/// Under `AfterSuccessorUse`, a parent whose successor was never presented stays usable past
+/// the grace window (a lost reply costs nothing) and gets the same successor.
+pub async fn after_successor_use_graces_the_parent_past_the_window<F: StoreFactory>(
+    factory: &F,
+) {
+    let (store, _guard, clock) = setup!(
+        factory,
+        policy().with_reuse_detection(ReuseDetection::AfterSuccessorUse)
+    );
+    let created = store.create("alice", Device::default()).await.unwrap();
+    let lost = store
+        .rotate(created.token.expose(), RotateContext::default())
+        .await
+        .unwrap();
+    // The client never saw `lost` and comes back much later with the parent.
+    clock.advance(GRACE * 30);
+    let again = store
+        .rotate(created.token.expose(), RotateContext::default())
+        .await
+        .unwrap();
+    assert_eq!(again.kind, RotationKind::Graced);
+    assert_eq!(again.token, lost.token, "the same successor");
+    let next = store
+        .rotate(again.token.expose(), RotateContext::default())
+        .await
+        .unwrap();
+    assert_eq!(next.kind, RotationKind::Rotated);
+    assert_eq!(next.session.generation, 2);
+    assert_eq!(store.list("alice").await.unwrap().len(), 1);
+}
+
+/// Under `AfterSuccessorUse`, once the successor has been presented its parent is spent:
+/// presenting it is theft, past the window as inside it.
+pub async fn after_successor_use_detects_reuse_once_the_successor_was_used<F: StoreFactory>(
+    factory: &F,
+) {
+    let (store, _guard, clock) = setup!(
+        factory,
+        policy().with_reuse_detection(ReuseDetection::AfterSuccessorUse)
+    );
+    let created = store.create("alice", Device::default()).await.unwrap();
+    // A thief copied the login token; the victim refreshes twice.
+    let t1 = store
+        .rotate(created.token.expose(), RotateContext::default())
+        .await
+        .unwrap();
+    clock.advance(GRACE * 30);
+    let t2 = store
+        .rotate(t1.token.expose(), RotateContext::default())
+        .await
+        .unwrap();
+    assert_eq!(t2.kind, RotationKind::Rotated);
+    match store
+        .rotate(created.token.expose(), RotateContext::default())
+        .await
+    {
+        Err(RotateError::Reused(s)) => assert_eq!(s.id, created.session.id),
+        other => panic!("expected Reused, got {other:?}"),
+    }
+    assert_eq!(
+        store
+            .rotate(t2.token.expose(), RotateContext::default())
+            .await
+            .unwrap_err(),
+        RotateError::Revoked(None),
+        "the whole family is dead"
+    );
+    assert!(store.list("alice").await.unwrap().is_empty());
+}
+
+/// Under `Strict`, the parent past the window is reuse even when its successor was never
+/// used (the trade-off `AfterSuccessorUse` makes the other way).
+pub async fn strict_refuses_the_parent_past_the_window<F: StoreFactory>(factory: &F) {
+    let (store, _guard, clock) = setup!(
+        factory,
+        policy().with_reuse_detection(ReuseDetection::Strict)
+    );
+    let created = store.create("alice", Device::default()).await.unwrap();
+    store
+        .rotate(created.token.expose(), RotateContext::default())
+        .await
+        .unwrap();
+    clock.advance(GRACE * 30);
+    assert!(matches!(
+        store
+            .rotate(created.token.expose(), RotateContext::default())
+            .await,
+        Err(RotateError::Reused(_))
+    ));
+}
+
+/// Under `Revoke`, a parent presented inside the grace window from another user agent
+/// revokes the session as the live token would.
+pub async fn user_agent_change_revokes_on_the_grace_path<F: StoreFactory>(factory: &F) {
+    let (store, _guard, _clock) = setup!(
+        factory,
+        policy().with_user_agent_change(UserAgentChange::Revoke)
+    );
+    let created = store
+        .create("alice", device("Firefox/130", [10, 0, 0, 1]))
+        .await
+        .unwrap();
+    let first = store
+        .rotate(created.token.expose(), ctx("Firefox/130", [10, 0, 0, 1]))
+        .await
+        .unwrap();
+    let same = store
+        .rotate(created.token.expose(), ctx("Firefox/130", [10, 0, 0, 1]))
+        .await
+        .unwrap();
+    assert_eq!(same.kind, RotationKind::Graced);
+    assert_eq!(same.token, first.token);
+    match store
+        .rotate(created.token.expose(), ctx("curl/8", [10, 6, 6, 6]))
+        .await
+    {
+        Err(RotateError::Revoked(Some(s))) => assert_eq!(s.id, created.session.id),
+        other => panic!("expected Revoked(Some), got {other:?}"),
+    }
+    assert!(store.list("alice").await.unwrap().is_empty());
 }
 
 /// Under `Record`, a new user agent is recorded and the rotation goes on.
@@ -747,6 +898,10 @@ macro_rules! conformance_tests {
             many_users_many_sessions,
             user_agent_change_is_recorded,
             user_agent_change_revokes_when_configured,
+            user_agent_change_revokes_on_the_grace_path,
+            after_successor_use_graces_the_parent_past_the_window,
+            after_successor_use_detects_reuse_once_the_successor_was_used,
+            strict_refuses_the_parent_past_the_window,
             reads_are_touch_free,
             bad_input_is_refused_or_cleaned
         );

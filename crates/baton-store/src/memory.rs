@@ -281,24 +281,28 @@ impl MemoryStore {
             // Only the server can mint tokens; a future generation means nothing here.
             return Err(RotateError::Invalid);
         }
-        if presented < current {
-            let within_grace = presented + 1 == current
-                && now.saturating_sub(record.rotated_at) < self.policy.grace_ms();
-            if within_grace {
-                return Ok(Rotation {
-                    kind: RotationKind::Graced,
-                    token: self.keys.mint(&id, current),
-                    session: record.session(id),
-                });
-            }
+        let graced = presented + 1 == current
+            && self
+                .policy
+                .graces_parent(now.saturating_sub(record.rotated_at));
+        if presented < current && !graced {
             state.revoke(&id, now);
             return Err(RotateError::Reused(session_ref()));
         }
+        // Checked on the grace path too: a parent coming back from another browser is no
+        // more welcome than the live token would be.
         if self.policy.user_agent_change() == UserAgentChange::Revoke
             && context.stored_user_agent() != record.device.user_agent
         {
             state.revoke(&id, now);
             return Err(RotateError::Revoked(Some(session_ref())));
+        }
+        if graced {
+            return Ok(Rotation {
+                kind: RotationKind::Graced,
+                token: self.keys.mint(&id, current),
+                session: record.session(id),
+            });
         }
         let mut record = record;
         record.generation = current + 1;
@@ -374,14 +378,14 @@ impl RefreshStore for MemoryStore {
         Ok(state.revoke(&id, now).is_some())
     }
 
-    async fn revoke_all(&self, user_id: &str) -> Result<usize, StoreError> {
+    async fn revoke_all(&self, user_id: &str) -> Result<Vec<SessionId>, StoreError> {
         let now = self.clock.now_millis();
         let mut state = self.lock();
         state.purge_user(user_id, now);
         let ids = state.users.get(user_id).cloned().unwrap_or_default();
         Ok(ids
-            .iter()
+            .into_iter()
             .filter(|id| state.revoke(id, now).is_some())
-            .count())
+            .collect())
     }
 }

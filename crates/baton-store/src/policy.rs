@@ -15,6 +15,36 @@ pub enum UserAgentChange {
     Revoke,
 }
 
+/// When a spent refresh token counts as stolen.
+///
+/// Both policies give the immediate parent of the live token the *same* successor (never a
+/// sibling), and both revoke the session when an older token comes back. They differ in how
+/// long the parent stays usable:
+///
+/// | | [`Strict`](Self::Strict) (default) | [`AfterSuccessorUse`](Self::AfterSuccessorUse) |
+/// |---|---|---|
+/// | parent presented within the grace window | same successor | same successor |
+/// | parent presented after the grace window, successor never used | **reuse: session revoked** | same successor |
+/// | parent presented after the successor was used | reuse: session revoked | reuse: session revoked |
+///
+/// `Strict` detects a thief who replays a spent token more than the grace window after the
+/// victim's refresh, even if the victim has not refreshed since; its cost is that a client
+/// which lost a refresh reply (a timeout, a dropped connection, a closed laptop) and comes
+/// back after the window loses its session. `AfterSuccessorUse` (the rule SuperTokens uses)
+/// never costs a session for a lost reply: the parent stays usable until its successor is
+/// presented once. Theft is still detected once both holders use the family: whoever falls
+/// two rotations behind presents a grandparent and the session is revoked; a thief holding
+/// only the parent can obtain the live token while the victim has not refreshed since.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReuseDetection {
+    /// The parent is graced only within the grace window.
+    #[default]
+    Strict,
+    /// The parent stays usable until its successor has been presented once.
+    AfterSuccessorUse,
+}
+
 /// Lifetimes and limits of sessions. IP changes are always recorded, never punished.
 ///
 /// ```
@@ -32,6 +62,7 @@ pub struct Policy {
     grace: Duration,
     max_sessions: usize,
     user_agent_change: UserAgentChange,
+    reuse_detection: ReuseDetection,
 }
 
 impl Default for Policy {
@@ -42,7 +73,7 @@ impl Default for Policy {
 
 impl Policy {
     /// Idle lifetime 14 days (sliding: each rotation resets it), absolute cap 90 days, grace
-    /// window 10 s, 20 sessions per user, user-agent changes recorded.
+    /// window 10 s, 20 sessions per user, user-agent changes recorded, [`ReuseDetection::Strict`].
     pub fn new() -> Self {
         Policy {
             idle: Duration::from_secs(14 * 24 * 3600),
@@ -50,6 +81,7 @@ impl Policy {
             grace: Duration::from_secs(10),
             max_sessions: 20,
             user_agent_change: UserAgentChange::Record,
+            reuse_detection: ReuseDetection::Strict,
         }
     }
 
@@ -116,6 +148,27 @@ impl Policy {
     pub fn with_user_agent_change(mut self, action: UserAgentChange) -> Self {
         self.user_agent_change = action;
         self
+    }
+
+    /// Sets when a spent token counts as stolen (see [`ReuseDetection`]).
+    #[must_use]
+    pub fn with_reuse_detection(mut self, detection: ReuseDetection) -> Self {
+        self.reuse_detection = detection;
+        self
+    }
+
+    /// When a spent token counts as stolen.
+    pub fn reuse_detection(&self) -> ReuseDetection {
+        self.reuse_detection
+    }
+
+    /// `true` when the parent of the live token, last rotated `since_rotation_ms` ago, gets the
+    /// live token again rather than counting as reuse.
+    pub fn graces_parent(&self, since_rotation_ms: u64) -> bool {
+        match self.reuse_detection {
+            ReuseDetection::Strict => since_rotation_ms < self.grace_ms(),
+            ReuseDetection::AfterSuccessorUse => true,
+        }
     }
 
     /// The idle lifetime.

@@ -72,9 +72,12 @@ impl Rotation {
 ///
 /// - [`rotate`](Self::rotate) first checks the token's MAC with the store's
 ///   [`RefreshKeys`] (a forged or malformed token is [`RotateError::Invalid`] and touches
-///   nothing), then, in one atomic step: the live generation rotates; its immediate parent
-///   within the grace window is graced with the same successor; any other spent generation
-///   revokes the whole session ([`RotateError::Reused`]).
+///   nothing), then, in one atomic step: the live generation rotates; its immediate parent is
+///   graced with the same successor while the policy's [`ReuseDetection`](crate::ReuseDetection)
+///   allows; any other spent generation revokes the whole session ([`RotateError::Reused`]).
+/// - Every write is safe to repeat: a store that retries after a lost reply gives the caller
+///   the outcome of the first attempt (the same successor, the same revoked sessions), never a
+///   second session or a false reuse.
 /// - Reads ([`get`](Self::get), [`list`](Self::list)) never change a session.
 /// - A store that is down or too slow answers [`StoreError::Unavailable`] in bounded time.
 pub trait RefreshStore: Send + Sync + 'static {
@@ -115,6 +118,10 @@ pub trait RefreshStore: Send + Sync + 'static {
         id: SessionId,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Revokes every session of `user_id` and returns how many there were.
-    fn revoke_all(&self, user_id: &str) -> impl Future<Output = Result<usize, StoreError>> + Send;
+    /// Revokes every session of `user_id` and returns the sessions it revoked (so their access
+    /// tokens can be refused one by one).
+    fn revoke_all(
+        &self,
+        user_id: &str,
+    ) -> impl Future<Output = Result<Vec<SessionId>, StoreError>> + Send;
 }

@@ -6,10 +6,11 @@
 //! `BATON_REDIS_SERVER` names another binary.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -422,4 +423,127 @@ impl RedisServer {
         };
         String::from_utf8_lossy(&buf[..n]).contains("cluster_state:ok")
     }
+}
+
+/// A TCP relay on 127.0.0.1 in front of a server (Redis, say) that loses replies on demand:
+/// armed with [`drop_next_reply`](Self::drop_next_reply), it lets the next request through,
+/// reads the server's reply, and closes the client's connection instead of delivering it:
+/// the command ran, the client never learns its outcome. Everything else is relayed as is.
+#[derive(Debug)]
+pub struct FaultProxy {
+    port: u16,
+    armed: Arc<AtomicBool>,
+    dropped: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FaultProxy {
+    /// Relays 127.0.0.1:<new port> to 127.0.0.1:`upstream`.
+    ///
+    /// # Panics
+    /// When no loopback port can be bound.
+    pub fn start(upstream: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let proxy = FaultProxy {
+            port,
+            armed: Arc::default(),
+            dropped: Arc::default(),
+            stop: Arc::default(),
+        };
+        let (armed, dropped, stop) = (
+            proxy.armed.clone(),
+            proxy.dropped.clone(),
+            proxy.stop.clone(),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let _ = client.set_nonblocking(false);
+                        if let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) {
+                            relay(client, server, armed.clone(), dropped.clone());
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        proxy
+    }
+
+    /// The proxy's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:<port>/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Loses the next reply the server sends on any connection, and that connection with it.
+    pub fn drop_next_reply(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// How many replies were lost so far.
+    pub fn dropped(&self) -> usize {
+        self.dropped.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    armed: Arc<AtomicBool>,
+    dropped: Arc<AtomicUsize>,
+) {
+    let (Ok(mut client_read), Ok(mut server_write)) = (client.try_clone(), server.try_clone())
+    else {
+        return;
+    };
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match client_read.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if server_write.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = server_write.shutdown(Shutdown::Both);
+    });
+    let (mut server_read, mut client_write) = (server, client);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match server_read.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if armed.swap(false, Ordering::SeqCst) {
+                        dropped.fetch_add(1, Ordering::SeqCst);
+                        break;
+                    }
+                    if client_write.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = client_write.shutdown(Shutdown::Both);
+        let _ = server_read.shutdown(Shutdown::Both);
+    });
 }

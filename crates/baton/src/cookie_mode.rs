@@ -4,12 +4,15 @@
 use std::fmt;
 use std::sync::Arc;
 
-use baton_refresh::Refresher;
+use std::time::Duration;
+
+use baton_refresh::{Refreshed, Refresher};
 use baton_store::{RefreshStore, RotateContext};
-use http::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
-use http::{HeaderMap, HeaderValue, request};
+use http::header::{AUTHORIZATION, COOKIE, RETRY_AFTER, SET_COOKIE, WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderValue, Response, StatusCode, request};
 
 use crate::device::{client_ip, user_agent};
+use crate::endpoints::RotateFailure;
 use crate::{Authenticator, Inner};
 
 /// What a server-side refresh yields: the new access token and the cookies to set.
@@ -78,14 +81,17 @@ impl<S: RefreshStore, A: Authenticator> Refresher for CookieRefresher<S, A> {
             .map(str::to_owned)
     }
 
-    async fn refresh(&self, parts: &request::Parts) -> Option<CookieCredentials> {
-        let token = self
+    async fn refresh(&self, parts: &request::Parts) -> Refreshed<CookieCredentials> {
+        let Some(token) = self
             .inner
             .refresh_cookie
             .read(&parts.headers)
             .ok()
-            .flatten()?
-            .to_owned();
+            .flatten()
+            .map(str::to_owned)
+        else {
+            return Refreshed::Refused;
+        };
         let context = RotateContext::new(
             user_agent(&parts.headers),
             client_ip(
@@ -94,17 +100,42 @@ impl<S: RefreshStore, A: Authenticator> Refresher for CookieRefresher<S, A> {
                 &self.inner.trusted_proxies,
             ),
         );
-        let (rotation, claims) = self.inner.rotate(&token, context).await.ok()?;
-        let (access_token, _) =
+        let (rotation, claims) = match self.inner.rotate(&token, context).await {
+            Ok(rotated) => rotated,
+            // The rotation's successor, if any, is lost to this request; the browser comes back
+            // with the parent, which the grace rules answer with that same successor.
+            Err(RotateFailure::Unavailable(_)) => {
+                return Refreshed::Unavailable {
+                    retry_after: Duration::from_secs(1),
+                };
+            }
+            Err(RotateFailure::Refused(_)) => return Refreshed::Refused,
+        };
+        let Some((access_token, _)) =
             self.inner
-                .issue_access(&rotation.session.user_id, rotation.session.id, claims)?;
-        let set_cookies = self
+                .issue_access(&rotation.session.user_id, rotation.session.id, claims)
+        else {
+            return Refreshed::Refused;
+        };
+        let Some(set_cookies) = self
             .inner
-            .token_cookies(rotation.token.expose(), &access_token)?;
-        Some(CookieCredentials {
+            .token_cookies(rotation.token.expose(), &access_token)
+        else {
+            return Refreshed::Refused;
+        };
+        Refreshed::Fresh(CookieCredentials {
             access_token,
             set_cookies,
         })
+    }
+
+    fn unavailable<B>(&self, retry_after: Duration, response: &mut Response<B>) {
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        response.headers_mut().remove(WWW_AUTHENTICATE);
+        response.headers_mut().insert(
+            RETRY_AFTER,
+            HeaderValue::from(retry_after.as_secs().max(1)),
+        );
     }
 
     fn apply(&self, credentials: &CookieCredentials, parts: &mut request::Parts) {

@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use baton_bearer::{Revocation, TokenIdentity};
 use baton_store::{
     Device, RefreshStore, RotateContext, RotateError, Rotation, RotationKind, SessionId, StoreError,
 };
@@ -58,6 +59,36 @@ struct Credentials {
     password: String,
 }
 
+/// Why a refresh did not produce new credentials.
+pub(crate) enum RotateFailure {
+    /// The token cannot be used (401, cookie cleared).
+    Refused(&'static str),
+    /// Ours (503 with `Retry-After`); with the successor when the rotation happened but the
+    /// access token could not be issued.
+    Unavailable(Option<String>),
+}
+
+impl RotateFailure {
+    fn into_response<S: RefreshStore, A: Authenticator>(
+        self,
+        inner: &Inner<S, A>,
+    ) -> Response<Bytes> {
+        match self {
+            RotateFailure::Refused(why) => inner.refresh_refused(why),
+            RotateFailure::Unavailable(None) => {
+                inner.unavailable("the session store is unavailable")
+            }
+            RotateFailure::Unavailable(Some(successor)) => {
+                let mut res = inner.unavailable("the user directory is unavailable; retry");
+                if let Ok(cookie) = inner.refresh_cookie.set(&successor) {
+                    res.headers_mut().append(SET_COOKIE, cookie);
+                }
+                res
+            }
+        }
+    }
+}
+
 fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Bytes> {
     let mut res = Response::new(Bytes::from(value.to_string()));
     *res.status_mut() = status;
@@ -94,6 +125,28 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         res.headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from_static("1"));
         res
+    }
+
+    /// Records `revocations` where every instance finds them; `Err` is the 503 to answer
+    /// (the instances' lists may not have them yet).
+    async fn record(&self, revocations: &[Revocation]) -> Result<(), Response<Bytes>> {
+        match self.revocations.revoke(revocations).await {
+            Ok(()) => Ok(()),
+            Err(_e) => {
+                outcome("baton_revocations_total", "unrecorded");
+                #[cfg(feature = "tracing")]
+                tracing::error!(target: "baton::auth", error = %_e, "revocation not recorded; answering 503");
+                Err(self.unavailable("the revocation could not be recorded; retry"))
+            }
+        }
+    }
+
+    /// Records revocations the store already made (reuse, eviction, a user gone): nothing to
+    /// answer 503 for; a feed that cannot record them now retries in the background.
+    async fn record_made(&self, revocations: &[Revocation]) {
+        if self.revocations.revoke(revocations).await.is_err() {
+            outcome("baton_revocations_total", "deferred");
+        }
     }
 
     fn clear_refresh_cookie(&self, res: &mut Response<Bytes>) {
@@ -319,8 +372,13 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             }
             Err(_) => return self.unavailable("the session store is unavailable"),
         };
-        for evicted in &created.evicted {
-            self.revocations.revoke_session(&evicted.to_string());
+        if !created.evicted.is_empty() {
+            let evicted: Vec<Revocation> = created
+                .evicted
+                .iter()
+                .map(|id| Revocation::session(id.to_string()))
+                .collect();
+            self.record_made(&evicted).await;
         }
         outcome("baton_login_total", "ok");
         #[cfg(feature = "tracing")]
@@ -354,7 +412,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                 claims,
                 rotation.token.expose(),
             ),
-            Err(res) => res,
+            Err(failure) => failure.into_response(self),
         }
     }
 
@@ -363,38 +421,40 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         &self,
         token: &str,
         context: RotateContext,
-    ) -> Result<(Rotation, A::Claims), Response<Bytes>> {
+    ) -> Result<(Rotation, A::Claims), RotateFailure> {
         let rotation = match self.store.rotate(token, context).await {
             Ok(r) => r,
             Err(RotateError::Unavailable(_)) => {
                 outcome("baton_refresh_total", "unavailable");
                 #[cfg(feature = "tracing")]
                 tracing::error!(target: "baton::auth", "refresh failed: session store unavailable");
-                return Err(self.unavailable("the session store is unavailable"));
+                return Err(RotateFailure::Unavailable(None));
             }
             Err(RotateError::Reused(session)) => {
                 outcome("baton_refresh_total", "reuse_detected");
                 #[cfg(feature = "tracing")]
                 tracing::warn!(target: "baton::auth", session = %session.id, user = %session.user_id, "refresh token reuse detected; session revoked");
-                self.revocations.revoke_session(&session.id.to_string());
-                return Err(self.refresh_refused("refresh token reuse detected"));
+                self.record_made(&[Revocation::session(session.id.to_string())])
+                    .await;
+                return Err(RotateFailure::Refused("refresh token reuse detected"));
             }
             Err(RotateError::Revoked(revoked)) => {
                 outcome("baton_refresh_total", "revoked");
                 if let Some(session) = revoked {
                     #[cfg(feature = "tracing")]
                     tracing::warn!(target: "baton::auth", session = %session.id, "session revoked: user agent changed");
-                    self.revocations.revoke_session(&session.id.to_string());
+                    self.record_made(&[Revocation::session(session.id.to_string())])
+                        .await;
                 }
-                return Err(self.refresh_refused("session revoked"));
+                return Err(RotateFailure::Refused("session revoked"));
             }
             Err(RotateError::Expired) => {
                 outcome("baton_refresh_total", "expired");
-                return Err(self.refresh_refused("session expired"));
+                return Err(RotateFailure::Refused("session expired"));
             }
             Err(_) => {
                 outcome("baton_refresh_total", "invalid");
-                return Err(self.refresh_refused("invalid refresh token"));
+                return Err(RotateFailure::Refused("invalid refresh token"));
             }
         };
         let claims = match self.auth.claims(&rotation.session.user_id).await {
@@ -404,11 +464,18 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                     .store
                     .revoke(&rotation.session.user_id, rotation.session.id)
                     .await;
-                self.revocations
-                    .revoke_session(&rotation.session.id.to_string());
-                return Err(self.refresh_refused("the user no longer exists"));
+                self.record_made(&[Revocation::session(rotation.session.id.to_string())])
+                    .await;
+                return Err(RotateFailure::Refused("the user no longer exists"));
             }
-            Err(_) => return Err(self.unavailable("the user directory is unavailable")),
+            Err(_) => {
+                outcome("baton_refresh_total", "directory_unavailable");
+                #[cfg(feature = "tracing")]
+                tracing::error!(target: "baton::auth", session = %rotation.session.id, "refresh rotated but the user directory is unavailable; the successor goes back with the 503");
+                // The rotation happened: hand back its successor, or the client would come
+                // back with a spent token.
+                return Err(RotateFailure::Unavailable(Some(rotation.token.into_string())));
+            }
         };
         let what = if rotation.kind == RotationKind::Graced {
             "graced"
@@ -428,18 +495,32 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         };
         if let Some(verified) = token.as_deref().and_then(|t| self.store.keys().verify(t)) {
             let id = verified.session_id;
+            let sid = id.to_string();
+            // Recorded first, revoked second: a 503 leaves the session live, and a retry
+            // finishes the job.
             match self.store.get(id).await {
                 Ok(Some(session)) => {
+                    if let Err(res) = self.record(&[Revocation::session(sid)]).await {
+                        return res;
+                    }
                     if self.store.revoke(&session.user_id, id).await.is_err() {
                         return self.unavailable("the session store is unavailable");
                     }
                     #[cfg(feature = "tracing")]
                     tracing::info!(target: "baton::auth", session = %id, "logout");
                 }
-                Ok(None) => {}
+                // Already gone: record it unless this instance already refuses it (a retry
+                // after a 503, or an instance that missed the first logout).
+                Ok(None) => {
+                    let known = self
+                        .revocations
+                        .is_revoked(&TokenIdentity::new("").with_sid(&sid));
+                    if !known && let Err(res) = self.record(&[Revocation::session(sid)]).await {
+                        return res;
+                    }
+                }
                 Err(_) => return self.unavailable("the session store is unavailable"),
             }
-            self.revocations.revoke_session(&id.to_string());
         }
         let mut res = empty(StatusCode::NO_CONTENT);
         self.clear_refresh_cookie(&mut res);
@@ -463,21 +544,25 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             Ok(c) => c,
             Err(res) => return res,
         };
-        let sessions = match self.store.list(&claims.sub).await {
-            Ok(s) => s,
-            Err(_) => return self.unavailable("the session store is unavailable"),
-        };
-        let count = match self.store.revoke_all(&claims.sub).await {
-            Ok(n) => n,
-            Err(_) => return self.unavailable("the session store is unavailable"),
-        };
-        for session in &sessions {
-            self.revocations.revoke_session(&session.id.to_string());
+        // The cut-off first (every token issued before this second), then the sessions, then
+        // each revoked session by id (which also covers their tokens of this very second).
+        let cutoff = Revocation::user_before(claims.sub.clone(), self.clock.now());
+        if let Err(res) = self.record(&[cutoff]).await {
+            return res;
         }
-        self.revocations.revoke_user(&claims.sub);
+        let revoked = match self.store.revoke_all(&claims.sub).await {
+            Ok(ids) => ids,
+            Err(_) => return self.unavailable("the session store is unavailable"),
+        };
+        let sessions: Vec<Revocation> = revoked
+            .iter()
+            .map(|id| Revocation::session(id.to_string()))
+            .collect();
+        if let Err(res) = self.record(&sessions).await {
+            return res;
+        }
         #[cfg(feature = "tracing")]
-        tracing::info!(target: "baton::auth", sessions = count, "logout everywhere");
-        let _ = count;
+        tracing::info!(target: "baton::auth", sessions = revoked.len(), "logout everywhere");
         let mut res = empty(StatusCode::NO_CONTENT);
         self.clear_refresh_cookie(&mut res);
         res
@@ -520,16 +605,25 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         let Ok(id) = id.parse::<SessionId>() else {
             return not_found();
         };
-        match self.store.revoke(&claims.sub, id).await {
-            Ok(true) => {
-                self.revocations.revoke_session(&id.to_string());
-                #[cfg(feature = "tracing")]
-                tracing::info!(target: "baton::auth", session = %id, "session revoked by its user");
-                empty(StatusCode::NO_CONTENT)
-            }
-            Ok(false) => not_found(),
-            Err(_) => self.unavailable("the session store is unavailable"),
+        if !id.belongs_to(&claims.sub) {
+            return not_found();
         }
+        match self.store.get(id).await {
+            Ok(Some(session)) if session.user_id == claims.sub => {}
+            Ok(_) => return not_found(),
+            Err(_) => return self.unavailable("the session store is unavailable"),
+        }
+        if let Err(res) = self.record(&[Revocation::session(id.to_string())]).await {
+            return res;
+        }
+        // `false` here means it went in the meantime (or in a first try whose reply was lost):
+        // gone either way.
+        if self.store.revoke(&claims.sub, id).await.is_err() {
+            return self.unavailable("the session store is unavailable");
+        }
+        #[cfg(feature = "tracing")]
+        tracing::info!(target: "baton::auth", session = %id, "session revoked by its user");
+        empty(StatusCode::NO_CONTENT)
     }
 
     fn jwks(&self) -> Response<Bytes> {

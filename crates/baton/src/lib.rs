@@ -126,6 +126,7 @@ pub(crate) struct Inner<S, A: Authenticator> {
     pub(crate) errors: Arc<dyn RenderError>,
     pub(crate) limits: RateLimits,
     pub(crate) limiter: Arc<dyn RateLimiter>,
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 /// Where revocations go and are checked: this process's [`RevocationList`] by default, or a
@@ -496,6 +497,7 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
                 limiter: self
                     .limiter
                     .unwrap_or_else(|| Arc::new(MemoryLimiter::new())),
+                clock: self.clock,
             }),
         })
     }
