@@ -45,12 +45,16 @@ impl Authenticator for Users {
     ) -> Result<Option<Principal<NoCustomClaims>>, AuthUnavailable> {
         let ok = matches!(
             (user, password),
-            ("alice", "alice-password") | ("bob", "bob-password")
+            ("alice", "alice-password") | ("bob", "bob-password") | ("carol", "carol-password")
         );
         Ok(ok.then(|| Principal::new(format!("id-{user}"), NoCustomClaims {})))
     }
 
-    async fn claims(&self, _user_id: &str) -> Result<Option<NoCustomClaims>, AuthUnavailable> {
+    async fn claims(&self, user_id: &str) -> Result<Option<NoCustomClaims>, AuthUnavailable> {
+        // Carol's directory entry lives on a server that is down.
+        if user_id == "id-carol" {
+            return Err(AuthUnavailable("directory down".into()));
+        }
         Ok(Some(NoCustomClaims {}))
     }
 }
@@ -144,6 +148,10 @@ async fn memory(cookie_mode: bool) -> Option<Harness<MemoryStore>> {
 }
 
 async fn redis() -> Option<Harness<RedisStore>> {
+    redis_with(false).await
+}
+
+async fn redis_with(cookie_mode: bool) -> Option<Harness<RedisStore>> {
     let server = RedisServer::start()?;
     let clock = TestClock::starting_now();
     let options = RedisOptions::new().with_response_timeout(Duration::from_millis(300));
@@ -156,7 +164,7 @@ async fn redis() -> Option<Harness<RedisStore>> {
     .await
     .unwrap()
     .with_clock(Arc::new(clock.clone()));
-    Some(serve(store, clock, Some(server), false).await)
+    Some(serve(store, clock, Some(server), cookie_mode).await)
 }
 
 struct Reply {
@@ -370,6 +378,54 @@ async fn logout_all_kills_the_other_device<S: RefreshStore>(h: Harness<S>) {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }
 
+/// Every session logout-all revoked is refused by id, also its tokens issued in the very
+/// second of the logout; a login right after it, in that same second, works.
+async fn logout_all_refuses_each_revoked_session_but_not_a_later_login<S: RefreshStore>(
+    h: Harness<S>,
+) {
+    // The test clock stands still: every token below has the same `iat` second.
+    let (access_a, _) = login(&h, "alice", "Firefox/130").await;
+    let (access_b, _) = login(&h, "alice", "Safari/17").await;
+    let r = call(
+        &h,
+        Method::POST,
+        "/auth/logout-all",
+        &[("authorization", &format!("Bearer {access_a}"))],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(get_me(&h, &access_a).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(get_me(&h, &access_b).await.status, StatusCode::UNAUTHORIZED);
+    let (access_c, cookie_c) = login(&h, "alice", "Firefox/130").await;
+    assert_eq!(
+        get_me(&h, &access_c).await.status,
+        StatusCode::OK,
+        "a login after logout-all, in the same second, is not caught by the cut-off"
+    );
+    assert_eq!(refresh(&h, &cookie_c).await.status, StatusCode::OK);
+}
+
+/// The user directory fails after the rotation happened: the 503 carries the successor, so a
+/// client that keeps the cookies it is given never presents a spent token.
+async fn a_directory_outage_after_rotation_hands_back_the_successor<S: RefreshStore>(
+    h: Harness<S>,
+) {
+    let (_, mut cookie) = login(&h, "carol", "Firefox/130").await;
+    for round in 0..3 {
+        let r = refresh(&h, &cookie).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+        assert_eq!(r.headers["retry-after"], "1");
+        let successor = r
+            .refresh_cookie()
+            .unwrap_or_else(|| panic!("round {round}: the successor comes with the 503"));
+        assert_ne!(successor, cookie);
+        cookie = successor;
+        // The client comes back much later: still no reuse, it holds the live token.
+        h.clock.advance(Duration::from_secs(GRACE * 3));
+    }
+}
+
 async fn sessions_list_and_delete<S: RefreshStore>(h: Harness<S>) {
     let (access_a, _) = login(&h, "alice", "Firefox/130").await;
     h.clock.advance(Duration::from_secs(1));
@@ -551,6 +607,8 @@ both_stores!(
     reuse_after_grace_revokes,
     two_refreshes_inside_grace,
     logout_all_kills_the_other_device,
+    logout_all_refuses_each_revoked_session_but_not_a_later_login,
+    a_directory_outage_after_rotation_hands_back_the_successor,
     sessions_list_and_delete,
     cross_site_refresh_is_refused,
     bad_input_gets_clear_errors,
@@ -566,6 +624,115 @@ async fn redis_stopped_refresh_is_503_and_bearer_routes_still_work() {
     assert_eq!(r.headers["retry-after"], "1");
     assert!(r.headers.get(SET_COOKIE).is_none(), "the cookie is kept");
     assert_eq!(get_me(&h, &access).await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_the_store_cannot_take_is_503_and_the_session_stays() {
+    let Some(h) = redis().await else { return };
+    let (access, cookie) = login(&h, "alice", "Firefox/130").await;
+    let server = h.redis.as_ref().unwrap();
+    server.pause();
+    let r = call(
+        &h,
+        Method::POST,
+        "/auth/logout",
+        &[("cookie", &format!("__Secure-refresh={cookie}"))],
+        "",
+    )
+    .await;
+    server.resume();
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+    assert_eq!(r.headers["retry-after"], "1");
+    assert!(r.headers.get(SET_COOKIE).is_none(), "the cookie is kept");
+    assert_eq!(
+        get_me(&h, &access).await.status,
+        StatusCode::OK,
+        "not logged out"
+    );
+    // The retry logs out for good.
+    let r = call(
+        &h,
+        Method::POST,
+        "/auth/logout",
+        &[("cookie", &format!("__Secure-refresh={cookie}"))],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(get_me(&h, &access).await.status, StatusCode::UNAUTHORIZED);
+    assert_refused_and_cleared(&refresh(&h, &cookie).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_layer_waits_out_a_503_refresh_and_keeps_the_session() {
+    let Some(h) = redis().await else { return };
+    let (refresher, api) = clients(&h);
+    client_login(&h, &refresher).await;
+    h.clock.advance(Duration::from_secs(ACCESS_TTL + 1));
+    let service = ServiceBuilder::new()
+        .layer(RefreshOn401Layer::new(refresher.clone()))
+        .service(api);
+    // Redis stalls for 1.5 s: the first refresh answers 503 (after the 1 s write timeout),
+    // the retry after `Retry-After` (1 s) gets through.
+    h.redis.as_ref().unwrap().pause();
+    let started = std::time::Instant::now();
+    let call = tokio::spawn(
+        service.oneshot(
+            Request::get(format!("http://{}/api/me", h.addr))
+                .body(Full::default())
+                .unwrap(),
+        ),
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    h.redis.as_ref().unwrap().resume();
+    let res = call.await.unwrap().unwrap();
+    eprintln!(
+        "answered after {:?}, {} refresh calls",
+        started.elapsed(),
+        refresher.refreshes()
+    );
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(refresher.refreshes() >= 2, "the 503 was retried");
+    assert_eq!(
+        h.refreshes.load(Ordering::SeqCst) as u64,
+        refresher.refreshes()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_layer_answers_503_not_401_when_the_store_is_down() {
+    let Some(h) = redis_with(true).await else {
+        return;
+    };
+    let body = json!({ "username": "alice", "password": "alice-password" }).to_string();
+    let r = call(
+        &h,
+        Method::POST,
+        "/auth/login",
+        &[("content-type", "application/json")],
+        &body,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let cookies = format!(
+        "__Host-access={}; __Secure-refresh={}",
+        r.cookie("__Host-access").unwrap(),
+        r.refresh_cookie().unwrap()
+    );
+    h.clock.advance(Duration::from_secs(ACCESS_TTL + 1));
+    h.redis.as_ref().unwrap().pause();
+    let r = call(&h, Method::GET, "/app/me", &[("cookie", &cookies)], "").await;
+    h.redis.as_ref().unwrap().resume();
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers["retry-after"], "1");
+    assert!(
+        r.headers.get("www-authenticate").is_none(),
+        "not a sign-out"
+    );
+    assert!(r.headers.get(SET_COOKIE).is_none(), "the cookies are kept");
+    let r = call(&h, Method::GET, "/app/me", &[("cookie", &cookies)], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert!(r.refresh_cookie().is_some());
 }
 
 type RetryClient = Client<HttpConnector, RetryBody<Full<Bytes>>>;

@@ -222,14 +222,25 @@ pub type RevokeFuture<'a> = Pin<Box<dyn Future<Output = Result<(), RevokeError>>
 /// Where revocations are recorded: in this process (a [`RevocationList`]) and, for a feed,
 /// where every instance finds them.
 ///
-/// `revoke` applies the revocations on this instance at once, then records them; it answers
-/// `Ok` only once they are recorded durably (for a feed: in the shared log that every instance
-/// reads), so an endpoint acknowledges a logout only when no instance will accept its tokens
-/// past the feed's delivery delay. On `Err` the caller answers 503; a feed keeps trying to
-/// record what failed in the background, so nothing is dropped.
+/// Two entry points, for the two kinds of revocation:
+/// - [`revoke`](Self::revoke): a revocation the caller will acknowledge (a logout). It answers
+///   `Ok` only once the revocation is recorded durably (for a feed: in the shared log that every
+///   instance reads) and applied here, so an endpoint answers 2xx only when no instance will
+///   accept the tokens past the feed's delivery delay. On `Err` the caller answers 503 and the
+///   client retries; nothing is kept for later.
+/// - [`revoked`](Self::revoked): a revocation the session store already made (theft detected,
+///   a session evicted, a user gone). It applies here at once and records; when the write
+///   fails, a feed retries it in the background until it lands (or every token it covers has
+///   expired), so it is never lost.
 pub trait Revoke: Send + Sync + 'static {
-    /// Applies and records `revocations` (see the trait docs).
+    /// Records `revocations`, then applies them here (see the trait docs).
     fn revoke<'a>(&'a self, revocations: &'a [Revocation]) -> RevokeFuture<'a>;
+
+    /// Applies `revocations` here, then records them, retrying in the background on failure
+    /// (see the trait docs). By default the same as [`revoke`](Self::revoke).
+    fn revoked<'a>(&'a self, revocations: &'a [Revocation]) -> RevokeFuture<'a> {
+        self.revoke(revocations)
+    }
 }
 
 impl Revoke for RevocationList {

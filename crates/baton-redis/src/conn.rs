@@ -204,7 +204,10 @@ impl RedisConnection {
     /// # Errors
     /// [`StoreError::Unavailable`] when no node can be reached within the connect timeout.
     #[cfg(feature = "cluster")]
-    pub async fn connect_cluster(nodes: &[&str], options: &RedisOptions) -> Result<Self, StoreError> {
+    pub async fn connect_cluster(
+        nodes: &[&str],
+        options: &RedisOptions,
+    ) -> Result<Self, StoreError> {
         let client = redis::cluster::ClusterClientBuilder::new(nodes.to_vec())
             .connection_timeout(options.connect_timeout)
             .response_timeout(options.write_timeout.max(options.response_timeout))

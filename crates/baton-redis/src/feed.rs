@@ -139,14 +139,15 @@ struct Shared {
 /// `RevocationFeed`: revocations recorded in Redis so every instance refuses a revoked
 /// session's access tokens within a second, without a Redis round trip per request.
 ///
-/// Revoking (logout, logout-all, a deleted device, detected reuse) applies the revocation to
-/// this process's [`RevocationList`] at once, then records it: one script appends it to a log
-/// (a Redis stream kept for the access-token lifetime) and publishes it. [`Revoke::revoke`]
-/// answers `Ok` only once the log holds it, so an endpoint acknowledges a logout only when
-/// every instance will find it; when the write fails it answers `Err` (the endpoint says 503)
-/// and the feed keeps retrying the write in the background, with backoff, until it succeeds or
-/// the revocation no longer matters (every token it covers has expired). Failures are `error`
-/// events (target `baton::redis`) and the counter `baton_revocations_unrecorded_total`.
+/// A revocation is recorded by one script that appends it to a log (a Redis stream kept for
+/// the access-token lifetime) and publishes it. [`Revoke::revoke`] (a logout, a deleted
+/// device) answers `Ok` only once the log holds it, then applies it here, so an endpoint
+/// acknowledges a logout only when every instance will find it; when the write fails it
+/// answers `Err` (the endpoint says 503, the client retries). [`Revoke::revoked`] (theft
+/// detected, an eviction: already done in the store) applies it here at once, and when the
+/// write fails keeps retrying it in the background, with backoff, until it succeeds or no
+/// longer matters (every token it covers has expired). Failures are `error` events (target
+/// `baton::redis`) and the counter `baton_revocations_unrecorded_total`.
 ///
 /// Every instance hears revocations two ways: a subscriber on the channel (live, when the
 /// connection was built with a [`redis::Client`]), and a reader of the log every poll period
@@ -449,8 +450,7 @@ async fn subscribe(shared: Arc<Shared>) {
             pubsub.subscribe(&shared.channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };
-        if let Ok(Ok(mut pubsub)) = tokio::time::timeout(Duration::from_secs(2), connected).await
-        {
+        if let Ok(Ok(mut pubsub)) = tokio::time::timeout(Duration::from_secs(2), connected).await {
             tracing::debug!(target: "baton::redis", "revocation channel subscribed");
             // Anything published while unsubscribed is in the log: read it at once.
             shared.resync.store(true, Ordering::Release);
@@ -574,6 +574,24 @@ impl RevocationFeed {
 
 impl Revoke for RevocationFeed {
     fn revoke<'a>(&'a self, revocations: &'a [Revocation]) -> RevokeFuture<'a> {
+        Box::pin(async move {
+            match self.shared.record(revocations).await {
+                Ok(()) => {
+                    for revocation in revocations {
+                        self.shared.list.apply(revocation);
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    metrics::counter!("baton_revocations_unrecorded_total").increment(1);
+                    tracing::error!(target: "baton::redis", error = %e, count = revocations.len(), "revocation not recorded; the caller answers 503");
+                    Err(RevokeError::new(e))
+                }
+            }
+        })
+    }
+
+    fn revoked<'a>(&'a self, revocations: &'a [Revocation]) -> RevokeFuture<'a> {
         for revocation in revocations {
             self.shared.list.apply(revocation);
         }

@@ -17,9 +17,14 @@ fn strictest() -> Policy {
 }
 
 async fn store_at(url: &str, policy: Policy) -> RedisStore {
-    RedisStore::connect(url, RefreshKeys::generate().unwrap(), policy, RedisOptions::new())
-        .await
-        .unwrap()
+    RedisStore::connect(
+        url,
+        RefreshKeys::generate().unwrap(),
+        policy,
+        RedisOptions::new(),
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,9 +197,7 @@ async fn a_rotation_across_a_redis_pause_is_answered_once_redis_resumes() {
         &RedisOptions::new(),
     );
     let created = store.create("frank", Device::default()).await.unwrap();
-    server
-        .command(&["CLIENT", "PAUSE", "600", "ALL"])
-        .unwrap();
+    server.command(&["CLIENT", "PAUSE", "600", "ALL"]).unwrap();
     let started = Instant::now();
     let r = store
         .rotate(created.token.expose(), RotateContext::default())

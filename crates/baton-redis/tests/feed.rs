@@ -29,7 +29,9 @@ fn options() -> FeedOptions {
 }
 
 async fn feed(server: &RedisServer) -> Arc<RevocationFeed> {
-    RevocationFeed::start(&server.url(), options()).await.unwrap()
+    RevocationFeed::start(&server.url(), options())
+        .await
+        .unwrap()
 }
 
 /// A feed that never hears live messages: a connection without a client polls the log only.
@@ -131,9 +133,11 @@ async fn revocations_survive_idle_closes_and_killed_connections() {
     server.command(&["CONFIG", "SET", "timeout", "1"]).unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     revoke(&a, "idle").await;
-    eventually("B hears it after idle closes", Duration::from_secs(1), || {
-        b.is_revoked(&session("idle"))
-    })
+    eventually(
+        "B hears it after idle closes",
+        Duration::from_secs(1),
+        || b.is_revoked(&session("idle")),
+    )
     .await;
     for round in 0..3 {
         server
@@ -150,18 +154,25 @@ async fn revocations_survive_idle_closes_and_killed_connections() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revocation_made_while_redis_is_down_is_refused_then_recorded_in_the_background() {
+async fn while_redis_is_down_a_logout_is_refused_and_a_detected_theft_recorded_later() {
     let Some(mut server) = RedisServer::start() else {
         return;
     };
     let a = feed(&server).await;
     let b = feed(&server).await;
     server.stop();
+    // A logout while Redis is down: not recorded, so not acknowledged, and nothing kept.
     let err = a
-        .revoke(&[Revocation::session("down")])
+        .revoke(&[Revocation::session("logout")])
         .await
         .expect_err("not recorded: the caller must answer 503");
     eprintln!("while down: {err}");
+    assert!(!a.is_revoked(&session("logout")), "nothing half-done");
+    assert_eq!(a.pending(), 0);
+    // A revocation the store already made (theft detected): refused here at once, and kept.
+    a.revoked(&[Revocation::session("down")])
+        .await
+        .expect_err("not recorded yet");
     assert!(a.is_revoked(&session("down")), "refused here at once");
     assert_eq!(a.pending(), 1, "kept for a retry");
     server.restart();
@@ -183,9 +194,14 @@ async fn a_revocation_made_while_redis_is_down_is_refused_then_recorded_in_the_b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_survives_a_redis_restart_with_an_append_only_file() {
-    let Some(mut server) =
-        RedisServer::start_with(&["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
-    else {
+    let Some(mut server) = RedisServer::start_with(&[
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+    ]) else {
         return;
     };
     let a = feed(&server).await;

@@ -459,7 +459,11 @@ mod tests {
             .get("k")
             .refresh(flight.epoch(), || async { Refreshed::Refused })
             .await;
-        assert_eq!(third, Refreshed::Refused, "a later failure is reported as such");
+        assert_eq!(
+            third,
+            Refreshed::Refused,
+            "a later failure is reported as such"
+        );
         let unavailable = Refreshed::Unavailable {
             retry_after: Duration::from_secs(1),
         };

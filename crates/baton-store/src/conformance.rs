@@ -648,9 +648,7 @@ pub async fn many_users_many_sessions<F: StoreFactory>(factory: &F) {
 
 /// Under `AfterSuccessorUse`, a parent whose successor was never presented stays usable past
 /// the grace window (a lost reply costs nothing) and gets the same successor.
-pub async fn after_successor_use_graces_the_parent_past_the_window<F: StoreFactory>(
-    factory: &F,
-) {
+pub async fn after_successor_use_graces_the_parent_past_the_window<F: StoreFactory>(factory: &F) {
     let (store, _guard, clock) = setup!(
         factory,
         policy().with_reuse_detection(ReuseDetection::AfterSuccessorUse)

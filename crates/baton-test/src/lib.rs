@@ -502,12 +502,7 @@ impl Drop for FaultProxy {
     }
 }
 
-fn relay(
-    client: TcpStream,
-    server: TcpStream,
-    armed: Arc<AtomicBool>,
-    dropped: Arc<AtomicUsize>,
-) {
+fn relay(client: TcpStream, server: TcpStream, armed: Arc<AtomicBool>, dropped: Arc<AtomicUsize>) {
     let (Ok(mut client_read), Ok(mut server_write)) = (client.try_clone(), server.try_clone())
     else {
         return;

@@ -132,10 +132,9 @@ impl<S: RefreshStore, A: Authenticator> Refresher for CookieRefresher<S, A> {
     fn unavailable<B>(&self, retry_after: Duration, response: &mut Response<B>) {
         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         response.headers_mut().remove(WWW_AUTHENTICATE);
-        response.headers_mut().insert(
-            RETRY_AFTER,
-            HeaderValue::from(retry_after.as_secs().max(1)),
-        );
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
     }
 
     fn apply(&self, credentials: &CookieCredentials, parts: &mut request::Parts) {

@@ -144,7 +144,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
     /// Records revocations the store already made (reuse, eviction, a user gone): nothing to
     /// answer 503 for; a feed that cannot record them now retries in the background.
     async fn record_made(&self, revocations: &[Revocation]) {
-        if self.revocations.revoke(revocations).await.is_err() {
+        if self.revocations.revoked(revocations).await.is_err() {
             outcome("baton_revocations_total", "deferred");
         }
     }
@@ -474,7 +474,9 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                 tracing::error!(target: "baton::auth", session = %rotation.session.id, "refresh rotated but the user directory is unavailable; the successor goes back with the 503");
                 // The rotation happened: hand back its successor, or the client would come
                 // back with a spent token.
-                return Err(RotateFailure::Unavailable(Some(rotation.token.into_string())));
+                return Err(RotateFailure::Unavailable(Some(
+                    rotation.token.into_string(),
+                )));
             }
         };
         let what = if rotation.kind == RotationKind::Graced {

@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use baton::bearer::Authenticated;
-use baton::store::{MemoryStore, Policy, RefreshStore};
+use baton::store::{MemoryStore, Policy, RefreshStore, ReuseDetection};
 use baton::token::{Algorithm, KeyRing, KeySet};
 use baton::{Baton, RenderError};
 
@@ -56,6 +56,8 @@ pub struct Config {
     pub key_file: Option<PathBuf>,
     /// Login and refresh rate limits (shared through Redis in Redis mode).
     pub rate_limits: baton::RateLimits,
+    /// When a spent refresh token counts as stolen.
+    pub reuse_detection: ReuseDetection,
 }
 
 impl Default for Config {
@@ -69,6 +71,7 @@ impl Default for Config {
             alg: Algorithm::ES256,
             key_file: None,
             rate_limits: baton::RateLimits::default(),
+            reuse_detection: ReuseDetection::Strict,
         }
     }
 }
@@ -216,20 +219,41 @@ pub fn router<S: RefreshStore + Clone>(baton: &Baton<S, Users>, users: Users) ->
     )
 }
 
+/// The app, built: its router, its signing key ring (to rotate keys at run time: the JWKS
+/// endpoint publishes what the ring holds), and, on Redis, the one connection everything
+/// shares (for its counters).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Built {
+    /// The router.
+    pub router: Router,
+    /// The signing key ring.
+    pub keys: KeyRing,
+    /// The shared Redis connection, in Redis mode.
+    pub redis: Option<baton::redis::RedisConnection>,
+}
+
 /// Builds the app for `config`.
 ///
 /// # Errors
 /// A message when the key file or Redis cannot be used.
 pub async fn app(config: &Config) -> Result<Router, String> {
-    app_with_keys(config).await.map(|(router, _)| router)
+    build(config).await.map(|built| built.router)
 }
 
-/// Builds the app for `config`, and hands back its signing key ring (to rotate keys at run
-/// time: the JWKS endpoint publishes what the ring holds).
+/// Builds the app for `config`, and hands back its signing key ring.
 ///
 /// # Errors
 /// As [`app`].
 pub async fn app_with_keys(config: &Config) -> Result<(Router, KeyRing), String> {
+    build(config).await.map(|built| (built.router, built.keys))
+}
+
+/// Builds the app for `config` (see [`Built`]).
+///
+/// # Errors
+/// As [`app`].
+pub async fn build(config: &Config) -> Result<Built, String> {
     let keys = keys::load_or_create(config.alg, config.key_file.as_deref())?;
     let ring = KeyRing::new(KeySet::new(keys.signing).map_err(|e| e.to_string())?);
     let handle = ring.clone();
@@ -239,39 +263,46 @@ pub async fn app_with_keys(config: &Config) -> Result<(Router, KeyRing), String>
             p.with_absolute_lifetime(config.refresh_ttl.max(Duration::from_secs(90 * 24 * 3600)))
         })
         .and_then(|p| p.with_grace_window(config.refresh_grace))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .with_reuse_detection(config.reuse_detection);
     match &config.redis_url {
         None => {
             let users = Users::memory();
             let store = MemoryStore::new(keys.refresh, policy);
             let baton = configure(Baton::builder(store, users.clone(), ring), config)?;
-            Ok((router(&baton, users), handle))
+            Ok(Built {
+                router: router(&baton, users),
+                keys: handle,
+                redis: None,
+            })
         }
         Some(url) => {
-            use baton::redis::{RedisOptions, RedisStore};
-            let store = RedisStore::connect(url, keys.refresh, policy, RedisOptions::new())
+            use baton::redis::{
+                FeedOptions, RedisConnection, RedisGcra, RedisOptions, RedisStore, RevocationFeed,
+            };
+            // One connection for sessions, users, revocations and limits.
+            let options = RedisOptions::new();
+            let redis = RedisConnection::connect(url, &options)
                 .await
                 .map_err(|e| format!("redis: {e}"))?;
-            let client = redis::Client::open(url.as_str()).map_err(|e| format!("redis: {e}"))?;
-            let conn = redis::aio::ConnectionManager::new(client)
-                .await
-                .map_err(|e| format!("redis: {e}"))?;
-            let users = Users::redis(conn);
+            let store = RedisStore::new(redis.clone(), keys.refresh, policy, &options);
+            let users = Users::redis(redis.clone());
             // Revocations reach every instance sharing this Redis within a second.
-            let feed = baton::redis::RevocationFeed::start(
-                url,
-                baton::redis::FeedOptions::new(config.access_ttl + config.leeway),
+            let feed = RevocationFeed::start_on(
+                redis.clone(),
+                FeedOptions::new(config.access_ttl + config.leeway),
             )
-            .await
-            .map_err(|e| format!("redis: {e}"))?;
-            let limiter = baton::redis::RedisGcra::connect(url, "baton-app:")
-                .await
-                .map_err(|e| format!("redis: {e}"))?;
+            .await;
+            let limiter = RedisGcra::new(redis.clone(), "baton-app:");
             let builder = Baton::builder(store, users.clone(), ring)
                 .revocations(feed)
                 .rate_limiter(limiter);
             let baton = configure(builder, config)?;
-            Ok((router(&baton, users), handle))
+            Ok(Built {
+                router: router(&baton, users),
+                keys: handle,
+                redis: Some(redis),
+            })
         }
     }
 }

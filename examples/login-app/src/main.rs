@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use baton::store::ReuseDetection;
 use baton::token::Algorithm;
 use clap::Parser;
 use login_app::Config;
@@ -46,6 +47,11 @@ struct Args {
     /// Refreshes per minute per client IP (0: no limit).
     #[arg(long, env = "BATON_REFRESH_RATE_PER_IP", default_value_t = 60)]
     refresh_rate_per_ip: u32,
+    /// When a spent refresh token counts as stolen: `strict` (after the grace window) or
+    /// `after-successor-use` (once its successor has been used; a lost reply never costs a
+    /// session).
+    #[arg(long, env = "BATON_REUSE_DETECTION", default_value = "strict", value_parser = ["strict", "after-successor-use"])]
+    reuse_detection: String,
 }
 
 /// A limit of `per_minute` with a burst of the same size; 0 turns it off.
@@ -97,8 +103,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             login_per_username: rule(args.login_rate_per_user),
             refresh_per_ip: rule(args.refresh_rate_per_ip),
         },
+        reuse_detection: if args.reuse_detection == "after-successor-use" {
+            ReuseDetection::AfterSuccessorUse
+        } else {
+            ReuseDetection::Strict
+        },
     };
-    let app = login_app::app(&config).await?;
+    let built = login_app::build(&config).await?;
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     let store = if config.redis_url.is_some() {
         "Redis"
@@ -109,6 +120,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "baton login app on http://{} ({store} store)",
         listener.local_addr()?
     );
-    login_app::serve(listener, app, shutdown_signal()).await?;
+    login_app::serve(listener, built.router, shutdown_signal()).await?;
+    if let Some(redis) = &built.redis {
+        let stats = redis.stats();
+        tracing::info!(
+            target: "login_app",
+            retried = stats.retried,
+            late = stats.late,
+            failed = stats.failed,
+            "redis connection at shutdown"
+        );
+    }
     Ok(())
 }

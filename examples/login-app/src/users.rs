@@ -8,9 +8,8 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use baton::redis::RedisConnection;
 use baton::{AuthUnavailable, Authenticator, Principal};
-use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
 /// The app's claims in access tokens.
@@ -33,8 +32,22 @@ enum Backend {
         Arc<RwLock<HashMap<String, User>>>,
         Arc<RwLock<HashMap<String, String>>>,
     ),
-    Redis(ConnectionManager),
+    Redis(RedisConnection, Arc<redis::Script>),
 }
+
+/// Registers a user atomically: the name and the id together, or nothing. Sent again after a
+/// lost reply, it recognises its own id and answers "created" rather than "taken".
+/// KEYS: the name's key, the id's key. ARGV: the record (`id \x1f hash`), the name, the id.
+const REGISTER_LUA: &str = r#"
+local existing = redis.call("GET", KEYS[1])
+if existing then
+  if string.sub(existing, 1, #ARGV[3] + 1) == ARGV[3] .. "\031" then return 1 end
+  return 0
+end
+redis.call("SET", KEYS[1], ARGV[1])
+redis.call("SET", KEYS[2], ARGV[2])
+return 1
+"#;
 
 /// Why a registration failed.
 #[derive(Debug, PartialEq, Eq)]
@@ -152,9 +165,13 @@ impl Users {
         Users::with_backend(Backend::Memory(Arc::default(), Arc::default()))
     }
 
-    /// Users in Redis (`baton-app:user:<name>` and `baton-app:uid:<id>`).
-    pub fn redis(conn: ConnectionManager) -> Self {
-        Users::with_backend(Backend::Redis(conn))
+    /// Users in Redis (`baton-app:user:<name>` and `baton-app:uid:<id>`), on the connection
+    /// the sessions, the revocation feed and the limits share.
+    pub fn redis(conn: RedisConnection) -> Self {
+        Users::with_backend(Backend::Redis(
+            conn,
+            Arc::new(redis::Script::new(REGISTER_LUA)),
+        ))
     }
 
     async fn hash(&self, password: &str) -> String {
@@ -202,24 +219,24 @@ impl Users {
                     .map_err(|_| RegisterError::Unavailable)?
                     .insert(id.clone(), username.to_owned());
             }
-            Backend::Redis(conn) => {
-                let mut conn = conn.clone();
-                let value = format!("{id}\u{1f}{hash}");
-                let created: bool = redis::cmd("SET")
-                    .arg(format!("{USER_PREFIX}{username}"))
-                    .arg(value)
-                    .arg("NX")
-                    .query_async::<Option<String>>(&mut conn)
-                    .await
-                    .map_err(|_| RegisterError::Unavailable)?
-                    .is_some();
-                if !created {
-                    return Err(RegisterError::Taken);
-                }
-                let _: () = conn
-                    .set(format!("{ID_PREFIX}{id}"), username)
+            Backend::Redis(conn, script) => {
+                let mut invocation = script.prepare_invoke();
+                invocation
+                    .key(format!("{USER_PREFIX}{username}"))
+                    .key(format!("{ID_PREFIX}{id}"))
+                    .arg(format!("{id}\u{1f}{hash}"))
+                    .arg(username)
+                    .arg(&id);
+                let invocation = &invocation;
+                let created: i64 = conn
+                    .write("register", move |mut c| async move {
+                        invocation.invoke_async(&mut c).await
+                    })
                     .await
                     .map_err(|_| RegisterError::Unavailable)?;
+                if created == 0 {
+                    return Err(RegisterError::Taken);
+                }
             }
         }
         Ok(id)
@@ -232,10 +249,13 @@ impl Users {
                 .map_err(|_| AuthUnavailable("lock".into()))?
                 .get(username)
                 .cloned()),
-            Backend::Redis(conn) => {
-                let mut conn = conn.clone();
+            Backend::Redis(conn, _) => {
+                let key = format!("{USER_PREFIX}{username}");
+                let key = &key;
                 let value: Option<String> = conn
-                    .get(format!("{USER_PREFIX}{username}"))
+                    .read("find user", move |mut c| async move {
+                        redis::cmd("GET").arg(key).query_async(&mut c).await
+                    })
                     .await
                     .map_err(|e| AuthUnavailable(e.to_string()))?;
                 Ok(value.and_then(|v| {
@@ -256,11 +276,14 @@ impl Users {
                 .map_err(|_| AuthUnavailable("lock".into()))?
                 .get(id)
                 .cloned()),
-            Backend::Redis(conn) => {
-                let mut conn = conn.clone();
-                conn.get(format!("{ID_PREFIX}{id}"))
-                    .await
-                    .map_err(|e| AuthUnavailable(e.to_string()))
+            Backend::Redis(conn, _) => {
+                let key = format!("{ID_PREFIX}{id}");
+                let key = &key;
+                conn.read("user name", move |mut c| async move {
+                    redis::cmd("GET").arg(key).query_async(&mut c).await
+                })
+                .await
+                .map_err(|e| AuthUnavailable(e.to_string()))
             }
         }
     }

@@ -14,22 +14,51 @@
     $('status').className = isError ? 'error' : '';
   }
 
-  // One refresh at a time: every caller that needs one shares the same request.
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  // The wait a 503 or 429 asks for (Retry-After in seconds), between 1 and 10 s.
+  function retryAfterMs(res) {
+    const seconds = Number.parseInt((res && res.headers.get('Retry-After')) || '', 10);
+    return Math.min(Math.max(Number.isFinite(seconds) ? seconds : 1, 1), 10) * 1000;
+  }
+
+  // One refresh at a time: every caller that needs one shares the same request. A 503 (the
+  // server's store is busy), a 429 or no answer at all is not a sign-out: it is retried as the
+  // server asks, a few times, and the session is kept. Resolves to 'ok', 'signed-out' (the
+  // server refused the refresh token) or 'unavailable' (still busy after the retries).
+  let lastRefresh = 'ok';
   function refresh() {
     if (!refreshing) {
-      refreshing = fetch('/auth/refresh', { method: 'POST', credentials: 'same-origin' })
-        .then(async (res) => {
-          if (!res.ok) {
-            accessToken = null;
-            return false;
+      refreshing = (async () => {
+        for (let attempt = 1; ; attempt += 1) {
+          let res = null;
+          try {
+            res = await fetch('/auth/refresh', { method: 'POST', credentials: 'same-origin' });
+          } catch {
+            res = null;
           }
-          accessToken = (await res.json()).access_token;
-          return true;
-        })
-        .catch(() => false)
-        .finally(() => {
-          refreshing = null;
-        });
+          if (res && res.ok) {
+            accessToken = (await res.json()).access_token;
+            if (attempt > 1) status('');
+            return 'ok';
+          }
+          if (res && res.status !== 503 && res.status !== 429) {
+            accessToken = null;
+            return 'signed-out';
+          }
+          if (attempt >= 5) {
+            status('The server is busy; your session is kept. Try again in a moment.', true);
+            return 'unavailable';
+          }
+          status('The server is busy; retrying…');
+          await sleep(retryAfterMs(res));
+        }
+      })().then((outcome) => {
+        lastRefresh = outcome;
+        return outcome;
+      }).finally(() => {
+        refreshing = null;
+      });
     }
     return refreshing;
   }
@@ -44,9 +73,14 @@
     let res = await send();
     const challenge = res.headers.get('WWW-Authenticate') || '';
     if (res.status === 401 && (challenge.includes('invalid_token') || !accessToken)) {
-      if (await refresh()) res = await send();
+      if ((await refresh()) === 'ok') res = await send();
     }
     return res;
+  }
+
+  // A 401 means signed out only when the refresh was refused, not when the server was busy.
+  function signedOutBy(res) {
+    return res.status === 401 && lastRefresh !== 'unavailable';
   }
 
   async function postJson(path, body) {
@@ -80,7 +114,8 @@
 
   async function whoami() {
     const res = await api('/api/me');
-    if (!res.ok) return signedOut('Please log in.');
+    if (signedOutBy(res)) return signedOut('Please log in.');
+    if (!res.ok) return status(await errorText(res), true);
     const me = await res.json();
     checks += 1;
     $('whoami-output').textContent = `Signed in as ${me.username} (check ${checks})`;
@@ -152,22 +187,30 @@
   $('devices-button').addEventListener('click', devices);
 
   $('logout-button').addEventListener('click', async () => {
-    await fetch('/auth/logout', { method: 'POST', credentials: 'same-origin' });
+    const res = await fetch('/auth/logout', { method: 'POST', credentials: 'same-origin' });
+    // A 503 means the logout was not recorded: stay signed in and say so.
+    if (res.status === 503) return status(await errorText(res), true);
     signedOut('Logged out.');
   });
 
   $('logout-all-button').addEventListener('click', async () => {
-    await api('/auth/logout-all', { method: 'POST' });
+    const res = await api('/auth/logout-all', { method: 'POST' });
+    if (!res.ok && !signedOutBy(res)) return status(await errorText(res), true);
     signedOut('Logged out everywhere.');
   });
 
-  // A reload keeps the user logged in: the refresh cookie gets a new access token.
-  refresh().then(async (ok) => {
-    if (ok) {
+  // A reload keeps the user logged in: the refresh cookie gets a new access token. While the
+  // server is busy the page keeps trying, and never shows the login form for it.
+  async function start() {
+    const outcome = await refresh();
+    if (outcome === 'ok') {
       await whoami();
       await devices();
+    } else if (outcome === 'unavailable') {
+      setTimeout(start, 5000);
     } else {
       signedOut('');
     }
-  });
+  }
+  start();
 })();

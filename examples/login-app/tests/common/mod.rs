@@ -12,6 +12,7 @@ use serde_json::Value;
 pub(crate) struct Reply {
     pub(crate) status: StatusCode,
     pub(crate) cookie: Option<String>,
+    pub(crate) retry_after: Option<u64>,
     pub(crate) body: Value,
 }
 
@@ -50,10 +51,16 @@ pub(crate) async fn call(
         .filter_map(|v| v.to_str().ok())
         .find(|v| v.starts_with("__Secure-refresh=v1."))
         .map(|v| v.split(';').next().unwrap().to_owned());
+    let retry_after = res
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
     Reply {
         status,
         cookie,
+        retry_after,
         body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     }
 }
