@@ -103,3 +103,78 @@ async fn a_failed_over_master_is_handled_by_the_cluster_client() {
     assert_eq!(rotated.kind, RotationKind::Rotated);
     assert_eq!(store.list("frank").await.unwrap().len(), 1);
 }
+
+async fn cluster_connection(cluster: &RedisCluster) -> baton_redis::RedisConnection {
+    let urls = cluster.urls();
+    let nodes: Vec<&str> = urls.iter().map(String::as_str).collect();
+    baton_redis::RedisConnection::connect_cluster(&nodes, &RedisOptions::new())
+        .await
+        .unwrap()
+}
+
+/// Two instances on a three-master cluster: a revocation on one reaches the other within a
+/// second, live (pub/sub reaches every node) and from the log alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_revocation_feed_works_on_a_cluster() {
+    use baton_bearer::{CheckRevocation, Revocation, Revoke, TokenIdentity};
+    use baton_redis::{FeedOptions, RevocationFeed};
+    use std::time::{Duration, Instant};
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    let options = FeedOptions::new(Duration::from_secs(900));
+    let a = RevocationFeed::start_on(cluster_connection(&cluster).await, options.clone()).await;
+    let b = RevocationFeed::start_on(cluster_connection(&cluster).await, options.clone()).await;
+    // A third instance whose connection came from the application: it reads the log only.
+    let urls = cluster.urls();
+    let client = redis::cluster::ClusterClient::new(urls.clone()).unwrap();
+    let own = client.get_async_connection().await.unwrap();
+    let c = RevocationFeed::start_on(own.into(), options).await;
+    for i in 0..5 {
+        let sid = format!("c{i}");
+        a.revoke(&[Revocation::session(sid.clone())]).await.unwrap();
+        let started = Instant::now();
+        for feed in [&b, &c] {
+            while !feed.is_revoked(&TokenIdentity::new("alice").with_sid(&sid)) {
+                assert!(
+                    started.elapsed() < Duration::from_secs(1),
+                    "not heard within a second"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        eprintln!("heard on the cluster after {:?}", started.elapsed());
+    }
+}
+
+/// Two limiters on a three-master cluster share one budget per key, for keys on every slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limiter_shares_one_budget_on_a_cluster() {
+    use baton_redis::RedisGcra;
+    use std::time::Duration;
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    let a = RedisGcra::new(cluster_connection(&cluster).await, "test:");
+    let b = RedisGcra::new(cluster_connection(&cluster).await, "test:");
+    let interval = Duration::from_secs(60);
+    for user in 0..30 {
+        let key = format!("user-{user}");
+        // A burst of 3 a minute, spent on both instances together.
+        assert!(a.check("login", &key, interval, 3).await.is_ok());
+        assert!(b.check("login", &key, interval, 3).await.is_ok());
+        assert!(a.check("login", &key, interval, 3).await.is_ok());
+        let wait = b
+            .check("login", &key, interval, 3)
+            .await
+            .expect_err("the fourth is over the shared budget");
+        assert!(wait > Duration::from_secs(50), "{wait:?}");
+    }
+    // The keys landed on every master.
+    for node in cluster.nodes() {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", node.port())).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: i64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+        assert!(keys > 0, "node {} holds no limit", node.port());
+    }
+}

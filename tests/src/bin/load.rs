@@ -3,17 +3,28 @@
 //!
 //! ```text
 //! cargo build --release -p login-app && cargo run --release -p baton-integration --bin load
+//! cargo build --release -p login-app && cargo run --release -p baton-integration --bin load -- --chaos
 //! ```
 //!
 //! It starts its own redis-server and the login app (the release binary) on loopback ports,
 //! and prints: 5xx count, sessions lost or forked, p50/p99 per endpoint, and the app's memory
 //! (VmRSS) before the load, right after, and once the sessions' access tokens have expired.
+//!
+//! `--chaos` runs two app instances on one Redis (append-only file, fsync always) and breaks
+//! things while the clients work: every normal client connection is killed every few seconds
+//! (`CLIENT KILL TYPE normal`) and Redis is restarted once halfway. Clients behave as the page
+//! does: a 503 or 429 is retried after its `Retry-After` (a 503 that carries a new refresh
+//! cookie updates the client's), and their calls alternate between the instances. After each
+//! logout the other instance must refuse the access token within a second. It prints, besides
+//! the above: sessions lost (a refresh refused, or no login after the retries), revocations
+//! lost, false reuse detections, requests retried by the clients, and the instances' own
+//! counts of Redis commands sent again after a connection-level error.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -39,16 +50,73 @@ struct Args {
     /// API calls and refreshes per cycle.
     #[arg(long, default_value_t = 20)]
     per_cycle: usize,
+    /// Two instances, connections killed every few seconds, one Redis restart.
+    #[arg(long)]
+    chaos: bool,
+    /// Seconds between two `CLIENT KILL TYPE normal` in chaos mode.
+    #[arg(long, default_value_t = 3)]
+    kill_every: u64,
 }
 
 type Http = Client<HttpConnector, Full<Bytes>>;
 
-struct App(Child);
+struct App {
+    child: Child,
+    log: PathBuf,
+}
+
+impl App {
+    fn start(bin: &PathBuf, port: u16, redis: &str, key_file: &PathBuf, log: PathBuf) -> App {
+        let stdout = std::fs::File::create(&log).expect("the app's log file");
+        let stderr = stdout.try_clone().expect("the app's log file");
+        let child = Command::new(bin)
+            .args(["--addr", &format!("127.0.0.1:{port}"), "--redis-url", redis])
+            .arg("--key-file")
+            .arg(key_file)
+            .args([
+                "--access-ttl",
+                "5",
+                "--login-rate-per-ip",
+                "0",
+                "--login-rate-per-user",
+                "0",
+                "--refresh-rate-per-ip",
+                "0",
+            ])
+            .env("RUST_LOG", "warn,login_app=info")
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("start the login app (cargo build --release -p login-app)");
+        App { child, log }
+    }
+
+    /// Stops the app with SIGTERM and returns its shutdown line about the Redis connection.
+    fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.contains("redis connection at shutdown"))
+            .map(str::to_owned)
+            .unwrap_or_default()
+    }
+}
 
 impl Drop for App {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -67,6 +135,7 @@ fn rss_kib(pid: u32) -> u64 {
 struct Reply {
     status: StatusCode,
     cookie: Option<String>,
+    retry_after: Option<u64>,
     body: Value,
 }
 
@@ -100,10 +169,16 @@ async fn call(
         .filter_map(|v| v.to_str().ok())
         .find(|v| v.starts_with("__Secure-refresh=v1."))
         .map(|v| v.split(';').next().unwrap_or_default().to_owned());
+    let retry_after = res
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
     let bytes = res.into_body().collect().await.expect("body").to_bytes();
     Reply {
         status,
         cookie,
+        retry_after,
         body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     }
 }
@@ -112,8 +187,12 @@ async fn call(
 struct Stats {
     latencies: BTreeMap<&'static str, Vec<Duration>>,
     server_errors: u64,
+    unrecovered: u64,
     lost: u64,
     forked: u64,
+    revocations_lost: u64,
+    false_reuse: u64,
+    retried: u64,
 }
 
 impl Stats {
@@ -129,152 +208,264 @@ impl Stats {
             self.latencies.entry(k).or_default().append(&mut v);
         }
         self.server_errors += other.server_errors;
+        self.unrecovered += other.unrecovered;
         self.lost += other.lost;
         self.forked += other.forked;
+        self.revocations_lost += other.revocations_lost;
+        self.false_reuse += other.false_reuse;
+        self.retried += other.retried;
     }
 }
 
-async fn client(
+/// One client: its instances (one, or two it alternates between) and its counts.
+struct Runner {
     http: Http,
-    base: String,
-    user: String,
-    cycles: Arc<AtomicU64>,
-    total: u64,
-    per_cycle: usize,
-) -> Stats {
-    let mut stats = Stats::default();
-    let creds = json!({"username": user, "password": "load-test-password"});
-    while cycles.fetch_add(1, Ordering::SeqCst) < total {
-        let t = Instant::now();
-        let login = call(&http, &base, Method::POST, "/auth/login", &[], Some(&creds)).await;
-        stats.record("login", t.elapsed(), login.status);
-        if login.status != StatusCode::OK {
-            stats.lost += 1;
-            continue;
-        }
-        let mut access = login.body["access_token"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let mut cookie = login.cookie.unwrap_or_default();
-        let mut alive = true;
-        for _ in 0..per_cycle {
-            let bearer = format!("Bearer {access}");
+    bases: Vec<String>,
+    chaos: bool,
+    stats: Stats,
+}
+
+impl Runner {
+    fn base(&self, turn: usize) -> &str {
+        &self.bases[turn % self.bases.len()]
+    }
+
+    /// One request, retried as the page retries it in chaos mode (a 503 or 429 after its
+    /// `Retry-After`, at most 8 tries); `cookie` follows any refresh cookie the answers set.
+    async fn send(
+        &mut self,
+        endpoint: &'static str,
+        turn: usize,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        cookie: Option<&mut String>,
+        body: Option<&Value>,
+    ) -> Reply {
+        let mut cookie = cookie;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let mut headers: Vec<(&str, String)> = Vec::new();
+            if let Some(token) = bearer {
+                headers.push(("authorization", format!("Bearer {token}")));
+            }
+            if let Some(c) = cookie.as_deref() {
+                headers.push(("cookie", c.clone()));
+            }
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let base = self.base(turn + tries - 1).to_owned();
             let t = Instant::now();
+            let r = call(&self.http, &base, method.clone(), path, &headers, body).await;
+            self.stats.record(endpoint, t.elapsed(), r.status);
+            if let (Some(c), Some(next)) = (cookie.as_deref_mut(), &r.cookie) {
+                c.clone_from(next);
+            }
+            let transient = r.status == StatusCode::SERVICE_UNAVAILABLE
+                || r.status == StatusCode::TOO_MANY_REQUESTS;
+            if !self.chaos || !transient || tries == 8 {
+                if r.status.is_server_error() {
+                    self.stats.unrecovered += 1;
+                }
+                return r;
+            }
+            self.stats.retried += 1;
+            tokio::time::sleep(Duration::from_secs(r.retry_after.unwrap_or(1).min(5))).await;
+        }
+    }
+
+    /// `true` once `other` refuses `access`, within a second.
+    async fn refused_within_a_second(&mut self, other: &str, access: &str) -> bool {
+        let started = Instant::now();
+        let bearer = format!("Bearer {access}");
+        loop {
             let me = call(
-                &http,
-                &base,
+                &self.http,
+                other,
                 Method::GET,
                 "/api/me",
                 &[("authorization", &bearer)],
                 None,
             )
             .await;
-            stats.record("api", t.elapsed(), me.status);
-            let t = Instant::now();
-            let r = call(
-                &http,
-                &base,
+            if me.status == StatusCode::UNAUTHORIZED {
+                return true;
+            }
+            if started.elapsed() > Duration::from_secs(1) {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn cycle(&mut self, creds: &Value, per_cycle: usize, turn: usize) {
+        let login = self
+            .send("login", turn, Method::POST, "/auth/login", None, None, Some(creds))
+            .await;
+        if login.status != StatusCode::OK {
+            self.stats.lost += 1;
+            return;
+        }
+        let mut access = login.body["access_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let mut cookie = login.cookie.unwrap_or_default();
+        for step in 0..per_cycle {
+            let t = turn + step + 1;
+            let _ = self
+                .send("api", t, Method::GET, "/api/me", Some(&access), None, None)
+                .await;
+            let r = self
+                .send(
+                    "refresh",
+                    t + 1,
+                    Method::POST,
+                    "/auth/refresh",
+                    None,
+                    Some(&mut cookie),
+                    None,
+                )
+                .await;
+            if r.status == StatusCode::OK && r.cookie.is_some() {
+                access = r.body["access_token"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+            } else {
+                if r.body["error_description"] == "refresh token reuse detected" {
+                    self.stats.false_reuse += 1;
+                }
+                self.stats.lost += 1;
+                return;
+            }
+        }
+        // One session for this login, never two (each client has its own user).
+        let sessions = self
+            .send("sessions", turn, Method::GET, "/auth/sessions", Some(&access), None, None)
+            .await;
+        let count = sessions.body["sessions"].as_array().map_or(0, Vec::len);
+        if count != 1 {
+            self.stats.forked += 1;
+        }
+        let out = self
+            .send(
+                "logout",
+                turn,
                 Method::POST,
-                "/auth/refresh",
-                &[("cookie", &cookie)],
+                "/auth/logout",
+                None,
+                Some(&mut cookie),
                 None,
             )
             .await;
-            stats.record("refresh", t.elapsed(), r.status);
-            match (r.status, r.cookie) {
-                (StatusCode::OK, Some(next)) => {
-                    cookie = next;
-                    access = r.body["access_token"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned();
-                }
-                _ => {
-                    alive = false;
-                    break;
-                }
+        if self.chaos && out.status == StatusCode::NO_CONTENT {
+            let other = self.base(turn + 1).to_owned();
+            if !self.refused_within_a_second(&other, &access).await {
+                self.stats.revocations_lost += 1;
             }
         }
-        if !alive {
-            stats.lost += 1;
-            continue;
-        }
-        // One session for this login, never two (each client has its own user).
-        let bearer = format!("Bearer {access}");
-        let sessions = call(
-            &http,
-            &base,
-            Method::GET,
-            "/auth/sessions",
-            &[("authorization", &bearer)],
-            None,
-        )
-        .await;
-        let count = sessions.body["sessions"].as_array().map_or(0, Vec::len);
-        if count != 1 {
-            stats.forked += 1;
-        }
-        let t = Instant::now();
-        let out = call(
-            &http,
-            &base,
-            Method::POST,
-            "/auth/logout",
-            &[("cookie", &cookie)],
-            None,
-        )
-        .await;
-        stats.record("logout", t.elapsed(), out.status);
     }
-    stats
+}
+
+async fn client(
+    mut runner: Runner,
+    user: String,
+    cycles: Arc<AtomicU64>,
+    total: u64,
+    per_cycle: usize,
+) -> Stats {
+    let creds = json!({"username": user, "password": "load-test-password"});
+    loop {
+        let n = cycles.fetch_add(1, Ordering::SeqCst);
+        if n >= total {
+            break;
+        }
+        let turn = usize::try_from(n).unwrap_or(0);
+        runner.cycle(&creds, per_cycle, turn).await;
+    }
+    runner.stats
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// Kills every normal client connection every `every`, and restarts Redis once when half the
+/// cycles are done.
+async fn chaos(
+    redis: Arc<Mutex<baton_test::RedisServer>>,
+    every: Duration,
+    cycles: Arc<AtomicU64>,
+    half: u64,
+    stop: Arc<AtomicBool>,
+) -> (u64, bool) {
+    let (mut kills, mut restarted) = (0, false);
+    while !stop.load(Ordering::SeqCst) {
+        tokio::time::sleep(every).await;
+        let redis = redis.clone();
+        let restart = !restarted && cycles.load(Ordering::SeqCst) >= half;
+        tokio::task::spawn_blocking(move || {
+            let mut server = redis.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if restart {
+                server.restart();
+            } else {
+                let _ = server.command(&["CLIENT", "KILL", "TYPE", "normal"]);
+            }
+        })
+        .await
+        .expect("chaos step");
+        if restart {
+            restarted = true;
+            println!("chaos: redis restarted");
+        } else {
+            kills += 1;
+        }
+    }
+    (kills, restarted)
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let redis = baton_test::RedisServer::start().expect("redis-server is needed for the load run");
-    let port = baton_test::free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let app = App(Command::new(&args.app_bin)
-        .args([
-            "--addr",
-            &format!("127.0.0.1:{port}"),
-            "--redis-url",
-            &redis.url(),
+    let redis = if args.chaos {
+        baton_test::RedisServer::start_with(&[
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
         ])
-        .args([
-            "--access-ttl",
-            "5",
-            "--login-rate-per-ip",
-            "0",
-            "--login-rate-per-user",
-            "0",
-            "--refresh-rate-per-ip",
-            "0",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the login app (cargo build --release -p login-app)"));
+    } else {
+        baton_test::RedisServer::start()
+    }
+    .expect("redis-server is needed for the load run");
+    let key_file = redis.dir().join("signing.pem");
+    let instances = if args.chaos { 2 } else { 1 };
+    let mut apps = Vec::new();
+    let mut bases = Vec::new();
+    for i in 0..instances {
+        let port = baton_test::free_port();
+        let log = redis.dir().join(format!("app-{i}.log"));
+        apps.push(App::start(&args.app_bin, port, &redis.url(), &key_file, log));
+        bases.push(format!("http://127.0.0.1:{port}"));
+        // The first instance writes the key file; the second reads it.
+        let http: Http = Client::builder(TokioExecutor::new()).build_http();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while call_ok(&http, &bases[i]).await.is_none() {
+            assert!(Instant::now() < deadline, "the app did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     let http: Http = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(args.clients)
         .build_http();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while call_ok(&http, &base).await.is_none() {
-        assert!(Instant::now() < deadline, "the app did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     for i in 0..args.clients {
         let creds = json!({"username": format!("load{i}"), "password": "load-test-password"});
         let r = call(
             &http,
-            &base,
+            &bases[0],
             Method::POST,
             "/auth/register",
             &[],
@@ -283,15 +474,31 @@ async fn main() {
         .await;
         assert_eq!(r.status, StatusCode::CREATED);
     }
-    let pid = app.0.id();
+    let pid = apps[0].child.id();
     let rss_before = rss_kib(pid);
     let cycles = Arc::new(AtomicU64::new(0));
+    let redis = Arc::new(Mutex::new(redis));
+    let stop = Arc::new(AtomicBool::new(false));
+    let chaos_task = args.chaos.then(|| {
+        tokio::spawn(chaos(
+            redis.clone(),
+            Duration::from_secs(args.kill_every),
+            cycles.clone(),
+            args.cycles as u64 / 2,
+            stop.clone(),
+        ))
+    });
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..args.clients {
+        let runner = Runner {
+            http: http.clone(),
+            bases: bases.clone(),
+            chaos: args.chaos,
+            stats: Stats::default(),
+        };
         tasks.spawn(client(
-            http.clone(),
-            base.clone(),
+            runner,
             format!("load{i}"),
             cycles.clone(),
             args.cycles as u64,
@@ -303,15 +510,20 @@ async fn main() {
         stats.merge(done.expect("client task"));
     }
     let elapsed = started.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let chaos_done = match chaos_task {
+        Some(task) => Some(task.await.expect("chaos task")),
+        None => None,
+    };
     let rss_after = rss_kib(pid);
     // Let every access token (5 s) expire, then one more request prunes the revocation list.
     tokio::time::sleep(Duration::from_secs(7)).await;
     let creds = json!({"username": "load0", "password": "load-test-password"});
-    let login = call(&http, &base, Method::POST, "/auth/login", &[], Some(&creds)).await;
+    let login = call(&http, &bases[0], Method::POST, "/auth/login", &[], Some(&creds)).await;
     let cookie = login.cookie.unwrap_or_default();
     let _ = call(
         &http,
-        &base,
+        &bases[0],
         Method::POST,
         "/auth/logout",
         &[("cookie", &cookie)],
@@ -322,16 +534,27 @@ async fn main() {
 
     let requests: usize = stats.latencies.values().map(Vec::len).sum();
     println!(
-        "load run: {} clients, {} cycles, {} requests in {:.1} s ({:.0} req/s)",
+        "load run: {} clients, {} cycles, {} instance(s), {} requests in {:.1} s ({:.0} req/s)",
         args.clients,
         args.cycles,
+        instances,
         requests,
         elapsed.as_secs_f64(),
         requests as f64 / elapsed.as_secs_f64()
     );
+    if let Some((kills, restarted)) = chaos_done {
+        println!(
+            "chaos: {kills} x CLIENT KILL TYPE normal, redis restarted: {restarted}; requests retried by the clients (503/429): {}",
+            stats.retried
+        );
+        println!(
+            "revocations lost: {}; false reuse detections: {}",
+            stats.revocations_lost, stats.false_reuse
+        );
+    }
     println!(
-        "5xx: {}; sessions lost: {}; sessions forked: {}",
-        stats.server_errors, stats.lost, stats.forked
+        "5xx answers: {} ({} still 5xx after the retries); sessions lost: {}; sessions forked: {}",
+        stats.server_errors, stats.unrecovered, stats.lost, stats.forked
     );
     println!("| endpoint | requests | p50 | p99 |");
     println!("|---|---|---|---|");
@@ -347,7 +570,12 @@ async fn main() {
     println!(
         "app VmRSS: before {rss_before} KiB, right after {rss_after} KiB, after expiry {rss_settled} KiB"
     );
-    drop(app);
+    for (i, app) in apps.into_iter().enumerate() {
+        let line = app.stop();
+        if !line.is_empty() {
+            println!("instance {i}: {line}");
+        }
+    }
     drop(redis);
 }
 
