@@ -1,6 +1,7 @@
 //! The login app's page in a real headless Chromium, driven over WebDriver: register, log in,
 //! tokens invisible to scripts, silent refresh after the access token expires, reload stays
-//! logged in, logout sticks.
+//! logged in, logout sticks; and, on a test-started Redis that stalls, a refresh answered 503
+//! is waited out without signing the user out.
 //!
 //! Needs Debian's `chromium` and `chromium-driver`. Without them the test skips loudly, unless
 //! `BATON_REQUIRE_BROWSER=1` (`.ci/run` sets it and installs them). On failure a screenshot is
@@ -183,6 +184,48 @@ async fn scenario(client: &Client, url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Redis stalls while the page needs a refresh: the page says it is retrying, never shows the
+/// login form, and carries on once Redis is back.
+async fn stall_scenario(
+    client: &Client,
+    url: &str,
+    redis: &baton_test::RedisServer,
+) -> Result<(), String> {
+    client.goto(url).await.map_err(|e| e.to_string())?;
+    eventually("the login form", || displayed(client, "login-form")).await?;
+    fill(client, "register-username", "bob").await?;
+    fill(client, "register-password", "correct horse battery").await?;
+    click(client, "register-button").await?;
+    eventually("who am I shows bob", || async {
+        text(client, "whoami-output")
+            .await
+            .contains("Signed in as bob")
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(ACCESS_TTL + 1)).await;
+    redis.pause();
+    click(client, "whoami-button").await?;
+    let waited = eventually("the page says it is retrying", || async {
+        text(client, "status").await.contains("retrying")
+    })
+    .await;
+    let signed_out = displayed(client, "login-form").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.resume();
+    waited?;
+    if signed_out {
+        return Err("the page signed out for a 503".into());
+    }
+    eventually("who am I works again", || async {
+        text(client, "whoami-output").await.contains("(check 2)")
+    })
+    .await?;
+    if displayed(client, "login-form").await {
+        return Err("the login form showed up after the stall".into());
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_in_a_real_browser() {
     let required = std::env::var("BATON_REQUIRE_BROWSER").is_ok_and(|v| v == "1");
@@ -239,7 +282,27 @@ async fn the_page_in_a_real_browser() {
         .await
         .expect("a WebDriver session");
 
-    let outcome = scenario(&client, &url).await;
+    let mut outcome = scenario(&client, &url).await;
+    // The same page on Redis, which stalls mid-session.
+    let redis = baton_test::RedisServer::start();
+    if outcome.is_ok()
+        && let Some(redis) = &redis
+    {
+        let config = login_app::Config {
+            access_ttl: Duration::from_secs(ACCESS_TTL),
+            redis_url: Some(redis.url()),
+            ..login_app::Config::default()
+        };
+        let app = login_app::app(&config).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stall_url = format!(
+            "http://localhost:{}/",
+            listener.local_addr().unwrap().port()
+        );
+        tokio::spawn(login_app::serve(listener, app, std::future::pending()));
+        outcome = stall_scenario(&client, &stall_url, redis).await;
+        redis.resume();
+    }
     if let Err(why) = &outcome {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("output");
         let _ = std::fs::create_dir_all(&dir);

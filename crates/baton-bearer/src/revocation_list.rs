@@ -16,13 +16,20 @@ struct Lists {
     sessions: HashMap<String, u64>,
     /// User -> tokens issued before this time (s) are revoked; forget after (s).
     users: HashMap<String, (u64, u64)>,
+    /// When expired entries were last dropped (s).
+    pruned: u64,
 }
+
+/// How much longer than `keep` a revocation recorded by another instance is remembered, for
+/// the difference between its clock and ours.
+const CLOCK_MARGIN_SECS: u64 = 60;
 
 /// Revoked sessions and "revoked before" cut-offs per user, kept in memory only as long as
 /// an access token could still be valid (the access-token lifetime plus the leeway).
 ///
 /// Reads take a read lock and two hash look-ups; no I/O. Memory is bounded by the number of
-/// revocations within one access-token lifetime.
+/// revocations within one access-token lifetime; expired entries are dropped at most once a
+/// second, by writes.
 ///
 /// ```
 /// use baton_bearer::{CheckRevocation, RevocationList, TokenIdentity};
@@ -64,17 +71,37 @@ impl RevocationList {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Drops expired entries, at most once a second. Keeping one a second longer refuses
+    /// only tokens that have expired anyway.
     fn prune(lists: &mut Lists, now: u64) {
+        if now == lists.pruned {
+            return;
+        }
+        lists.pruned = now;
         lists.sessions.retain(|_, until| *until > now);
         lists.users.retain(|_, (_, until)| *until > now);
     }
 
+    fn insert(lists: &mut Lists, revocation: &Revocation, until: u64) {
+        match revocation {
+            Revocation::Session(sid) => {
+                let entry = lists.sessions.entry(sid.clone()).or_insert(until);
+                *entry = (*entry).max(until);
+            }
+            Revocation::UserBefore { sub, before } => {
+                let entry = lists.users.entry(sub.clone()).or_insert((*before, until));
+                if *before > entry.0 {
+                    *entry = (*before, entry.1.max(until));
+                } else if *before == entry.0 {
+                    entry.1 = entry.1.max(until);
+                }
+            }
+        }
+    }
+
     /// Refuses the access tokens of session `sid` from now on.
     pub fn revoke_session(&self, sid: &str) {
-        let now = self.clock.now();
-        let mut lists = self.write();
-        Self::prune(&mut lists, now);
-        lists.sessions.insert(sid.to_owned(), now + self.keep);
+        self.apply(&Revocation::session(sid));
     }
 
     /// Refuses every access token of `sub` issued before now (logout everywhere).
@@ -85,23 +112,35 @@ impl RevocationList {
     /// Refuses every access token of `sub` issued before `before` (seconds since the epoch),
     /// as reported by another instance.
     pub fn revoke_user_before(&self, sub: &str, before: u64) {
+        self.apply(&Revocation::user_before(sub, before));
+    }
+
+    /// Applies one revocation made now.
+    pub fn apply(&self, revocation: &Revocation) {
         let now = self.clock.now();
         let mut lists = self.write();
         Self::prune(&mut lists, now);
-        let entry = lists
-            .users
-            .entry(sub.to_owned())
-            .or_insert((before, now + self.keep));
-        if before >= entry.0 {
-            *entry = (before, now + self.keep);
-        }
+        Self::insert(&mut lists, revocation, now.saturating_add(self.keep));
     }
 
-    /// Applies one revocation (as heard from another instance, or recorded here).
-    pub fn apply(&self, revocation: &Revocation) {
-        match revocation {
-            Revocation::Session(sid) => self.revoke_session(sid),
-            Revocation::UserBefore { sub, before } => self.revoke_user_before(sub, *before),
+    /// Applies revocations recorded elsewhere, each with the time it was recorded (ms since the
+    /// epoch, by the recorder's clock), under one lock: each is remembered until that time plus
+    /// `keep` (and a margin for clock differences), so reading the same record again never
+    /// makes it last longer.
+    pub fn apply_recorded(&self, revocations: &[(Revocation, u64)]) {
+        if revocations.is_empty() {
+            return;
+        }
+        let now = self.clock.now();
+        let mut lists = self.write();
+        Self::prune(&mut lists, now);
+        for (revocation, at_ms) in revocations {
+            let until = (at_ms / 1000)
+                .saturating_add(self.keep)
+                .saturating_add(CLOCK_MARGIN_SECS);
+            if until > now {
+                Self::insert(&mut lists, revocation, until);
+            }
         }
     }
 
@@ -112,6 +151,20 @@ impl RevocationList {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         lists.sessions.contains_key(sid)
+    }
+
+    /// `true` when `revocation` is in the list (a user cut-off at least as late).
+    pub fn contains(&self, revocation: &Revocation) -> bool {
+        let lists = self
+            .lists
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match revocation {
+            Revocation::Session(sid) => lists.sessions.contains_key(sid),
+            Revocation::UserBefore { sub, before } => {
+                lists.users.get(sub).is_some_and(|(b, _)| b >= before)
+            }
+        }
     }
 
     /// How many revocations are remembered.
@@ -230,8 +283,9 @@ pub type RevokeFuture<'a> = Pin<Box<dyn Future<Output = Result<(), RevokeError>>
 ///   client retries; nothing is kept for later.
 /// - [`revoked`](Self::revoked): a revocation the session store already made (theft detected,
 ///   a session evicted, a user gone). It applies here at once and records; when the write
-///   fails, a feed retries it in the background until it lands (or every token it covers has
-///   expired), so it is never lost.
+///   fails, a feed retries it in the background until it lands or every token it covers has
+///   expired (a bounded queue in memory: what it holds is lost if the process exits first, or
+///   when it overflows, which is logged and counted).
 pub trait Revoke: Send + Sync + 'static {
     /// Records `revocations`, then applies them here (see the trait docs).
     fn revoke<'a>(&'a self, revocations: &'a [Revocation]) -> RevokeFuture<'a>;
@@ -241,6 +295,12 @@ pub trait Revoke: Send + Sync + 'static {
     fn revoked<'a>(&'a self, revocations: &'a [Revocation]) -> RevokeFuture<'a> {
         self.revoke(revocations)
     }
+
+    /// `true` when `revocation` is known to be recorded already (so recording it again can be
+    /// skipped). By default `false`.
+    fn is_recorded(&self, _revocation: &Revocation) -> bool {
+        false
+    }
 }
 
 impl Revoke for RevocationList {
@@ -249,5 +309,9 @@ impl Revoke for RevocationList {
             self.apply(revocation);
         }
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn is_recorded(&self, revocation: &Revocation) -> bool {
+        self.contains(revocation)
     }
 }

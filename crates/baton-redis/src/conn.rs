@@ -53,6 +53,21 @@ impl redis::aio::ConnectionLike for Conn {
     }
 }
 
+/// How often the estimate of Redis's clock is read again.
+const CLOCK_SAMPLE_EVERY: Duration = Duration::from_secs(10);
+/// How long before the end of the wait a write's deadline falls: time for its reply to
+/// arrive, and for the estimate of Redis's clock to be off.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(100);
+
+/// The check a write script makes first (prepend it to the script): it takes `ARGV[1]`, the
+/// deadline [`RedisConnection::write`] hands to its operation, off `ARGV`; past it, the script
+/// answers the error `BATON_LATE` and changes nothing.
+pub const DEADLINE_LUA: &str = include_str!("deadline.lua");
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     retried: AtomicU64,
@@ -88,11 +103,14 @@ pub struct ConnectionStats {
 ///   that carry their own attempt id (a rotation, a creation, a revocation repeated gives the
 ///   outcome of the first try, never a second session or a false reuse).
 /// - A read that does not answer within the response timeout is
-///   [`StoreError::Unavailable`]. A write that does not answer within the response timeout
-///   may still happen (a stalled Redis runs it when it wakes up), so its reply is awaited up
-///   to the write timeout before the write counts as unavailable: a rotation whose reply is
-///   late is answered with its successor instead of a 503 that would leave the client with a
-///   spent token.
+///   [`StoreError::Unavailable`]. A write is awaited longer, up to the write timeout: a
+///   rotation whose reply is late (Redis stalled for a moment) is answered with its successor
+///   instead of a 503.
+/// - A write carries a deadline in Redis's own clock (estimated from `TIME`, read every 10 s),
+///   just before the end of that wait, and does nothing when Redis reaches it later: a stalled
+///   Redis that wakes up does not run rotations whose clients were told 503 long ago. So a
+///   write that answers "unavailable" has not happened and will not happen: a client that
+///   retries presents a token that is still live, never one spent behind its back.
 ///
 /// Built from a URL ([`connect`](Self::connect)), or from what the application already has:
 /// a [`redis::Client`] ([`from_client`](Self::from_client)), a [`ConnectionManager`]
@@ -116,6 +134,8 @@ pub struct RedisConnection {
     response_timeout: Duration,
     write_timeout: Duration,
     counters: Arc<Counters>,
+    /// A reading of Redis's clock (ms) and when it was taken.
+    clock: Arc<std::sync::Mutex<Option<(Instant, u64)>>>,
 }
 
 impl fmt::Debug for RedisConnection {
@@ -146,6 +166,7 @@ impl RedisConnection {
             response_timeout: options.response_timeout,
             write_timeout: options.write_timeout.max(options.response_timeout),
             counters: Arc::default(),
+            clock: Arc::default(),
         }
     }
 
@@ -266,26 +287,137 @@ impl RedisConnection {
         F: Fn(Self) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        self.run(what, false, op).await
+        self.run(what, false, false, |conn, _| op(conn)).await
     }
 
-    /// Runs a write that is safe to repeat (idempotent, or carrying its own attempt id):
-    /// within the response timeout, then, if it has not answered, awaits its reply up to the
-    /// write timeout (it may still happen); sends it once more after a connection-level error.
-    ///
-    /// # Errors
-    /// [`StoreError::Unavailable`] when Redis does not answer in time or answers an error.
-    pub async fn write<T, F, Fut>(&self, what: &'static str, op: F) -> Result<T, StoreError>
+    /// As [`read`](Self::read), logging failures at `debug` only (a poll that runs every few
+    /// hundred milliseconds reports an outage once, itself).
+    pub(crate) async fn read_quiet<T, F, Fut>(
+        &self,
+        what: &'static str,
+        op: F,
+    ) -> Result<T, StoreError>
     where
         F: Fn(Self) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        self.run(what, true, op).await
+        self.run(what, false, true, |conn, _| op(conn)).await
     }
 
-    async fn run<T, F, Fut>(&self, what: &'static str, write: bool, op: F) -> Result<T, StoreError>
+    /// Runs a write that is safe to repeat (idempotent, or carrying its own attempt id) and
+    /// that refuses to run late: `op` gets a deadline in Redis's own clock (milliseconds since
+    /// the epoch, as `TIME` reads) and must pass it to its script, which checks it first with
+    /// [`DEADLINE_LUA`] and does nothing after it. The reply is awaited past the response
+    /// timeout up to the write timeout; the deadline falls just before that, so when this
+    /// answers [`StoreError::Unavailable`] the write has not happened and never will. Sent
+    /// once more (with a new deadline) after a connection-level error.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when Redis does not answer in time, answers an error, or
+    /// ran the write too late (it then did nothing).
+    pub async fn write<T, F, Fut>(&self, what: &'static str, op: F) -> Result<T, StoreError>
     where
-        F: Fn(Self) -> Fut,
+        F: Fn(Self, u64) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        self.run(what, true, false, op).await
+    }
+
+    /// Runs `script` as a [`write`](Self::write): `KEYS` are `keys`, `ARGV` the deadline then
+    /// `args`. The script must start with [`DEADLINE_LUA`], which takes the deadline off
+    /// `ARGV`, so the rest of the script sees `args` as `ARGV[1..]`.
+    ///
+    /// # Errors
+    /// As [`write`](Self::write).
+    pub async fn write_script<T: redis::FromRedisValue>(
+        &self,
+        what: &'static str,
+        script: &redis::Script,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<T, StoreError> {
+        self.write(what, |mut conn, deadline| {
+            let mut invocation = script.prepare_invoke();
+            for key in keys {
+                invocation.key(key);
+            }
+            invocation.arg(deadline);
+            for arg in args {
+                invocation.arg(arg);
+            }
+            async move { invocation.invoke_async(&mut conn).await }
+        })
+        .await
+    }
+
+    /// Redis's clock now, in milliseconds, estimated from a `TIME` read within the last 10 s
+    /// (read again when older) and this process's monotonic clock.
+    async fn redis_now_ms(&self) -> Result<u64, StoreError> {
+        let fresh = {
+            let clock = self
+                .clock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (*clock).and_then(|(at, ms)| {
+                let age = at.elapsed();
+                (age < CLOCK_SAMPLE_EVERY).then(|| ms + millis(age))
+            })
+        };
+        if let Some(now) = fresh {
+            return Ok(now);
+        }
+        let mut sent = Instant::now();
+        let mut reading = None;
+        for _ in 0..2 {
+            sent = Instant::now();
+            let mut conn = self.clone();
+            match tokio::time::timeout(
+                self.response_timeout,
+                redis::cmd("TIME").query_async::<(u64, u64)>(&mut conn),
+            )
+            .await
+            {
+                Ok(Ok(time)) => {
+                    reading = Some(time);
+                    break;
+                }
+                // A closed connection: once more, on the reopened one.
+                Ok(Err(e)) if connection_level(&e) => {}
+                Ok(Err(e)) => return Err(self.failed("read redis time", false, e)),
+                Err(_) => {
+                    return Err(self.failed(
+                        "read redis time",
+                        false,
+                        "redis did not answer in time",
+                    ));
+                }
+            }
+        }
+        let Some((secs, micros)) = reading else {
+            return Err(self.failed("read redis time", false, "the connection keeps closing"));
+        };
+        let received = Instant::now();
+        // The reading was taken somewhere within the round trip: count it from the middle.
+        let half = (received - sent) / 2;
+        let ms = secs * 1000 + micros / 1000 + millis(half);
+        if received - sent < Duration::from_millis(100) {
+            *self
+                .clock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((received, ms));
+        }
+        Ok(ms)
+    }
+
+    async fn run<T, F, Fut>(
+        &self,
+        what: &'static str,
+        write: bool,
+        quiet: bool,
+        op: F,
+    ) -> Result<T, StoreError>
+    where
+        F: Fn(Self, u64) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let started = Instant::now();
@@ -297,7 +429,14 @@ impl RedisConnection {
             };
         let mut retried = false;
         loop {
-            let attempt = op(self.clone());
+            let deadline = if write {
+                let remaining = last.saturating_duration_since(Instant::now());
+                let now = self.redis_now_ms().await?;
+                now + millis(remaining.saturating_sub(DEADLINE_MARGIN))
+            } else {
+                0
+            };
+            let attempt = op(self.clone(), deadline);
             tokio::pin!(attempt);
             let fast = (Instant::now() + self.response_timeout).min(last);
             let result = match timeout_at(fast, &mut attempt).await {
@@ -307,10 +446,12 @@ impl RedisConnection {
                     tracing::warn!(target: "baton::redis", what, "no reply within the response timeout; awaiting the write's reply");
                     match timeout_at(last, &mut attempt).await {
                         Ok(result) => result,
-                        Err(_) => return Err(self.failed(what, "redis did not answer in time")),
+                        Err(_) => {
+                            return Err(self.failed(what, quiet, "redis did not answer in time"));
+                        }
                     }
                 }
-                Err(_) => return Err(self.failed(what, "redis did not answer in time")),
+                Err(_) => return Err(self.failed(what, quiet, "redis did not answer in time")),
             };
             match result {
                 Ok(value) => return Ok(value),
@@ -318,17 +459,25 @@ impl RedisConnection {
                     retried = true;
                     self.counters.retried.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("baton_redis_retries_total").increment(1);
-                    tracing::info!(target: "baton::redis", what, error = %e, "connection-level error; sending once more");
+                    if quiet {
+                        tracing::debug!(target: "baton::redis", what, error = %e, "connection-level error; sending once more");
+                    } else {
+                        tracing::info!(target: "baton::redis", what, error = %e, "connection-level error; sending once more");
+                    }
                 }
-                Err(e) => return Err(self.failed(what, e)),
+                Err(e) => return Err(self.failed(what, quiet, e)),
             }
         }
     }
 
-    fn failed(&self, what: &'static str, e: impl fmt::Display) -> StoreError {
+    fn failed(&self, what: &'static str, quiet: bool, e: impl fmt::Display) -> StoreError {
         self.counters.failed.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("baton_redis_failures_total").increment(1);
-        tracing::error!(target: "baton::redis", what, error = %e, "redis operation failed");
+        if quiet {
+            tracing::debug!(target: "baton::redis", what, error = %e, "redis operation failed");
+        } else {
+            tracing::error!(target: "baton::redis", what, error = %e, "redis operation failed");
+        }
         unavailable(format!("{what}: {e}"))
     }
 }

@@ -54,14 +54,14 @@ pub struct FeedOptions {
 impl FeedOptions {
     /// Revocations are kept for `keep`: the longest an access token lives, leeway included.
     /// Prefix `baton:`, policy [`DisconnectPolicy::KeepServing`], the log read every 250 ms,
-    /// and read whole every 30 s.
+    /// and checked every 5 s for having gone back (then read whole).
     pub fn new(keep: Duration) -> Self {
         FeedOptions {
             prefix: "baton:".to_owned(),
             keep,
             policy: DisconnectPolicy::KeepServing,
             poll: Duration::from_millis(250),
-            resync: Duration::from_secs(30),
+            resync: Duration::from_secs(5),
         }
     }
 
@@ -115,6 +115,7 @@ return id
 "#;
 
 struct Pending {
+    seq: u64,
     revocation: Revocation,
     since_ms: u64,
 }
@@ -129,8 +130,10 @@ struct Shared {
     resync_every: Duration,
     write: Script,
     pending: Mutex<VecDeque<Pending>>,
+    next_seq: AtomicU64,
     /// The last successful read of the log (clock ms).
     last_read_ms: AtomicU64,
+    started_ms: u64,
     /// Read the whole log next time (at start, after an error).
     resync: AtomicBool,
     clock: Arc<dyn Clock>,
@@ -152,7 +155,8 @@ struct Shared {
 /// Every instance hears revocations two ways: a subscriber on the channel (live, when the
 /// connection was built with a [`redis::Client`]), and a reader of the log every poll period
 /// (250 ms by default), which picks up whatever live delivery missed, also when no connection
-/// ever noticed a fault. The log is read whole at start, after any error, and every 30 s.
+/// ever noticed a fault. The log is read whole at start and after any error, and checked every
+/// 5 s for having gone back (a Redis that lost it, a replica promoted with an older clock).
 ///
 /// While the log cannot be read the feed follows a [`DisconnectPolicy`], logs the change, and
 /// reports it through [`RevocationFeed::status`].
@@ -261,21 +265,17 @@ impl Shared {
         if events.is_empty() {
             return Ok(());
         }
-        let mut invocation = self.write.prepare_invoke();
-        invocation
-            .key(&self.log_key)
-            .arg(self.keep_ms.max(1))
-            .arg(&self.channel);
-        for event in &events {
-            invocation.arg(event);
-        }
-        let invocation = &invocation;
+        let mut args = vec![self.keep_ms.max(1).to_string(), self.channel.clone()];
+        args.extend(events);
         // Repeating the write after a lost reply appends the events twice: applying one is
         // idempotent.
         self.conn
-            .write("record revocations", move |mut conn| async move {
-                invocation.invoke_async::<Value>(&mut conn).await
-            })
+            .write_script::<Value>(
+                "record revocations",
+                &self.write,
+                std::slice::from_ref(&self.log_key),
+                &args,
+            )
             .await
             .map(|_| ())
     }
@@ -293,6 +293,7 @@ impl Shared {
                 tracing::error!(target: "baton::redis", "revocation retry queue full: the oldest unrecorded revocation is dropped (other instances learn it only if it is revoked again)");
             }
             pending.push_back(Pending {
+                seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
                 revocation: revocation.clone(),
                 since_ms: now,
             });
@@ -302,7 +303,7 @@ impl Shared {
     /// Records what failed before, oldest first; `false` when the write failed again.
     async fn flush(&self) -> bool {
         let now = self.clock.now_millis();
-        let batch: Vec<Revocation> = {
+        let batch: Vec<(u64, Revocation)> = {
             let mut pending = self
                 .pending
                 .lock()
@@ -312,27 +313,29 @@ impl Shared {
             pending
                 .iter()
                 .take(100)
-                .map(|p| p.revocation.clone())
+                .map(|p| (p.seq, p.revocation.clone()))
                 .collect()
         };
         if batch.is_empty() {
             return true;
         }
-        if self.record(&batch).await.is_err() {
+        let revocations: Vec<Revocation> = batch.iter().map(|(_, r)| r.clone()).collect();
+        if self.record(&revocations).await.is_err() {
             return false;
         }
+        // Remove exactly what was written (the queue may have moved meanwhile).
+        let written: std::collections::HashSet<u64> = batch.iter().map(|(seq, _)| *seq).collect();
         let mut pending = self
             .pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for _ in 0..batch.len().min(pending.len()) {
-            pending.pop_front();
-        }
+        pending.retain(|p| !written.contains(&p.seq));
         tracing::info!(target: "baton::redis", recorded = batch.len(), "deferred revocations recorded");
         true
     }
 
-    /// Reads the log from after `after` (or whole), applies it, returns the last id seen.
+    /// Reads the log from after `after` (or whole), applies it page by page, returns the last
+    /// id seen.
     async fn read(&self, after: Option<&str>) -> Result<Option<String>, StoreError> {
         let mut start = after.map(|id| format!("({id}"));
         let mut last = after.map(str::to_owned);
@@ -342,7 +345,7 @@ impl Shared {
             let from_ref = &from;
             let reply: Value = self
                 .conn
-                .read("read revocation log", move |mut conn| async move {
+                .read_quiet("read revocation log", move |mut conn| async move {
                     redis::cmd("XRANGE")
                         .arg(key)
                         .arg(from_ref)
@@ -354,11 +357,16 @@ impl Shared {
                 })
                 .await?;
             let page = entries(&reply);
-            for (_, event) in &page {
-                if let Some(event) = event {
-                    apply(&self.list, event);
-                }
-            }
+            let recorded: Vec<(Revocation, u64)> = page
+                .iter()
+                .filter_map(|(id, event)| {
+                    let at_ms = entry_id(id)?.0;
+                    Some((decode(event.as_deref()?)?, at_ms))
+                })
+                .collect();
+            self.list.apply_recorded(&recorded);
+            self.last_read_ms
+                .store(self.clock.now_millis(), Ordering::Release);
             let Some((id, _)) = page.last() else {
                 return Ok(last);
             };
@@ -376,6 +384,25 @@ impl Shared {
         }
     }
 
+    /// The id of the log's newest entry (`None`: no log).
+    async fn newest(&self) -> Result<Option<String>, StoreError> {
+        let key = &self.log_key;
+        let reply: Value = self
+            .conn
+            .read_quiet("read revocation log", move |mut conn| async move {
+                redis::cmd("XREVRANGE")
+                    .arg(key)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(entries(&reply).into_iter().next().map(|(id, _)| id))
+    }
+
     fn connected(&self) -> bool {
         let window = u64::try_from((self.poll * 4).as_millis())
             .unwrap_or(u64::MAX)
@@ -387,10 +414,12 @@ impl Shared {
     }
 }
 
-/// Reads the log every poll period; retries deferred writes with backoff.
+/// Reads the log every poll period; retries deferred writes with backoff; every few seconds
+/// checks that the log did not go back (a Redis that lost it, or a replica promoted with an
+/// older clock), and reads it whole if it did.
 async fn poll(shared: Arc<Shared>) {
     let mut last: Option<String> = None;
-    let mut last_full = tokio::time::Instant::now();
+    let mut last_check = tokio::time::Instant::now();
     let mut backoff = Duration::from_millis(100);
     let mut next_flush = tokio::time::Instant::now();
     let mut was_connected = shared.connected();
@@ -403,23 +432,26 @@ async fn poll(shared: Arc<Shared>) {
             }
             next_flush = tokio::time::Instant::now() + backoff;
         }
-        if last_full.elapsed() >= shared.resync_every {
-            shared.resync.store(true, Ordering::Release);
+        if last.is_some() && last_check.elapsed() >= shared.resync_every {
+            last_check = tokio::time::Instant::now();
+            match shared.newest().await {
+                // Gone (expired, or lost): whatever comes next is new.
+                Ok(None) => last = None,
+                Ok(Some(newest)) if entry_id(&newest) < last.as_deref().and_then(entry_id) => {
+                    tracing::warn!(target: "baton::redis", "the revocation log went back; reading it whole");
+                    shared.resync.store(true, Ordering::Release);
+                }
+                Ok(Some(_)) => {}
+                Err(_) => shared.resync.store(true, Ordering::Release),
+            }
         }
-        let full = shared.resync.load(Ordering::Acquire);
+        let full = shared.resync.swap(false, Ordering::AcqRel);
         let after = if full { None } else { last.as_deref() };
         match shared.read(after).await {
             Ok(seen) => {
-                if full {
-                    shared.resync.store(false, Ordering::Release);
-                    last_full = tokio::time::Instant::now();
-                }
-                if seen.is_some() {
+                if seen.is_some() || full {
                     last = seen;
                 }
-                shared
-                    .last_read_ms
-                    .store(shared.clock.now_millis(), Ordering::Release);
             }
             Err(_) => {
                 // Redis may have restarted or failed over: read the whole log next time.
@@ -431,7 +463,7 @@ async fn poll(shared: Arc<Shared>) {
             if connected {
                 tracing::info!(target: "baton::redis", "revocation log readable again; caught up");
             } else {
-                tracing::warn!(target: "baton::redis", "revocation log unreadable: revocations from other instances wait until it is back");
+                tracing::error!(target: "baton::redis", "revocation log unreadable: revocations from other instances wait until it is back");
             }
             was_connected = connected;
         }
@@ -510,14 +542,17 @@ impl RevocationFeed {
         let shared = Arc::new(Shared {
             conn,
             list,
-            log_key: format!("{}revocations:log", options.prefix),
+            // A stream (the sorted set of earlier versions was `revocations:log`).
+            log_key: format!("{}revocations:stream", options.prefix),
             channel: format!("{}revocations", options.prefix),
             keep_ms: u64::try_from(options.keep.as_millis()).unwrap_or(u64::MAX),
             poll: options.poll,
             resync_every: options.resync,
-            write: Script::new(WRITE_LUA),
+            write: Script::new(&format!("{}{WRITE_LUA}", crate::DEADLINE_LUA)),
             pending: Mutex::new(VecDeque::new()),
+            next_seq: AtomicU64::new(0),
             last_read_ms: AtomicU64::new(0),
+            started_ms: clock.now_millis(),
             resync: AtomicBool::new(true),
             clock,
         });
@@ -547,7 +582,11 @@ impl RevocationFeed {
             FeedStatus::Connected
         } else {
             FeedStatus::Disconnected {
-                since_ms: self.shared.last_read_ms.load(Ordering::Acquire),
+                since_ms: self
+                    .shared
+                    .last_read_ms
+                    .load(Ordering::Acquire)
+                    .max(self.shared.started_ms),
             }
         }
     }
@@ -589,6 +628,18 @@ impl Revoke for RevocationFeed {
                 }
             }
         })
+    }
+
+    fn is_recorded(&self, revocation: &Revocation) -> bool {
+        // In the list and not waiting for a retry: heard from the log, or written by us.
+        self.shared.list.contains(revocation)
+            && !self
+                .shared
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .any(|p| &p.revocation == revocation)
     }
 
     fn revoked<'a>(&'a self, revocations: &'a [Revocation]) -> RevokeFuture<'a> {

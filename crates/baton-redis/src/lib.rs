@@ -1,20 +1,51 @@
-//! `RedisStore`: baton's refresh-token sessions in Redis.
+//! `RedisStore`: baton's refresh-token sessions in Redis, the revocation feed, and shared rate
+//! limits, all on one [`RedisConnection`].
 //!
-//! Every operation is one atomic Lua script (loaded once, then called by SHA) and one round
-//! trip: rotation checks the generation, detects reuse, applies the grace window, bumps the
-//! generation, records last use and device, and resets the TTLs in one step. Time comes from
-//! the store's [`Clock`], never from Redis, so tests control it. A Redis that is down or
-//! stalled gives [`StoreError::Unavailable`] within the configured timeouts; the connection
-//! manager reconnects by itself once Redis is back.
+//! Every store operation is one atomic Lua script (loaded once, then called by SHA) and one
+//! round trip: rotation checks the generation, detects reuse, applies the grace window, bumps
+//! the generation, records last use and device, and resets the TTLs in one step. Time comes
+//! from the store's [`Clock`], never from Redis, so tests control it.
+//!
+//! # Faults
+//! What production brings is handled where it happens, and tested by causing it
+//! (`tests/faults.rs`, `tests/feed.rs`):
+//! - A connection Redis or a proxy closed (idle timeout, `CLIENT KILL`, a restart) is reopened
+//!   before it is used (RESP3), and a command that meets it anyway is sent once more.
+//! - Every write carries an attempt id, so the store's own repeat of a write whose reply was
+//!   lost gives the first try's outcome: the same successor for a rotation, the same session
+//!   for a creation, the same revoked sessions, the same reuse report; never a second session
+//!   or a false theft alarm from the repeat.
+//! - A write whose reply is late (Redis stalled) is awaited up to the write timeout: the
+//!   client gets the rotation's successor rather than a 503.
+//! - Every write carries a deadline in Redis's own clock, just before the end of that wait:
+//!   Redis does nothing with a write it reaches later (a stall's backlog). So a 503 means the
+//!   write did not happen and will not: the client's retry presents a live token, never one
+//!   spent behind its back. What remains is a reply lost *after* the store answered (the
+//!   client's own connection dropped): under [`ReuseDetection::Strict`] that client, coming
+//!   back after the grace window, counts as reuse; [`ReuseDetection::AfterSuccessorUse`] keeps
+//!   it.
+//! - A Redis that is down or stalled past the timeouts gives [`StoreError::Unavailable`]
+//!   (503 with `Retry-After` at the endpoints) within the write timeout.
+//!
+//! # Operating Redis for it
+//! - `maxmemory-policy noeviction`: sessions, tombstones and the revocation log carry TTLs, so
+//!   any `volatile-*` or `allkeys-*` policy may evict a live session or an unread revocation.
+//! - "Recorded" means in the primary's memory when it answered. For revocations and rotations
+//!   to survive a Redis restart, use the append-only file (`appendfsync always` loses nothing,
+//!   `everysec` up to a second); with replicas, a failover can lose what the primary had not
+//!   replicated yet.
+//! - Redis 6.2 or later (streams trimmed with `MINID`, exclusive ranges).
 //!
 //! # Example
 //! ```no_run
-//! use baton_redis::{RedisOptions, RedisStore};
+//! use baton_redis::{RedisConnection, RedisOptions, RedisStore};
 //! use baton_store::{Device, Policy, RefreshKeys, RefreshStore};
 //!
 //! # async fn run() -> Result<(), baton_store::StoreError> {
 //! let keys = RefreshKeys::new(1, std::env::var("REFRESH_KEY").unwrap().as_bytes())?;
-//! let store = RedisStore::connect("redis://127.0.0.1:6379/", keys, Policy::new(), RedisOptions::new()).await?;
+//! let options = RedisOptions::new();
+//! let redis = RedisConnection::connect("redis://127.0.0.1:6379/", &options).await?;
+//! let store = RedisStore::new(redis.clone(), keys, Policy::new(), &options);
 //! let login = store.create("alice", Device::new(Some("Firefox"), None)).await?;
 //! # Ok(()) }
 //! ```
@@ -27,11 +58,13 @@
 //!
 //! | record | fields |
 //! |---|---|
-//! | live session | id (the 20 characters after the tag), generation, created, last used, idle deadline, absolute deadline (ms), IP, device name, user agent, user id |
-//! | revoked session | id, `R`, remembered until (its remaining life, at most one day), so its token answers *revoked* |
+//! | live session | id (the 20 characters after the tag), generation, created, last used, idle deadline, absolute deadline (ms), IP, device name, user agent, user id, attempt id of the latest rotation |
+//! | revoked session | id, `R`, remembered until (its remaining life, at most one day), so its token answers *revoked*; attempt id of the revoking call; `reused`/`ua_revoked` and the user id when the store revoked it itself |
 //!
 //! Every operation touches that one key, declared in `KEYS`, so every script stays within one
-//! hash slot as Redis Cluster requires (a cluster connection is not offered yet). Listing and
+//! hash slot as Redis Cluster requires ([`RedisStore::connect_cluster`], feature `cluster`).
+//! The revocation feed's log is one stream key and the limiter one key per bucket, so they
+//! work on a cluster too. Listing and
 //! revoke-all need no `KEYS` or `SCAN`, and the key's TTL covers its longest-lived record, so
 //! nothing outlives its sessions. Expired records are dropped by the
 //! next write. No secret is stored: refresh tokens are authenticated with [`RefreshKeys`],
@@ -61,7 +94,7 @@ mod conn;
 mod feed;
 mod gcra;
 
-pub use conn::{ConnectionStats, RedisConnection};
+pub use conn::{ConnectionStats, DEADLINE_LUA, RedisConnection};
 pub use feed::{DisconnectPolicy, FeedOptions, FeedStatus, RevocationFeed};
 pub use gcra::RedisGcra;
 
@@ -159,16 +192,41 @@ impl RedisOptions {
 /// scripts recognise their own earlier effect.
 pub(crate) fn attempt_id() -> String {
     use aws_lc_rs::rand::SecureRandom;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static FALLBACK: AtomicU64 = AtomicU64::new(0);
     let mut bytes = [0u8; 8];
-    // The system generator does not fail on supported platforms; a zero id would only make
-    // a retry look like a stranger's call (the conservative outcome).
-    let _ = aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes);
+    if aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .is_err()
+    {
+        // Never a shared constant (that would make every call look like a repeat): the
+        // process, the time and a counter tell one's own repeats apart well enough.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let unique = (nanos as u64)
+            ^ (u64::from(std::process::id()) << 40)
+            ^ FALLBACK.fetch_add(1, Ordering::Relaxed);
+        bytes = unique.to_le_bytes();
+    }
     format!("{:016x}", u64::from_le_bytes(bytes))
 }
 
-const CREATE_LUA: &str = concat!(include_str!("common.lua"), include_str!("create.lua"));
-const ROTATE_LUA: &str = concat!(include_str!("common.lua"), include_str!("rotate.lua"));
-const REVOKE_LUA: &str = concat!(include_str!("common.lua"), include_str!("revoke.lua"));
+const CREATE_LUA: &str = concat!(
+    include_str!("deadline.lua"),
+    include_str!("common.lua"),
+    include_str!("create.lua")
+);
+const ROTATE_LUA: &str = concat!(
+    include_str!("deadline.lua"),
+    include_str!("common.lua"),
+    include_str!("rotate.lua")
+);
+const REVOKE_LUA: &str = concat!(
+    include_str!("deadline.lua"),
+    include_str!("common.lua"),
+    include_str!("revoke.lua")
+);
 
 /// The SHA1 by which `EVALSHA` names the rotate script (to drive it from `redis-benchmark`).
 pub fn rotate_script_sha() -> String {
@@ -386,22 +444,23 @@ impl RedisStore {
         only: Option<SessionId>,
     ) -> Result<Vec<SessionId>, StoreError> {
         let now = self.clock.now_millis();
-        let mut invocation = self.scripts.revoke.prepare_invoke();
-        invocation
-            .key(self.user_key(user_id))
-            .arg(now)
-            .arg(user_id)
-            .arg(REVOKED_TOMBSTONE_MS)
-            .arg(attempt_id());
+        let mut args = vec![
+            now.to_string(),
+            user_id.to_owned(),
+            REVOKED_TOMBSTONE_MS.to_string(),
+            attempt_id(),
+        ];
         if let Some(id) = only {
-            invocation.arg(id.random_part());
+            args.push(id.random_part().to_owned());
         }
-        let invocation = &invocation;
         let members: Vec<String> = self
             .conn
-            .write("revoke", move |mut conn| async move {
-                invocation.invoke_async(&mut conn).await
-            })
+            .write_script(
+                "revoke",
+                &self.scripts.revoke,
+                &[self.user_key(user_id)],
+                &args,
+            )
             .await?;
         let tag = baton_store::user_tag_of(user_id);
         Ok(members
@@ -439,21 +498,17 @@ impl RefreshStore for RedisStore {
             absolute,
         );
         let tag = id.user_tag();
-        let mut invocation = self.scripts.create.prepare_invoke();
-        invocation
-            .key(self.key(&tag))
-            .arg(encode(&session))
-            .arg(now)
-            .arg(self.policy.max_sessions_per_user())
-            .arg(user_id)
-            .arg(REVOKED_TOMBSTONE_MS)
-            .arg(attempt_id());
-        let invocation = &invocation;
+        let args = [
+            encode(&session),
+            now.to_string(),
+            self.policy.max_sessions_per_user().to_string(),
+            user_id.to_owned(),
+            REVOKED_TOMBSTONE_MS.to_string(),
+            attempt_id(),
+        ];
         let evicted: Vec<String> = self
             .conn
-            .write("create", move |mut conn| async move {
-                invocation.invoke_async(&mut conn).await
-            })
+            .write_script("create", &self.scripts.create, &[self.key(&tag)], &args)
             .await?;
         let evicted = evicted
             .iter()
@@ -471,29 +526,26 @@ impl RefreshStore for RedisStore {
             UserAgentChange::Revoke => "revoke",
             _ => "record",
         };
-        let mut invocation = self.scripts.rotate.prepare_invoke();
-        invocation
-            .key(self.key(&tag))
-            .arg(id.random_part())
-            .arg(verified.generation)
-            .arg(now)
-            .arg(policy_ms(self.policy.grace_window()))
-            .arg(policy_ms(self.policy.idle_lifetime()))
-            .arg(policy)
-            .arg(context.stored_user_agent().unwrap_or_default())
-            .arg(context.ip.map(|ip| ip.to_string()).unwrap_or_default())
-            .arg(REVOKED_TOMBSTONE_MS)
-            .arg(match self.policy.reuse_detection() {
+        let args = [
+            id.random_part().to_owned(),
+            verified.generation.to_string(),
+            now.to_string(),
+            policy_ms(self.policy.grace_window()).to_string(),
+            policy_ms(self.policy.idle_lifetime()).to_string(),
+            policy.to_owned(),
+            context.stored_user_agent().unwrap_or_default(),
+            context.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            REVOKED_TOMBSTONE_MS.to_string(),
+            match self.policy.reuse_detection() {
                 ReuseDetection::AfterSuccessorUse => "after-use",
                 _ => "strict",
-            })
-            .arg(attempt_id());
-        let invocation = &invocation;
+            }
+            .to_owned(),
+            attempt_id(),
+        ];
         let reply: Vec<Value> = self
             .conn
-            .write("rotate", move |mut conn| async move {
-                invocation.invoke_async(&mut conn).await
-            })
+            .write_script("rotate", &self.scripts.rotate, &[self.key(&tag)], &args)
             .await?;
         let code = reply.first().map(text).transpose()?.unwrap_or_default();
         let second = || {

@@ -214,3 +214,43 @@ async fn a_rotation_across_a_redis_pause_is_answered_once_redis_resumes() {
         .unwrap();
     assert_eq!(next.kind, RotationKind::Rotated);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_answered_unavailable_never_happens_later() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = store_at(&server.url(), strictest()).await;
+    let created = store.create("gina", Device::default()).await.unwrap();
+    let live = store
+        .rotate(created.token.expose(), RotateContext::default())
+        .await
+        .unwrap()
+        .token;
+    // Longer than the write timeout (1 s): the calls give up, and Redis reaches them later.
+    server.command(&["CLIENT", "PAUSE", "2500", "ALL"]).unwrap();
+    let started = Instant::now();
+    let err = store
+        .rotate(live.expose(), RotateContext::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RotateError::Unavailable(_)), "{err:?}");
+    assert!(
+        store.create("gina", Device::default()).await.is_err(),
+        "no answer in time"
+    );
+    eprintln!("gave up after {:?}", started.elapsed());
+    tokio::time::sleep(Duration::from_millis(2500).saturating_sub(started.elapsed())).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Redis ran both after their deadlines: neither happened.
+    let sessions = store.list("gina").await.unwrap();
+    assert_eq!(sessions.len(), 1, "no late session");
+    assert_eq!(sessions[0].generation, 1, "no late rotation");
+    // So the client's retry, with no grace at all, rotates normally: no false reuse.
+    let r = store
+        .rotate(live.expose(), RotateContext::default())
+        .await
+        .unwrap();
+    assert_eq!(r.kind, RotationKind::Rotated);
+    assert_eq!(r.session.generation, 2);
+}

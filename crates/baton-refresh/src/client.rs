@@ -83,8 +83,8 @@ struct TokenResponse {
 /// clones, and a cookie jar for the refresh cookie. Every request through the layer gets
 /// `Authorization: Bearer <current token>`.
 ///
-/// A refresh answered 503 (the server's store is down or slow), or that cannot reach the
-/// server, is not a sign-out: it is tried again after the server's `Retry-After` (3 attempts
+/// A refresh answered 503 (the server's store is down or slow) or 429 (a rate limit), or that
+/// cannot reach the server, is not a sign-out: it is tried again after the server's `Retry-After` (3 attempts
 /// in all by default, each wait capped at 5 s), the access token and the cookies are kept, and
 /// a 503 that carries a new refresh cookie updates the jar.
 #[derive(Clone)]
@@ -118,7 +118,7 @@ impl<C> HttpRefresher<C> {
         }
     }
 
-    /// How often a refresh answered 503 (or not answered at all) is tried in all (at least
+    /// How often a refresh answered 503 or 429 (or not answered at all) is tried in all (at least
     /// once), and the longest wait between two tries whatever `Retry-After` says.
     #[must_use]
     pub fn with_unavailable_retries(mut self, attempts: u32, max_wait: Duration) -> Self {
@@ -302,7 +302,10 @@ where
                         }
                     };
                 }
-                Ok((status, headers, _)) if status == StatusCode::SERVICE_UNAVAILABLE.as_u16() => {
+                Ok((status, headers, _))
+                    if status == StatusCode::SERVICE_UNAVAILABLE.as_u16()
+                        || status == StatusCode::TOO_MANY_REQUESTS.as_u16() =>
+                {
                     // A 503 may carry the successor of a rotation that happened: keep it.
                     self.store_cookies(&headers);
                     parse_retry_after(&headers).unwrap_or(DEFAULT_RETRY_AFTER)
@@ -324,7 +327,10 @@ where
             if attempt >= self.retry.attempts {
                 #[cfg(feature = "tracing")]
                 tracing::debug!(target: "baton::refresh", attempts = attempt, "refresh unavailable; credentials kept");
-                return Refreshed::Unavailable { retry_after: wait };
+                return Refreshed::Unavailable {
+                    retry_after: wait,
+                    partial: None,
+                };
             }
             tokio::time::sleep(wait).await;
         }

@@ -79,6 +79,10 @@ pub enum Refreshed<C> {
     Unavailable {
         /// When to try again.
         retry_after: Duration,
+        /// What must reach the client anyway (a server's new refresh cookie, when the rotation
+        /// happened but no access token could be issued): applied with
+        /// [`Refresher::finish`] to the response.
+        partial: Option<C>,
     },
 }
 
@@ -371,9 +375,15 @@ where
                     .await
                 {
                     Refreshed::Fresh(credentials) => credentials,
-                    Refreshed::Unavailable { retry_after } => {
+                    Refreshed::Unavailable {
+                        retry_after,
+                        partial,
+                    } => {
                         #[cfg(feature = "tracing")]
                         tracing::debug!(target: "baton::refresh", ?retry_after, "refresh unavailable: credentials kept");
+                        if let Some(partial) = &partial {
+                            refresher.finish(partial, response.headers_mut());
+                        }
                         refresher.unavailable(retry_after, &mut response);
                         return Ok(response);
                     }
@@ -466,6 +476,7 @@ mod tests {
         );
         let unavailable = Refreshed::Unavailable {
             retry_after: Duration::from_secs(1),
+            partial: None,
         };
         let fourth = flights
             .get("k")

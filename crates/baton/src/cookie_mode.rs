@@ -69,6 +69,22 @@ fn without_cookie(headers: &mut HeaderMap, name: &str) {
     }
 }
 
+impl<S: RefreshStore, A: Authenticator> CookieRefresher<S, A> {
+    /// 503: try again shortly; with the successor's cookie when the rotation happened.
+    fn unavailable_with(&self, successor: Option<&str>) -> Refreshed<CookieCredentials> {
+        let partial = successor
+            .and_then(|token| self.inner.refresh_cookie.set(token).ok())
+            .map(|cookie| CookieCredentials {
+                access_token: String::new(),
+                set_cookies: vec![cookie],
+            });
+        Refreshed::Unavailable {
+            retry_after: Duration::from_secs(1),
+            partial,
+        }
+    }
+}
+
 impl<S: RefreshStore, A: Authenticator> Refresher for CookieRefresher<S, A> {
     type Credentials = CookieCredentials;
 
@@ -102,31 +118,28 @@ impl<S: RefreshStore, A: Authenticator> Refresher for CookieRefresher<S, A> {
         );
         let (rotation, claims) = match self.inner.rotate(&token, context).await {
             Ok(rotated) => rotated,
-            // The rotation's successor, if any, is lost to this request; the browser comes back
-            // with the parent, which the grace rules answer with that same successor.
-            Err(RotateFailure::Unavailable(_)) => {
-                return Refreshed::Unavailable {
-                    retry_after: Duration::from_secs(1),
-                };
+            Err(RotateFailure::Unavailable(successor)) => {
+                return self.unavailable_with(successor.as_deref());
             }
             Err(RotateFailure::Refused(_)) => return Refreshed::Refused,
         };
-        let Some((access_token, _)) =
-            self.inner
-                .issue_access(&rotation.session.user_id, rotation.session.id, claims)
-        else {
-            return Refreshed::Refused;
-        };
-        let Some(set_cookies) = self
+        let issued = self
             .inner
-            .token_cookies(rotation.token.expose(), &access_token)
-        else {
-            return Refreshed::Refused;
-        };
-        Refreshed::Fresh(CookieCredentials {
-            access_token,
-            set_cookies,
-        })
+            .issue_access(&rotation.session.user_id, rotation.session.id, claims)
+            .and_then(|(access_token, _)| {
+                let set_cookies = self
+                    .inner
+                    .token_cookies(rotation.token.expose(), &access_token)?;
+                Some(CookieCredentials {
+                    access_token,
+                    set_cookies,
+                })
+            });
+        match issued {
+            Some(credentials) => Refreshed::Fresh(credentials),
+            // The rotation happened: its successor must reach the browser.
+            None => self.unavailable_with(Some(rotation.token.expose())),
+        }
     }
 
     fn unavailable<B>(&self, retry_after: Duration, response: &mut Response<B>) {

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use baton_bearer::{Revocation, TokenIdentity};
+use baton_bearer::Revocation;
 use baton_store::{
     Device, RefreshStore, RotateContext, RotateError, Rotation, RotationKind, SessionId, StoreError,
 };
@@ -79,7 +79,7 @@ impl RotateFailure {
                 inner.unavailable("the session store is unavailable")
             }
             RotateFailure::Unavailable(Some(successor)) => {
-                let mut res = inner.unavailable("the user directory is unavailable; retry");
+                let mut res = inner.unavailable("no access token could be issued; retry");
                 if let Ok(cookie) = inner.refresh_cookie.set(&successor) {
                     res.headers_mut().append(SET_COOKIE, cookie);
                 }
@@ -263,19 +263,13 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         refresh: &str,
     ) -> Response<Bytes> {
         let issued = self.issue_access(user_id, sid, claims);
-        let Some((token, expires_in)) = issued else {
-            return self.error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                "could not issue a token",
-            );
-        };
-        let Some(cookies) = self.token_cookies(refresh, &token) else {
-            return self.error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                "could not set the cookies",
-            );
+        let cookies = issued
+            .as_ref()
+            .and_then(|(token, _)| self.token_cookies(refresh, token));
+        let (Some((token, expires_in)), Some(cookies)) = (issued, cookies) else {
+            // The session exists (and, on refresh, rotated): hand its refresh token back with
+            // the 503, so the retry presents the live one.
+            return RotateFailure::Unavailable(Some(refresh.to_owned())).into_response(self);
         };
         let mut res = json_response(
             StatusCode::OK,
@@ -514,10 +508,10 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                 // Already gone: record it unless this instance already refuses it (a retry
                 // after a 503, or an instance that missed the first logout).
                 Ok(None) => {
-                    let known = self
-                        .revocations
-                        .is_revoked(&TokenIdentity::new("").with_sid(&sid));
-                    if !known && let Err(res) = self.record(&[Revocation::session(sid)]).await {
+                    let revocation = Revocation::session(sid);
+                    if !self.revocations.is_recorded(&revocation)
+                        && let Err(res) = self.record(&[revocation]).await
+                    {
                         return res;
                     }
                 }
@@ -546,21 +540,21 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             Ok(c) => c,
             Err(res) => return res,
         };
-        // The cut-off first (every token issued before this second), then the sessions, then
-        // each revoked session by id (which also covers their tokens of this very second).
-        let cutoff = Revocation::user_before(claims.sub.clone(), self.clock.now());
-        if let Err(res) = self.record(&[cutoff]).await {
-            return res;
-        }
+        // The sessions first (a repeat after a lost reply revokes nothing twice), then, in one
+        // record, the cut-off (every token issued before this second) and each revoked session
+        // by id (which covers their tokens of this very second too). When the record fails the
+        // answer is 503 and the bearer token still works, so the client can repeat the call:
+        // its later cut-off covers every token of the sessions revoked now.
         let revoked = match self.store.revoke_all(&claims.sub).await {
             Ok(ids) => ids,
             Err(_) => return self.unavailable("the session store is unavailable"),
         };
-        let sessions: Vec<Revocation> = revoked
-            .iter()
-            .map(|id| Revocation::session(id.to_string()))
-            .collect();
-        if let Err(res) = self.record(&sessions).await {
+        let mut revocations = vec![Revocation::user_before(
+            claims.sub.clone(),
+            self.clock.now(),
+        )];
+        revocations.extend(revoked.iter().map(|id| Revocation::session(id.to_string())));
+        if let Err(res) = self.record(&revocations).await {
             return res;
         }
         #[cfg(feature = "tracing")]

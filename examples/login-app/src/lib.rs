@@ -162,11 +162,16 @@ async fn register(State(users): State<Users>, req: Request<axum::body::Body>) ->
             "username_taken",
             "that username is taken",
         ),
-        Err(users::RegisterError::Unavailable) => json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily_unavailable",
-            "the user store is unavailable",
-        ),
+        Err(users::RegisterError::Unavailable) => {
+            let mut res = json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the user store is unavailable",
+            );
+            res.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            res
+        }
     }
 }
 

@@ -36,7 +36,8 @@ enum Backend {
 }
 
 /// Registers a user atomically: the name and the id together, or nothing. Sent again after a
-/// lost reply, it recognises its own id and answers "created" rather than "taken".
+/// lost reply, it recognises its own id and answers "created" rather than "taken"; reached too
+/// late (after a stall), it does nothing (the deadline check before it).
 /// KEYS: the name's key, the id's key. ARGV: the record (`id \x1f hash`), the name, the id.
 const REGISTER_LUA: &str = r#"
 local existing = redis.call("GET", KEYS[1])
@@ -168,10 +169,8 @@ impl Users {
     /// Users in Redis (`baton-app:user:<name>` and `baton-app:uid:<id>`), on the connection
     /// the sessions, the revocation feed and the limits share.
     pub fn redis(conn: RedisConnection) -> Self {
-        Users::with_backend(Backend::Redis(
-            conn,
-            Arc::new(redis::Script::new(REGISTER_LUA)),
-        ))
+        let script = format!("{}{REGISTER_LUA}", baton::redis::DEADLINE_LUA);
+        Users::with_backend(Backend::Redis(conn, Arc::new(redis::Script::new(&script))))
     }
 
     async fn hash(&self, password: &str) -> String {
@@ -220,18 +219,13 @@ impl Users {
                     .insert(id.clone(), username.to_owned());
             }
             Backend::Redis(conn, script) => {
-                let mut invocation = script.prepare_invoke();
-                invocation
-                    .key(format!("{USER_PREFIX}{username}"))
-                    .key(format!("{ID_PREFIX}{id}"))
-                    .arg(format!("{id}\u{1f}{hash}"))
-                    .arg(username)
-                    .arg(&id);
-                let invocation = &invocation;
+                let keys = [
+                    format!("{USER_PREFIX}{username}"),
+                    format!("{ID_PREFIX}{id}"),
+                ];
+                let args = [format!("{id}\u{1f}{hash}"), username.to_owned(), id.clone()];
                 let created: i64 = conn
-                    .write("register", move |mut c| async move {
-                        invocation.invoke_async(&mut c).await
-                    })
+                    .write_script("register", script, &keys, &args)
                     .await
                     .map_err(|_| RegisterError::Unavailable)?;
                 if created == 0 {

@@ -23,10 +23,9 @@
   }
 
   // One refresh at a time: every caller that needs one shares the same request. A 503 (the
-  // server's store is busy), a 429 or no answer at all is not a sign-out: it is retried as the
-  // server asks, a few times, and the session is kept. Resolves to 'ok', 'signed-out' (the
+  // server's store is busy), a 429, any 5xx or no answer at all is not a sign-out: it is
+  // retried as the server asks, a few times, and the session is kept. Resolves to 'ok', 'signed-out' (the
   // server refused the refresh token) or 'unavailable' (still busy after the retries).
-  let lastRefresh = 'ok';
   function refresh() {
     if (!refreshing) {
       refreshing = (async () => {
@@ -42,7 +41,9 @@
             if (attempt > 1) status('');
             return 'ok';
           }
-          if (res && res.status !== 503 && res.status !== 429) {
+          // Only a refusal of the refresh token itself signs out; a timeout, a limit or a
+          // server or proxy in trouble (408, 429, 5xx) is waited out.
+          if (res && [400, 401, 403].includes(res.status)) {
             accessToken = null;
             return 'signed-out';
           }
@@ -53,10 +54,7 @@
           status('The server is busy; retrying…');
           await sleep(retryAfterMs(res));
         }
-      })().then((outcome) => {
-        lastRefresh = outcome;
-        return outcome;
-      }).finally(() => {
+      })().finally(() => {
         refreshing = null;
       });
     }
@@ -64,6 +62,7 @@
   }
 
   // Every API call goes through here: on a 401 invalid_token it refreshes once and retries.
+  // Resolves to the response and the refresh's outcome ('ok' when none was needed).
   async function api(path, options = {}) {
     const send = () => {
       const headers = Object.assign({}, options.headers || {});
@@ -71,16 +70,20 @@
       return fetch(path, Object.assign({}, options, { headers, credentials: 'same-origin' }));
     };
     let res = await send();
+    let refreshed = 'ok';
     const challenge = res.headers.get('WWW-Authenticate') || '';
     if (res.status === 401 && (challenge.includes('invalid_token') || !accessToken)) {
-      if ((await refresh()) === 'ok') res = await send();
+      refreshed = await refresh();
+      if (refreshed === 'ok') res = await send();
     }
-    return res;
+    return { res, refreshed };
   }
 
-  // A 401 means signed out only when the refresh was refused, not when the server was busy.
-  function signedOutBy(res) {
-    return res.status === 401 && lastRefresh !== 'unavailable';
+  // What a failed call means: signed out only when the refresh was refused, not when the
+  // server was busy (refresh() has said so already).
+  async function failed({ res, refreshed }) {
+    if (res.status === 401 && refreshed !== 'unavailable') return signedOut('Please log in.');
+    if (refreshed !== 'unavailable') status(await errorText(res), true);
   }
 
   async function postJson(path, body) {
@@ -113,9 +116,9 @@
   }
 
   async function whoami() {
-    const res = await api('/api/me');
-    if (signedOutBy(res)) return signedOut('Please log in.');
-    if (!res.ok) return status(await errorText(res), true);
+    const call = await api('/api/me');
+    const res = call.res;
+    if (!res.ok) return failed(call);
     const me = await res.json();
     checks += 1;
     $('whoami-output').textContent = `Signed in as ${me.username} (check ${checks})`;
@@ -144,8 +147,9 @@
       button.type = 'button';
       button.textContent = 'Log out this device';
       button.addEventListener('click', async () => {
-        const res = await api(`/auth/sessions/${encodeURIComponent(session.id)}`, { method: 'DELETE' });
-        status(res.ok ? 'Device logged out.' : await errorText(res), !res.ok);
+        const call = await api(`/auth/sessions/${encodeURIComponent(session.id)}`, { method: 'DELETE' });
+        if (!call.res.ok) return failed(call);
+        status('Device logged out.');
         devices();
       });
       li.append(button);
@@ -154,7 +158,7 @@
   }
 
   async function devices() {
-    const res = await api('/auth/sessions');
+    const { res } = await api('/auth/sessions');
     if (!res.ok) return;
     const { sessions } = await res.json();
     $('devices').replaceChildren(...sessions.map(describe));
@@ -187,15 +191,22 @@
   $('devices-button').addEventListener('click', devices);
 
   $('logout-button').addEventListener('click', async () => {
-    const res = await fetch('/auth/logout', { method: 'POST', credentials: 'same-origin' });
-    // A 503 means the logout was not recorded: stay signed in and say so.
-    if (res.status === 503) return status(await errorText(res), true);
+    let res = null;
+    try {
+      res = await fetch('/auth/logout', { method: 'POST', credentials: 'same-origin' });
+    } catch {
+      res = null;
+    }
+    // No answer or a 5xx: the logout may not be recorded; stay signed in and say so.
+    if (!res) return status('The server did not answer; try again.', true);
+    if (res.status >= 500) return status(await errorText(res), true);
     signedOut('Logged out.');
   });
 
   $('logout-all-button').addEventListener('click', async () => {
-    const res = await api('/auth/logout-all', { method: 'POST' });
-    if (!res.ok && !signedOutBy(res)) return status(await errorText(res), true);
+    const call = await api('/auth/logout-all', { method: 'POST' });
+    // A 503 means the logout was not recorded: stay signed in and say so.
+    if (call.res.status === 503 || call.refreshed === 'unavailable') return failed(call);
     signedOut('Logged out everywhere.');
   });
 

@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -217,6 +217,37 @@ impl Stats {
     }
 }
 
+/// One request of a cycle.
+struct Call<'a> {
+    endpoint: &'static str,
+    method: Method,
+    path: &'a str,
+    bearer: Option<&'a str>,
+    body: Option<&'a Value>,
+}
+
+impl<'a> Call<'a> {
+    fn new(endpoint: &'static str, method: Method, path: &'a str) -> Self {
+        Call {
+            endpoint,
+            method,
+            path,
+            bearer: None,
+            body: None,
+        }
+    }
+
+    fn bearer(mut self, token: &'a str) -> Self {
+        self.bearer = Some(token);
+        self
+    }
+
+    fn body(mut self, body: &'a Value) -> Self {
+        self.body = Some(body);
+        self
+    }
+}
+
 /// One client: its instances (one, or two it alternates between) and its counts.
 struct Runner {
     http: Http,
@@ -232,16 +263,14 @@ impl Runner {
 
     /// One request, retried as the page retries it in chaos mode (a 503 or 429 after its
     /// `Retry-After`, at most 8 tries); `cookie` follows any refresh cookie the answers set.
-    async fn send(
-        &mut self,
-        endpoint: &'static str,
-        turn: usize,
-        method: Method,
-        path: &str,
-        bearer: Option<&str>,
-        cookie: Option<&mut String>,
-        body: Option<&Value>,
-    ) -> Reply {
+    async fn send(&mut self, turn: usize, call_: Call<'_>, cookie: Option<&mut String>) -> Reply {
+        let Call {
+            endpoint,
+            method,
+            path,
+            bearer,
+            body,
+        } = call_;
         let mut cookie = cookie;
         let mut tries = 0;
         loop {
@@ -253,7 +282,8 @@ impl Runner {
             if let Some(c) = cookie.as_deref() {
                 headers.push(("cookie", c.clone()));
             }
-            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
             let base = self.base(turn + tries - 1).to_owned();
             let t = Instant::now();
             let r = call(&self.http, &base, method.clone(), path, &headers, body).await;
@@ -300,7 +330,11 @@ impl Runner {
 
     async fn cycle(&mut self, creds: &Value, per_cycle: usize, turn: usize) {
         let login = self
-            .send("login", turn, Method::POST, "/auth/login", None, None, Some(creds))
+            .send(
+                turn,
+                Call::new("login", Method::POST, "/auth/login").body(creds),
+                None,
+            )
             .await;
         if login.status != StatusCode::OK {
             self.stats.lost += 1;
@@ -314,17 +348,17 @@ impl Runner {
         for step in 0..per_cycle {
             let t = turn + step + 1;
             let _ = self
-                .send("api", t, Method::GET, "/api/me", Some(&access), None, None)
+                .send(
+                    t,
+                    Call::new("api", Method::GET, "/api/me").bearer(&access),
+                    None,
+                )
                 .await;
             let r = self
                 .send(
-                    "refresh",
                     t + 1,
-                    Method::POST,
-                    "/auth/refresh",
-                    None,
+                    Call::new("refresh", Method::POST, "/auth/refresh"),
                     Some(&mut cookie),
-                    None,
                 )
                 .await;
             if r.status == StatusCode::OK && r.cookie.is_some() {
@@ -342,7 +376,11 @@ impl Runner {
         }
         // One session for this login, never two (each client has its own user).
         let sessions = self
-            .send("sessions", turn, Method::GET, "/auth/sessions", Some(&access), None, None)
+            .send(
+                turn,
+                Call::new("sessions", Method::GET, "/auth/sessions").bearer(&access),
+                None,
+            )
             .await;
         let count = sessions.body["sessions"].as_array().map_or(0, Vec::len);
         if count != 1 {
@@ -350,13 +388,9 @@ impl Runner {
         }
         let out = self
             .send(
-                "logout",
                 turn,
-                Method::POST,
-                "/auth/logout",
-                None,
+                Call::new("logout", Method::POST, "/auth/logout"),
                 Some(&mut cookie),
-                None,
             )
             .await;
         if self.chaos && out.status == StatusCode::NO_CONTENT {
@@ -406,7 +440,9 @@ async fn chaos(
         let redis = redis.clone();
         let restart = !restarted && cycles.load(Ordering::SeqCst) >= half;
         tokio::task::spawn_blocking(move || {
-            let mut server = redis.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut server = redis
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if restart {
                 server.restart();
             } else {
@@ -448,7 +484,13 @@ async fn main() {
     for i in 0..instances {
         let port = baton_test::free_port();
         let log = redis.dir().join(format!("app-{i}.log"));
-        apps.push(App::start(&args.app_bin, port, &redis.url(), &key_file, log));
+        apps.push(App::start(
+            &args.app_bin,
+            port,
+            &redis.url(),
+            &key_file,
+            log,
+        ));
         bases.push(format!("http://127.0.0.1:{port}"));
         // The first instance writes the key file; the second reads it.
         let http: Http = Client::builder(TokioExecutor::new()).build_http();
@@ -519,7 +561,15 @@ async fn main() {
     // Let every access token (5 s) expire, then one more request prunes the revocation list.
     tokio::time::sleep(Duration::from_secs(7)).await;
     let creds = json!({"username": "load0", "password": "load-test-password"});
-    let login = call(&http, &bases[0], Method::POST, "/auth/login", &[], Some(&creds)).await;
+    let login = call(
+        &http,
+        &bases[0],
+        Method::POST,
+        "/auth/login",
+        &[],
+        Some(&creds),
+    )
+    .await;
     let cookie = login.cookie.unwrap_or_default();
     let _ = call(
         &http,
