@@ -64,6 +64,33 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(100);
 /// answers the error `BATON_LATE` and changes nothing.
 pub const DEADLINE_LUA: &str = include_str!("deadline.lua");
 
+/// No Nagle delay; keepalive probes so a peer that vanished without closing (a host gone, a
+/// network partition) is noticed while idle; and, on Linux, data unacknowledged for a while
+/// fails the connection instead of hanging every command on it for the kernel's default
+/// quarter of an hour. A paused Redis still acknowledges at the TCP level, so this does not
+/// fire for a slow server.
+fn tcp_settings(options: &RedisOptions) -> redis::io::tcp::TcpSettings {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(15))
+        .with_interval(Duration::from_secs(5));
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "macos",
+        target_os = "ios",
+        target_os = "freebsd"
+    ))]
+    let keepalive = keepalive.with_retries(3);
+    let settings = redis::io::tcp::TcpSettings::default()
+        .set_nodelay(true)
+        .set_keepalive(keepalive);
+    #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+    let settings =
+        settings.set_user_timeout((options.write_timeout * 4).max(Duration::from_secs(5)));
+    #[cfg(not(any(target_os = "android", target_os = "fuchsia", target_os = "linux")))]
+    let _ = options;
+    settings
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -98,6 +125,8 @@ pub struct ConnectionStats {
 /// # Faults
 /// - Connections are RESP3 when this type opens them, so a connection that Redis or a proxy
 ///   closes while idle is noticed and reopened at once, before the next command needs it.
+///   They use TCP keepalive and, on Linux, `TCP_USER_TIMEOUT` (four times the write timeout,
+///   at least 5 s), so a peer that vanished without closing is noticed too.
 /// - A command that meets a connection-level error (closed, reset, refused) is sent once more
 ///   on the reopened connection. Every command baton sends is safe to repeat: reads; writes
 ///   that carry their own attempt id (a rotation, a creation, a revocation repeated gives the
@@ -181,7 +210,10 @@ impl RedisConnection {
             .redis_settings()
             .clone()
             .set_protocol(ProtocolVersion::RESP3);
-        let client = redis::Client::open(info.set_redis_settings(redis)).map_err(unavailable)?;
+        let info = info
+            .set_redis_settings(redis)
+            .set_tcp_settings(tcp_settings(options));
+        let client = redis::Client::open(info).map_err(unavailable)?;
         Self::from_client(client, options).await
     }
 
@@ -230,6 +262,7 @@ impl RedisConnection {
         options: &RedisOptions,
     ) -> Result<Self, StoreError> {
         let client = redis::cluster::ClusterClientBuilder::new(nodes.to_vec())
+            .tcp_settings(tcp_settings(options))
             .connection_timeout(options.connect_timeout)
             .response_timeout(options.write_timeout.max(options.response_timeout))
             .use_protocol(ProtocolVersion::RESP3)
