@@ -987,3 +987,69 @@ async fn client_layer_refreshes_proactively_before_expiry() {
     );
     assert_ne!(refresher.access_token().unwrap(), before);
 }
+
+/// A revocation feed that fails closed while its log is unreadable makes the bearer layer
+/// answer 503 with `Retry-After`, not 401: clients wait instead of refreshing or signing out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_failing_closed_answers_503_not_401() {
+    use baton::bearer::CheckRevocation;
+    use baton::redis::{DisconnectPolicy, FeedOptions, RevocationFeed};
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let feed = RevocationFeed::start(
+        &server.url(),
+        FeedOptions::new(Duration::from_secs(900))
+            .with_disconnect_policy(DisconnectPolicy::RefuseAll),
+    )
+    .await
+    .unwrap();
+    let keys = KeyRing::new(KeySet::new(Key::generate("k1", Algorithm::ES256).unwrap()).unwrap());
+    let store = MemoryStore::new(RefreshKeys::generate().unwrap(), policy());
+    let baton = Baton::builder(store, Users, keys)
+        .revocations(feed.clone())
+        .build()
+        .unwrap();
+    let token = baton
+        .issuer()
+        .issue("id-alice", None, NoCustomClaims {})
+        .unwrap()
+        .token;
+    let service = ServiceBuilder::new()
+        .layer(baton.bearer_layer())
+        .service(tower::service_fn(|_req: Request<Full<Bytes>>| async {
+            Ok::<_, Infallible>(axum::http::Response::new(Full::<Bytes>::from("ok")))
+        }));
+    let get = || {
+        Request::get("/api/me")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::<Bytes>::default())
+            .unwrap()
+    };
+    let res = service.clone().oneshot(get()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    server.stop();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while feed.is_known() {
+        assert!(std::time::Instant::now() < deadline, "never disconnected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let res = service.clone().oneshot(get()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers()["retry-after"], "1");
+    assert!(
+        !res.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token"),
+        "no refresh trigger"
+    );
+    server.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !feed.is_known() {
+        assert!(std::time::Instant::now() < deadline, "never reconnected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let res = service.oneshot(get()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}

@@ -59,9 +59,10 @@
 //! | two `Authorization` headers, bad syntax, header and cookie disagree | 400 | `error="invalid_request"` | `invalid_request` |
 //! | bad, expired or revoked token | 401 | `error="invalid_token"` | `invalid_token` |
 //! | valid token without a required scope or role | 403 | `error="insufficient_scope"`, `scope="..."` | `insufficient_scope` |
+//! | valid token, revocations unknown (a feed failing closed, [`CheckRevocation::is_known`]) | 503, `Retry-After` | `Bearer realm="..."` | `temporarily_unavailable` |
 //!
 //! gRPC calls (`content-type: application/grpc...`) get HTTP 200 with `grpc-status` 16
-//! (UNAUTHENTICATED) or 7 (PERMISSION_DENIED), `grpc-message`, and the same
+//! (UNAUTHENTICATED), 7 (PERMISSION_DENIED) or 14 (UNAVAILABLE), `grpc-message`, and the same
 //! `www-authenticate` as metadata, which tonic clients read as a `Status`. Each rejection also
 //! goes into the response's extensions as a [`Rejection`].
 //!

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use baton_token::{ErrorKind, VerifyError};
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
@@ -22,6 +22,10 @@ pub enum RejectionKind {
     InvalidToken(VerifyError),
     /// A valid token without a required scope or role: 403 `insufficient_scope`.
     InsufficientScope,
+    /// A valid token, but whether it was revoked cannot be told now (a revocation feed that
+    /// fails closed while it cannot read its log): 503 with `Retry-After`, `UNAVAILABLE` for
+    /// gRPC. Not a 401: the client should wait, not refresh or sign out.
+    RevocationsUnknown,
 }
 
 /// A refused request: what went wrong and what the challenge says.
@@ -75,7 +79,7 @@ impl Rejection {
         self.grpc
     }
 
-    /// The HTTP status: 400, 401 or 403.
+    /// The HTTP status: 400, 401, 403, or 503 when revocations cannot be checked.
     pub fn status(&self) -> StatusCode {
         match self.kind {
             RejectionKind::MissingToken | RejectionKind::InvalidToken(_) => {
@@ -83,7 +87,13 @@ impl Rejection {
             }
             RejectionKind::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             RejectionKind::InsufficientScope => StatusCode::FORBIDDEN,
+            RejectionKind::RevocationsUnknown => StatusCode::SERVICE_UNAVAILABLE,
         }
+    }
+
+    /// `true` for a refusal that is the server's trouble (503: retry after `Retry-After`).
+    pub fn is_unavailable(&self) -> bool {
+        self.kind == RejectionKind::RevocationsUnknown
     }
 
     /// The RFC 6750 error code; `None` for a missing token.
@@ -93,6 +103,7 @@ impl Rejection {
             RejectionKind::InvalidRequest(_) => Some("invalid_request"),
             RejectionKind::InvalidToken(e) => e.kind().rfc6750_code(),
             RejectionKind::InsufficientScope => Some("insufficient_scope"),
+            RejectionKind::RevocationsUnknown => Some("temporarily_unavailable"),
         }
     }
 
@@ -103,6 +114,7 @@ impl Rejection {
             RejectionKind::InvalidRequest(d) => d,
             RejectionKind::InvalidToken(e) => e.description(),
             RejectionKind::InsufficientScope => "token lacks a required scope or role",
+            RejectionKind::RevocationsUnknown => "revocations cannot be checked now; retry",
         }
     }
 
@@ -111,10 +123,10 @@ impl Rejection {
         self.scope.as_deref()
     }
 
-    /// The `WWW-Authenticate` challenge (RFC 6750 section 3).
+    /// The `WWW-Authenticate` challenge (RFC 6750 section 3); a bare one for a 503.
     pub fn www_authenticate(&self) -> HeaderValue {
         let mut value = format!("Bearer realm=\"{}\"", self.realm);
-        if let Some(code) = self.error_code() {
+        if let (Some(code), false) = (self.error_code(), self.is_unavailable()) {
             value.push_str(", error=\"");
             value.push_str(code);
             value.push_str("\", error_description=\"");
@@ -130,10 +142,12 @@ impl Rejection {
         HeaderValue::try_from(value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
     }
 
-    /// The gRPC status code: 16 (UNAUTHENTICATED), or 7 (PERMISSION_DENIED) for a missing scope.
+    /// The gRPC status code: 16 (UNAUTHENTICATED), 7 (PERMISSION_DENIED) for a missing scope,
+    /// 14 (UNAVAILABLE) when revocations cannot be checked.
     pub fn grpc_status(&self) -> u16 {
         match self.kind {
             RejectionKind::InsufficientScope => 7,
+            RejectionKind::RevocationsUnknown => 14,
             _ => 16,
         }
     }
@@ -173,6 +187,10 @@ impl BuildRejection for JsonRejection {
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         res.headers_mut()
             .insert(WWW_AUTHENTICATE, rejection.www_authenticate());
+        if rejection.is_unavailable() {
+            res.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         res
     }
 }

@@ -51,6 +51,14 @@ impl<'a> TokenIdentity<'a> {
 pub trait CheckRevocation: Send + Sync + 'static {
     /// `true` when the token must be refused.
     fn is_revoked(&self, token: &TokenIdentity<'_>) -> bool;
+
+    /// `false` when this hook cannot tell now whether a token was revoked and tokens must
+    /// not be trusted meanwhile (a feed that fails closed while it cannot read its log): the
+    /// layer then answers 503 with `Retry-After` rather than 401, so clients wait instead of
+    /// refreshing or signing out. `true` by default.
+    fn is_known(&self) -> bool {
+        true
+    }
 }
 
 impl<F> CheckRevocation for F

@@ -108,6 +108,9 @@ fn authenticate<C: DeserializeOwned + Clone + Send + Sync + 'static, B>(
                 "token revoked",
             )));
         }
+        if !hook.is_known() {
+            return Err(RejectionKind::RevocationsUnknown);
+        }
     }
     if !config.scopes.iter().all(|s| claims.has_scope(s))
         || !config.roles.iter().all(|r| claims.has_role(r))
@@ -124,6 +127,7 @@ fn trace_rejection(rejection: &Rejection) {
         RejectionKind::InvalidRequest(_) => "invalid_request",
         RejectionKind::InvalidToken(e) => e.kind().as_str(),
         RejectionKind::InsufficientScope => "insufficient_scope",
+        RejectionKind::RevocationsUnknown => "revocations_unknown",
     };
     tracing::debug!(target: "baton::bearer", kind, grpc = rejection.is_grpc(), "request rejected");
 }
@@ -152,6 +156,12 @@ fn reject<R: BuildRejection, B>(
     if !res.headers().contains_key(WWW_AUTHENTICATE) {
         res.headers_mut()
             .insert(WWW_AUTHENTICATE, rejection.www_authenticate());
+    }
+    if rejection.is_unavailable() && !res.headers().contains_key(http::header::RETRY_AFTER) {
+        res.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        );
     }
     res.extensions_mut().insert(rejection);
     res

@@ -24,7 +24,8 @@ pub enum DisconnectPolicy {
     #[default]
     KeepServing,
     /// Refuse every access token until the log can be read again and is caught up (safety
-    /// first: any token may have been revoked meanwhile).
+    /// first: any token may have been revoked meanwhile). The bearer layer answers 503 with
+    /// `Retry-After` meanwhile (not 401: clients wait rather than refresh or sign out).
     RefuseAll,
 }
 
@@ -662,10 +663,11 @@ impl Revoke for RevocationFeed {
 
 impl CheckRevocation for RevocationFeed {
     fn is_revoked(&self, token: &TokenIdentity<'_>) -> bool {
-        if self.policy == DisconnectPolicy::RefuseAll && !self.shared.connected() {
-            return true;
-        }
         self.shared.list.is_revoked(token)
+    }
+
+    fn is_known(&self) -> bool {
+        self.policy != DisconnectPolicy::RefuseAll || self.shared.connected()
     }
 }
 

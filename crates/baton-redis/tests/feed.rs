@@ -228,16 +228,22 @@ async fn refuse_all_while_disconnected_when_configured() {
     let options = options().with_disconnect_policy(DisconnectPolicy::RefuseAll);
     let feed = RevocationFeed::start(&server.url(), options).await.unwrap();
     assert!(!feed.is_revoked(&session("s1")));
+    assert!(feed.is_known());
     server.stop();
     eventually("disconnected", Duration::from_secs(5), || {
         matches!(feed.status(), FeedStatus::Disconnected { .. })
     })
     .await;
-    assert!(feed.is_revoked(&session("s1")), "fails closed");
+    assert!(!feed.is_known(), "fails closed: nothing can be trusted");
+    assert!(
+        !feed.is_revoked(&session("s1")),
+        "but nothing is called revoked"
+    );
     server.restart();
     eventually("reconnected", Duration::from_secs(10), || {
         feed.status() == FeedStatus::Connected
     })
     .await;
+    assert!(feed.is_known());
     assert!(!feed.is_revoked(&session("s1")));
 }

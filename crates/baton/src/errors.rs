@@ -50,6 +50,10 @@ impl BuildRejection for RenderRejection {
         );
         res.headers_mut()
             .insert(WWW_AUTHENTICATE, rejection.www_authenticate());
+        if rejection.is_unavailable() {
+            res.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         res
     }
 }
