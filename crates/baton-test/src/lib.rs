@@ -438,7 +438,7 @@ pub struct FaultProxy {
 }
 
 impl FaultProxy {
-    /// Relays 127.0.0.1:<new port> to 127.0.0.1:`upstream`.
+    /// Relays a new port on 127.0.0.1 to `127.0.0.1:upstream`.
     ///
     /// # Panics
     /// When no loopback port can be bound.
