@@ -3,22 +3,24 @@
 //! `cargo run -p login-app` serves it on 127.0.0.1:3000 with the in-memory stores; see the
 //! package README for the flags.
 
+mod hashing;
 pub mod keys;
 pub mod users;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use baton::bearer::Authenticated;
 use baton::store::{MemoryStore, Policy, RefreshStore, ReuseDetection};
 use baton::token::{Algorithm, KeyRing, KeySet};
-use baton::{Baton, RenderError};
+use baton::{Baton, RateLimiter, RenderError};
 
 use http::header::{
     AUTHORIZATION, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE, REFERRER_POLICY,
@@ -58,6 +60,9 @@ pub struct Config {
     pub rate_limits: baton::RateLimits,
     /// When a spent refresh token counts as stolen.
     pub reuse_detection: ReuseDetection,
+    /// Registrations per client network (an IPv4 address, an IPv6 /64); shared through Redis
+    /// in Redis mode. `None`: no limit.
+    pub register_limit: Option<baton::Rule>,
 }
 
 impl Default for Config {
@@ -72,6 +77,7 @@ impl Default for Config {
             key_file: None,
             rate_limits: baton::RateLimits::default(),
             reuse_detection: ReuseDetection::Strict,
+            register_limit: Some(baton::Rule::new(5, 5)),
         }
     }
 }
@@ -101,8 +107,59 @@ fn json_error(status: StatusCode, error: &str, description: &str) -> Response {
     Response::from_parts(parts, axum::body::Body::from(body))
 }
 
-async fn register(State(users): State<Users>, req: Request<axum::body::Body>) -> Response {
+/// What the app's own routes need.
+#[derive(Clone)]
+struct AppState {
+    users: Users,
+    limiter: Arc<dyn RateLimiter>,
+    register_limit: Option<baton::Rule>,
+}
+
+/// The client's network, as a limit key: an IPv4 address, or the /64 of an IPv6 one (an
+/// IPv6 client is handed a whole /64 and picks addresses in it at will).
+fn network_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
+fn with_retry_after(mut res: Response, secs: u64) -> Response {
+    res.headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    res
+}
+
+async fn register(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request<axum::body::Body>,
+) -> Response {
     use http_body_util::BodyExt as _;
+    // Counted before anything else: a flood costs this check, never a hash.
+    if let Some(rule) = state.register_limit
+        && let Err(wait) = state
+            .limiter
+            .check("register-net", &network_key(peer.ip()), rule)
+            .await
+    {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        return with_retry_after(
+            json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "too many registrations from your network; retry later",
+            ),
+            secs,
+        );
+    }
+    let users = state.users;
     let is_json = req
         .headers()
         .get(CONTENT_TYPE)
@@ -162,16 +219,22 @@ async fn register(State(users): State<Users>, req: Request<axum::body::Body>) ->
             "username_taken",
             "that username is taken",
         ),
-        Err(users::RegisterError::Unavailable) => {
-            let mut res = json_error(
+        Err(users::RegisterError::Unavailable) => with_retry_after(
+            json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "temporarily_unavailable",
                 "the user store is unavailable",
-            );
-            res.headers_mut()
-                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-            res
-        }
+            ),
+            1,
+        ),
+        Err(users::RegisterError::Busy) => with_retry_after(
+            json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "too many passwords are being checked; retry shortly",
+            ),
+            1,
+        ),
     }
 }
 
@@ -179,8 +242,13 @@ async fn me(Authenticated(claims): Authenticated<AppClaims>) -> axum::Json<serde
     axum::Json(serde_json::json!({ "sub": claims.sub, "username": claims.custom.username }))
 }
 
-/// The app's router around `baton`.
-pub fn router<S: RefreshStore + Clone>(baton: &Baton<S, Users>, users: Users) -> Router {
+/// The app's router around `baton`: its own routes limit registrations with `limiter`.
+fn router<S: RefreshStore + Clone>(
+    baton: &Baton<S, Users>,
+    users: Users,
+    limiter: Arc<dyn RateLimiter>,
+    register_limit: Option<baton::Rule>,
+) -> Router {
     let api = Router::new()
         .route("/api/me", get(me))
         .layer(baton.bearer_layer());
@@ -199,7 +267,11 @@ pub fn router<S: RefreshStore + Clone>(baton: &Baton<S, Users>, users: Users) ->
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/auth/register", post(register))
-        .with_state(users);
+        .with_state(AppState {
+            users,
+            limiter,
+            register_limit,
+        });
     let header = |name, value: &'static str| {
         SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
     };
@@ -275,8 +347,9 @@ pub async fn build(config: &Config) -> Result<Built, String> {
             let users = Users::memory();
             let store = MemoryStore::new(keys.refresh, policy);
             let baton = configure(Baton::builder(store, users.clone(), ring), config)?;
+            let limiter: Arc<dyn RateLimiter> = Arc::new(baton::MemoryLimiter::new());
             Ok(Built {
-                router: router(&baton, users),
+                router: router(&baton, users, limiter, config.register_limit),
                 keys: handle,
                 redis: None,
             })
@@ -301,10 +374,10 @@ pub async fn build(config: &Config) -> Result<Built, String> {
             let limiter = RedisGcra::new(redis.clone(), "baton-app:");
             let builder = Baton::builder(store, users.clone(), ring)
                 .revocations(feed)
-                .rate_limiter(limiter);
+                .rate_limiter(limiter.clone());
             let baton = configure(builder, config)?;
             Ok(Built {
-                router: router(&baton, users),
+                router: router(&baton, users, Arc::new(limiter), config.register_limit),
                 keys: handle,
                 redis: Some(redis),
             })

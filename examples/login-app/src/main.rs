@@ -47,6 +47,9 @@ struct Args {
     /// Refreshes per minute per client IP (0: no limit).
     #[arg(long, env = "BATON_REFRESH_RATE_PER_IP", default_value_t = 60)]
     refresh_rate_per_ip: u32,
+    /// Registrations per minute per client network: an IPv4 address, an IPv6 /64 (0: no limit).
+    #[arg(long, env = "BATON_REGISTER_RATE_PER_NET", default_value_t = 5)]
+    register_rate_per_net: u32,
     /// When a spent refresh token counts as stolen: `strict` (after the grace window) or
     /// `after-successor-use` (once its successor has been used; a lost reply never costs a
     /// session).
@@ -104,6 +107,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             login_per_username: rule(args.login_rate_per_user),
             refresh_per_ip: rule(args.refresh_rate_per_ip),
         },
+        register_limit: rule(args.register_rate_per_net),
         reuse_detection: if args.reuse_detection == "after-successor-use" {
             ReuseDetection::AfterSuccessorUse
         } else {

@@ -12,6 +12,8 @@ use baton::redis::RedisConnection;
 use baton::{AuthUnavailable, Authenticator, Principal};
 use serde::{Deserialize, Serialize};
 
+use crate::hashing::{Busy, HashPool, Lane};
+
 /// The app's claims in access tokens.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppClaims {
@@ -57,6 +59,8 @@ pub enum RegisterError {
     Taken,
     /// The store could not answer.
     Unavailable,
+    /// Too much hashing waits already: try again shortly.
+    Busy,
 }
 
 /// Users and their argon2id password hashes (OWASP parameters: 19 MiB, 2 passes, 1 lane).
@@ -65,53 +69,8 @@ pub struct Users {
     backend: Backend,
     argon: Argon2<'static>,
     dummy_hash: Arc<String>,
-    /// Hashing runs on one thread per core: each hash takes 19 MiB and a core for tens of
-    /// milliseconds, so a login flood queues here, and the memory the allocator keeps for
-    /// those threads stays bounded.
+    /// Hashing runs on one thread per core (see [`crate::hashing`]).
     hashing: Arc<HashPool>,
-}
-
-type Job = Box<dyn FnOnce() + Send>;
-
-/// A fixed set of threads for password hashing.
-struct HashPool {
-    jobs: std::sync::mpsc::Sender<Job>,
-}
-
-impl HashPool {
-    fn new(threads: usize) -> Self {
-        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
-        let queue = Arc::new(std::sync::Mutex::new(queue));
-        for i in 0..threads {
-            let queue = queue.clone();
-            std::thread::Builder::new()
-                .name(format!("argon2-{i}"))
-                .spawn(move || {
-                    loop {
-                        let job = match queue.lock() {
-                            Ok(queue) => queue.recv(),
-                            Err(_) => return,
-                        };
-                        match job {
-                            Ok(job) => job(),
-                            Err(_) => return,
-                        }
-                    }
-                })
-                .expect("spawn a hashing thread");
-        }
-        HashPool { jobs }
-    }
-
-    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-        let (done, result) = tokio::sync::oneshot::channel();
-        self.jobs
-            .send(Box::new(move || {
-                let _ = done.send(f());
-            }))
-            .ok()?;
-        result.await.ok()
-    }
 }
 
 impl std::fmt::Debug for Users {
@@ -157,7 +116,9 @@ impl Users {
             backend,
             argon,
             dummy_hash,
-            hashing: Arc::new(HashPool::new(cores)),
+            // 32 waiting jobs per thread and lane: a login waits for at most about 32 hashes
+            // (about a second) ahead of it; beyond that it is told to come back.
+            hashing: Arc::new(HashPool::new(cores, cores * 32)),
         }
     }
 
@@ -173,25 +134,23 @@ impl Users {
         Users::with_backend(Backend::Redis(conn, Arc::new(redis::Script::new(&script))))
     }
 
-    async fn hash(&self, password: &str) -> String {
+    async fn hash(&self, password: &str) -> Result<String, Busy> {
         let argon = self.argon.clone();
         let password = password.to_owned();
         self.hashing
-            .run(move || hash_with(&argon, &password))
+            .run(Lane::Register, move || hash_with(&argon, &password))
             .await
-            .expect("the hashing threads run")
     }
 
-    async fn verify(&self, password: &str, hash: &str) -> bool {
+    async fn verify(&self, password: &str, hash: &str) -> Result<bool, Busy> {
         let argon = self.argon.clone();
         let (password, hash) = (password.to_owned(), hash.to_owned());
         self.hashing
-            .run(move || {
+            .run(Lane::Login, move || {
                 PasswordHash::new(&hash)
                     .is_ok_and(|h| argon.verify_password(password.as_bytes(), &h).is_ok())
             })
             .await
-            .unwrap_or(false)
     }
 
     /// Registers `username`; returns the new user id.
@@ -200,7 +159,10 @@ impl Users {
     /// [`RegisterError`].
     pub async fn register(&self, username: &str, password: &str) -> Result<String, RegisterError> {
         let id = format!("u_{}", random_b64(12));
-        let hash = self.hash(password).await;
+        let hash = self
+            .hash(password)
+            .await
+            .map_err(|Busy| RegisterError::Busy)?;
         match &self.backend {
             Backend::Memory(users, ids) => {
                 let mut users = users.write().map_err(|_| RegisterError::Unavailable)?;
@@ -291,17 +253,25 @@ impl Authenticator for Users {
         username: &str,
         password: &str,
     ) -> Result<Option<Principal<AppClaims>>, AuthUnavailable> {
+        let busy = |Busy| AuthUnavailable("password hashing is busy".into());
         match self.find(username).await? {
-            Some(user) if self.verify(password, &user.hash).await => Ok(Some(Principal::new(
-                user.id,
-                AppClaims {
-                    username: username.to_owned(),
-                },
-            ))),
-            Some(_) => Ok(None),
+            Some(user) => {
+                if self.verify(password, &user.hash).await.map_err(busy)? {
+                    Ok(Some(Principal::new(
+                        user.id,
+                        AppClaims {
+                            username: username.to_owned(),
+                        },
+                    )))
+                } else {
+                    Ok(None)
+                }
+            }
             None => {
                 // The same work as a wrong password, so timing does not reveal names.
-                let _ = self.verify(password, &self.dummy_hash).await;
+                self.verify(password, &self.dummy_hash)
+                    .await
+                    .map_err(busy)?;
                 Ok(None)
             }
         }

@@ -356,3 +356,70 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     let refused = tokio::net::TcpStream::connect(&addr).await;
     assert!(refused.is_err(), "no longer accepting");
 }
+
+/// Registrations are limited per client network, before any password is hashed: a flood from
+/// one address gets 429 with `Retry-After` at once, another address still registers, and
+/// logins go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_flood_from_one_network_is_refused_before_hashing() {
+    use std::net::{IpAddr, Ipv4Addr};
+    let base = start(&Config::default()).await;
+    let flooder = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    let other = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)));
+    let creds = |name: &str| json!({"username": name, "password": "correct horse"});
+    let mut created = 0;
+    let mut refused = 0;
+    let started = std::time::Instant::now();
+    for i in 0..50 {
+        let r = common::call_from(
+            flooder,
+            &base,
+            Method::POST,
+            "/auth/register",
+            &[],
+            Some(creds(&format!("flood{i}"))),
+        )
+        .await;
+        match r.status {
+            StatusCode::CREATED => created += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                refused += 1;
+                assert!(
+                    r.retry_after.is_some_and(|s| s >= 1),
+                    "429 without Retry-After"
+                );
+                assert_eq!(r.body["error"], "too_many_requests");
+            }
+            other => panic!("unexpected {other}: {:?}", r.body),
+        }
+    }
+    eprintln!(
+        "50 registrations from one address: {created} created, {refused} refused, in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(created, 5, "the burst");
+    assert_eq!(refused, 45);
+    let r = common::call_from(
+        other,
+        &base,
+        Method::POST,
+        "/auth/register",
+        &[],
+        Some(creds("neighbour")),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "another network is not limited"
+    );
+    let login = call(
+        &base,
+        Method::POST,
+        "/auth/login",
+        &[],
+        Some(creds("flood0")),
+    )
+    .await;
+    assert_eq!(login.status, StatusCode::OK);
+}

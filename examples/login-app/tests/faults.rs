@@ -20,6 +20,7 @@ fn config(server: &RedisServer) -> Config {
         redis_url: Some(server.url()),
         key_file: Some(server.dir().join("signing.pem")),
         rate_limits: baton::RateLimits::none(),
+        register_limit: None,
         ..Config::default()
     }
 }

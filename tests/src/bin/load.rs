@@ -10,6 +10,10 @@
 //! and prints: 5xx count, sessions lost or forked, p50/p99 per endpoint, and the app's memory
 //! (VmRSS) before the load, right after, and once the sessions' access tokens have expired.
 //!
+//! `--flood` runs a registration flood (300 a second by default, from 127.0.0.2) against the
+//! app's default registration limit while the clients (from 127.0.0.1) log in and out, and
+//! prints the flood's outcome beside the logins' latency.
+//!
 //! `--chaos` runs two app instances on one Redis (append-only file, fsync always) and breaks
 //! things while the clients work: every normal client connection is killed every few seconds
 //! (`CLIENT KILL TYPE normal`) and Redis is restarted once halfway. Clients behave as the page
@@ -56,6 +60,12 @@ struct Args {
     /// Seconds between two `CLIENT KILL TYPE normal` in chaos mode.
     #[arg(long, default_value_t = 3)]
     kill_every: u64,
+    /// A registration flood from another address while the clients work.
+    #[arg(long)]
+    flood: bool,
+    /// Registrations a second in the flood.
+    #[arg(long, default_value_t = 300)]
+    flood_rate: u64,
 }
 
 type Http = Client<HttpConnector, Full<Bytes>>;
@@ -66,7 +76,14 @@ struct App {
 }
 
 impl App {
-    fn start(bin: &PathBuf, port: u16, redis: &str, key_file: &PathBuf, log: PathBuf) -> App {
+    fn start(
+        bin: &PathBuf,
+        port: u16,
+        redis: &str,
+        key_file: &PathBuf,
+        log: PathBuf,
+        register_limit: bool,
+    ) -> App {
         let stdout = std::fs::File::create(&log).expect("the app's log file");
         let stderr = stdout.try_clone().expect("the app's log file");
         let child = Command::new(bin)
@@ -83,6 +100,11 @@ impl App {
                 "--refresh-rate-per-ip",
                 "0",
             ])
+            .args(if register_limit {
+                &[][..]
+            } else {
+                &["--register-rate-per-net", "0"][..]
+            })
             .env("RUST_LOG", "warn,login_app=info")
             .stdout(stdout)
             .stderr(stderr)
@@ -490,6 +512,7 @@ async fn main() {
             &redis.url(),
             &key_file,
             log,
+            args.flood,
         ));
         bases.push(format!("http://127.0.0.1:{port}"));
         // The first instance writes the key file; the second reads it.
@@ -505,8 +528,18 @@ async fn main() {
         .build_http();
     for i in 0..args.clients {
         let creds = json!({"username": format!("load{i}"), "password": "load-test-password"});
+        // Each user from an address of its own (127.0.1.x): the registration limit is per
+        // address.
+        let mut connector = HttpConnector::new();
+        connector.set_local_address(Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+            127,
+            0,
+            1,
+            u8::try_from(i % 250).unwrap_or(0) + 1,
+        ))));
+        let registrar: Http = Client::builder(TokioExecutor::new()).build(connector);
         let r = call(
-            &http,
+            &registrar,
             &bases[0],
             Method::POST,
             "/auth/register",
@@ -514,7 +547,7 @@ async fn main() {
             Some(&creds),
         )
         .await;
-        assert_eq!(r.status, StatusCode::CREATED);
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     }
     let pid = apps[0].child.id();
     let rss_before = rss_kib(pid);
@@ -530,6 +563,9 @@ async fn main() {
             stop.clone(),
         ))
     });
+    let flood_task = args
+        .flood
+        .then(|| tokio::spawn(flood(bases[0].clone(), args.flood_rate, stop.clone())));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..args.clients {
@@ -553,6 +589,10 @@ async fn main() {
     }
     let elapsed = started.elapsed();
     stop.store(true, Ordering::SeqCst);
+    let flood_done = match flood_task {
+        Some(task) => Some(task.await.expect("flood task")),
+        None => None,
+    };
     let chaos_done = match chaos_task {
         Some(task) => Some(task.await.expect("chaos task")),
         None => None,
@@ -602,6 +642,13 @@ async fn main() {
             stats.revocations_lost, stats.false_reuse
         );
     }
+    if let Some(outcomes) = flood_done {
+        let sent: u64 = outcomes.values().sum();
+        println!(
+            "flood: {sent} registrations from 127.0.0.2 at {}/s; answers: {outcomes:?}",
+            args.flood_rate
+        );
+    }
     println!(
         "5xx answers: {} ({} still 5xx after the retries); sessions lost: {}; sessions forked: {}",
         stats.server_errors, stats.unrecovered, stats.lost, stats.forked
@@ -627,6 +674,50 @@ async fn main() {
         }
     }
     drop(redis);
+}
+
+/// Registrations at `rate` a second from 127.0.0.2 until `stop`; the count of each status.
+async fn flood(base: String, rate: u64, stop: Arc<AtomicBool>) -> BTreeMap<u16, u64> {
+    let mut connector = HttpConnector::new();
+    connector.set_local_address(Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+        127, 0, 0, 2,
+    ))));
+    let http: Http = Client::builder(TokioExecutor::new()).build(connector);
+    let outcomes = Arc::new(Mutex::new(BTreeMap::new()));
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let per_tick = (rate / 100).max(1);
+    let mut n = 0u64;
+    let mut inflight = tokio::task::JoinSet::new();
+    while !stop.load(Ordering::SeqCst) {
+        tick.tick().await;
+        for _ in 0..per_tick {
+            n += 1;
+            let (http, base, outcomes) = (http.clone(), base.clone(), outcomes.clone());
+            inflight.spawn(async move {
+                let creds = json!({"username": format!("flood{n}"), "password": "flood-password"});
+                let req = Request::post(format!("{base}/auth/register"))
+                    .header("content-type", "application/json")
+                    .body(Full::from(creds.to_string()))
+                    .expect("request");
+                let status =
+                    match tokio::time::timeout(Duration::from_secs(15), http.request(req)).await {
+                        Ok(Ok(res)) => res.status().as_u16(),
+                        _ => 0,
+                    };
+                *outcomes
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .entry(status)
+                    .or_insert(0) += 1;
+            });
+        }
+        while inflight.try_join_next().is_some() {}
+    }
+    while inflight.join_next().await.is_some() {}
+    outcomes
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
 }
 
 async fn call_ok(http: &Http, base: &str) -> Option<()> {

@@ -31,7 +31,21 @@ pub(crate) async fn call(
     headers: &[(&str, String)],
     body: Option<Value>,
 ) -> Reply {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    call_from(None, base, method, path, headers, body).await
+}
+
+/// As [`call`], from the local address `from` (127.0.0.x stand in for other clients).
+pub(crate) async fn call_from(
+    from: Option<std::net::IpAddr>,
+    base: &str,
+    method: Method,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Option<Value>,
+) -> Reply {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_local_address(from);
+    let client = Client::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(connector);
     let mut req = Request::builder()
         .method(method)
         .uri(format!("{base}{path}"));
