@@ -2,10 +2,11 @@
 //!
 //! Each argon2 hash takes 19 MiB and a core for tens of milliseconds, so hashing runs on one
 //! thread per core, never on the async runtime. Jobs wait in two bounded queues, one for
-//! logins and one for registrations, and a free thread always takes a login first: a flood of
-//! registrations cannot delay logins, and a full queue answers at once ([`Busy`]: the caller
-//! says 503 with `Retry-After`) instead of queueing work nobody will wait for. A job whose
-//! request has gone (timed out, disconnected) is dropped before it hashes.
+//! logins and one for registrations, and a free thread takes a login first (but every fourth
+//! job is a registration while both wait, so neither starves): a flood of registrations
+//! delays a login by at most a quarter, and a full queue answers at once ([`Busy`]: the
+//! caller says 503 with `Retry-After`) instead of queueing work nobody will wait for. A job
+//! whose request has gone (timed out, disconnected) is dropped before it hashes.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
@@ -113,7 +114,12 @@ impl Drop for HashPool {
     }
 }
 
+/// While both lanes wait, one job in this many is a registration: logins go first, but a
+/// steady stream of them does not starve registrations.
+const REGISTER_SHARE: usize = 4;
+
 fn work(shared: &Shared) {
+    let mut logins_in_a_row = 0;
     loop {
         let job = {
             let mut queues = shared
@@ -121,10 +127,18 @@ fn work(shared: &Shared) {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             loop {
+                if logins_in_a_row + 1 >= REGISTER_SHARE
+                    && let Some(job) = queues.register.pop_front()
+                {
+                    logins_in_a_row = 0;
+                    break job;
+                }
                 if let Some(job) = queues.login.pop_front() {
+                    logins_in_a_row += 1;
                     break job;
                 }
                 if let Some(job) = queues.register.pop_front() {
+                    logins_in_a_row = 0;
                     break job;
                 }
                 if queues.closed {
@@ -186,6 +200,42 @@ mod tests {
             vec!["login-1", "register-1", "register-2"],
             "the login waited least"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_of_logins_does_not_starve_registrations() {
+        let pool = Arc::new(HashPool::new(1, 16));
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let blocker = {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                pool.run(Lane::Login, move || {
+                    let _ = held.recv();
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut waiting = Vec::new();
+        let jobs = std::iter::once((Lane::Register, "register"))
+            .chain(std::iter::repeat_n((Lane::Login, "login"), 8));
+        for (lane, name) in jobs {
+            let (pool, order) = (pool.clone(), order.clone());
+            waiting.push(tokio::spawn(async move {
+                pool.run(lane, move || order.lock().unwrap().push(name))
+                    .await
+            }));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        release.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        for task in waiting {
+            task.await.unwrap().unwrap();
+        }
+        let order = order.lock().unwrap();
+        let at = order.iter().position(|n| *n == "register").unwrap();
+        assert!(at < REGISTER_SHARE, "the registration waited behind {at} logins");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
