@@ -38,7 +38,7 @@ async fn serve(limits: RateLimits, limiter: Option<Arc<dyn RateLimiter>>) -> Soc
     let keys = KeyRing::new(KeySet::new(Key::generate("k", Algorithm::HS256).unwrap()).unwrap());
     let store = MemoryStore::new(RefreshKeys::generate().unwrap(), Policy::new());
     let mut builder = Baton::builder(store, Users, keys)
-        .trusted_proxy("127.0.0.1".parse().unwrap())
+        .trusted_proxy("127.0.0.1".parse::<std::net::IpAddr>().unwrap())
         .rate_limits(limits);
     if let Some(limiter) = limiter {
         builder = builder.rate_limiter(Shared(limiter));
@@ -171,5 +171,50 @@ async fn instances_share_one_budget_through_redis() {
     assert!(
         (10..=11).contains(&ok),
         "two instances gave {ok} logins, not one budget of 10"
+    );
+}
+
+/// Behind a trusted proxy that appends to `X-Forwarded-For`, a client that writes its own
+/// addresses (to the left in that header, or a `Forwarded` header) still spends its real
+/// address's budget, and an IPv6 client rotating addresses within its /64 spends one budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_choose_its_address_behind_a_trusted_proxy() {
+    let limits = RateLimits {
+        login_per_ip: Some(Rule::new(5, 5)),
+        login_per_username: None,
+        refresh_per_ip: None,
+    };
+    let addr = serve(limits, None).await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut ok = 0;
+    for i in 0..12 {
+        // The proxy appended 203.0.113.50; the client wrote a fresh address before it, and a
+        // Forwarded header too.
+        let body = json!({"username": "u", "password": "u-password"}).to_string();
+        let req = Request::post(format!("http://{addr}/auth/login"))
+            .header("content-type", "application/json")
+            .header("x-forwarded-for", format!("198.18.0.{i}, 203.0.113.50"))
+            .header("forwarded", format!("for=198.19.0.{i}"))
+            .body(Full::from(body))
+            .unwrap();
+        if client.request(req).await.unwrap().status() == StatusCode::OK {
+            ok += 1;
+        }
+    }
+    assert_eq!(
+        ok, 5,
+        "one budget for the real address, whatever the client wrote"
+    );
+    let mut ok = 0;
+    for i in 0..12 {
+        if login(addr, &format!("2001:db8:7:7::{i:x}"), "v6").await.0 == StatusCode::OK {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 5, "one budget for the /64");
+    assert_eq!(
+        login(addr, "2001:db8:7:8::1", "v6").await.0,
+        StatusCode::OK,
+        "another /64"
     );
 }

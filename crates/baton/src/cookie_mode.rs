@@ -110,11 +110,7 @@ impl<S: RefreshStore, A: Authenticator> Refresher for CookieRefresher<S, A> {
         };
         let context = RotateContext::new(
             user_agent(&parts.headers),
-            client_ip(
-                &parts.headers,
-                &parts.extensions,
-                &self.inner.trusted_proxies,
-            ),
+            client_ip(&parts.headers, &parts.extensions, &self.inner.client_ip),
         );
         let (rotation, claims) = match self.inner.rotate(&token, context).await {
             Ok(rotated) => rotated,

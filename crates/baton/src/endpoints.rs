@@ -217,7 +217,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
     fn device_of<B>(&self, req: &Request<B>) -> Device {
         Device::new(
             user_agent(req.headers()),
-            client_ip(req.headers(), req.extensions(), &self.trusted_proxies),
+            client_ip(req.headers(), req.extensions(), &self.client_ip),
         )
     }
 
@@ -310,8 +310,9 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         }
     }
 
+    /// The limit key of a client address: its network (an IPv4 address, an IPv6 /64).
     fn ip_key(ip: Option<std::net::IpAddr>) -> String {
-        ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+        ip.map_or_else(|| "unknown".to_owned(), crate::device::network_key)
     }
 
     async fn login<B>(&self, req: Request<B>) -> Response<Bytes>
@@ -386,7 +387,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
     }
 
     async fn refresh<B>(&self, req: Request<B>) -> Response<Bytes> {
-        let ip = client_ip(req.headers(), req.extensions(), &self.trusted_proxies);
+        let ip = client_ip(req.headers(), req.extensions(), &self.client_ip);
         if let Err(res) = self
             .limit("refresh-ip", &Self::ip_key(ip), self.limits.refresh_per_ip)
             .await

@@ -78,7 +78,6 @@ mod errors;
 mod limit;
 
 use std::fmt;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,7 +89,7 @@ use baton_token::{Clock, Issuer, KeyRing, SystemClock, TokenCache};
 
 pub use auth::{AuthUnavailable, Authenticator, Principal};
 pub use cookie_mode::{CookieCredentials, CookieRefresher};
-pub use device::PeerAddr;
+pub use device::{ClientIp, ForwardedHeader, PeerAddr, network_key};
 pub use endpoints::AuthEndpoints;
 pub use errors::{JsonErrors, RenderError, RenderRejection};
 pub use limit::{LimitFuture, MemoryLimiter, RateLimiter, RateLimits, Rule};
@@ -126,7 +125,7 @@ pub(crate) struct Inner<S, A: Authenticator> {
     pub(crate) base: String,
     pub(crate) origin: OriginGuardLayer,
     pub(crate) revocations: Arc<dyn Revocations>,
-    pub(crate) trusted_proxies: Vec<IpAddr>,
+    pub(crate) client_ip: ClientIp,
     pub(crate) max_body: usize,
     pub(crate) errors: Arc<dyn RenderError>,
     pub(crate) limits: RateLimits,
@@ -179,7 +178,7 @@ pub struct BatonBuilder<S, A> {
     cookie_mode: bool,
     insecure_http: bool,
     trusted_origins: Vec<String>,
-    trusted_proxies: Vec<IpAddr>,
+    client_ip: ClientIp,
     max_body: usize,
     realm: String,
     errors: Arc<dyn RenderError>,
@@ -216,7 +215,7 @@ impl<S: RefreshStore, A: Authenticator> Baton<S, A> {
             cookie_mode: false,
             insecure_http: false,
             trusted_origins: Vec::new(),
-            trusted_proxies: Vec::new(),
+            client_ip: ClientIp::new(),
             max_body: 16 * 1024,
             realm: "baton".to_owned(),
             errors: Arc::new(JsonErrors),
@@ -283,6 +282,12 @@ impl<S: RefreshStore, A: Authenticator> Baton<S, A> {
     /// The refresh cookie's spec.
     pub fn refresh_cookie(&self) -> &CookieSpec {
         &self.inner.refresh_cookie
+    }
+
+    /// The client address of a request, as the endpoints and limits see it (`None` when the
+    /// server gave no peer address).
+    pub fn client_addr<B>(&self, req: &http::Request<B>) -> Option<std::net::IpAddr> {
+        device::client_ip(req.headers(), req.extensions(), &self.inner.client_ip)
     }
 
     /// The access cookie's spec, in cookie mode.
@@ -367,9 +372,18 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
         self
     }
 
-    /// Trusts `X-Forwarded-For`/`Forwarded` from this peer (a reverse proxy).
-    pub fn trusted_proxy(mut self, proxy: IpAddr) -> Self {
-        self.trusted_proxies.push(proxy);
+    /// Trusts the reverse proxy at `proxy` (an address or a CIDR range, as an
+    /// [`ipnet::IpNet`]): when it is the peer, the client address comes from the forwarding
+    /// header (see [`ClientIp`]; `X-Forwarded-For` unless [`client_ip`](Self::client_ip) says
+    /// otherwise).
+    pub fn trusted_proxy(mut self, proxy: impl Into<ipnet::IpNet>) -> Self {
+        self.client_ip = self.client_ip.trust_proxy(proxy.into());
+        self
+    }
+
+    /// How the client address is found (trusted proxies and the one header they write).
+    pub fn client_ip(mut self, client_ip: ClientIp) -> Self {
+        self.client_ip = client_ip;
         self
     }
 
@@ -495,7 +509,7 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
                 base: self.base,
                 origin,
                 revocations,
-                trusted_proxies: self.trusted_proxies,
+                client_ip: self.client_ip,
                 max_body: self.max_body,
                 errors: self.errors,
                 limits: self.limits,

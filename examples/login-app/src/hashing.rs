@@ -235,7 +235,10 @@ mod tests {
         }
         let order = order.lock().unwrap();
         let at = order.iter().position(|n| *n == "register").unwrap();
-        assert!(at < REGISTER_SHARE, "the registration waited behind {at} logins");
+        assert!(
+            at < REGISTER_SHARE,
+            "the registration waited behind {at} logins"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

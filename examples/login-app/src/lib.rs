@@ -8,7 +8,7 @@ pub mod keys;
 pub mod users;
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +63,9 @@ pub struct Config {
     /// Registrations per client network (an IPv4 address, an IPv6 /64); shared through Redis
     /// in Redis mode. `None`: no limit.
     pub register_limit: Option<baton::Rule>,
+    /// How the client address is found: the TCP peer, or behind trusted proxies the header
+    /// they write (limits, the device list).
+    pub client_ip: baton::ClientIp,
 }
 
 impl Default for Config {
@@ -78,6 +81,7 @@ impl Default for Config {
             rate_limits: baton::RateLimits::default(),
             reuse_detection: ReuseDetection::Strict,
             register_limit: Some(baton::Rule::new(5, 5)),
+            client_ip: baton::ClientIp::new(),
         }
     }
 }
@@ -113,21 +117,7 @@ struct AppState {
     users: Users,
     limiter: Arc<dyn RateLimiter>,
     register_limit: Option<baton::Rule>,
-}
-
-/// The client's network, as a limit key: an IPv4 address, or the /64 of an IPv6 one (an
-/// IPv6 client is handed a whole /64 and picks addresses in it at will).
-fn network_key(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
-    }
+    client_ip: baton::ClientIp,
 }
 
 fn with_retry_after(mut res: Response, secs: u64) -> Response {
@@ -146,7 +136,11 @@ async fn register(
     if let Some(rule) = state.register_limit
         && let Err(wait) = state
             .limiter
-            .check("register-net", &network_key(peer.ip()), rule)
+            .check(
+                "register-net",
+                &baton::network_key(state.client_ip.resolve(req.headers(), peer)),
+                rule,
+            )
             .await
     {
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -247,7 +241,7 @@ fn router<S: RefreshStore + Clone>(
     baton: &Baton<S, Users>,
     users: Users,
     limiter: Arc<dyn RateLimiter>,
-    register_limit: Option<baton::Rule>,
+    config: &Config,
 ) -> Router {
     let api = Router::new()
         .route("/api/me", get(me))
@@ -270,7 +264,8 @@ fn router<S: RefreshStore + Clone>(
         .with_state(AppState {
             users,
             limiter,
-            register_limit,
+            register_limit: config.register_limit,
+            client_ip: config.client_ip.clone(),
         });
     let header = |name, value: &'static str| {
         SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
@@ -349,7 +344,7 @@ pub async fn build(config: &Config) -> Result<Built, String> {
             let baton = configure(Baton::builder(store, users.clone(), ring), config)?;
             let limiter: Arc<dyn RateLimiter> = Arc::new(baton::MemoryLimiter::new());
             Ok(Built {
-                router: router(&baton, users, limiter, config.register_limit),
+                router: router(&baton, users, limiter, config),
                 keys: handle,
                 redis: None,
             })
@@ -377,7 +372,7 @@ pub async fn build(config: &Config) -> Result<Built, String> {
                 .rate_limiter(limiter.clone());
             let baton = configure(builder, config)?;
             Ok(Built {
-                router: router(&baton, users, Arc::new(limiter), config.register_limit),
+                router: router(&baton, users, Arc::new(limiter), config),
                 keys: handle,
                 redis: Some(redis),
             })
@@ -390,6 +385,7 @@ fn configure<S: RefreshStore>(
     config: &Config,
 ) -> Result<Baton<S, Users>, String> {
     builder
+        .client_ip(config.client_ip.clone())
         .access_ttl(config.access_ttl)
         .leeway(config.leeway)
         .rate_limits(config.rate_limits)

@@ -50,11 +50,31 @@ struct Args {
     /// Registrations per minute per client network: an IPv4 address, an IPv6 /64 (0: no limit).
     #[arg(long, env = "BATON_REGISTER_RATE_PER_NET", default_value_t = 5)]
     register_rate_per_net: u32,
+    /// A reverse proxy in front of the app (an address or a CIDR range; repeat for several):
+    /// when it is the peer, the client address comes from `--client-ip-header`.
+    #[arg(long = "trusted-proxy", env = "BATON_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
+    trusted_proxies: Vec<ipnet::IpNet>,
+    /// The header the trusted proxies write: `x-forwarded-for` (they append), `forwarded`
+    /// (RFC 7239), or a single-address header they set (`x-real-ip`, `cf-connecting-ip`).
+    #[arg(
+        long,
+        env = "BATON_CLIENT_IP_HEADER",
+        default_value = "x-forwarded-for"
+    )]
+    client_ip_header: String,
     /// When a spent refresh token counts as stolen: `strict` (after the grace window) or
     /// `after-successor-use` (once its successor has been used; a lost reply never costs a
     /// session).
     #[arg(long, env = "BATON_REUSE_DETECTION", default_value = "strict", value_parser = ["strict", "after-successor-use"])]
     reuse_detection: String,
+}
+
+/// A CIDR range, or one address (a /32 or /128).
+fn parse_net(value: &str) -> Result<ipnet::IpNet, String> {
+    value
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| value.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{value:?} is neither an address nor a CIDR range"))
 }
 
 /// A limit of `per_minute` with a burst of the same size; 0 turns it off.
@@ -108,6 +128,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             refresh_per_ip: rule(args.refresh_rate_per_ip),
         },
         register_limit: rule(args.register_rate_per_net),
+        client_ip: args.trusted_proxies.iter().fold(
+            baton::ClientIp::new().with_header(
+                baton::ForwardedHeader::parse(&args.client_ip_header).map_err(|_| {
+                    format!(
+                        "--client-ip-header: {:?} is not a header name",
+                        args.client_ip_header
+                    )
+                })?,
+            ),
+            |client_ip, net| client_ip.trust_proxy(*net),
+        ),
         reuse_detection: if args.reuse_detection == "after-successor-use" {
             ReuseDetection::AfterSuccessorUse
         } else {

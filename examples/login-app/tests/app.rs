@@ -423,3 +423,63 @@ async fn a_registration_flood_from_one_network_is_refused_before_hashing() {
     .await;
     assert_eq!(login.status, StatusCode::OK);
 }
+
+/// Behind a trusted proxy (the test client, 127.0.0.1, stands in for it), registrations are
+/// limited per client address from `X-Forwarded-For`, whatever the client writes to its left,
+/// and the device list shows that address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_the_client_address_is_the_proxys_word() {
+    let config = Config {
+        client_ip: baton::ClientIp::new()
+            .trust_proxy("127.0.0.1/32".parse().unwrap())
+            .with_header(baton::ForwardedHeader::XForwardedFor),
+        ..Config::default()
+    };
+    let base = start(&config).await;
+    let mut created = 0;
+    for i in 0..10 {
+        let xff = format!("198.18.0.{i}, 203.0.113.20");
+        let r = call(
+            &base,
+            Method::POST,
+            "/auth/register",
+            &[("x-forwarded-for", xff)],
+            Some(json!({"username": format!("proxied{i}"), "password": "correct horse"})),
+        )
+        .await;
+        if r.status == StatusCode::CREATED {
+            created += 1;
+        } else {
+            assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+        }
+    }
+    assert_eq!(created, 5, "one budget for 203.0.113.20");
+    let other = call(
+        &base,
+        Method::POST,
+        "/auth/register",
+        &[("x-forwarded-for", "203.0.113.21".to_owned())],
+        Some(json!({"username": "neighbour", "password": "correct horse"})),
+    )
+    .await;
+    assert_eq!(other.status, StatusCode::CREATED);
+    let login = call(
+        &base,
+        Method::POST,
+        "/auth/login",
+        &[("x-forwarded-for", "6.6.6.6, 203.0.113.21".to_owned())],
+        Some(json!({"username": "neighbour", "password": "correct horse"})),
+    )
+    .await;
+    assert_eq!(login.status, StatusCode::OK);
+    let token = login.body["access_token"].as_str().unwrap();
+    let sessions = call(
+        &base,
+        Method::GET,
+        "/auth/sessions",
+        &[("authorization", format!("Bearer {token}"))],
+        None,
+    )
+    .await;
+    assert_eq!(sessions.body["sessions"][0]["ip"], "203.0.113.21");
+}
