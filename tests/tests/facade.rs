@@ -1053,3 +1053,40 @@ async fn a_feed_failing_closed_answers_503_not_401() {
     let res = service.oneshot(get()).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
 }
+
+/// Cookie mode: a junk or forged refresh cookie (8 KiB of it) next to an expired access
+/// cookie gets the original 401 and touches nothing; a genuine one still refreshes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_layer_ignores_junk_refresh_cookies() {
+    let h = memory(true).await.unwrap();
+    let body = json!({ "username": "alice", "password": "alice-password" }).to_string();
+    let r = call(
+        &h,
+        Method::POST,
+        "/auth/login",
+        &[("content-type", "application/json")],
+        &body,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let access = r.cookie("__Host-access").unwrap();
+    let genuine = r.refresh_cookie().unwrap();
+    h.clock.advance(Duration::from_secs(ACCESS_TTL + 1));
+    let forged = RefreshKeys::new(1, [0x66; 32]).unwrap().mint(
+        &h._baton.store().keys().verify(&genuine).unwrap().session_id,
+        0,
+    );
+    for junk in [
+        "x".repeat(8 * 1024),
+        format!("v1.{}", "A".repeat(87)),
+        forged.expose().to_owned(),
+    ] {
+        let cookies = format!("__Host-access={access}; __Secure-refresh={junk}");
+        let r = call(&h, Method::GET, "/app/me", &[("cookie", &cookies)], "").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{:?}", r.body);
+        assert!(r.headers.get(SET_COOKIE).is_none());
+    }
+    let cookies = format!("__Host-access={access}; __Secure-refresh={genuine}");
+    let r = call(&h, Method::GET, "/app/me", &[("cookie", &cookies)], "").await;
+    assert_eq!(r.status, StatusCode::OK);
+}

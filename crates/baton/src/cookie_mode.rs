@@ -88,13 +88,13 @@ impl<S: RefreshStore, A: Authenticator> CookieRefresher<S, A> {
 impl<S: RefreshStore, A: Authenticator> Refresher for CookieRefresher<S, A> {
     type Credentials = CookieCredentials;
 
+    /// The session of a genuine refresh cookie (its MAC checked): requests of one session
+    /// share one refresh, and a junk or forged cookie costs its parse and nothing more (no
+    /// flight, no store access: the original 401 goes back).
     fn flight_key(&self, parts: &request::Parts) -> Option<String> {
-        self.inner
-            .refresh_cookie
-            .read(&parts.headers)
-            .ok()
-            .flatten()
-            .map(str::to_owned)
+        let token = self.inner.refresh_cookie.read(&parts.headers).ok()??;
+        let verified = self.inner.store.keys().verify(token)?;
+        Some(verified.session_id.to_string())
     }
 
     async fn refresh(&self, parts: &request::Parts) -> Refreshed<CookieCredentials> {
