@@ -1090,3 +1090,101 @@ async fn server_side_layer_ignores_junk_refresh_cookies() {
     let r = call(&h, Method::GET, "/app/me", &[("cookie", &cookies)], "").await;
     assert_eq!(r.status, StatusCode::OK);
 }
+
+/// The client's token goes to its own origin only, and another origin's 401 never triggers a
+/// refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_layer_sends_the_token_to_its_origin_only() {
+    let h = memory(false).await.unwrap();
+    let other = memory(false).await.unwrap();
+    let (refresher, api) = clients(&h);
+    client_login(&h, &refresher).await;
+    let service = ServiceBuilder::new()
+        .layer(RefreshOn401Layer::new(refresher.clone()))
+        .service(api);
+    // The other host sees no token: "bearer token required", not a token of ours.
+    let res = service
+        .clone()
+        .oneshot(
+            Request::get(format!("http://{}/api/me", other.addr))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let challenge = res.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(!challenge.contains("invalid_token"), "{challenge}");
+    // Its 401 invalid_token (to a token the caller set itself) is not ours to refresh.
+    let res = service
+        .clone()
+        .oneshot(
+            Request::get(format!("http://{}/api/me", other.addr))
+                .header("authorization", "Bearer not.a.token")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(refresher.refreshes(), 0);
+    assert_eq!(other.refreshes.load(Ordering::SeqCst), 0);
+    // Its own origin gets the token.
+    let res = service
+        .oneshot(
+            Request::get(format!("http://{}/api/me", h.addr))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+/// A refused refresh stands: many calls after it make one refresh request, not one each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_layer_backs_off_after_a_refused_refresh() {
+    let h = memory(false).await.unwrap();
+    let (refresher, api) = clients(&h);
+    client_login(&h, &refresher).await;
+    let token = refresher.access_token().unwrap();
+    let r = call(
+        &h,
+        Method::POST,
+        "/auth/logout-all",
+        &[("authorization", &format!("Bearer {token}"))],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let service = ServiceBuilder::new()
+        .layer(RefreshOn401Layer::new(refresher.clone()))
+        .service(api);
+    for _ in 0..5 {
+        let res = service
+            .clone()
+            .oneshot(
+                Request::get(format!("http://{}/api/me", h.addr))
+                    .body(Full::default())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(h.refreshes.load(Ordering::SeqCst), 1, "one refresh request");
+    // A new login lifts it.
+    client_login(&h, &refresher).await;
+    let res = service
+        .oneshot(
+            Request::get(format!("http://{}/api/me", h.addr))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}

@@ -1,7 +1,6 @@
 //! `HttpRefresher`: the client side. Logs in, keeps the access token in a shared holder and
 //! the refresh cookie in its own jar, and calls `POST /auth/refresh` when asked.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -44,8 +43,29 @@ struct RetryPolicy {
 #[derive(Default)]
 struct Holder {
     access: RwLock<Option<(String, Option<Instant>)>>,
-    jar: Mutex<BTreeMap<String, String>>,
+    jar: Mutex<cookie_store::CookieStore>,
     refreshes: AtomicU64,
+    /// A failed refresh and until when it stands for the next ones (no request meanwhile).
+    failed: Mutex<Option<(Instant, Refreshed<String>)>>,
+}
+
+/// How long a refused refresh stands: until a new login, or this long.
+const REFUSED_BACKOFF: Duration = Duration::from_secs(30);
+
+/// `scheme://host:port` of a URI (the default port spelled out), `None` for a relative one.
+fn origin(uri: &Uri) -> Option<(String, String, u16)> {
+    let scheme = uri.scheme_str()?.to_ascii_lowercase();
+    let host = uri.host()?.to_ascii_lowercase();
+    let port = uri.port_u16().or(match scheme.as_str() {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
+    })?;
+    Some((scheme, host, port))
+}
+
+fn url_of(uri: &Uri) -> Option<url::Url> {
+    url::Url::parse(&uri.to_string()).ok()
 }
 
 /// Why a login failed.
@@ -80,8 +100,15 @@ struct TokenResponse {
 
 /// The client-side [`Refresher`]: an HTTP client `C` (any `tower::Service`, such as
 /// hyper-util's `Client`) used for `POST /auth/refresh`, an access-token holder shared by
-/// clones, and a cookie jar for the refresh cookie. Every request through the layer gets
-/// `Authorization: Bearer <current token>`.
+/// clones, and a cookie store (the `cookie_store` crate, as reqwest uses: `Domain`, `Path`,
+/// `Secure` and `Expires` honoured) for the refresh cookie.
+///
+/// It speaks for one origin, the refresh URI's (`scheme://host:port`): only requests to that
+/// origin get `Authorization: Bearer <current token>`, and only that origin's 401 triggers a
+/// refresh; a request to any other host goes out as it came, so the token never leaks there.
+///
+/// A refused refresh (the session is over) stands for 30 s or until the next
+/// [`login`](Self::login): calls meanwhile get their 401 without another refresh request.
 ///
 /// A refresh answered 503 (the server's store is down or slow) or 429 (a rate limit), or that
 /// cannot reach the server, is not a sign-out: it is tried again after the server's `Retry-After` (3 attempts
@@ -139,12 +166,21 @@ impl<C> HttpRefresher<C> {
             .map(|(t, _)| t.clone())
     }
 
-    /// Replaces the access token (lifetime in seconds, when known).
+    /// Replaces the access token (lifetime in seconds, when known); a refresh refused before
+    /// no longer stands.
     pub fn set_access_token(&self, token: impl Into<String>, expires_in: Option<u64>) {
         let expires = expires_in.map(|s| Instant::now() + Duration::from_secs(s));
         if let Ok(mut access) = self.holder.access.write() {
             *access = Some((token.into(), expires));
         }
+        if let Ok(mut failed) = self.holder.failed.lock() {
+            *failed = None;
+        }
+    }
+
+    /// `true` when `uri` is on this refresher's origin.
+    pub fn is_own_origin(&self, uri: &Uri) -> bool {
+        origin(uri).is_some_and(|o| Some(o) == origin(&self.refresh_uri))
     }
 
     /// How many refreshes this refresher (and its clones) ran.
@@ -152,41 +188,33 @@ impl<C> HttpRefresher<C> {
         self.holder.refreshes.load(Ordering::Relaxed)
     }
 
-    fn cookie_header(&self) -> Option<HeaderValue> {
+    fn cookie_header(&self, uri: &Uri) -> Option<HeaderValue> {
+        let url = url_of(uri)?;
         let jar = self.holder.jar.lock().ok()?;
-        if jar.is_empty() {
-            return None;
-        }
         let line = jar
-            .iter()
+            .get_request_values(&url)
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join("; ");
+        if line.is_empty() {
+            return None;
+        }
         HeaderValue::try_from(line).ok()
     }
 
-    fn store_cookies(&self, headers: &HeaderMap) {
+    fn store_cookies(&self, uri: &Uri, headers: &HeaderMap) {
+        let Some(url) = url_of(uri) else {
+            return;
+        };
         let Ok(mut jar) = self.holder.jar.lock() else {
             return;
         };
-        for value in headers.get_all(SET_COOKIE) {
-            let Some(cookie) = value
-                .to_str()
-                .ok()
-                .and_then(|v| cookie::Cookie::parse(v.to_owned()).ok())
-            else {
-                continue;
-            };
-            let removal = cookie
-                .max_age()
-                .is_some_and(|m| m.is_zero() || m.is_negative())
-                || cookie.value().is_empty();
-            if removal {
-                jar.remove(cookie.name());
-            } else {
-                jar.insert(cookie.name().to_owned(), cookie.value().to_owned());
-            }
-        }
+        let cookies = headers
+            .get_all(SET_COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .filter_map(|value| cookie::Cookie::parse(value.to_owned()).ok());
+        jar.store_response_cookies(cookies, &url);
     }
 }
 
@@ -205,11 +233,12 @@ where
         body: Bytes,
         json: bool,
     ) -> Result<(u16, HeaderMap, Bytes), LoginError> {
+        let cookies = self.cookie_header(&uri);
         let mut req = Request::builder().method(Method::POST).uri(uri);
         if json {
             req = req.header(CONTENT_TYPE, "application/json");
         }
-        if let Some(cookies) = self.cookie_header() {
+        if let Some(cookies) = cookies {
             req = req.header(COOKIE, cookies);
         }
         let req = req
@@ -233,6 +262,7 @@ where
 
     fn accept_tokens(
         &self,
+        uri: &Uri,
         status: u16,
         headers: &HeaderMap,
         body: &Bytes,
@@ -245,7 +275,7 @@ where
         }
         let tokens: TokenResponse =
             serde_json::from_slice(body).map_err(|e| LoginError::BadResponse(e.to_string()))?;
-        self.store_cookies(headers);
+        self.store_cookies(uri, headers);
         self.set_access_token(tokens.access_token, tokens.expires_in);
         Ok(())
     }
@@ -261,37 +291,19 @@ where
         credentials: &serde_json::Value,
     ) -> Result<(), LoginError> {
         let body = Bytes::from(credentials.to_string());
-        let (status, headers, body) = self.post(login_uri, body, true).await?;
-        self.accept_tokens(status, &headers, &body)
+        let (status, headers, body) = self.post(login_uri.clone(), body, true).await?;
+        self.accept_tokens(&login_uri, status, &headers, &body)
     }
-}
-
-impl<C, RB> Refresher for HttpRefresher<C>
-where
-    C: Service<Request<Full<Bytes>>, Response = Response<RB>> + Clone + Send + Sync + 'static,
-    C::Future: Send,
-    C::Error: fmt::Display,
-    RB: Body + Send,
-    RB::Data: Send,
-    RB::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    type Credentials = String;
-
-    fn flight_key(&self, _parts: &request::Parts) -> Option<String> {
-        Some(String::new())
-    }
-
-    async fn refresh(&self, _parts: &request::Parts) -> Refreshed<String> {
+    /// One refresh, with the tries a 503 allows.
+    async fn refresh_now(&self) -> Refreshed<String> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             self.holder.refreshes.fetch_add(1, Ordering::Relaxed);
-            let wait = match self
-                .post(self.refresh_uri.clone(), Bytes::new(), false)
-                .await
-            {
+            let uri = self.refresh_uri.clone();
+            let wait = match self.post(uri.clone(), Bytes::new(), false).await {
                 Ok((200, headers, body)) => {
-                    return match self.accept_tokens(200, &headers, &body) {
+                    return match self.accept_tokens(&uri, 200, &headers, &body) {
                         Ok(()) => self
                             .access_token()
                             .map_or(Refreshed::Refused, Refreshed::Fresh),
@@ -307,12 +319,12 @@ where
                         || status == StatusCode::TOO_MANY_REQUESTS.as_u16() =>
                 {
                     // A 503 may carry the successor of a rotation that happened: keep it.
-                    self.store_cookies(&headers);
+                    self.store_cookies(&uri, &headers);
                     parse_retry_after(&headers).unwrap_or(DEFAULT_RETRY_AFTER)
                 }
                 Ok((_status, headers, _)) => {
                     // A refused refresh may clear the refresh cookie; keep the jar in step.
-                    self.store_cookies(&headers);
+                    self.store_cookies(&uri, &headers);
                     #[cfg(feature = "tracing")]
                     tracing::debug!(target: "baton::refresh", status = _status, "refresh refused");
                     return Refreshed::Refused;
@@ -335,6 +347,52 @@ where
             tokio::time::sleep(wait).await;
         }
     }
+}
+
+impl<C, RB> Refresher for HttpRefresher<C>
+where
+    C: Service<Request<Full<Bytes>>, Response = Response<RB>> + Clone + Send + Sync + 'static,
+    C::Future: Send,
+    C::Error: fmt::Display,
+    RB: Body + Send,
+    RB::Data: Send,
+    RB::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Credentials = String;
+
+    /// One flight for the whole client, for requests to its origin only: another host's 401
+    /// never triggers a refresh.
+    fn flight_key(&self, parts: &request::Parts) -> Option<String> {
+        self.is_own_origin(&parts.uri).then(String::new)
+    }
+
+    async fn refresh(&self, _parts: &request::Parts) -> Refreshed<String> {
+        // A failure that still stands answers without another request.
+        if let Ok(failed) = self.holder.failed.lock()
+            && let Some((until, outcome)) = failed.as_ref()
+        {
+            let left = until.saturating_duration_since(Instant::now());
+            if !left.is_zero() {
+                return match outcome {
+                    Refreshed::Unavailable { .. } => Refreshed::Unavailable {
+                        retry_after: left,
+                        partial: None,
+                    },
+                    other => other.clone(),
+                };
+            }
+        }
+        let outcome = self.refresh_now().await;
+        let stands = match &outcome {
+            Refreshed::Refused => Some(REFUSED_BACKOFF),
+            Refreshed::Unavailable { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
+        if let (Some(period), Ok(mut failed)) = (stands, self.holder.failed.lock()) {
+            *failed = Some((Instant::now() + period, outcome.clone()));
+        }
+        outcome
+    }
 
     fn prepare(&self, parts: &mut request::Parts) {
         if let Some(token) = self.access_token() {
@@ -353,6 +411,10 @@ where
     }
 
     fn apply(&self, token: &String, parts: &mut request::Parts) {
+        // The token goes to this origin only.
+        if !self.is_own_origin(&parts.uri) {
+            return;
+        }
         if let Ok(value) = HeaderValue::try_from(format!("Bearer {token}")) {
             parts.headers.insert(AUTHORIZATION, value);
         }
