@@ -335,7 +335,9 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             Ok(c) => c,
             Err(res) => return res,
         };
-        let username = credentials.username.to_lowercase();
+        // One canonical form per name: a change of case or width spends the same budget.
+        let username = crate::canonical_username(&credentials.username)
+            .unwrap_or_else(|| credentials.username.clone());
         if let Err(res) = self
             .limit("login-user", &username, self.limits.login_per_username)
             .await

@@ -76,6 +76,7 @@ mod device;
 mod endpoints;
 mod errors;
 mod limit;
+mod username;
 
 use std::fmt;
 use std::sync::Arc;
@@ -93,6 +94,7 @@ pub use device::{ClientIp, ForwardedHeader, PeerAddr, network_key};
 pub use endpoints::AuthEndpoints;
 pub use errors::{JsonErrors, RenderError, RenderRejection};
 pub use limit::{LimitFuture, MemoryLimiter, RateLimiter, RateLimits, Rule};
+pub use username::canonical_username;
 
 /// The Redis store (feature `redis`).
 #[cfg(feature = "redis")]

@@ -180,11 +180,15 @@ async fn register(
             "expected {\"username\": string, \"password\": string}",
         );
     };
-    let name_ok = (1..=64).contains(&reg.username.len())
-        && reg
-            .username
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    // Names are compared in their canonical form (NFKC, case folded): `ALICE` is `alice`.
+    let canonical = baton::canonical_username(&reg.username);
+    let name_ok = canonical.as_deref().is_some_and(|name| {
+        (1..=64).contains(&name.chars().count())
+            && name.len() <= 256
+            && name
+                .chars()
+                .all(|c| c.is_alphanumeric() || "._-".contains(c))
+    });
     if !name_ok {
         return json_error(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -158,6 +158,13 @@ impl Users {
     /// # Errors
     /// [`RegisterError`].
     pub async fn register(&self, username: &str, password: &str) -> Result<String, RegisterError> {
+        // Stored under the canonical form (a look-alike of a taken name is taken), shown as
+        // typed.
+        let display = username;
+        let Some(canonical) = baton::canonical_username(username) else {
+            return Err(RegisterError::Taken);
+        };
+        let username = canonical.as_str();
         let id = format!("u_{}", random_b64(12));
         let hash = self
             .hash(password)
@@ -178,14 +185,14 @@ impl Users {
                 );
                 ids.write()
                     .map_err(|_| RegisterError::Unavailable)?
-                    .insert(id.clone(), username.to_owned());
+                    .insert(id.clone(), display.to_owned());
             }
             Backend::Redis(conn, script) => {
                 let keys = [
                     format!("{USER_PREFIX}{username}"),
                     format!("{ID_PREFIX}{id}"),
                 ];
-                let args = [format!("{id}\u{1f}{hash}"), username.to_owned(), id.clone()];
+                let args = [format!("{id}\u{1f}{hash}"), display.to_owned(), id.clone()];
                 let created: i64 = conn
                     .write_script("register", script, &keys, &args)
                     .await
@@ -254,14 +261,21 @@ impl Authenticator for Users {
         password: &str,
     ) -> Result<Option<Principal<AppClaims>>, AuthUnavailable> {
         let busy = |Busy| AuthUnavailable("password hashing is busy".into());
-        match self.find(username).await? {
+        let found = match baton::canonical_username(username) {
+            Some(canonical) => self.find(&canonical).await?,
+            None => None,
+        };
+        match found {
             Some(user) => {
                 if self.verify(password, &user.hash).await.map_err(busy)? {
+                    // The name as registered, whatever case it was typed in now.
+                    let display = self
+                        .username_of(&user.id)
+                        .await?
+                        .unwrap_or_else(|| username.to_owned());
                     Ok(Some(Principal::new(
                         user.id,
-                        AppClaims {
-                            username: username.to_owned(),
-                        },
+                        AppClaims { username: display },
                     )))
                 } else {
                     Ok(None)

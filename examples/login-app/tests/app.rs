@@ -483,3 +483,50 @@ async fn behind_a_trusted_proxy_the_client_address_is_the_proxys_word() {
     .await;
     assert_eq!(sessions.body["sessions"][0]["ip"], "203.0.113.21");
 }
+
+async fn canonical_names(base: &str) {
+    let register = |name: &str| {
+        let body = json!({"username": name, "password": "correct horse"});
+        call(base, Method::POST, "/auth/register", &[], Some(body))
+    };
+    assert_eq!(register("Alice").await.status, StatusCode::CREATED);
+    for look_alike in ["alice", "ALICE", "Ａｌｉｃｅ", " alice "] {
+        assert_eq!(
+            register(look_alike).await.status,
+            StatusCode::CONFLICT,
+            "{look_alike:?} is Alice"
+        );
+    }
+    let login = call(
+        base,
+        Method::POST,
+        "/auth/login",
+        &[],
+        Some(json!({"username": "ALICE", "password": "correct horse"})),
+    )
+    .await;
+    assert_eq!(login.status, StatusCode::OK, "{:?}", login.body);
+    let token = login.body["access_token"].as_str().unwrap();
+    let me = call(
+        base,
+        Method::GET,
+        "/api/me",
+        &[("authorization", format!("Bearer {token}"))],
+        None,
+    )
+    .await;
+    assert_eq!(me.body["username"], "Alice", "shown as registered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usernames_have_one_canonical_form() {
+    canonical_names(&start(&Config::default()).await).await;
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let config = Config {
+        redis_url: Some(server.url()),
+        ..Config::default()
+    };
+    canonical_names(&start(&config).await).await;
+}
