@@ -22,7 +22,7 @@ use icu_normalizer::ComposingNormalizer;
 pub fn canonical_username(name: &str) -> Option<String> {
     let nfkc = ComposingNormalizer::new_nfkc();
     let folded = CaseMapper::new()
-        .fold_string(&nfkc.normalize(name.trim()).into_owned())
+        .fold_string(&nfkc.normalize(name.trim()))
         .into_owned();
     let canonical = nfkc.normalize(&folded).trim().to_owned();
     (!canonical.is_empty()).then_some(canonical)
