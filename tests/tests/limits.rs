@@ -68,6 +68,15 @@ impl RateLimiter for Shared {
     ) -> baton::LimitFuture<'a> {
         self.0.check(bucket, key, rule)
     }
+
+    fn peek<'a>(
+        &'a self,
+        bucket: &'static str,
+        key: &'a str,
+        rule: Rule,
+    ) -> baton::LimitFuture<'a> {
+        self.0.peek(bucket, key, rule)
+    }
 }
 
 async fn login(addr: SocketAddr, ip: &str, user: &str) -> (StatusCode, Option<String>) {
@@ -94,11 +103,7 @@ async fn login(addr: SocketAddr, ip: &str, user: &str) -> (StatusCode, Option<St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_from_one_ip_is_limited_without_slowing_others() {
-    let limits = RateLimits {
-        login_per_ip: Some(Rule::new(10, 10)),
-        login_per_username: None,
-        refresh_per_ip: None,
-    };
+    let limits = RateLimits::none().with_login_per_ip(Some(Rule::new(10, 10)));
     let addr = serve(limits, None).await;
     let mut refused = 0;
     for i in 0..30 {
@@ -116,29 +121,132 @@ async fn a_burst_from_one_ip_is_limited_without_slowing_others() {
     assert_eq!(login(addr, "198.51.100.7", "carol").await.0, StatusCode::OK);
 }
 
+/// A login with a wrong password, from `ip`, with an optional device cookie; the status and
+/// the device cookie set.
+async fn attempt(
+    addr: SocketAddr,
+    ip: &str,
+    user: &str,
+    password: &str,
+    device: Option<&str>,
+) -> (StatusCode, Option<String>) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let body = json!({"username": user, "password": password}).to_string();
+    let mut req = Request::post(format!("http://{addr}/auth/login"))
+        .header("content-type", "application/json")
+        .header("x-forwarded-for", ip);
+    if let Some(device) = device {
+        req = req.header("cookie", format!("__Secure-device={device}"));
+    }
+    let res = client
+        .request(req.body(Full::from(body)).unwrap())
+        .await
+        .unwrap();
+    let device = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("__Secure-device="))
+        .map(|v| v.split(';').next().unwrap().to_owned());
+    (res.status(), device)
+}
+
+/// A guessing run from one network is stopped, and spends no other network's budget: the
+/// user logs in from elsewhere, whatever the case of the name typed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_username_is_limited_whatever_the_ip() {
-    let limits = RateLimits {
-        login_per_ip: None,
-        login_per_username: Some(Rule::new(5, 5)),
-        refresh_per_ip: None,
-    };
+async fn a_stranger_cannot_lock_a_user_out() {
+    let limits = RateLimits::none()
+        .with_login_per_username(Some(Rule::new(5, 5)))
+        .with_login_failures_per_username(Some(Rule::new(30, 30)));
     let addr = serve(limits, None).await;
     let mut statuses = Vec::new();
-    for i in 0..8 {
-        statuses.push(login(addr, &format!("203.0.113.{i}"), "Alice").await.0);
+    for _ in 0..10 {
+        statuses.push(
+            attempt(addr, "203.0.113.66", "ALICE", "guess", None)
+                .await
+                .0,
+        );
+    }
+    let wrong = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((wrong, limited), (6, 4), "{statuses:?}");
+    // Even the right password waits there now...
+    assert_eq!(
+        attempt(addr, "203.0.113.66", "alice", "alice-password", None)
+            .await
+            .0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // ...but the user, from their own network, gets in; successes never count.
+    for _ in 0..8 {
+        assert_eq!(
+            attempt(addr, "198.51.100.7", "alice", "alice-password", None)
+                .await
+                .0,
+            StatusCode::OK
+        );
+    }
+}
+
+/// A distributed run (one guess from each of many networks) fills the name's budget for
+/// browsers it does not know; a browser that logged in before (its device cookie) still gets
+/// in, and the cookie is the user's only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_browser_gets_in_during_a_distributed_guessing_run() {
+    let limits = RateLimits::none()
+        .with_login_per_username(Some(Rule::new(5, 5)))
+        .with_login_failures_per_username(Some(Rule::new(20, 20)));
+    let addr = serve(limits, None).await;
+    let (status, device) = attempt(addr, "198.51.100.7", "alice", "alice-password", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let device = device.expect("a device cookie after a successful login");
+    for i in 0..30 {
+        let _ = attempt(addr, &format!("203.0.{i}.1"), "alice", "guess", None).await;
     }
     assert_eq!(
-        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
-        5,
-        "{statuses:?}"
+        attempt(addr, "192.0.2.44", "alice", "alice-password", None)
+            .await
+            .0,
+        StatusCode::TOO_MANY_REQUESTS,
+        "an unknown browser waits"
     );
     assert_eq!(
-        login(addr, "203.0.113.99", "alice").await.0,
-        StatusCode::TOO_MANY_REQUESTS,
-        "case does not matter"
+        attempt(addr, "192.0.2.44", "alice", "alice-password", Some(&device))
+            .await
+            .0,
+        StatusCode::OK,
+        "the known browser does not"
     );
-    assert_eq!(login(addr, "203.0.113.99", "bob").await.0, StatusCode::OK);
+    // Alice's device cookie is no pass for bob's name.
+    for i in 0..30 {
+        let _ = attempt(addr, &format!("203.1.{i}.1"), "bob", "guess", None).await;
+    }
+    assert_eq!(
+        attempt(addr, "192.0.2.45", "bob", "bob-password", Some(&device))
+            .await
+            .0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // A forged cookie neither.
+    assert_eq!(
+        attempt(
+            addr,
+            "192.0.2.46",
+            "alice",
+            "alice-password",
+            Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+        )
+        .await
+        .0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,11 +262,7 @@ async fn instances_share_one_budget_through_redis() {
                 .unwrap(),
         ) as Arc<dyn RateLimiter>
     };
-    let limits = RateLimits {
-        login_per_ip: Some(Rule::new(10, 10)),
-        login_per_username: None,
-        refresh_per_ip: None,
-    };
+    let limits = RateLimits::none().with_login_per_ip(Some(Rule::new(10, 10)));
     let a = serve(limits, Some(limiter().await)).await;
     let b = serve(limits, Some(limiter().await)).await;
     let mut ok = 0;
@@ -179,11 +283,7 @@ async fn instances_share_one_budget_through_redis() {
 /// address's budget, and an IPv6 client rotating addresses within its /64 spends one budget.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_cannot_choose_its_address_behind_a_trusted_proxy() {
-    let limits = RateLimits {
-        login_per_ip: Some(Rule::new(5, 5)),
-        login_per_username: None,
-        refresh_per_ip: None,
-    };
+    let limits = RateLimits::none().with_login_per_ip(Some(Rule::new(5, 5)));
     let addr = serve(limits, None).await;
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut ok = 0;
@@ -216,5 +316,50 @@ async fn a_client_cannot_choose_its_address_behind_a_trusted_proxy() {
         login(addr, "2001:db8:7:8::1", "v6").await.0,
         StatusCode::OK,
         "another /64"
+    );
+}
+
+/// The failure limits through Redis: two instances share one failure budget per name and
+/// network (the check before the password reads it without counting).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_budgets_are_shared_through_redis() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let limiter = || async {
+        Arc::new(
+            baton_redis::RedisGcra::connect(&server.url(), "test:")
+                .await
+                .unwrap(),
+        ) as Arc<dyn RateLimiter>
+    };
+    let limits = RateLimits::none()
+        .with_login_per_username(Some(Rule::new(5, 5)))
+        .with_login_failures_per_username(Some(Rule::new(30, 30)));
+    let a = serve(limits, Some(limiter().await)).await;
+    let b = serve(limits, Some(limiter().await)).await;
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        let addr = if i % 2 == 0 { a } else { b };
+        statuses.push(
+            attempt(addr, "203.0.113.77", "carol", "guess", None)
+                .await
+                .0,
+        );
+    }
+    let wrong = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    assert_eq!(
+        wrong, 5,
+        "one budget of 5 across both instances: {statuses:?}"
+    );
+    assert_eq!(
+        attempt(b, "198.51.100.9", "carol", "carol-password", None)
+            .await
+            .0,
+        StatusCode::OK,
+        "another network is not locked out"
     );
 }

@@ -27,6 +27,18 @@ redis.call("SET", KEYS[1], string.format("%.0f", new_tat), "PX", string.format("
 return 0
 "#;
 
+/// The same bucket, read only: 0 when one more request would be allowed, else the wait (ms).
+const PEEK: &str = r#"
+local now = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[3])
+local tat = tonumber(redis.call("GET", KEYS[1]) or ARGV[1])
+if tat < now then tat = now end
+if tat - now > tolerance then
+  return tat - now - tolerance
+end
+return 0
+"#;
+
 /// Rate limits kept in Redis, so every instance shares one budget per key (GCRA: one key and
 /// one atomic script per request, TTL = the time until the key's bucket is full again).
 ///
@@ -39,6 +51,7 @@ pub struct RedisGcra {
     conn: RedisConnection,
     prefix: Arc<str>,
     script: Arc<Script>,
+    peek: Arc<Script>,
     clock: Arc<dyn Clock>,
 }
 
@@ -58,6 +71,7 @@ impl RedisGcra {
             conn: conn.into(),
             prefix: Arc::from(prefix),
             script: Arc::new(Script::new(GCRA)),
+            peek: Arc::new(Script::new(PEEK)),
             clock: Arc::new(SystemClock),
         }
     }
@@ -79,6 +93,18 @@ impl RedisGcra {
         self
     }
 
+    /// Whether one more request of `key` in `bucket` would be refused, without counting it.
+    /// `Err(wait)`: it would. Let through when Redis does not answer.
+    pub async fn peek(
+        &self,
+        bucket: &str,
+        key: &str,
+        interval: Duration,
+        burst: u32,
+    ) -> Result<(), Duration> {
+        self.run(&self.peek, bucket, key, interval, burst).await
+    }
+
     /// Counts one request of `key` in `bucket`: on average one per `interval`, bursts of
     /// `burst`. `Err(wait)` refuses it.
     pub async fn check(
@@ -88,11 +114,22 @@ impl RedisGcra {
         interval: Duration,
         burst: u32,
     ) -> Result<(), Duration> {
+        self.run(&self.script, bucket, key, interval, burst).await
+    }
+
+    async fn run(
+        &self,
+        script: &Script,
+        bucket: &str,
+        key: &str,
+        interval: Duration,
+        burst: u32,
+    ) -> Result<(), Duration> {
         let interval_ms = u64::try_from(interval.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
         let tolerance = interval_ms.saturating_mul(u64::from(burst.max(1)) - 1);
-        let mut invocation = self.script.prepare_invoke();
+        let mut invocation = script.prepare_invoke();
         invocation
             .key(format!("{}rl:{bucket}:{key}", self.prefix))
             .arg(self.clock.now_millis())

@@ -269,6 +269,41 @@ impl RefreshKeys {
         RefreshToken(text)
     }
 
+    /// A tag binding `data` under `context` (another use of the same keys, such as a device
+    /// cookie): the active key's id and 16 bytes of HMAC-SHA256.
+    pub fn tag(&self, context: &[u8], data: &[u8]) -> [u8; 17] {
+        let key = self
+            .find(self.active)
+            .expect("the active key is always in the set");
+        let mut out = [0u8; 17];
+        out[0] = self.active;
+        out[1..].copy_from_slice(&Self::tag_mac(key, context, data)[..16]);
+        out
+    }
+
+    /// `true` when `tag` is [`tag`](Self::tag) of `data` under `context` by one of the keys
+    /// (compared in constant time).
+    pub fn check_tag(&self, context: &[u8], data: &[u8], tag: &[u8]) -> bool {
+        let Some((&id, mac)) = tag.split_first() else {
+            return false;
+        };
+        let Some(key) = self.find(id) else {
+            return false;
+        };
+        mac.len() == 16 && bool::from(Self::tag_mac(key, context, data)[..16].ct_eq(mac))
+    }
+
+    fn tag_mac(key: &hmac::Key, context: &[u8], data: &[u8]) -> [u8; 32] {
+        let mut ctx = hmac::Context::with_key(key);
+        ctx.update(b"baton tag v1\0");
+        ctx.update(&(context.len() as u64).to_be_bytes());
+        ctx.update(context);
+        ctx.update(data);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.sign().as_ref());
+        out
+    }
+
     /// Checks a presented token: shape, key id, and MAC (compared in constant time). Never
     /// touches a store; `None` for anything malformed or forged.
     pub fn verify(&self, token: &str) -> Option<VerifiedToken> {

@@ -59,6 +59,17 @@ struct Credentials {
     password: String,
 }
 
+/// What a device cookie's tag binds: the canonical username and the nonce.
+const DEVICE_CONTEXT: &[u8] = b"baton device cookie v1";
+
+fn device_data(username: &str, nonce: &[u8]) -> Vec<u8> {
+    let mut data = Vec::with_capacity(username.len() + 1 + nonce.len());
+    data.extend_from_slice(username.as_bytes());
+    data.push(0x1f);
+    data.extend_from_slice(nonce);
+    data
+}
+
 /// Why a refresh did not produce new credentials.
 pub(crate) enum RotateFailure {
     /// The token cannot be used (401, cookie cleared).
@@ -283,7 +294,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         res
     }
 
-    /// 429 with `Retry-After` when `key` is over `rule` in `bucket`.
+    /// 429 with `Retry-After` when `key` is over `rule` in `bucket` (counting this request).
     async fn limit(
         &self,
         bucket: &'static str,
@@ -293,21 +304,74 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         let Some(rule) = rule else { return Ok(()) };
         match self.limiter.check(bucket, key, rule).await {
             Ok(()) => Ok(()),
-            Err(wait) => {
-                outcome("baton_rate_limited_total", bucket);
-                #[cfg(feature = "tracing")]
-                tracing::info!(target: "baton::auth", bucket, "rate limited");
-                let mut res = self.error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_requests",
-                    "too many requests; retry later",
-                );
-                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                res.headers_mut()
-                    .insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
-                Err(res)
-            }
+            Err(wait) => Err(self.too_many(bucket, wait)),
         }
+    }
+
+    /// 429 with `Retry-After` when `key` is over `rule` in `bucket` (not counting).
+    async fn peek_limit(
+        &self,
+        bucket: &'static str,
+        key: &str,
+        rule: Option<crate::Rule>,
+    ) -> Result<(), Response<Bytes>> {
+        let Some(rule) = rule else { return Ok(()) };
+        match self.limiter.peek(bucket, key, rule).await {
+            Ok(()) => Ok(()),
+            Err(wait) => Err(self.too_many(bucket, wait)),
+        }
+    }
+
+    fn too_many(&self, bucket: &'static str, wait: std::time::Duration) -> Response<Bytes> {
+        outcome("baton_rate_limited_total", bucket);
+        #[cfg(feature = "tracing")]
+        tracing::info!(target: "baton::auth", bucket, "rate limited");
+        let mut res = self.error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            "too many requests; retry later",
+        );
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        res.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        res
+    }
+
+    /// A device cookie for `username` (canonical): a random nonce and its tag under the
+    /// refresh keys.
+    fn device_cookie_for(&self, username: &str) -> Option<HeaderValue> {
+        use aws_lc_rs::rand::SecureRandom;
+        use base64::Engine as _;
+        let mut nonce = [0u8; 12];
+        aws_lc_rs::rand::SystemRandom::new().fill(&mut nonce).ok()?;
+        let tag = self
+            .store
+            .keys()
+            .tag(DEVICE_CONTEXT, &device_data(username, &nonce));
+        let mut raw = Vec::with_capacity(nonce.len() + tag.len());
+        raw.extend_from_slice(&nonce);
+        raw.extend_from_slice(&tag);
+        let value = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+        self.device_cookie.set(&value).ok()
+    }
+
+    /// `true` when the request carries a device cookie minted for `username` (canonical).
+    fn known_device(&self, cookie: Option<&str>, username: &str) -> bool {
+        use base64::Engine as _;
+        let Some(raw) = cookie.filter(|c| c.len() <= 64).and_then(|c| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(c)
+                .ok()
+        }) else {
+            return false;
+        };
+        if raw.len() != 12 + 17 {
+            return false;
+        }
+        let (nonce, tag) = raw.split_at(12);
+        self.store
+            .keys()
+            .check_tag(DEVICE_CONTEXT, &device_data(username, nonce), tag)
     }
 
     /// The limit key of a client address: its network (an IPv4 address, an IPv6 /64).
@@ -331,6 +395,12 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         {
             return res;
         }
+        let device_cookie = self
+            .device_cookie
+            .read(req.headers())
+            .ok()
+            .flatten()
+            .map(str::to_owned);
         let credentials: Credentials = match self.json_body(req).await {
             Ok(c) => c,
             Err(res) => return res,
@@ -338,9 +408,28 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         // One canonical form per name: a change of case or width spends the same budget.
         let username = crate::canonical_username(&credentials.username)
             .unwrap_or_else(|| credentials.username.clone());
+        // Failures count, per name and network, and per name for browsers it does not know
+        // (see `RateLimits`): checked before the password, counted after a wrong one.
+        let per_network = format!("{username}\u{1f}{}", Self::ip_key(device.ip));
+        let known = self.known_device(device_cookie.as_deref(), &username);
         if let Err(res) = self
-            .limit("login-user", &username, self.limits.login_per_username)
+            .peek_limit(
+                "login-fail-net",
+                &per_network,
+                self.limits.login_per_username,
+            )
             .await
+        {
+            return res;
+        }
+        if !known
+            && let Err(res) = self
+                .peek_limit(
+                    "login-fail-user",
+                    &username,
+                    self.limits.login_failures_per_username,
+                )
+                .await
         {
             return res;
         }
@@ -351,6 +440,15 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         {
             Ok(Some(p)) => p,
             Ok(None) => {
+                if let Some(rule) = self.limits.login_per_username {
+                    let _ = self
+                        .limiter
+                        .check("login-fail-net", &per_network, rule)
+                        .await;
+                }
+                if let (false, Some(rule)) = (known, self.limits.login_failures_per_username) {
+                    let _ = self.limiter.check("login-fail-user", &username, rule).await;
+                }
                 outcome("baton_login_total", "refused");
                 #[cfg(feature = "tracing")]
                 tracing::info!(target: "baton::auth", "login refused");
@@ -380,12 +478,18 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         outcome("baton_login_total", "ok");
         #[cfg(feature = "tracing")]
         tracing::info!(target: "baton::auth", session = %created.session.id, "login");
-        self.token_response(
+        let mut res = self.token_response(
             &principal.user_id,
             created.session.id,
             principal.claims,
             created.token.expose(),
-        )
+        );
+        if res.status() == StatusCode::OK
+            && let Some(cookie) = self.device_cookie_for(&username)
+        {
+            res.headers_mut().append(SET_COOKIE, cookie);
+        }
+        res
     }
 
     async fn refresh<B>(&self, req: Request<B>) -> Response<Bytes> {

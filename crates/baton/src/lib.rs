@@ -123,6 +123,7 @@ pub(crate) struct Inner<S, A: Authenticator> {
     pub(crate) issuer: Issuer,
     pub(crate) bearer: BearerVerifyLayer<A::Claims, RenderRejection>,
     pub(crate) refresh_cookie: CookieSpec,
+    pub(crate) device_cookie: CookieSpec,
     pub(crate) access_cookie: Option<CookieSpec>,
     pub(crate) base: String,
     pub(crate) origin: OriginGuardLayer,
@@ -236,7 +237,9 @@ impl<S: RefreshStore, A: Authenticator> Baton<S, A> {
 
     /// The cookie policy: enforces the token cookies' attributes on every response.
     pub fn cookie_policy(&self) -> CookiePolicyLayer {
-        let layer = CookiePolicyLayer::new().enforce(&self.inner.refresh_cookie);
+        let layer = CookiePolicyLayer::new()
+            .enforce(&self.inner.refresh_cookie)
+            .enforce(&self.inner.device_cookie);
         match &self.inner.access_cookie {
             Some(access) => layer.enforce(access),
             None => layer,
@@ -475,6 +478,15 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
             refresh = refresh.with_name("refresh").dangerous_insecure_http();
             access = access.with_name("access").dangerous_insecure_http();
         }
+        // A browser that logged in before: exempt from failures made elsewhere (see
+        // `RateLimits`). Sent to the endpoints only.
+        let mut device = CookieSpec::refresh(self.base.clone())
+            .with_name("__Secure-device")
+            .with_max_age(Duration::from_secs(180 * 24 * 3600));
+        if self.insecure_http {
+            device = device.with_name("device").dangerous_insecure_http();
+        }
+        let device_cookie = device.build()?;
         let refresh_cookie = refresh.build()?;
         let access_cookie = if self.cookie_mode {
             Some(access.build()?)
@@ -507,6 +519,7 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
                 issuer,
                 bearer,
                 refresh_cookie,
+                device_cookie,
                 access_cookie,
                 base: self.base,
                 origin,

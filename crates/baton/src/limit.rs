@@ -36,15 +36,30 @@ impl Rule {
     }
 }
 
-/// Which limits apply. Defaults: login 10/min (burst 10) per IP and 5/min (burst 5) per
-/// username, refresh 60/min (burst 30) per IP.
+/// Which limits apply. Defaults: login attempts 10/min (burst 10) per client network; failed
+/// logins 5/min (burst 5) per username and client network, and 30/min (burst 30) per username
+/// from browsers without its device cookie; refresh 60/min (burst 30) per client network.
+///
+/// # The model: nobody locks out a stranger
+/// - Per-username limits count **failures** only, checked before the password and counted
+///   after a wrong one (so a guesser gets the burst, plus the one that filled it).
+/// - They are keyed by **username and client network** (an IPv4 address, an IPv6 /64): a
+///   guessing run from one network is stopped, and it spends no other network's budget.
+/// - A distributed run (many networks) meets a per-username budget shared by every browser
+///   **without the user's device cookie**: a browser that logged in as that user before
+///   (a signed `__Secure-device` cookie, as OWASP recommends) is never limited by failures
+///   from elsewhere, so the real user keeps logging in while a botnet guesses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RateLimits {
-    /// Login attempts per client IP.
+    /// Login attempts per client network.
     pub login_per_ip: Option<Rule>,
-    /// Login attempts per username (credential stuffing against one account).
+    /// Failed logins per username and client network.
     pub login_per_username: Option<Rule>,
-    /// Refreshes per client IP.
+    /// Failed logins per username from browsers without its device cookie, every network
+    /// together.
+    pub login_failures_per_username: Option<Rule>,
+    /// Refreshes per client network.
     pub refresh_per_ip: Option<Rule>,
 }
 
@@ -53,6 +68,7 @@ impl Default for RateLimits {
         RateLimits {
             login_per_ip: Some(Rule::new(10, 10)),
             login_per_username: Some(Rule::new(5, 5)),
+            login_failures_per_username: Some(Rule::new(30, 30)),
             refresh_per_ip: Some(Rule::new(60, 30)),
         }
     }
@@ -64,8 +80,37 @@ impl RateLimits {
         RateLimits {
             login_per_ip: None,
             login_per_username: None,
+            login_failures_per_username: None,
             refresh_per_ip: None,
         }
+    }
+
+    /// Sets the login attempts per client network.
+    #[must_use]
+    pub fn with_login_per_ip(mut self, rule: Option<Rule>) -> Self {
+        self.login_per_ip = rule;
+        self
+    }
+
+    /// Sets the failed logins per username and client network.
+    #[must_use]
+    pub fn with_login_per_username(mut self, rule: Option<Rule>) -> Self {
+        self.login_per_username = rule;
+        self
+    }
+
+    /// Sets the failed logins per username from browsers without its device cookie.
+    #[must_use]
+    pub fn with_login_failures_per_username(mut self, rule: Option<Rule>) -> Self {
+        self.login_failures_per_username = rule;
+        self
+    }
+
+    /// Sets the refreshes per client network.
+    #[must_use]
+    pub fn with_refresh_per_ip(mut self, rule: Option<Rule>) -> Self {
+        self.refresh_per_ip = rule;
+        self
     }
 }
 
@@ -79,14 +124,24 @@ pub type LimitFuture<'a> = Pin<Box<dyn Future<Output = Result<(), Duration>> + S
 pub trait RateLimiter: Send + Sync + 'static {
     /// Counts one request of `key` in `bucket` (`"login-ip"`, ...) under `rule`.
     fn check<'a>(&'a self, bucket: &'static str, key: &'a str, rule: Rule) -> LimitFuture<'a>;
+
+    /// Whether `key` is over `rule` in `bucket` now, without counting (limits that count
+    /// failures only peek before and [`check`](Self::check) after a failure). By default,
+    /// never over.
+    fn peek<'a>(&'a self, _bucket: &'static str, _key: &'a str, _rule: Rule) -> LimitFuture<'a> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 type Keyed = DefaultKeyedRateLimiter<String>;
 
 /// In-process limits (the `governor` crate's GCRA), one keyed limiter per bucket and rule.
+/// A key refused by [`check`](RateLimiter::check) stays refused by
+/// [`peek`](RateLimiter::peek) for the wait it was given.
 #[derive(Default)]
 pub struct MemoryLimiter {
     limiters: Mutex<HashMap<(&'static str, Rule), Arc<Keyed>>>,
+    refused: Mutex<HashMap<(&'static str, String), std::time::Instant>>,
 }
 
 impl fmt::Debug for MemoryLimiter {
@@ -131,7 +186,30 @@ impl RateLimiter for MemoryLimiter {
         if limiter.len() > 10_000 {
             limiter.retain_recent();
         }
+        if let Err(wait) = answer {
+            let mut refused = self
+                .refused
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = std::time::Instant::now();
+            if refused.len() > 10_000 {
+                refused.retain(|_, until| *until > now);
+            }
+            refused.insert((bucket, key.to_owned()), now + wait);
+        }
         Box::pin(std::future::ready(answer))
+    }
+
+    fn peek<'a>(&'a self, bucket: &'static str, key: &'a str, _rule: Rule) -> LimitFuture<'a> {
+        let refused = self
+            .refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let left = refused
+            .get(&(bucket, key.to_owned()))
+            .map(|until| until.saturating_duration_since(std::time::Instant::now()))
+            .filter(|left| !left.is_zero());
+        Box::pin(std::future::ready(left.map_or(Ok(()), Err)))
     }
 }
 
@@ -139,6 +217,16 @@ impl RateLimiter for MemoryLimiter {
 impl RateLimiter for baton_redis::RedisGcra {
     fn check<'a>(&'a self, bucket: &'static str, key: &'a str, rule: Rule) -> LimitFuture<'a> {
         Box::pin(baton_redis::RedisGcra::check(
+            self,
+            bucket,
+            key,
+            Duration::from_millis(rule.interval_ms()),
+            rule.burst,
+        ))
+    }
+
+    fn peek<'a>(&'a self, bucket: &'static str, key: &'a str, rule: Rule) -> LimitFuture<'a> {
+        Box::pin(baton_redis::RedisGcra::peek(
             self,
             bucket,
             key,

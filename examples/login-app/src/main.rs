@@ -41,9 +41,13 @@ struct Args {
     /// Logins per minute per client IP (0: no limit).
     #[arg(long, env = "BATON_LOGIN_RATE_PER_IP", default_value_t = 10)]
     login_rate_per_ip: u32,
-    /// Logins per minute per username (0: no limit).
+    /// Failed logins per minute per username and client network (0: no limit).
     #[arg(long, env = "BATON_LOGIN_RATE_PER_USER", default_value_t = 5)]
     login_rate_per_user: u32,
+    /// Failed logins per minute per username from browsers that never logged in as that user,
+    /// every network together (0: no limit).
+    #[arg(long, env = "BATON_LOGIN_FAILURES_PER_USER", default_value_t = 30)]
+    login_failures_per_user: u32,
     /// Refreshes per minute per client IP (0: no limit).
     #[arg(long, env = "BATON_REFRESH_RATE_PER_IP", default_value_t = 60)]
     refresh_rate_per_ip: u32,
@@ -122,11 +126,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         leeway: Duration::from_secs(args.leeway),
         alg: args.alg.parse::<Algorithm>()?,
         key_file: args.key_file,
-        rate_limits: baton::RateLimits {
-            login_per_ip: rule(args.login_rate_per_ip),
-            login_per_username: rule(args.login_rate_per_user),
-            refresh_per_ip: rule(args.refresh_rate_per_ip),
-        },
+        rate_limits: baton::RateLimits::default()
+            .with_login_per_ip(rule(args.login_rate_per_ip))
+            .with_login_per_username(rule(args.login_rate_per_user))
+            .with_login_failures_per_username(rule(args.login_failures_per_user))
+            .with_refresh_per_ip(rule(args.refresh_rate_per_ip)),
         register_limit: rule(args.register_rate_per_net),
         client_ip: args.trusted_proxies.iter().fold(
             baton::ClientIp::new().with_header(
