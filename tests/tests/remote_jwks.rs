@@ -67,7 +67,8 @@ async fn keys_follow_the_issuer_through_rotation() {
     let options = JwksOptions::new()
         .with_ttl(Duration::from_millis(300))
         .with_min_refetch_interval(Duration::from_millis(500))
-        .with_miss_ttl(Duration::from_secs(5));
+        .with_miss_ttl(Duration::from_secs(5))
+        .dangerous_allow_http();
     let jwks = RemoteJwks::start(
         format!("{base}/.well-known/jwks.json").parse().unwrap(),
         options,
@@ -101,7 +102,8 @@ async fn keys_follow_the_issuer_through_rotation() {
     let lazy = JwksOptions::new()
         .with_ttl(Duration::from_secs(3600))
         .with_min_refetch_interval(Duration::from_millis(200))
-        .with_miss_ttl(Duration::from_secs(5));
+        .with_miss_ttl(Duration::from_secs(5))
+        .dangerous_allow_http();
     let jwks = RemoteJwks::start(
         format!("{base}/.well-known/jwks.json").parse().unwrap(),
         lazy,
@@ -157,4 +159,149 @@ async fn keys_follow_the_issuer_through_rotation() {
     server.await.unwrap().unwrap();
     assert!(jwks.refetch().await.is_err());
     assert!(verifier.verify::<NoCustomClaims>(&token).is_ok());
+}
+
+/// A JWKS endpoint over TLS with a certificate from a test certificate authority, serving
+/// whatever `jwks` holds.
+async fn tls_jwks_server(jwks: std::sync::Arc<std::sync::Mutex<String>>) -> (u16, Vec<u8>) {
+    use std::sync::Arc;
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server_cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![server_cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                break;
+            };
+            let (acceptor, jwks) = (acceptor.clone(), jwks.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |_req| {
+                    let jwks = jwks.lock().unwrap().clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(jwks)),
+                        ))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (port, ca.der().to_vec())
+}
+
+/// Keys come over HTTPS from an endpoint whose certificate a configured root vouches for;
+/// the same endpoint without that root, and a plain `http://` URL, are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_come_over_https_and_plain_http_is_refused() {
+    let key = baton_token::Key::generate("tls-key", baton_token::Algorithm::ES256).unwrap();
+    let set = baton_token::KeySet::new(key).unwrap();
+    let (port, ca) =
+        tls_jwks_server(std::sync::Arc::new(std::sync::Mutex::new(set.jwks_json()))).await;
+    let uri: http::Uri = format!("https://localhost:{port}/.well-known/jwks.json")
+        .parse()
+        .unwrap();
+    let jwks = RemoteJwks::start(uri.clone(), JwksOptions::new().with_root_certificate(ca))
+        .await
+        .expect("fetched over TLS");
+    assert!(jwks.keys().load().jwks_json().contains("tls-key"));
+    // Without the test CA, the certificate is nobody's word.
+    let untrusted = RemoteJwks::start(uri, JwksOptions::new()).await;
+    assert!(
+        matches!(
+            untrusted,
+            Err(baton::bearer::jwks::JwksError::Unreachable(_))
+        ),
+        "{untrusted:?}"
+    );
+    // Plain http is refused before any request.
+    let plain = RemoteJwks::start(
+        format!("http://127.0.0.1:{port}/jwks").parse().unwrap(),
+        JwksOptions::new(),
+    )
+    .await;
+    assert!(
+        matches!(plain, Err(baton::bearer::jwks::JwksError::Insecure(_))),
+        "{plain:?}"
+    );
+}
+
+/// A flood of tokens naming junk keys does not use up the refetches: a key the issuer really
+/// rotated to is still found within the refetch interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_key_ids_cannot_starve_a_real_rotation() {
+    use baton_token::{Algorithm, Issuer, Key, KeySet, NoCustomClaims};
+    let first = Key::generate("first", Algorithm::ES256).unwrap();
+    let served = std::sync::Arc::new(std::sync::Mutex::new(
+        KeySet::new(first).unwrap().jwks_json(),
+    ));
+    let (port, ca) = tls_jwks_server(served.clone()).await;
+    let options = JwksOptions::new()
+        .with_root_certificate(ca)
+        .with_ttl(Duration::from_secs(3600))
+        .with_min_refetch_interval(Duration::from_millis(200))
+        .with_miss_ttl(Duration::from_secs(60));
+    let jwks = RemoteJwks::start(
+        format!("https://localhost:{port}/jwks").parse().unwrap(),
+        options,
+    )
+    .await
+    .unwrap();
+    let verifier = jwks.verifier();
+    // 1,100 junk key ids, more than the misses remembered.
+    for i in 0..1100 {
+        let junk = Key::hmac(format!("junk-{i}"), Algorithm::HS256, [7u8; 32]).unwrap();
+        let token = Issuer::new(KeySet::new(junk).unwrap())
+            .issue("mallory", None, NoCustomClaims {})
+            .unwrap()
+            .token;
+        assert!(verifier.verify::<NoCustomClaims>(&token).is_err());
+    }
+    // The issuer rotates.
+    let second = KeySet::new(Key::generate("second", Algorithm::ES256).unwrap()).unwrap();
+    *served.lock().unwrap() = second.jwks_json();
+    let issuer = Issuer::new(second);
+    let token = issuer
+        .issue("alice", None, NoCustomClaims {})
+        .unwrap()
+        .token;
+    let started = std::time::Instant::now();
+    loop {
+        if verifier.verify::<NoCustomClaims>(&token).is_ok() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the real key was never fetched"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "real key accepted {:?} after the rotation",
+        started.elapsed()
+    );
 }

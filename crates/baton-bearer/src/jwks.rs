@@ -1,10 +1,15 @@
 //! `RemoteJwks` (feature `jwks`): verification keys fetched from an issuer's JWKS endpoint.
 //!
 //! For services that verify tokens another service issues. The keys are fetched from one
-//! configured URL (never from a URL found in a token), cached, and refetched every `ttl`; a
-//! token with an unknown `kid` triggers a refetch, at most once per `min_refetch` interval
-//! with one fetch in flight, and the same unknown `kid` is not asked about again for
-//! `miss_ttl`, so attackers cannot drive fetch storms. A failed fetch keeps the cached keys.
+//! configured URL (never from a URL found in a token) over HTTPS (rustls, the platform's
+//! roots or the ones configured; plain `http://` is refused unless
+//! [`JwksOptions::dangerous_allow_http`] says otherwise, since anyone on the path could swap
+//! in their own keys), cached, and refetched every `ttl`; a token with an unknown `kid`
+//! triggers a refetch, at most once per `min_refetch` interval with one fetch in flight, and
+//! the same unknown `kid` is not asked about again for `miss_ttl`, so attackers cannot drive
+//! fetch storms; junk `kid`s cannot use up the budget either (the oldest is forgotten when
+//! 1,024 are remembered), so a real rotation is found within `min_refetch`. A failed fetch
+//! keeps the cached keys.
 //! Requests read the keys through a [`KeyRing`]: no lock.
 //!
 //! The request that meets a key before the refetch is refused; issuers avoid that by
@@ -21,6 +26,7 @@ use baton_token::{KeyRing, KeySet, Verifier};
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -33,6 +39,8 @@ pub struct JwksOptions {
     miss_ttl: Duration,
     timeout: Duration,
     max_body: usize,
+    roots: Vec<Vec<u8>>,
+    allow_http: bool,
 }
 
 impl Default for JwksOptions {
@@ -51,7 +59,27 @@ impl JwksOptions {
             miss_ttl: Duration::from_secs(60),
             timeout: Duration::from_secs(5),
             max_body: 64 * 1024,
+            roots: Vec::new(),
+            allow_http: false,
         }
+    }
+
+    /// Trusts this certificate authority (DER) instead of the platform's roots: a private CA,
+    /// or a test's.
+    #[must_use]
+    pub fn with_root_certificate(mut self, der: impl Into<Vec<u8>>) -> Self {
+        self.roots.push(der.into());
+        self
+    }
+
+    /// Accepts a plain `http://` endpoint (development only).
+    ///
+    /// # Security
+    /// Anyone on the path can then serve their own keys and mint tokens this service accepts.
+    #[must_use]
+    pub fn dangerous_allow_http(mut self) -> Self {
+        self.allow_http = true;
+        self
     }
 
     /// How often the keys are refetched.
@@ -93,6 +121,9 @@ pub enum JwksError {
     Status(u16),
     /// The document is not a usable JWKS.
     Invalid(String),
+    /// A plain `http://` endpoint, not allowed ([`JwksOptions::dangerous_allow_http`]), or a
+    /// TLS configuration that cannot be built (a bad root certificate).
+    Insecure(String),
 }
 
 impl fmt::Display for JwksError {
@@ -101,6 +132,7 @@ impl fmt::Display for JwksError {
             JwksError::Unreachable(e) => write!(f, "JWKS endpoint unreachable: {e}"),
             JwksError::Status(s) => write!(f, "JWKS endpoint answered {s}"),
             JwksError::Invalid(e) => write!(f, "invalid JWKS: {e}"),
+            JwksError::Insecure(e) => write!(f, "JWKS endpoint refused: {e}"),
         }
     }
 }
@@ -110,7 +142,7 @@ impl std::error::Error for JwksError {}
 struct Shared {
     uri: Uri,
     ring: KeyRing,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
     options: JwksOptions,
     started: Instant,
     fetching: AtomicBool,
@@ -178,24 +210,39 @@ impl Shared {
         }
     }
 
-    /// A token named `kid`, which the set lacks: maybe refetch.
+    /// A token named `kid`, which the set lacks: maybe refetch. Each `kid` gets at most one
+    /// refetch per `miss_ttl`, and all of them together one per `min_refetch`; a `kid` is
+    /// remembered only when it did get its refetch, so one that came while a refetch was not
+    /// allowed is asked about again later.
     fn missed(self: &Arc<Self>, kid: &str) {
         let now = Instant::now();
-        if let Ok(mut misses) = self.misses.lock() {
-            let ttl = self.options.miss_ttl;
-            misses.retain(|_, at| now.duration_since(*at) < ttl);
-            if misses.len() > 1024 || misses.contains_key(kid) {
-                return;
-            }
-            misses.insert(kid.to_owned(), now);
-        }
         let since_last = self
             .since_start_ms()
             .saturating_sub(self.last_fetch_ms.load(Ordering::Acquire));
         if u128::from(since_last) < self.options.min_refetch.as_millis() {
             return;
         }
-        if self.fetching.swap(true, Ordering::AcqRel) {
+        if let Ok(mut misses) = self.misses.lock() {
+            let ttl = self.options.miss_ttl;
+            misses.retain(|_, at| now.duration_since(*at) < ttl);
+            if misses.contains_key(kid) {
+                return;
+            }
+            if self.fetching.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            // Full of junk: forget the oldest rather than refuse the new one, which may be a
+            // real rotation.
+            if misses.len() >= 1024
+                && let Some(oldest) = misses
+                    .iter()
+                    .min_by_key(|(_, at)| **at)
+                    .map(|(k, _)| k.clone())
+            {
+                misses.remove(&oldest);
+            }
+            misses.insert(kid.to_owned(), now);
+        } else {
             return;
         }
         let shared = self.clone();
@@ -207,13 +254,28 @@ impl Shared {
 }
 
 impl RemoteJwks {
-    /// Fetches the keys at `uri` (plain `http://`), then refetches them in the background
+    /// Fetches the keys at `uri` (`https://`), then refetches them in the background
     /// every `ttl` for as long as this value (or a clone, or a verifier from it) lives.
     ///
     /// # Errors
-    /// The first fetch's error: a verifier with no keys would refuse everything.
+    /// [`JwksError::Insecure`] for a plain `http://` URI not allowed, or a bad root
+    /// certificate; the first fetch's error: a verifier with no keys would refuse everything.
     pub async fn start(uri: Uri, options: JwksOptions) -> Result<Self, JwksError> {
-        let client = Client::builder(TokioExecutor::new()).build_http();
+        match uri.scheme_str() {
+            Some("https") => {}
+            Some("http") if options.allow_http => {}
+            _ => {
+                return Err(JwksError::Insecure(format!(
+                    "{uri} is not https (JwksOptions::dangerous_allow_http allows http)"
+                )));
+            }
+        }
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config(&options)?)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client = Client::builder(TokioExecutor::new()).build(https);
         let shared = Arc::new(Shared {
             uri,
             ring: KeyRing::new(KeySet::default()),
@@ -266,4 +328,29 @@ impl RemoteJwks {
     pub fn fetches(&self) -> u64 {
         self.shared.fetches.load(Ordering::Relaxed)
     }
+}
+
+/// TLS for the fetches: the configured roots, or the platform's.
+fn tls_config(options: &JwksOptions) -> Result<rustls::ClientConfig, JwksError> {
+    let mut roots = rustls::RootCertStore::empty();
+    if options.roots.is_empty() {
+        let found = rustls_native_certs::load_native_certs();
+        let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+        if added == 0 {
+            #[cfg(feature = "tracing")]
+            tracing::warn!(target: "baton::bearer", "no platform root certificates found: JWKS fetches over https will fail");
+        }
+    } else {
+        for der in &options.roots {
+            roots
+                .add(rustls::pki_types::CertificateDer::from(der.clone()))
+                .map_err(|e| JwksError::Insecure(format!("bad root certificate: {e}")))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| JwksError::Insecure(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
