@@ -294,32 +294,23 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         res
     }
 
-    /// 429 with `Retry-After` when `key` is over `rule` in `bucket` (counting this request).
+    /// 429 with `Retry-After` when `key` is over `rule` in `bucket`; `count` counts this
+    /// request, otherwise the bucket is only read (limits that count failures read before
+    /// the password and count after a wrong one).
     async fn limit(
         &self,
         bucket: &'static str,
         key: &str,
         rule: Option<crate::Rule>,
+        count: bool,
     ) -> Result<(), Response<Bytes>> {
         let Some(rule) = rule else { return Ok(()) };
-        match self.limiter.check(bucket, key, rule).await {
-            Ok(()) => Ok(()),
-            Err(wait) => Err(self.too_many(bucket, wait)),
-        }
-    }
-
-    /// 429 with `Retry-After` when `key` is over `rule` in `bucket` (not counting).
-    async fn peek_limit(
-        &self,
-        bucket: &'static str,
-        key: &str,
-        rule: Option<crate::Rule>,
-    ) -> Result<(), Response<Bytes>> {
-        let Some(rule) = rule else { return Ok(()) };
-        match self.limiter.peek(bucket, key, rule).await {
-            Ok(()) => Ok(()),
-            Err(wait) => Err(self.too_many(bucket, wait)),
-        }
+        let answer = if count {
+            self.limiter.check(bucket, key, rule).await
+        } else {
+            self.limiter.peek(bucket, key, rule).await
+        };
+        answer.map_err(|wait| self.too_many(bucket, wait))
     }
 
     fn too_many(&self, bucket: &'static str, wait: std::time::Duration) -> Response<Bytes> {
@@ -390,6 +381,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                 "login-ip",
                 &Self::ip_key(device.ip),
                 self.limits.login_per_ip,
+                true,
             )
             .await
         {
@@ -413,10 +405,11 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         let per_network = format!("{username}\u{1f}{}", Self::ip_key(device.ip));
         let known = self.known_device(device_cookie.as_deref(), &username);
         if let Err(res) = self
-            .peek_limit(
+            .limit(
                 "login-fail-net",
                 &per_network,
                 self.limits.login_per_username,
+                false,
             )
             .await
         {
@@ -424,10 +417,11 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         }
         if !known
             && let Err(res) = self
-                .peek_limit(
+                .limit(
                     "login-fail-user",
                     &username,
                     self.limits.login_failures_per_username,
+                    false,
                 )
                 .await
         {
@@ -495,7 +489,12 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
     async fn refresh<B>(&self, req: Request<B>) -> Response<Bytes> {
         let ip = client_ip(req.headers(), req.extensions(), &self.client_ip);
         if let Err(res) = self
-            .limit("refresh-ip", &Self::ip_key(ip), self.limits.refresh_per_ip)
+            .limit(
+                "refresh-ip",
+                &Self::ip_key(ip),
+                self.limits.refresh_per_ip,
+                true,
+            )
             .await
         {
             return res;

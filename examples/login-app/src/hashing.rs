@@ -159,21 +159,31 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// Occupies the pool's only thread with a job of `lane` until the sender is used.
+    async fn hold(
+        pool: &Arc<HashPool>,
+        lane: Lane,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        tokio::task::JoinHandle<Result<(), Busy>>,
+    ) {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let pool = pool.clone();
+        let blocker = tokio::spawn(async move {
+            pool.run(lane, move || {
+                let _ = held.recv();
+            })
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        (release, blocker)
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn logins_go_first_and_a_full_lane_answers_busy_at_once() {
         let pool = Arc::new(HashPool::new(1, 2));
         // Hold the only thread.
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let blocker = {
-            let pool = pool.clone();
-            tokio::spawn(async move {
-                pool.run(Lane::Register, move || {
-                    let _ = held.recv();
-                })
-                .await
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (release, blocker) = hold(&pool, Lane::Register).await;
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut waiting = Vec::new();
         for (lane, name) in [
@@ -205,17 +215,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stream_of_logins_does_not_starve_registrations() {
         let pool = Arc::new(HashPool::new(1, 16));
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let blocker = {
-            let pool = pool.clone();
-            tokio::spawn(async move {
-                pool.run(Lane::Login, move || {
-                    let _ = held.recv();
-                })
-                .await
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (release, blocker) = hold(&pool, Lane::Login).await;
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut waiting = Vec::new();
         let jobs = std::iter::once((Lane::Register, "register"))
@@ -244,17 +244,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_job_whose_caller_left_is_not_run() {
         let pool = Arc::new(HashPool::new(1, 4));
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let blocker = {
-            let pool = pool.clone();
-            tokio::spawn(async move {
-                pool.run(Lane::Login, move || {
-                    let _ = held.recv();
-                })
-                .await
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (release, blocker) = hold(&pool, Lane::Login).await;
         let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = ran.clone();
         let pool2 = pool.clone();
