@@ -7,7 +7,6 @@ use std::sync::Arc;
 use baton_token::{NoCustomClaims, TokenCache, Verifier};
 use tower_layer::Layer;
 
-use crate::revocation::DebugHook;
 use crate::{BearerVerify, BuildRejection, CheckRevocation, JsonRejection};
 
 /// A configuration that would produce challenges browsers or clients cannot parse.
@@ -254,5 +253,13 @@ impl<S, C, R: Clone> Layer<S> for BearerVerifyLayer<C, R> {
 
     fn layer(&self, inner: S) -> Self::Service {
         BearerVerify::from_layer(inner, self)
+    }
+}
+
+struct DebugHook;
+
+impl fmt::Debug for DebugHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CheckRevocation")
     }
 }

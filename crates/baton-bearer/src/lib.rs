@@ -77,8 +77,6 @@ mod extract;
 mod future;
 mod layer;
 mod rejection;
-mod revocation;
-mod revocation_list;
 mod service;
 
 #[cfg(feature = "axum")]
@@ -88,10 +86,13 @@ pub mod jwks;
 
 #[cfg(feature = "axum")]
 pub use crate::axum::{Authenticated, NotAuthenticated};
+pub use baton_core::{
+    CheckRevocation, Revocation, RevocationList, Revoke, RevokeError, RevokeFuture, TokenIdentity,
+};
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
 pub use layer::{BearerVerifyLayer, ConfigError};
-pub use rejection::{BuildRejection, JsonRejection, Rejection, RejectionKind, grpc_response};
-pub use revocation::{CheckRevocation, TokenIdentity};
-pub use revocation_list::{Revocation, RevocationList, Revoke, RevokeError, RevokeFuture};
+pub use rejection::{
+    BuildRejection, JsonRejection, Rejection, RejectionKind, RenderRejection, grpc_response,
+};
 pub use service::BearerVerify;

@@ -3,9 +3,10 @@
 use std::fmt;
 use std::sync::Arc;
 
+use baton_core::{JsonErrors, Refusal, RenderError};
 use baton_token::{ErrorKind, VerifyError};
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
@@ -170,28 +171,79 @@ pub trait BuildRejection: Clone + Send + Sync + 'static {
     fn build(&self, rejection: &Rejection) -> Response<Bytes>;
 }
 
+impl Rejection {
+    /// The shared vocabulary's form of this rejection (status, code, description, and a
+    /// `Retry-After` for a 503).
+    pub fn refusal(&self) -> Refusal {
+        let refusal = Refusal::new(
+            self.status(),
+            self.error_code().unwrap_or("unauthorized"),
+            self.description(),
+        );
+        if self.is_unavailable() {
+            refusal.with_retry_after(std::time::Duration::from_secs(1))
+        } else {
+            refusal
+        }
+    }
+
+    /// The response `errors` renders for this rejection, with the challenge.
+    pub fn render(&self, errors: &(impl RenderError + ?Sized)) -> Response<Bytes> {
+        let mut res = self.refusal().render(errors);
+        res.headers_mut()
+            .insert(WWW_AUTHENTICATE, self.www_authenticate());
+        res
+    }
+}
+
 /// The default responder: the RFC 6750 status and challenge, and a JSON body
-/// `{"error": "...", "error_description": "..."}`.
+/// `{"error": "...", "error_description": "..."}` ([`JsonErrors`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct JsonRejection;
 
 impl BuildRejection for JsonRejection {
     fn build(&self, rejection: &Rejection) -> Response<Bytes> {
-        let body = serde_json::json!({
-            "error": rejection.error_code().unwrap_or("unauthorized"),
-            "error_description": rejection.description(),
-        });
-        let mut res = Response::new(Bytes::from(body.to_string()));
-        *res.status_mut() = rejection.status();
-        res.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        res.headers_mut()
-            .insert(WWW_AUTHENTICATE, rejection.www_authenticate());
-        if rejection.is_unavailable() {
-            res.headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        res
+        rejection.render(&JsonErrors)
+    }
+}
+
+/// Renders rejections through a [`RenderError`], the renderer every baton layer shares, so
+/// an application's own error format reaches the bearer layer's 401, 403 and 503 too.
+///
+/// ```
+/// use baton_bearer::{BearerVerifyLayer, RenderRejection};
+/// use baton_core::JsonErrors;
+/// use baton_token::{Algorithm, Issuer, Key, KeySet};
+///
+/// let issuer = Issuer::new(KeySet::new(Key::generate("k1", Algorithm::ES256).unwrap()).unwrap());
+/// let layer = BearerVerifyLayer::new(issuer.verifier())
+///     .with_rejection(RenderRejection::new(JsonErrors));
+/// # let _ = layer;
+/// ```
+#[derive(Clone)]
+pub struct RenderRejection(Arc<dyn RenderError>);
+
+impl RenderRejection {
+    /// Renders with `errors`.
+    pub fn new(errors: impl RenderError) -> Self {
+        RenderRejection(Arc::new(errors))
+    }
+
+    /// Renders with a renderer shared with other layers.
+    pub fn shared(errors: Arc<dyn RenderError>) -> Self {
+        RenderRejection(errors)
+    }
+}
+
+impl fmt::Debug for RenderRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RenderRejection")
+    }
+}
+
+impl BuildRejection for RenderRejection {
+    fn build(&self, rejection: &Rejection) -> Response<Bytes> {
+        rejection.render(&*self.0)
     }
 }
 

@@ -96,12 +96,12 @@ fn authenticate<C: DeserializeOwned + Clone + Send + Sync + 'static, B>(
         .verify_cached(token)
         .map_err(RejectionKind::InvalidToken)?;
     if let Some(hook) = &config.revocation {
-        let identity = TokenIdentity {
-            sub: &claims.sub,
-            sid: claims.sid.as_deref(),
-            iat: claims.iat,
-            jti: claims.jti.as_deref(),
-        };
+        let identity = TokenIdentity::from_parts(
+            &claims.sub,
+            claims.sid.as_deref(),
+            claims.iat,
+            claims.jti.as_deref(),
+        );
         if hook.is_revoked(&identity) {
             return Err(RejectionKind::InvalidToken(VerifyError::new(
                 ErrorKind::Revoked,

@@ -18,7 +18,10 @@ pub mod origin;
 pub mod policy;
 mod spec;
 
-pub use origin::{CrossSiteRejection, OriginGuard, OriginGuardLayer};
+pub use origin::{
+    CrossSiteRejection, LeftFuture, OriginGuard, OriginGuardError, OriginGuardFuture,
+    OriginGuardLayer,
+};
 pub use policy::{CookiePolicy, CookiePolicyLayer, Match, Requirements, looks_like_credential};
 pub use spec::{CookieError, CookieSpec, CookieSpecBuilder, MAX_COOKIE_HEADER_LEN, read_cookie};
 

@@ -1,18 +1,19 @@
 //! `OriginGuardLayer`: refuses cross-site requests with unsafe methods (CSRF).
 //!
-//! The rules, like the cross-origin protection of Go 1.25's `net/http`:
-//! 1. Safe methods (`GET`, `HEAD`, `OPTIONS`, `TRACE`) always pass.
-//! 2. Exempt paths, and requests whose `Origin` is in the trusted list, pass.
-//! 3. `Sec-Fetch-Site: same-origin` or `none` (the user typed it) passes; `same-site` passes
-//!    only when allowed; `cross-site` and anything else is refused with 403.
-//! 4. Without `Sec-Fetch-Site`: a request without `Origin` passes (not a browser, or a very
-//!    old one); an `Origin` whose host and port equal the request's `Host` passes; anything
-//!    else, `Origin: null` included, is refused.
+//! The engine is tower-http's [`CsrfLayer`](tower_http::csrf::CsrfLayer), the cross-origin
+//! protection of Go 1.25's `net/http`:
+//! 1. `GET`, `HEAD` and `OPTIONS` always pass (`TRACE` does not: it is not safe here).
+//! 2. `Sec-Fetch-Site: same-origin` or `none` (the user typed it) passes.
+//! 3. A request with neither `Sec-Fetch-Site` nor `Origin` passes (not a browser).
+//! 4. An `Origin` whose host and port equal the request's (`:authority` or `Host`) passes.
+//! 5. A trusted origin (compared exactly, as browsers send it) or an exempt path passes;
+//!    anything else is refused with 403, `same-site` (a sibling subdomain) and `Origin: null`
+//!    included.
 //!
-//! Differences from Go: `same-site` requests are refused unless
-//! [`allow_same_site`](OriginGuardLayer::allow_same_site) is set (Go always refuses them);
-//! trusted origins compare scheme, host and port exactly; exemptions are path prefixes; the
-//! refusal has a JSON body.
+//! What baton adds: the refusal goes through the shared [`RenderError`] (a JSON body by
+//! default) with a [`CrossSiteRejection`] and a [`Refusal`] in its extensions; exemptions match
+//! whole path segments (`/webhooks` exempts `/webhooks` and `/webhooks/stripe`, never
+//! `/webhooks-admin`); trusted origins are validated when added.
 //!
 //! # Example
 //! ```
@@ -22,22 +23,28 @@
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() {
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let guard = OriginGuardLayer::new()
+//!     .trust_origin("https://partner.example")?
+//!     .exempt_path("/webhooks")?;
 //! let svc = ServiceBuilder::new()
-//!     .layer(OriginGuardLayer::new())
+//!     .layer(guard)
 //!     .service(service_fn(|_req: Request<String>| async {
 //!         Ok::<_, Infallible>(Response::new(String::new()))
 //!     }));
 //! let cross = Request::post("/auth/refresh")
 //!     .header("sec-fetch-site", "cross-site")
-//!     .body(String::new())
-//!     .unwrap();
-//! assert_eq!(svc.clone().oneshot(cross).await.unwrap().status(), StatusCode::FORBIDDEN);
+//!     .body(String::new())?;
+//! assert_eq!(svc.clone().oneshot(cross).await?.status(), StatusCode::FORBIDDEN);
 //! let same = Request::post("/auth/refresh")
 //!     .header("sec-fetch-site", "same-origin")
-//!     .body(String::new())
-//!     .unwrap();
-//! assert_eq!(svc.oneshot(same).await.unwrap().status(), StatusCode::OK);
+//!     .body(String::new())?;
+//! assert_eq!(svc.clone().oneshot(same).await?.status(), StatusCode::OK);
+//! let hook = Request::post("/webhooks/stripe")
+//!     .header("sec-fetch-site", "cross-site")
+//!     .body(String::new())?;
+//! assert_eq!(svc.oneshot(hook).await?.status(), StatusCode::OK);
+//! # Ok(())
 //! # }
 //! ```
 
@@ -47,26 +54,65 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
+use baton_core::{JsonErrors, Refusal, RenderError};
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HOST, ORIGIN};
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
+use tower_http::csrf::{
+    Csrf, CsrfLayer, ProtectionError, ProtectionErrorKind, ResponseForProtectionError,
+};
 use tower_layer::Layer;
 use tower_service::Service;
 
-#[derive(Clone, Debug, Default)]
-struct Config {
-    trusted: Vec<String>,
-    exempt: Vec<String>,
-    allow_same_site: bool,
+/// A configuration the guard refuses.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OriginGuardError {
+    /// A trusted origin that is not `http(s)://host[:port]` as a browser sends it (no path,
+    /// no trailing slash, punycode hosts).
+    #[error("invalid trusted origin")]
+    TrustedOrigin(#[source] tower_http::csrf::ConfigError),
+    /// An exempt path that does not start with `/`.
+    #[error("an exempt path must start with / (got {0:?})")]
+    ExemptPath(String),
 }
 
 /// Refuses unsafe cross-site requests with 403 (see the [module docs](self)).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone)]
 #[must_use]
 pub struct OriginGuardLayer {
-    config: Arc<Config>,
+    csrf: CsrfLayer<Refuse>,
+    exempt: Arc<Vec<String>>,
+    errors: Arc<dyn RenderError>,
+}
+
+impl Default for OriginGuardLayer {
+    fn default() -> Self {
+        let errors: Arc<dyn RenderError> = Arc::new(JsonErrors);
+        OriginGuardLayer {
+            csrf: CsrfLayer::new().with_rejection_response(Refuse {
+                errors: errors.clone(),
+            }),
+            exempt: Arc::default(),
+            errors,
+        }
+    }
+}
+
+impl fmt::Debug for OriginGuardLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OriginGuardLayer")
+            .field("csrf", &self.csrf)
+            .field("exempt", &self.exempt)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `true` when `path` is `prefix` or below it, segment by segment.
+fn is_below(prefix: &str, path: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 impl OriginGuardLayer {
@@ -75,22 +121,56 @@ impl OriginGuardLayer {
         OriginGuardLayer::default()
     }
 
-    /// Trusts requests from `origin` (`scheme://host[:port]`, compared exactly).
-    pub fn trust_origin(mut self, origin: impl Into<String>) -> Self {
-        let origin = origin.into().trim_end_matches('/').to_ascii_lowercase();
-        Arc::make_mut(&mut self.config).trusted.push(origin);
-        self
+    /// Trusts requests from `origin`, exactly as a browser sends it: `https://host[:port]`,
+    /// lowercase host (it is lowercased here), punycode for international names, no default
+    /// port, no path and no trailing slash.
+    ///
+    /// # Errors
+    /// [`OriginGuardError::TrustedOrigin`] for anything that can never be a browser's
+    /// `Origin` (`null`, `file://`, a path, a bare host).
+    pub fn trust_origin(mut self, origin: impl AsRef<str>) -> Result<Self, OriginGuardError> {
+        let origin = origin.as_ref().to_ascii_lowercase();
+        self.csrf = self
+            .csrf
+            .add_trusted_origin(origin)
+            .map_err(OriginGuardError::TrustedOrigin)?;
+        Ok(self)
     }
 
-    /// Lets requests to paths starting with `prefix` through unchecked.
-    pub fn exempt_path(mut self, prefix: impl Into<String>) -> Self {
-        Arc::make_mut(&mut self.config).exempt.push(prefix.into());
-        self
+    /// Lets unsafe requests to `path` and below it through unchecked, by whole segments:
+    /// `/webhooks` exempts `/webhooks` and `/webhooks/stripe`, not `/webhooks-admin`. An
+    /// exempt endpoint needs its own protection (a signature, a token).
+    ///
+    /// # Errors
+    /// [`OriginGuardError::ExemptPath`] when `path` does not start with `/`.
+    pub fn exempt_path(mut self, path: impl Into<String>) -> Result<Self, OriginGuardError> {
+        let path = path.into();
+        if !path.starts_with('/') {
+            return Err(OriginGuardError::ExemptPath(path));
+        }
+        let mut exempt = (*self.exempt).clone();
+        exempt.push(path.trim_end_matches('/').to_owned());
+        let exempt = Arc::new(exempt);
+        self.exempt = exempt.clone();
+        self.csrf = self
+            .csrf
+            .with_insecure_bypass(move |_: &Method, uri: &Uri| {
+                exempt.iter().any(|p| is_below(p, uri.path()))
+            });
+        Ok(self)
     }
 
-    /// Lets `Sec-Fetch-Site: same-site` requests (from sibling subdomains) through.
-    pub fn allow_same_site(mut self) -> Self {
-        Arc::make_mut(&mut self.config).allow_same_site = true;
+    /// Renders refusals with `errors` (the same renderer the other baton layers use).
+    pub fn with_errors(self, errors: impl RenderError) -> Self {
+        self.with_shared_errors(Arc::new(errors))
+    }
+
+    /// Like [`with_errors`](Self::with_errors), sharing one renderer.
+    pub fn with_shared_errors(mut self, errors: Arc<dyn RenderError>) -> Self {
+        self.csrf = self.csrf.with_rejection_response(Refuse {
+            errors: errors.clone(),
+        });
+        self.errors = errors;
         self
     }
 
@@ -99,7 +179,29 @@ impl OriginGuardLayer {
     /// # Errors
     /// Why the request is refused.
     pub fn check<B>(&self, req: &Request<B>) -> Result<(), CrossSiteRejection> {
-        self.config.check(req)
+        // The engine decides on a request's head only; run it over a copy of the head and a
+        // service that answers at once.
+        let mut probe = Request::new(());
+        *probe.method_mut() = req.method().clone();
+        *probe.uri_mut() = req.uri().clone();
+        *probe.headers_mut() = req.headers().clone();
+        let mut svc = self.csrf.layer(Left(Pass));
+        let mut future = std::pin::pin!(svc.call(probe));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok(res)) => match res.extensions().get::<CrossSiteRejection>() {
+                Some(rejection) => Err(*rejection),
+                None => Ok(()),
+            },
+            // `Pass` answers at once and never fails.
+            Poll::Ready(Err(never)) => match never {},
+            Poll::Pending => Err(CrossSiteRejection::Origin),
+        }
+    }
+
+    /// The refusal `check` reported, as the layer renders it.
+    pub fn refuse(&self, rejection: CrossSiteRejection) -> Response<Bytes> {
+        forbidden(&*self.errors, rejection)
     }
 }
 
@@ -107,7 +209,7 @@ impl OriginGuardLayer {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CrossSiteRejection {
-    /// `Sec-Fetch-Site` said `cross-site`, or `same-site` when not allowed, or an unknown value.
+    /// `Sec-Fetch-Site` said `cross-site`, `same-site` or an unknown value.
     FetchSite,
     /// No `Sec-Fetch-Site`, and an `Origin` that is neither the request's own nor trusted.
     Origin,
@@ -123,54 +225,108 @@ impl CrossSiteRejection {
     }
 }
 
-fn is_safe(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+impl From<&ProtectionError> for CrossSiteRejection {
+    fn from(e: &ProtectionError) -> Self {
+        match e.kind() {
+            ProtectionErrorKind::CrossOriginRequest => CrossSiteRejection::FetchSite,
+            _ => CrossSiteRejection::Origin,
+        }
+    }
+}
+
+fn forbidden(errors: &dyn RenderError, rejection: CrossSiteRejection) -> Response<Bytes> {
+    let mut res = Refusal::new(
+        StatusCode::FORBIDDEN,
+        "cross_site_request",
+        rejection.description(),
     )
+    .render(errors);
+    res.extensions_mut().insert(rejection);
+    res
 }
 
-/// The `host[:port]` of an origin `scheme://host[:port]`.
-fn origin_authority(origin: &str) -> Option<&str> {
-    let (_, rest) = origin.split_once("://")?;
-    (!rest.is_empty() && !rest.contains('/')).then_some(rest)
+/// The engine's rejection response: the shared renderer's body.
+#[derive(Clone)]
+struct Refuse {
+    errors: Arc<dyn RenderError>,
 }
 
-impl Config {
-    fn check<B>(&self, req: &Request<B>) -> Result<(), CrossSiteRejection> {
-        if is_safe(req.method()) {
-            return Ok(());
+impl<B> ResponseForProtectionError<Either<B, Full<Bytes>>> for Refuse {
+    fn response_for_protection_error(
+        &mut self,
+        error: ProtectionError,
+    ) -> Response<Either<B, Full<Bytes>>> {
+        let rejection = CrossSiteRejection::from(&error);
+        #[cfg(feature = "tracing")]
+        tracing::debug!(target: "baton::cookie", kind = ?rejection, "cross-site request refused");
+        forbidden(&*self.errors, rejection).map(|body| Either::Right(Full::new(body)))
+    }
+}
+
+/// The inner service of [`check`](OriginGuardLayer::check): answers 200 at once.
+#[derive(Clone, Copy, Debug)]
+struct Pass;
+
+impl Service<Request<()>> for Pass {
+    type Response = Response<()>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Response<()>, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<()>) -> Self::Future {
+        std::future::ready(Ok(Response::new(())))
+    }
+}
+
+/// Puts the inner service's body on the left of the guard's `Either`.
+#[derive(Clone, Debug)]
+struct Left<S>(S);
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Left<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<Either<ResBody, Full<Bytes>>>;
+    type Error = S::Error;
+    type Future = LeftFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        LeftFuture {
+            future: self.0.call(req),
         }
-        let path = req.uri().path();
-        if self.exempt.iter().any(|p| path.starts_with(p.as_str())) {
-            return Ok(());
-        }
-        let origin = req
-            .headers()
-            .get(ORIGIN)
-            .map(|o| o.to_str().unwrap_or("invalid"));
-        if let Some(origin) = origin
-            && self.trusted.iter().any(|t| t.eq_ignore_ascii_case(origin))
-        {
-            return Ok(());
-        }
-        if let Some(site) = req.headers().get("sec-fetch-site") {
-            return match site.as_bytes() {
-                b"same-origin" | b"none" => Ok(()),
-                b"same-site" if self.allow_same_site => Ok(()),
-                _ => Err(CrossSiteRejection::FetchSite),
-            };
-        }
-        let Some(origin) = origin else { return Ok(()) };
-        let host = req
-            .headers()
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .or(req.uri().authority().map(|a| a.as_str()));
-        match (origin_authority(origin), host) {
-            (Some(o), Some(h)) if o.eq_ignore_ascii_case(h) => Ok(()),
-            _ => Err(CrossSiteRejection::Origin),
-        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`OriginGuard`] for a request that passed.
+    pub struct LeftFuture<F> {
+        #[pin]
+        future: F,
+    }
+}
+
+impl<F> fmt::Debug for LeftFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeftFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for LeftFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<Either<B, Full<Bytes>>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let response = ready!(self.project().future.poll(cx))?;
+        Poll::Ready(Ok(response.map(Either::Left)))
     }
 }
 
@@ -179,8 +335,7 @@ impl<S> Layer<S> for OriginGuardLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         OriginGuard {
-            inner,
-            config: self.config.clone(),
+            inner: self.csrf.layer(Left(inner)),
         }
     }
 }
@@ -188,47 +343,13 @@ impl<S> Layer<S> for OriginGuardLayer {
 /// The middleware built by [`OriginGuardLayer`].
 #[derive(Clone)]
 pub struct OriginGuard<S> {
-    inner: S,
-    config: Arc<Config>,
+    inner: Csrf<Left<S>, Refuse>,
 }
 
-impl<S: fmt::Debug> fmt::Debug for OriginGuard<S> {
+impl<S> fmt::Debug for OriginGuard<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OriginGuard")
-            .field("inner", &self.inner)
-            .field("config", &self.config)
-            .finish()
+        f.debug_struct("OriginGuard").finish_non_exhaustive()
     }
-}
-
-impl<S> OriginGuard<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes the middleware, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-fn forbidden(rejection: CrossSiteRejection) -> Response<Full<Bytes>> {
-    let body = format!(
-        "{{\"error\":\"cross_site_request\",\"error_description\":\"{}\"}}",
-        rejection.description()
-    );
-    let mut res = Response::new(Full::from(body));
-    *res.status_mut() = StatusCode::FORBIDDEN;
-    res.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    res.extensions_mut().insert(rejection);
-    res
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for OriginGuard<S>
@@ -237,72 +358,16 @@ where
 {
     type Response = Response<Either<ResBody, Full<Bytes>>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = OriginGuardFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        match self.config.check(&req) {
-            Ok(()) => ResponseFuture {
-                kind: Kind::Inner {
-                    future: self.inner.call(req),
-                },
-            },
-            Err(rejection) => {
-                #[cfg(feature = "tracing")]
-                tracing::debug!(target: "baton::cookie", kind = ?rejection, method = %req.method(), "cross-site request refused");
-                ResponseFuture {
-                    kind: Kind::Rejected {
-                        response: Some(forbidden(rejection)),
-                    },
-                }
-            }
-        }
+        self.inner.call(req)
     }
 }
 
-pin_project! {
-    /// The response future of [`OriginGuard`].
-    pub struct ResponseFuture<F> {
-        #[pin]
-        kind: Kind<F>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F> {
-        Inner { #[pin] future: F },
-        Rejected { response: Option<Response<Full<Bytes>>> },
-    }
-}
-
-impl<F> fmt::Debug for ResponseFuture<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = Result<Response<Either<B, Full<Bytes>>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Inner { future } => {
-                let response = ready!(future.poll(cx))?;
-                Poll::Ready(Ok(response.map(Either::Left)))
-            }
-            KindProj::Rejected { response } => {
-                let response = response
-                    .take()
-                    .expect("ResponseFuture polled after completion");
-                Poll::Ready(Ok(response.map(Either::Right)))
-            }
-        }
-    }
-}
+/// The response future of [`OriginGuard`].
+pub type OriginGuardFuture<F> = tower_http::csrf::ResponseFuture<LeftFuture<F>>;

@@ -346,8 +346,15 @@ fn request(method: &Method, headers: &[(&str, &str)]) -> Request<String> {
 
 #[tokio::test]
 async fn every_sec_fetch_site_value_by_method() {
-    let safe = [Method::GET, Method::HEAD, Method::OPTIONS, Method::TRACE];
-    let unsafe_ = [Method::POST, Method::PUT, Method::PATCH, Method::DELETE];
+    let safe = [Method::GET, Method::HEAD, Method::OPTIONS];
+    // TRACE is not safe here (Go's and tower-http's rule): it echoes the request.
+    let unsafe_ = [
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::TRACE,
+    ];
     let cases = [
         ("same-origin", true),
         ("none", true),
@@ -380,13 +387,21 @@ async fn every_sec_fetch_site_value_by_method() {
             }
         }
     }
-    let allow = OriginGuardLayer::new().allow_same_site();
-    let (status, _, _) = guard_status(
-        allow,
-        request(&Method::POST, &[("sec-fetch-site", "same-site")]),
-    )
-    .await;
+    // A sibling subdomain is trusted only by name.
+    let sibling = OriginGuardLayer::new()
+        .trust_origin("https://admin.app.example")
+        .unwrap();
+    let from = |origin: &'static str| {
+        request(
+            &Method::POST,
+            &[("sec-fetch-site", "same-site"), ("origin", origin)],
+        )
+    };
+    let (status, _, _) = guard_status(sibling.clone(), from("https://admin.app.example")).await;
     assert_eq!(status, StatusCode::OK);
+    let (status, rejection, _) = guard_status(sibling, from("https://user.app.example")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(rejection, Some(CrossSiteRejection::FetchSite));
 }
 
 #[tokio::test]
@@ -398,18 +413,13 @@ async fn origin_without_sec_fetch_site() {
             .0,
         StatusCode::OK
     );
-    assert_eq!(
-        guard_status(OriginGuardLayer::new(), post("http://APP.example"))
-            .await
-            .0,
-        StatusCode::OK
-    );
     for bad in [
         "https://evil.example",
+        // Browsers send the host in lowercase; anything else is not theirs.
+        "http://APP.example",
         "null",
         "https://app.example:8443",
         "app.example",
-        "https://app.example/x",
     ] {
         let (status, rejection, _) = guard_status(OriginGuardLayer::new(), post(bad)).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{bad}");
@@ -420,8 +430,10 @@ async fn origin_without_sec_fetch_site() {
 #[tokio::test]
 async fn trusted_origins_and_exempt_paths() {
     let layer = OriginGuardLayer::new()
-        .trust_origin("https://partner.example/")
-        .exempt_path("/webhooks/");
+        .trust_origin("https://Partner.example")
+        .unwrap()
+        .exempt_path("/webhooks/")
+        .unwrap();
     let req = request(
         &Method::POST,
         &[
@@ -441,11 +453,90 @@ async fn trusted_origins_and_exempt_paths() {
         guard_status(layer.clone(), req).await.0,
         StatusCode::FORBIDDEN
     );
-    let req = Request::post("/webhooks/stripe")
-        .header("sec-fetch-site", "cross-site")
-        .body(String::new())
-        .unwrap();
-    assert_eq!(guard_status(layer, req).await.0, StatusCode::OK);
+    let hook = |path: &str| {
+        Request::post(path)
+            .header("sec-fetch-site", "cross-site")
+            .body(String::new())
+            .unwrap()
+    };
+    for exempt in ["/webhooks", "/webhooks/", "/webhooks/stripe"] {
+        let (status, _, _) = guard_status(layer.clone(), hook(exempt)).await;
+        assert_eq!(status, StatusCode::OK, "{exempt}");
+    }
+    // Exemptions are whole segments, not raw prefixes.
+    for guarded in [
+        "/webhooks-admin",
+        "/webhooksx/y",
+        "/webhook",
+        "/api/webhooks",
+    ] {
+        let (status, rejection, _) = guard_status(layer.clone(), hook(guarded)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{guarded}");
+        assert_eq!(rejection, Some(CrossSiteRejection::FetchSite));
+    }
+}
+
+#[test]
+fn malformed_trusted_origins_and_exemptions_are_refused() {
+    for bad in [
+        "null",
+        "",
+        "partner.example",
+        "https://partner.example/",
+        "https://partner.example/path",
+        "https://partner.example?x=1",
+        "https://partner.example#x",
+        "file:///etc/passwd",
+        "javascript:alert(1)",
+        "https://bücher.example",
+    ] {
+        let err = OriginGuardLayer::new().trust_origin(bad).unwrap_err();
+        assert!(
+            matches!(err, baton_cookie::OriginGuardError::TrustedOrigin(_)),
+            "{bad}: {err}"
+        );
+        assert!(std::error::Error::source(&err).is_some(), "{bad}");
+    }
+    assert!(OriginGuardLayer::new().exempt_path("webhooks").is_err());
+    assert!(OriginGuardLayer::new().exempt_path("/webhooks").is_ok());
+}
+
+#[tokio::test]
+async fn check_agrees_with_the_layer_and_uses_the_shared_renderer() {
+    struct Plain;
+    impl baton_core::RenderError for Plain {
+        fn render(&self, status: StatusCode, error: &str, _: &str) -> Response<bytes::Bytes> {
+            let mut res = Response::new(bytes::Bytes::from(format!("plain {error}")));
+            *res.status_mut() = status;
+            res
+        }
+    }
+    let layer = OriginGuardLayer::new().with_errors(Plain);
+    let cross = || request(&Method::POST, &[("sec-fetch-site", "cross-site")]);
+    assert_eq!(layer.check(&cross()), Err(CrossSiteRejection::FetchSite));
+    let (status, rejection, body) = guard_status(layer.clone(), cross()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(rejection, Some(CrossSiteRejection::FetchSite));
+    assert_eq!(body, "plain cross_site_request");
+    let old = request(&Method::POST, &[("origin", "https://evil.example")]);
+    assert_eq!(layer.check(&old), Err(CrossSiteRejection::Origin));
+    let res = layer.refuse(CrossSiteRejection::Origin);
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        res.extensions()
+            .get::<baton_core::Refusal>()
+            .unwrap()
+            .error(),
+        "cross_site_request"
+    );
+    for ok in [
+        request(&Method::GET, &[("sec-fetch-site", "cross-site")]),
+        request(&Method::POST, &[("sec-fetch-site", "same-origin")]),
+        request(&Method::POST, &[("origin", "https://app.example")]),
+        request(&Method::POST, &[]),
+    ] {
+        assert_eq!(layer.check(&ok), Ok(()));
+    }
 }
 
 #[tokio::test]

@@ -90,7 +90,7 @@ async fn populate_limit_users(url: &str) {
         .get_multiplexed_async_connection_with_config(&config)
         .await
         .unwrap();
-    let now = baton_token::Clock::now_millis(&baton_token::SystemClock);
+    let now = baton_core::Clock::now_millis(&baton_core::SystemClock);
     let far = now + 3_600_000;
     let record = format!(
         "m\u{1f}0\u{1f}{now}\u{1f}{now}\u{1f}{far}\u{1f}{far}\u{1f}192.0.2.7\u{1f}\u{1f}{UA}\u{1f}bench-user"
@@ -115,7 +115,7 @@ async fn populate_limit_users(url: &str) {
 }
 
 fn limit(port: u16, concurrency: usize, sha: &str) -> Option<Run> {
-    let now = baton_token::Clock::now_millis(&baton_token::SystemClock);
+    let now = baton_core::Clock::now_millis(&baton_core::SystemClock);
     let output = std::process::Command::new("redis-benchmark")
         .args([
             "-h",
@@ -179,7 +179,7 @@ fn main() {
         let store = RedisStore::connect(&server.url(), RefreshKeys::generate().unwrap(), policy, RedisOptions::new())
             .await
             .unwrap()
-            .with_clock(Arc::new(baton_token::SystemClock));
+            .with_clock(Arc::new(baton_core::SystemClock));
         // Load the rotate script (the first rotation does) and find its SHA.
         let warm = store.create("warm-up", Device::default()).await.unwrap();
         store.rotate(warm.token.expose(), RotateContext::default()).await.unwrap();

@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use baton_bearer::{
+use baton_core::{
     CheckRevocation, Revocation, RevocationList, Revoke, RevokeError, RevokeFuture, TokenIdentity,
 };
+use baton_core::{Clock, SystemClock};
 use baton_store::StoreError;
-use baton_token::{Clock, SystemClock};
 use futures_util::StreamExt;
 use redis::{Script, Value};
 

@@ -4,8 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use baton_core::{Clock, SystemClock};
 use baton_store::StoreError;
-use baton_token::{Clock, SystemClock};
 use redis::Script;
 
 use crate::{RedisConnection, RedisOptions};

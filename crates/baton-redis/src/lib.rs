@@ -103,12 +103,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use baton_core::{Clock, SystemClock};
 use baton_store::{
     Created, Device, Policy, REVOKED_TOMBSTONE_MS, RefreshKeys, RefreshStore, ReuseDetection,
     RotateContext, RotateError, Rotation, RotationKind, Session, SessionId, SessionRef, StoreError,
     UserAgentChange, check_user_id,
 };
-use baton_token::{Clock, SystemClock};
 use redis::{Script, Value};
 
 /// Separates the fields of a record.

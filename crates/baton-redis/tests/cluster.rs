@@ -116,7 +116,7 @@ async fn cluster_connection(cluster: &RedisCluster) -> baton_redis::RedisConnect
 /// second, live (pub/sub reaches every node) and from the log alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_revocation_feed_works_on_a_cluster() {
-    use baton_bearer::{CheckRevocation, Revocation, Revoke, TokenIdentity};
+    use baton_core::{CheckRevocation, Revocation, Revoke, TokenIdentity};
     use baton_redis::{FeedOptions, RevocationFeed};
     use std::time::{Duration, Instant};
     let Some(cluster) = RedisCluster::start() else {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use baton_bearer::{CheckRevocation, Revocation, Revoke, TokenIdentity};
+use baton_core::{CheckRevocation, Revocation, Revoke, TokenIdentity};
 use baton_redis::{
     DisconnectPolicy, FeedOptions, FeedStatus, RedisConnection, RedisOptions, RevocationFeed,
 };

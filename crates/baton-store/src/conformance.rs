@@ -23,7 +23,7 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use baton_token::TestClock;
+use baton_core::TestClock;
 
 use crate::{
     Device, Policy, RefreshKeys, RefreshStore, ReuseDetection, RotateContext, RotateError,

@@ -21,7 +21,7 @@
 //! # Example
 //! ```
 //! use baton_store::{Device, MemoryStore, Policy, RefreshKeys, RefreshStore, RotateContext, RotateError, RotationKind};
-//! use baton_token::TestClock;
+//! use baton_core::TestClock;
 //! use std::{sync::Arc, time::Duration};
 //!
 //! # #[tokio::main(flavor = "current_thread")]

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use baton_token::{Clock, SystemClock};
+use baton_core::{Clock, SystemClock};
 
 use crate::session::check_user_id;
 use crate::{

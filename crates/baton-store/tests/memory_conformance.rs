@@ -16,8 +16,8 @@ baton_store::conformance_tests!(memory);
 
 #[tokio::test]
 async fn expired_sessions_are_purged_so_memory_stays_bounded() {
+    use baton_core::TestClock;
     use baton_store::{Device, Policy, RefreshKeys, RefreshStore};
-    use baton_token::TestClock;
     use std::time::Duration;
 
     let clock = TestClock::at_millis(1_800_000_000_000);

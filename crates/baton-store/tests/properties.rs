@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use baton_core::TestClock;
 use baton_store::{
     Device, MemoryStore, Policy, RefreshKeys, RefreshStore, RotateContext, RotateError,
     RotationKind,
 };
-use baton_token::TestClock;
 use proptest::prelude::*;
 
 const GRACE_MS: u64 = 10_000;
@@ -55,7 +55,7 @@ proptest! {
                     Op::Present(i) => {
                         let presented = i % history.len();
                         let current = history.len() - 1;
-                        let now = baton_token::Clock::now_millis(&clock);
+                        let now = baton_core::Clock::now_millis(&clock);
                         let result = store.rotate(history[presented].expose(), RotateContext::default()).await;
                         if revoked {
                             prop_assert_eq!(result.unwrap_err(), RotateError::Revoked(None));

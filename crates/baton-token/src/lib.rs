@@ -53,16 +53,18 @@
 mod algorithm;
 mod cache;
 mod claims;
-mod clock;
 mod error;
 mod issue;
 mod key;
 mod verify;
 
 pub use algorithm::{Algorithm, UnsupportedAlgorithm};
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub use baton_core::TestClock;
+pub use baton_core::{Clock, SystemClock};
 pub use cache::TokenCache;
 pub use claims::{Audience, Claims, NoCustomClaims};
-pub use clock::{Clock, SystemClock, TestClock};
 pub use error::{ErrorKind, IssueError, KeyError, VerifyError};
 pub use issue::{AccessToken, Issuer};
 pub use key::{Key, KeyRing, KeySet, KeySetGuard};

@@ -4,6 +4,7 @@
 // only on failure paths.
 #![allow(clippy::result_large_err)]
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
@@ -12,12 +13,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use baton_bearer::Revocation;
+use baton_core::Refusal;
 use baton_store::{
     Device, RefreshStore, RotateContext, RotateError, Rotation, RotationKind, SessionId, StoreError,
 };
 use baton_token::Claims;
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, PRAGMA, RETRY_AFTER, SET_COOKIE};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, PRAGMA, SET_COOKIE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Full, Limited};
@@ -123,19 +125,24 @@ fn outcome(name: &'static str, what: &'static str) {
 }
 
 impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
-    fn error(&self, status: StatusCode, code: &str, description: &str) -> Response<Bytes> {
-        self.errors.render(status, code, description)
+    /// An error response through the shared renderer, its [`Refusal`] in the extensions.
+    fn error(
+        &self,
+        status: StatusCode,
+        code: &'static str,
+        description: impl Into<Cow<'static, str>>,
+    ) -> Response<Bytes> {
+        Refusal::new(status, code, description).render(&*self.errors)
     }
 
-    fn unavailable(&self, what: &str) -> Response<Bytes> {
-        let mut res = self.error(
+    fn unavailable(&self, what: &'static str) -> Response<Bytes> {
+        Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
             what,
-        );
-        res.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-        res
+        )
+        .with_retry_after(std::time::Duration::from_secs(1))
+        .render(&*self.errors)
     }
 
     /// Records `revocations` where every instance finds them; `Err` is the 503 to answer
@@ -169,7 +176,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
     }
 
     /// 401 for a refresh that cannot succeed, clearing the cookie.
-    fn refresh_refused(&self, description: &str) -> Response<Bytes> {
+    fn refresh_refused(&self, description: &'static str) -> Response<Bytes> {
         let mut res = self.error(StatusCode::UNAUTHORIZED, "invalid_grant", description);
         self.clear_refresh_cookie(&mut res);
         res
@@ -317,15 +324,13 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         outcome("baton_rate_limited_total", bucket);
         #[cfg(feature = "tracing")]
         tracing::info!(target: "baton::auth", bucket, "rate limited");
-        let mut res = self.error(
+        Refusal::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_requests",
             "too many requests; retry later",
-        );
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        res.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
-        res
+        )
+        .with_retry_after(wait)
+        .render(&*self.errors)
     }
 
     /// A device cookie for `username` (canonical): a random nonce and its tag under the
@@ -502,7 +507,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         let token = match self.refresh_cookie.read(req.headers()) {
             Ok(Some(t)) => t.to_owned(),
             Ok(None) => return self.refresh_refused("no refresh token"),
-            Err(e) => return self.error(e.status(), "invalid_request", &e.to_string()),
+            Err(e) => return self.error(e.status(), "invalid_request", e.to_string()),
         };
         let context = RotateContext::new(user_agent(req.headers()), ip);
         match self.rotate(&token, context).await {
@@ -593,7 +598,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
     async fn logout<B>(&self, req: Request<B>) -> Response<Bytes> {
         let token = match self.refresh_cookie.read(req.headers()) {
             Ok(t) => t.map(str::to_owned),
-            Err(e) => return self.error(e.status(), "invalid_request", &e.to_string()),
+            Err(e) => return self.error(e.status(), "invalid_request", e.to_string()),
         };
         if let Some(verified) = token.as_deref().and_then(|t| self.store.keys().verify(t)) {
             let id = verified.session_id;
@@ -762,11 +767,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         if let Err(rejection) = self.origin.check(&req) {
             #[cfg(feature = "tracing")]
             tracing::info!(target: "baton::auth", ?rejection, "cross-site request refused");
-            return self.error(
-                StatusCode::FORBIDDEN,
-                "cross_site_request",
-                rejection.description(),
-            );
+            return self.origin.refuse(rejection);
         }
         let method = req.method().clone();
         match (rest, method) {

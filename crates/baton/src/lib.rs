@@ -92,7 +92,7 @@ pub use auth::{AuthUnavailable, Authenticator, Principal};
 pub use cookie_mode::{CookieCredentials, CookieRefresher};
 pub use device::{ClientIp, ForwardedHeader, PeerAddr, network_key};
 pub use endpoints::AuthEndpoints;
-pub use errors::{JsonErrors, RenderError, RenderRejection};
+pub use errors::{JsonErrors, Refusal, RenderError, RenderRejection};
 pub use limit::{LimitFuture, MemoryLimiter, RateLimiter, RateLimits, Rule};
 pub use username::canonical_username;
 
@@ -100,7 +100,7 @@ pub use username::canonical_username;
 #[cfg(feature = "redis")]
 pub use baton_redis as redis;
 pub use {baton_bearer as bearer, baton_cookie as cookie, baton_refresh as refresh};
-pub use {baton_store as store, baton_token as token};
+pub use {baton_core as core, baton_store as store, baton_token as token};
 
 /// A configuration that cannot work.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +112,9 @@ pub enum ConfigError {
     /// The bearer layer refused the realm or cookie name.
     #[error(transparent)]
     Bearer(#[from] baton_bearer::ConfigError),
+    /// A trusted origin or exempt path the cross-site guard refuses.
+    #[error(transparent)]
+    Origin(#[from] baton_cookie::OriginGuardError),
     /// The base path must start with `/`, not end with one, and not be `/` alone.
     #[error("the base path must look like /auth")]
     BasePath,
@@ -371,7 +374,9 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
         self
     }
 
-    /// Accepts cross-site requests to the endpoints from `origin` (`scheme://host[:port]`).
+    /// Accepts cross-site requests to the endpoints from `origin`, exactly as a browser sends
+    /// it (`https://host[:port]`, no path, no trailing slash); checked by
+    /// [`build`](Self::build), which refuses a malformed one with [`ConfigError::Origin`].
     pub fn trusted_origin(mut self, origin: impl Into<String>) -> Self {
         self.trusted_origins.push(origin.into());
         self
@@ -504,14 +509,14 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
             .with_claims::<A::Claims>()
             .with_realm(&self.realm)?
             .with_shared_revocation(revocations.clone() as Arc<dyn CheckRevocation>)
-            .with_rejection(RenderRejection(self.errors.clone()));
+            .with_rejection(RenderRejection::shared(self.errors.clone()));
         if let Some(access) = &access_cookie {
             bearer = bearer.with_cookie(access.name())?;
         }
-        let origin = self
-            .trusted_origins
-            .iter()
-            .fold(OriginGuardLayer::new(), |g, o| g.trust_origin(o.clone()));
+        let origin = self.trusted_origins.iter().try_fold(
+            OriginGuardLayer::new().with_shared_errors(self.errors.clone()),
+            |g, o| g.trust_origin(o),
+        )?;
         Ok(Baton {
             inner: Arc::new(Inner {
                 store: self.store,

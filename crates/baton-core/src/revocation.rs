@@ -1,7 +1,5 @@
 //! The revocation hook the layer consults after a token verifies.
 
-use std::fmt;
-
 /// Who a verified token speaks for, as handed to a [`CheckRevocation`] hook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -25,6 +23,23 @@ impl<'a> TokenIdentity<'a> {
             iat: None,
             jti: None,
         }
+    }
+
+    /// An identity with every field given (what a verified token carries).
+    pub fn from_parts(
+        sub: &'a str,
+        sid: Option<&'a str>,
+        iat: Option<u64>,
+        jti: Option<&'a str>,
+    ) -> Self {
+        TokenIdentity { sub, sid, iat, jti }
+    }
+
+    /// Sets the token id.
+    #[must_use]
+    pub fn with_jti(mut self, jti: &'a str) -> Self {
+        self.jti = Some(jti);
+        self
     }
 
     /// Sets the session id.
@@ -67,13 +82,5 @@ where
 {
     fn is_revoked(&self, token: &TokenIdentity<'_>) -> bool {
         self(token)
-    }
-}
-
-pub(crate) struct DebugHook;
-
-impl fmt::Debug for DebugHook {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("CheckRevocation")
     }
 }

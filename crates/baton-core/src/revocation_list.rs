@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::RwLock;
 use std::time::Duration;
 
-use baton_token::{Clock, SystemClock};
+use crate::{Clock, SystemClock};
 
 use crate::{CheckRevocation, TokenIdentity};
 
@@ -32,7 +32,7 @@ const CLOCK_MARGIN_SECS: u64 = 60;
 /// second, by writes.
 ///
 /// ```
-/// use baton_bearer::{CheckRevocation, RevocationList, TokenIdentity};
+/// use baton_core::{CheckRevocation, RevocationList, TokenIdentity};
 /// use std::time::Duration;
 ///
 /// let list = RevocationList::new(Duration::from_secs(900));
