@@ -68,8 +68,9 @@ struct Harness<S: RefreshStore> {
 }
 
 fn policy() -> Policy {
-    Policy::new()
-        .with_grace_window(Duration::from_secs(GRACE))
+    Policy::builder()
+        .grace_window(Duration::from_secs(GRACE))
+        .build()
         .unwrap()
 }
 
@@ -624,6 +625,36 @@ async fn redis_stopped_refresh_is_503_and_bearer_routes_still_work() {
     assert_eq!(r.headers["retry-after"], "1");
     assert!(r.headers.get(SET_COOKIE).is_none(), "the cookie is kept");
     assert_eq!(get_me(&h, &access).await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_session_data_is_a_500_that_says_nothing_more() {
+    let Some(h) = redis().await else { return };
+    let (access, _cookie) = login(&h, "alice", "Firefox/130").await;
+    let server = h.redis.as_ref().unwrap();
+    let key = format!("baton:{{{}}}", baton_store::user_tag_of("id-alice"));
+    assert_eq!(
+        server
+            .command(&["SET", &key, "junk", "KEEPTTL", "XX"])
+            .unwrap()
+            .trim(),
+        "OK"
+    );
+    let r = call(
+        &h,
+        Method::GET,
+        "/auth/sessions",
+        &[("authorization", &format!("Bearer {access}"))],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{:?}", r.body);
+    assert_eq!(r.body["error"], "server_error");
+    assert_eq!(r.body["error_description"], "internal error");
+    assert!(
+        r.headers.get("retry-after").is_none(),
+        "not a 503: retrying will not fix it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

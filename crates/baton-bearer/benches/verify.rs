@@ -98,7 +98,7 @@ fn bench_algorithm(c: &mut Criterion, alg: Algorithm) {
         _ => Key::generate("k1", alg).unwrap(),
     };
     let jwt_key = match alg {
-        Algorithm::HS256 => DecodingKey::from_secret(&secret),
+        Algorithm::HS256 => DecodingKey::from_secret(&secret).unwrap(),
         _ => decoding_key(&key),
     };
     let issuer = Issuer::new(KeySet::new(key).unwrap())

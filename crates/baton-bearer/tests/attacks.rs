@@ -115,7 +115,7 @@ fn hs256(header: &Value, claims: &Value) -> String {
     sign_raw(
         header,
         claims,
-        &EncodingKey::from_secret(&SECRET),
+        &EncodingKey::from_secret(&SECRET).unwrap(),
         jsonwebtoken::Algorithm::HS256,
     )
 }
@@ -293,7 +293,7 @@ async fn hs256_signed_with_the_published_ec_public_key_is_refused() {
         let token = sign_raw(
             &json!({"alg": "HS256", "kid": "ec"}),
             &f.good_claims(),
-            &EncodingKey::from_secret(&secret),
+            &EncodingKey::from_secret(&secret).unwrap(),
             jsonwebtoken::Algorithm::HS256,
         );
         assert_invalid_token(
@@ -310,7 +310,7 @@ async fn hs256_signed_with_the_published_rsa_public_key_is_refused() {
     let token = sign_raw(
         &json!({"alg": "HS256", "kid": "rsa"}),
         &f.good_claims(),
-        &EncodingKey::from_secret(secret.as_bytes()),
+        &EncodingKey::from_secret(secret.as_bytes()).unwrap(),
         jsonwebtoken::Algorithm::HS256,
     );
     assert_invalid_token(

@@ -175,7 +175,7 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let policy = Policy::new().with_grace_window(Duration::from_secs(10)).unwrap();
+        let policy = Policy::builder().grace_window(Duration::from_secs(10)).build().unwrap();
         let store = RedisStore::connect(&server.url(), RefreshKeys::generate().unwrap(), policy, RedisOptions::new())
             .await
             .unwrap()

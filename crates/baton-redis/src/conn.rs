@@ -177,8 +177,41 @@ impl fmt::Debug for RedisConnection {
     }
 }
 
-pub(crate) fn unavailable(e: impl fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+/// Why a Redis operation failed: the [`source`](std::error::Error::source) of the
+/// [`StoreError::Unavailable`] this crate answers, reachable with
+/// [`Cause::downcast_ref`](baton_store::Cause::downcast_ref).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisFailure {
+    /// No reply within the operation's timeout (a write's: the write timeout).
+    #[error("{what}: redis did not answer in time")]
+    TimedOut {
+        /// The operation.
+        what: &'static str,
+    },
+    /// The connection closed under every attempt.
+    #[error("{what}: the connection keeps closing")]
+    ConnectionClosing {
+        /// The operation.
+        what: &'static str,
+    },
+    /// Redis or the client answered with an error (the URL, the connection, the command).
+    #[error("{what}: {source}")]
+    Redis {
+        /// The operation.
+        what: &'static str,
+        /// The client's error.
+        #[source]
+        source: RedisError,
+    },
+}
+
+fn redis_failure(what: &'static str) -> impl FnOnce(RedisError) -> StoreError {
+    move |source| StoreError::unavailable(RedisFailure::Redis { what, source })
+}
+
+fn connect_timed_out<E>(_: E) -> StoreError {
+    StoreError::unavailable(RedisFailure::TimedOut { what: "connect" })
 }
 
 /// `true` for errors where the command may not have reached Redis, or its connection is gone:
@@ -205,7 +238,9 @@ impl RedisConnection {
     /// # Errors
     /// [`StoreError::Unavailable`] for a bad URL or a Redis that cannot be reached in time.
     pub async fn connect(url: &str, options: &RedisOptions) -> Result<Self, StoreError> {
-        let info = url.into_connection_info().map_err(unavailable)?;
+        let info = url
+            .into_connection_info()
+            .map_err(redis_failure("parse the redis url"))?;
         let redis = info
             .redis_settings()
             .clone()
@@ -213,7 +248,7 @@ impl RedisConnection {
         let info = info
             .set_redis_settings(redis)
             .set_tcp_settings(tcp_settings(options));
-        let client = redis::Client::open(info).map_err(unavailable)?;
+        let client = redis::Client::open(info).map_err(redis_failure("open a redis client"))?;
         Self::from_client(client, options).await
     }
 
@@ -237,8 +272,8 @@ impl RedisConnection {
         let connect = ConnectionManager::new_with_config(client.clone(), config);
         let manager = tokio::time::timeout(options.connect_timeout * 4, connect)
             .await
-            .map_err(|_| unavailable("connect timed out"))?
-            .map_err(unavailable)?;
+            .map_err(connect_timed_out)?
+            .map_err(redis_failure("connect"))?;
         Ok(Self::with(Conn::Single(manager), vec![client], options))
     }
 
@@ -268,11 +303,11 @@ impl RedisConnection {
             .use_protocol(ProtocolVersion::RESP3)
             .retries(2)
             .build()
-            .map_err(unavailable)?;
+            .map_err(redis_failure("build the cluster client"))?;
         let conn = tokio::time::timeout(options.connect_timeout * 4, client.get_async_connection())
             .await
-            .map_err(|_| unavailable("connect timed out"))?
-            .map_err(unavailable)?;
+            .map_err(connect_timed_out)?
+            .map_err(redis_failure("connect to the cluster"))?;
         let subscribers = nodes
             .iter()
             .filter_map(|node| redis::Client::open(*node).ok())
@@ -416,18 +451,19 @@ impl RedisConnection {
                 }
                 // A closed connection: once more, on the reopened one.
                 Ok(Err(e)) if connection_level(&e) => {}
-                Ok(Err(e)) => return Err(self.failed("read redis time", false, e)),
+                Ok(Err(source)) => {
+                    let what = "read redis time";
+                    return Err(self.failed(false, RedisFailure::Redis { what, source }));
+                }
                 Err(_) => {
-                    return Err(self.failed(
-                        "read redis time",
-                        false,
-                        "redis did not answer in time",
-                    ));
+                    let what = "read redis time";
+                    return Err(self.failed(false, RedisFailure::TimedOut { what }));
                 }
             }
         }
         let Some((secs, micros)) = reading else {
-            return Err(self.failed("read redis time", false, "the connection keeps closing"));
+            let what = "read redis time";
+            return Err(self.failed(false, RedisFailure::ConnectionClosing { what }));
         };
         let received = Instant::now();
         // The reading was taken somewhere within the round trip: count it from the middle.
@@ -480,11 +516,11 @@ impl RedisConnection {
                     match timeout_at(last, &mut attempt).await {
                         Ok(result) => result,
                         Err(_) => {
-                            return Err(self.failed(what, quiet, "redis did not answer in time"));
+                            return Err(self.failed(quiet, RedisFailure::TimedOut { what }));
                         }
                     }
                 }
-                Err(_) => return Err(self.failed(what, quiet, "redis did not answer in time")),
+                Err(_) => return Err(self.failed(quiet, RedisFailure::TimedOut { what })),
             };
             match result {
                 Ok(value) => return Ok(value),
@@ -498,20 +534,20 @@ impl RedisConnection {
                         tracing::info!(target: "baton::redis", what, error = %e, "connection-level error; sending once more");
                     }
                 }
-                Err(e) => return Err(self.failed(what, quiet, e)),
+                Err(source) => return Err(self.failed(quiet, RedisFailure::Redis { what, source })),
             }
         }
     }
 
-    fn failed(&self, what: &'static str, quiet: bool, e: impl fmt::Display) -> StoreError {
+    fn failed(&self, quiet: bool, failure: RedisFailure) -> StoreError {
         self.counters.failed.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("baton_redis_failures_total").increment(1);
         if quiet {
-            tracing::debug!(target: "baton::redis", what, error = %e, "redis operation failed");
+            tracing::debug!(target: "baton::redis", error = %failure, "redis operation failed");
         } else {
-            tracing::error!(target: "baton::redis", what, error = %e, "redis operation failed");
+            tracing::error!(target: "baton::redis", error = %failure, "redis operation failed");
         }
-        unavailable(format!("{what}: {e}"))
+        StoreError::unavailable(failure)
     }
 }
 

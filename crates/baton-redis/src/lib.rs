@@ -41,7 +41,7 @@
 //! use baton_redis::{RedisConnection, RedisOptions, RedisStore};
 //! use baton_store::{Device, Policy, RefreshKeys, RefreshStore};
 //!
-//! # async fn run() -> Result<(), baton_store::StoreError> {
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let keys = RefreshKeys::new(1, std::env::var("REFRESH_KEY").unwrap().as_bytes())?;
 //! let options = RedisOptions::new();
 //! let redis = RedisConnection::connect("redis://127.0.0.1:6379/", &options).await?;
@@ -94,7 +94,7 @@ mod conn;
 mod feed;
 mod gcra;
 
-pub use conn::{ConnectionStats, DEADLINE_LUA, RedisConnection};
+pub use conn::{ConnectionStats, DEADLINE_LUA, RedisConnection, RedisFailure};
 pub use feed::{DisconnectPolicy, FeedOptions, FeedStatus, RevocationFeed};
 pub use gcra::RedisGcra;
 
@@ -105,9 +105,9 @@ use std::time::Duration;
 
 use baton_core::{Clock, SystemClock};
 use baton_store::{
-    Created, Device, Policy, REVOKED_TOMBSTONE_MS, RefreshKeys, RefreshStore, ReuseDetection,
-    RotateContext, RotateError, Rotation, RotationKind, Session, SessionId, SessionRef, StoreError,
-    UserAgentChange, check_user_id,
+    ConfigError, Created, Device, Policy, REVOKED_TOMBSTONE_MS, RefreshKeys, RefreshStore,
+    ReuseDetection, RotateContext, RotateError, Rotation, RotationKind, Session, SessionId,
+    SessionRef, StoreError, UserAgentChange, check_user_id,
 };
 use redis::{Script, Value};
 
@@ -145,13 +145,11 @@ impl RedisOptions {
     /// The prefix of every key of the store (no `{` or `}`: the hash tag is the store's).
     ///
     /// # Errors
-    /// [`StoreError::InvalidInput`] when the prefix has braces.
-    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Result<Self, StoreError> {
+    /// [`ConfigError`] when the prefix has braces.
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Result<Self, ConfigError> {
         let prefix = prefix.into();
         if prefix.contains(['{', '}']) {
-            return Err(StoreError::InvalidInput(
-                "key prefix must not contain braces",
-            ));
+            return Err(ConfigError::new("key prefix must not contain braces"));
         }
         self.prefix = prefix;
         Ok(self)
@@ -260,8 +258,9 @@ impl fmt::Debug for RedisStore {
     }
 }
 
-fn corrupt(what: &str) -> StoreError {
-    StoreError::Internal(format!("stored session is not readable: {what}"))
+fn corrupt(what: &'static str) -> StoreError {
+    tracing::error!(target: "baton::redis", what, "stored session data is not readable");
+    StoreError::Corrupted(what)
 }
 
 /// A live session as a record (member first).
@@ -572,7 +571,7 @@ impl RefreshStore for RedisStore {
             "revoked" => Err(RotateError::Revoked(None)),
             "expired" => Err(RotateError::Expired),
             "invalid" => Err(RotateError::Invalid),
-            _ => Err(RotateError::Unavailable(corrupt("unexpected script reply"))),
+            _ => Err(RotateError::Store(corrupt("unexpected script reply"))),
         }
     }
 

@@ -42,10 +42,22 @@ async fn redis_down_gives_unavailable_in_bounded_time_and_recovers_by_itself() {
             .await
             .unwrap_err();
         worst = worst.max(started.elapsed());
+        let RotateError::Store(StoreError::Unavailable(cause)) = &err else {
+            panic!("{err:?}");
+        };
+        // The cause is kept, typed: which operation, and the client's own error or a timeout.
+        let failure = cause
+            .downcast_ref::<baton_redis::RedisFailure>()
+            .unwrap_or_else(|| panic!("{cause:?}"));
         assert!(
-            matches!(err, RotateError::Unavailable(StoreError::Unavailable(_))),
-            "{err:?}"
+            matches!(
+                failure,
+                baton_redis::RedisFailure::Redis { .. }
+                    | baton_redis::RedisFailure::TimedOut { .. }
+            ),
+            "{failure:?}"
         );
+        assert!(std::error::Error::source(&err).is_some(), "{err}");
         let started = Instant::now();
         assert!(matches!(
             store.list("alice").await,
@@ -90,7 +102,7 @@ async fn stalled_redis_times_out_instead_of_hanging() {
         .unwrap_err();
     let took = started.elapsed();
     server.resume();
-    assert!(matches!(err, RotateError::Unavailable(_)), "{err:?}");
+    assert!(matches!(err, RotateError::Store(_)), "{err:?}");
     assert!(took < BOUND, "took {took:?}");
     // Whether or not the stalled Redis ran the rotation when it woke up, the client, which
     // never saw an answer, comes back with the same token and gets generation 1: the stalled
@@ -110,7 +122,7 @@ async fn stalled_redis_times_out_instead_of_hanging() {
                 assert_eq!(next.kind, RotationKind::Rotated, "the successor is live");
                 break;
             }
-            Err(RotateError::Unavailable(e)) => {
+            Err(RotateError::Store(e)) => {
                 assert!(Instant::now() < deadline, "no recovery: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -182,4 +194,35 @@ async fn bytes_per_session_for(sessions: u64) {
     let per_session = memory_usage(&store, &store.user_key(&user)).await / sessions;
     eprintln!("bytes per session with {sessions} per user: {per_session}");
     assert!(per_session <= 400, "{per_session} bytes per session");
+}
+
+#[tokio::test]
+async fn corrupted_session_data_is_corrupted_not_unavailable() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = store(&server).await;
+    let created = store.create("alice", Device::default()).await.unwrap();
+    let key = format!("baton:{{{}}}", baton_store::user_tag_of("alice"));
+    assert_eq!(
+        server.command(&["EXISTS", &key]).as_deref().map(str::trim),
+        Some("1"),
+        "the user's key is {key}"
+    );
+    server
+        .command(&["SET", &key, "not\x1fa\x1fsession", "KEEPTTL"])
+        .unwrap();
+    let err = store.list("alice").await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupted(_)), "{err:?}");
+    assert!(!err.is_unavailable());
+    // The rotation script finds no record of the session in the unreadable data: refused,
+    // never a 503 that would have the client retry forever.
+    let err = store
+        .rotate(created.token.expose(), RotateContext::default())
+        .await
+        .unwrap_err();
+    assert!(
+        !matches!(err, RotateError::Store(StoreError::Unavailable(_))),
+        "{err:?}"
+    );
 }

@@ -26,8 +26,8 @@ use std::time::Duration;
 use baton_core::TestClock;
 
 use crate::{
-    Device, Policy, RefreshKeys, RefreshStore, ReuseDetection, RotateContext, RotateError,
-    RotationKind, Session, UserAgentChange,
+    Device, Policy, PolicyBuilder, RefreshKeys, RefreshStore, ReuseDetection, RotateContext,
+    RotateError, RotationKind, Session, UserAgentChange,
 };
 
 /// What a store under test is built from.
@@ -71,12 +71,11 @@ where
 const START_MS: u64 = 1_800_000_000_000;
 const GRACE: Duration = Duration::from_secs(10);
 
-fn policy() -> Policy {
-    Policy::new()
-        .with_grace_window(GRACE)
-        .and_then(|p| p.with_idle_lifetime(Duration::from_secs(3600)))
-        .and_then(|p| p.with_absolute_lifetime(Duration::from_secs(4 * 3600)))
-        .expect("valid test policy")
+fn policy() -> PolicyBuilder {
+    Policy::builder()
+        .grace_window(GRACE)
+        .idle_lifetime(Duration::from_secs(3600))
+        .absolute_lifetime(Duration::from_secs(4 * 3600))
 }
 
 async fn build<F: StoreFactory>(
@@ -100,7 +99,7 @@ macro_rules! setup {
         setup!($factory, policy())
     };
     ($factory:expr, $policy:expr) => {
-        match build($factory, $policy).await {
+        match build($factory, $policy.build().expect("valid test policy")).await {
             Some(built) => built,
             None => return,
         }
@@ -266,7 +265,7 @@ pub async fn reuse_inside_grace_gets_the_same_successor<F: StoreFactory>(factory
 }
 
 async fn reuse_inside_grace_under<F: StoreFactory>(factory: &F, detection: ReuseDetection) {
-    let (store, _guard, clock) = setup!(factory, policy().with_reuse_detection(detection));
+    let (store, _guard, clock) = setup!(factory, policy().reuse_detection(detection));
     let created = store.create("alice", Device::default()).await.unwrap();
     let first = store
         .rotate(created.token.expose(), RotateContext::default())
@@ -296,7 +295,7 @@ pub async fn grandparent_inside_grace_is_reused<F: StoreFactory>(factory: &F) {
 }
 
 async fn grandparent_is_reused_under<F: StoreFactory>(factory: &F, detection: ReuseDetection) {
-    let (store, _guard, _clock) = setup!(factory, policy().with_reuse_detection(detection));
+    let (store, _guard, _clock) = setup!(factory, policy().reuse_detection(detection));
     let t0 = store
         .create("alice", Device::default())
         .await
@@ -530,7 +529,7 @@ pub async fn revoke_all<F: StoreFactory>(factory: &F) {
 
 /// Beyond the per-user limit, the least recently used session is evicted.
 pub async fn max_sessions_evicts_the_least_recently_used<F: StoreFactory>(factory: &F) {
-    let (store, _guard, clock) = setup!(factory, policy().with_max_sessions_per_user(3).unwrap());
+    let (store, _guard, clock) = setup!(factory, policy().max_sessions_per_user(3));
     let mut created = Vec::new();
     for _ in 0..3 {
         created.push(store.create("alice", Device::default()).await.unwrap());
@@ -567,7 +566,7 @@ pub async fn concurrent_rotation_never_forks<F: StoreFactory>(factory: &F) {
 }
 
 async fn concurrent_rotation_under<F: StoreFactory>(factory: &F, detection: ReuseDetection) {
-    let (store, _guard, _clock) = setup!(factory, policy().with_reuse_detection(detection));
+    let (store, _guard, _clock) = setup!(factory, policy().reuse_detection(detection));
     let created = store.create("alice", Device::default()).await.unwrap();
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(50));
     let mut tasks = tokio::task::JoinSet::new();
@@ -607,7 +606,7 @@ async fn concurrent_rotation_under<F: StoreFactory>(factory: &F, detection: Reus
 
 /// 100 users with 100 sessions each are listed correctly.
 pub async fn many_users_many_sessions<F: StoreFactory>(factory: &F) {
-    let (store, _guard, clock) = setup!(factory, policy().with_max_sessions_per_user(100).unwrap());
+    let (store, _guard, clock) = setup!(factory, policy().max_sessions_per_user(100));
     let mut expected: Vec<Vec<String>> = vec![Vec::new(); 100];
     for round in 0..100 {
         let mut creates = tokio::task::JoinSet::new();
@@ -651,7 +650,7 @@ pub async fn many_users_many_sessions<F: StoreFactory>(factory: &F) {
 pub async fn after_successor_use_graces_the_parent_past_the_window<F: StoreFactory>(factory: &F) {
     let (store, _guard, clock) = setup!(
         factory,
-        policy().with_reuse_detection(ReuseDetection::AfterSuccessorUse)
+        policy().reuse_detection(ReuseDetection::AfterSuccessorUse)
     );
     let created = store.create("alice", Device::default()).await.unwrap();
     let lost = store
@@ -682,7 +681,7 @@ pub async fn after_successor_use_detects_reuse_once_the_successor_was_used<F: St
 ) {
     let (store, _guard, clock) = setup!(
         factory,
-        policy().with_reuse_detection(ReuseDetection::AfterSuccessorUse)
+        policy().reuse_detection(ReuseDetection::AfterSuccessorUse)
     );
     let created = store.create("alice", Device::default()).await.unwrap();
     // A thief copied the login token; the victim refreshes twice.
@@ -717,10 +716,7 @@ pub async fn after_successor_use_detects_reuse_once_the_successor_was_used<F: St
 /// Under `Strict`, the parent past the window is reuse even when its successor was never
 /// used (the trade-off `AfterSuccessorUse` makes the other way).
 pub async fn strict_refuses_the_parent_past_the_window<F: StoreFactory>(factory: &F) {
-    let (store, _guard, clock) = setup!(
-        factory,
-        policy().with_reuse_detection(ReuseDetection::Strict)
-    );
+    let (store, _guard, clock) = setup!(factory, policy().reuse_detection(ReuseDetection::Strict));
     let created = store.create("alice", Device::default()).await.unwrap();
     store
         .rotate(created.token.expose(), RotateContext::default())
@@ -738,10 +734,8 @@ pub async fn strict_refuses_the_parent_past_the_window<F: StoreFactory>(factory:
 /// Under `Revoke`, a parent presented inside the grace window from another user agent
 /// revokes the session as the live token would.
 pub async fn user_agent_change_revokes_on_the_grace_path<F: StoreFactory>(factory: &F) {
-    let (store, _guard, _clock) = setup!(
-        factory,
-        policy().with_user_agent_change(UserAgentChange::Revoke)
-    );
+    let (store, _guard, _clock) =
+        setup!(factory, policy().user_agent_change(UserAgentChange::Revoke));
     let created = store
         .create("alice", device("Firefox/130", [10, 0, 0, 1]))
         .await
@@ -789,10 +783,8 @@ pub async fn user_agent_change_is_recorded<F: StoreFactory>(factory: &F) {
 
 /// Under `Revoke`, a new user agent revokes the session; the same one rotates.
 pub async fn user_agent_change_revokes_when_configured<F: StoreFactory>(factory: &F) {
-    let (store, _guard, _clock) = setup!(
-        factory,
-        policy().with_user_agent_change(UserAgentChange::Revoke)
-    );
+    let (store, _guard, _clock) =
+        setup!(factory, policy().user_agent_change(UserAgentChange::Revoke));
     let created = store
         .create("alice", device("Firefox/130", [10, 0, 0, 1]))
         .await

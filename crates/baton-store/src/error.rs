@@ -1,21 +1,122 @@
 //! Store errors and rotation outcomes.
 
+use std::fmt;
+use std::sync::Arc;
+
 use crate::SessionId;
 
 /// A store operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// The variants say whose trouble it is: [`Unavailable`](Self::Unavailable) is the backend's
+/// (answer 503 with `Retry-After`; the cause is kept as the error's [`source`](
+/// std::error::Error::source)), [`InvalidInput`](Self::InvalidInput) the caller's (4xx),
+/// [`Corrupted`](Self::Corrupted) and [`Internal`](Self::Internal) a fault that retrying will
+/// not fix (log it, answer 500 with a body that says nothing more).
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The backend is down, too slow, or answered with an error: nothing was changed, or the
     /// change cannot be confirmed. Retry later.
-    #[error("session store unavailable: {0}")]
-    Unavailable(String),
+    #[error("session store unavailable")]
+    Unavailable(#[source] Cause),
     /// The input cannot be stored (a user id with control characters, say).
     #[error("invalid input: {0}")]
     InvalidInput(&'static str),
-    /// Stored data could not be read back, or another internal failure.
+    /// Stored data could not be read back: it was not written by this version of the store,
+    /// or was changed behind its back.
+    #[error("stored session data is corrupted: {0}")]
+    Corrupted(&'static str),
+    /// Another internal failure (the random generator failed).
     #[error("session store internal error: {0}")]
-    Internal(String),
+    Internal(&'static str),
+}
+
+impl StoreError {
+    /// The backend is unavailable because of `cause`.
+    pub fn unavailable(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StoreError::Unavailable(Cause::new(cause))
+    }
+
+    /// `true` for the backend's trouble, which a retry may fix (503).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// Equal when of the same kind with the same detail (causes compare by their message).
+impl PartialEq for StoreError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (StoreError::Unavailable(a), StoreError::Unavailable(b)) => {
+                a.to_string() == b.to_string()
+            }
+            (StoreError::InvalidInput(a), StoreError::InvalidInput(b))
+            | (StoreError::Corrupted(a), StoreError::Corrupted(b))
+            | (StoreError::Internal(a), StoreError::Internal(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for StoreError {}
+
+/// The backend's own error behind a [`StoreError::Unavailable`], shared so the error stays
+/// `Clone`. Its `Display` is the cause's; [`get_ref`](Self::get_ref) and
+/// [`downcast_ref`](Self::downcast_ref) reach the original (a `redis::RedisError`, say).
+#[derive(Clone)]
+pub struct Cause(Arc<dyn std::error::Error + Send + Sync>);
+
+impl Cause {
+    /// Wraps `cause`.
+    pub fn new(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Cause(Arc::from(cause.into()))
+    }
+
+    /// The original error.
+    pub fn get_ref(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+
+    /// The original error, if it is a `T`.
+    pub fn downcast_ref<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        self.0.downcast_ref::<T>()
+    }
+}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// A configuration that cannot work (a policy out of range, a refresh key too short, a key
+/// prefix a cluster cannot route): found when it is built, before any request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(&'static str);
+
+impl ConfigError {
+    /// A configuration error saying what is wrong.
+    pub fn new(what: &'static str) -> Self {
+        ConfigError(what)
+    }
+
+    /// What is wrong.
+    pub fn what(&self) -> &'static str {
+        self.0
+    }
 }
 
 /// A session named in an outcome: which one, and whose.
@@ -46,13 +147,13 @@ pub enum RotateError {
     /// the session.
     #[error("session revoked")]
     Revoked(Option<SessionRef>),
-    /// The store is down or too slow: nothing was rotated.
+    /// The store failed (down, too slow, or its data is corrupted): nothing was rotated.
     #[error(transparent)]
-    Unavailable(StoreError),
+    Store(StoreError),
 }
 
 impl From<StoreError> for RotateError {
     fn from(e: StoreError) -> Self {
-        RotateError::Unavailable(e)
+        RotateError::Store(e)
     }
 }

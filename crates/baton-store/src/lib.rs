@@ -57,9 +57,9 @@ mod token;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use error::{RotateError, SessionRef, StoreError};
+pub use error::{Cause, ConfigError, RotateError, SessionRef, StoreError};
 pub use memory::{MemoryStore, REVOKED_TOMBSTONE_MS};
-pub use policy::{Policy, ReuseDetection, UserAgentChange};
+pub use policy::{Policy, PolicyBuilder, ReuseDetection, UserAgentChange};
 pub use session::{
     Device, MAX_DEVICE_NAME_LEN, MAX_USER_AGENT_LEN, MAX_USER_ID_LEN, RotateContext, Session,
     check_user_id,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::StoreError;
+use crate::ConfigError;
 
 /// What to do when a refresh comes with another user agent than the session's.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -47,13 +47,21 @@ pub enum ReuseDetection {
 
 /// Lifetimes and limits of sessions. IP changes are always recorded, never punished.
 ///
+/// Built by [`Policy::builder`], whose setters take any values in any order; [`build`](
+/// PolicyBuilder::build) checks them together.
+///
 /// ```
 /// use baton_store::Policy;
 /// use std::time::Duration;
 ///
-/// let policy = Policy::new().with_idle_lifetime(Duration::from_secs(3600)).unwrap();
+/// // 104 days idle: the absolute cap given after it is what makes it valid.
+/// let policy = Policy::builder()
+///     .idle_lifetime(Duration::from_secs(104 * 24 * 3600))
+///     .absolute_lifetime(Duration::from_secs(180 * 24 * 3600))
+///     .build()
+///     .unwrap();
 /// assert_eq!(policy.grace_window(), Duration::from_secs(10));
-/// assert!(Policy::new().with_max_sessions_per_user(0).is_err());
+/// assert!(Policy::builder().max_sessions_per_user(0).build().is_err());
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
@@ -71,6 +79,78 @@ impl Default for Policy {
     }
 }
 
+/// Builds a [`Policy`]; see [`Policy::builder`].
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct PolicyBuilder {
+    policy: Policy,
+}
+
+impl PolicyBuilder {
+    /// The idle lifetime (sliding: each rotation resets it); 1 s up to the absolute cap.
+    pub fn idle_lifetime(mut self, idle: Duration) -> Self {
+        self.policy.idle = idle;
+        self
+    }
+
+    /// The absolute lifetime cap, counted from login; at least the idle lifetime.
+    pub fn absolute_lifetime(mut self, absolute: Duration) -> Self {
+        self.policy.absolute = absolute;
+        self
+    }
+
+    /// How long after a rotation the previous token still gets the same successor (0 turns
+    /// it off; at most 5 minutes).
+    pub fn grace_window(mut self, grace: Duration) -> Self {
+        self.policy.grace = grace;
+        self
+    }
+
+    /// How many sessions one user may have (1 to 1000); creating one more evicts the least
+    /// recently used.
+    pub fn max_sessions_per_user(mut self, max: usize) -> Self {
+        self.policy.max_sessions = max;
+        self
+    }
+
+    /// What a changed user agent does.
+    pub fn user_agent_change(mut self, action: UserAgentChange) -> Self {
+        self.policy.user_agent_change = action;
+        self
+    }
+
+    /// When a spent token counts as stolen (see [`ReuseDetection`]).
+    pub fn reuse_detection(mut self, detection: ReuseDetection) -> Self {
+        self.policy.reuse_detection = detection;
+        self
+    }
+
+    /// The policy, once every value is checked against the others.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first value out of range.
+    pub fn build(self) -> Result<Policy, ConfigError> {
+        let p = self.policy;
+        if p.idle < Duration::from_secs(1) {
+            return Err(ConfigError::new("the idle lifetime must be at least 1 s"));
+        }
+        if p.absolute < p.idle {
+            return Err(ConfigError::new(
+                "the absolute lifetime must be at least the idle lifetime",
+            ));
+        }
+        if p.grace > Duration::from_secs(300) {
+            return Err(ConfigError::new(
+                "the grace window must be at most 5 minutes",
+            ));
+        }
+        if p.max_sessions == 0 || p.max_sessions > 1000 {
+            return Err(ConfigError::new("max sessions per user must be 1 to 1000"));
+        }
+        Ok(p)
+    }
+}
+
 impl Policy {
     /// Idle lifetime 14 days (sliding: each rotation resets it), absolute cap 90 days, grace
     /// window 10 s, 20 sessions per user, user-agent changes recorded, [`ReuseDetection::Strict`].
@@ -85,76 +165,18 @@ impl Policy {
         }
     }
 
-    /// Sets the idle lifetime (at least one second, at most the absolute cap).
-    ///
-    /// # Errors
-    /// [`StoreError::InvalidInput`].
-    pub fn with_idle_lifetime(mut self, idle: Duration) -> Result<Self, StoreError> {
-        if idle < Duration::from_secs(1) || idle > self.absolute {
-            return Err(StoreError::InvalidInput(
-                "idle lifetime must be 1 s up to the absolute cap",
-            ));
+    /// A builder starting from the defaults of [`Policy::new`].
+    pub fn builder() -> PolicyBuilder {
+        PolicyBuilder {
+            policy: Policy::new(),
         }
-        self.idle = idle;
-        Ok(self)
     }
 
-    /// Sets the absolute lifetime cap (at least the idle lifetime).
-    ///
-    /// # Errors
-    /// [`StoreError::InvalidInput`].
-    pub fn with_absolute_lifetime(mut self, absolute: Duration) -> Result<Self, StoreError> {
-        if absolute < self.idle {
-            return Err(StoreError::InvalidInput(
-                "absolute lifetime must be at least the idle lifetime",
-            ));
+    /// A builder starting from this policy.
+    pub fn to_builder(&self) -> PolicyBuilder {
+        PolicyBuilder {
+            policy: self.clone(),
         }
-        self.absolute = absolute;
-        Ok(self)
-    }
-
-    /// Sets the grace window: how long after a rotation the previous token still gets the
-    /// same successor (0 turns it off; at most 5 minutes).
-    ///
-    /// # Errors
-    /// [`StoreError::InvalidInput`].
-    pub fn with_grace_window(mut self, grace: Duration) -> Result<Self, StoreError> {
-        if grace > Duration::from_secs(300) {
-            return Err(StoreError::InvalidInput(
-                "grace window must be at most 5 minutes",
-            ));
-        }
-        self.grace = grace;
-        Ok(self)
-    }
-
-    /// Sets how many sessions one user may have; creating one more evicts the least
-    /// recently used.
-    ///
-    /// # Errors
-    /// [`StoreError::InvalidInput`] for 0 or more than 1000.
-    pub fn with_max_sessions_per_user(mut self, max: usize) -> Result<Self, StoreError> {
-        if max == 0 || max > 1000 {
-            return Err(StoreError::InvalidInput(
-                "max sessions per user must be 1 to 1000",
-            ));
-        }
-        self.max_sessions = max;
-        Ok(self)
-    }
-
-    /// Sets what a changed user agent does.
-    #[must_use]
-    pub fn with_user_agent_change(mut self, action: UserAgentChange) -> Self {
-        self.user_agent_change = action;
-        self
-    }
-
-    /// Sets when a spent token counts as stolen (see [`ReuseDetection`]).
-    #[must_use]
-    pub fn with_reuse_detection(mut self, detection: ReuseDetection) -> Self {
-        self.reuse_detection = detection;
-        self
     }
 
     /// When a spent token counts as stolen.

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use subtle::ConstantTimeEq;
 
-use crate::StoreError;
+use crate::{ConfigError, StoreError};
 
 const TAG_LEN: usize = 9;
 const RANDOM_LEN: usize = 15;
@@ -41,7 +41,7 @@ impl SessionId {
         bytes[..TAG_LEN].copy_from_slice(&user_tag(user_id));
         SystemRandom::new()
             .fill(&mut bytes[TAG_LEN..])
-            .map_err(|_| StoreError::Internal("random generator failed".into()))?;
+            .map_err(|_| StoreError::Internal("random generator failed"))?;
         Ok(SessionId(bytes))
     }
 
@@ -186,8 +186,8 @@ impl RefreshKeys {
     /// Keys with one active secret, id `id`.
     ///
     /// # Errors
-    /// [`StoreError::InvalidInput`] when the secret is shorter than 32 bytes.
-    pub fn new(id: u8, secret: impl AsRef<[u8]>) -> Result<Self, StoreError> {
+    /// [`ConfigError`] when the secret is shorter than 32 bytes.
+    pub fn new(id: u8, secret: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
         Ok(RefreshKeys {
             active: id,
             keys: vec![(id, Self::key(secret.as_ref())?)],
@@ -202,15 +202,13 @@ impl RefreshKeys {
         let mut secret = [0u8; 32];
         SystemRandom::new()
             .fill(&mut secret)
-            .map_err(|_| StoreError::Internal("random generator failed".into()))?;
-        Self::new(0, secret)
+            .map_err(|_| StoreError::Internal("random generator failed"))?;
+        Self::new(0, secret).map_err(|e| StoreError::Internal(e.what()))
     }
 
-    fn key(secret: &[u8]) -> Result<hmac::Key, StoreError> {
+    fn key(secret: &[u8]) -> Result<hmac::Key, ConfigError> {
         if secret.len() < Self::MIN_SECRET_LEN {
-            return Err(StoreError::InvalidInput(
-                "refresh key secret shorter than 32 bytes",
-            ));
+            return Err(ConfigError::new("refresh key secret shorter than 32 bytes"));
         }
         Ok(hmac::Key::new(hmac::HMAC_SHA256, secret))
     }
@@ -218,10 +216,10 @@ impl RefreshKeys {
     /// Mints with a new key from now on; the previous keys keep verifying.
     ///
     /// # Errors
-    /// [`StoreError::InvalidInput`] for a short secret or an id already in use.
-    pub fn rotate_to(&self, id: u8, secret: impl AsRef<[u8]>) -> Result<Self, StoreError> {
+    /// [`ConfigError`] for a short secret or an id already in use.
+    pub fn rotate_to(&self, id: u8, secret: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
         if self.keys.iter().any(|(k, _)| *k == id) {
-            return Err(StoreError::InvalidInput("refresh key id already in use"));
+            return Err(ConfigError::new("refresh key id already in use"));
         }
         let mut keys = self.clone();
         keys.keys.push((id, Self::key(secret.as_ref())?));

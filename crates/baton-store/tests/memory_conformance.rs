@@ -21,8 +21,9 @@ async fn expired_sessions_are_purged_so_memory_stays_bounded() {
     use std::time::Duration;
 
     let clock = TestClock::at_millis(1_800_000_000_000);
-    let policy = Policy::new()
-        .with_idle_lifetime(Duration::from_secs(60))
+    let policy = Policy::builder()
+        .idle_lifetime(Duration::from_secs(60))
+        .build()
         .unwrap();
     let store = MemoryStore::new(RefreshKeys::generate().unwrap(), policy)
         .with_clock(Arc::new(clock.clone()));

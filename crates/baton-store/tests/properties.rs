@@ -42,7 +42,7 @@ proptest! {
     fn rotation_follows_the_model(ops in proptest::collection::vec(op(), 1..60)) {
         runtime().block_on(async {
             let clock = TestClock::at_millis(1_800_000_000_000);
-            let policy = Policy::new().with_grace_window(Duration::from_millis(GRACE_MS)).unwrap();
+            let policy = Policy::builder().grace_window(Duration::from_millis(GRACE_MS)).build().unwrap();
             let store = MemoryStore::new(RefreshKeys::new(1, [3u8; 32]).unwrap(), policy).with_clock(Arc::new(clock.clone()));
             let created = store.create("alice", Device::default()).await.unwrap();
             // history[g] is the token of generation g.

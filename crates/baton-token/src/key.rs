@@ -126,14 +126,10 @@ impl Key {
                 min: alg.min_secret_len(),
             });
         }
-        Key::assemble(
-            kid.as_ref(),
-            alg,
-            DecodingKey::from_secret(secret),
-            Some(EncodingKey::from_secret(secret)),
-            None,
-            None,
-        )
+        // jsonwebtoken refuses only an empty secret, which the length check above excludes.
+        let decoding = DecodingKey::from_secret(secret).map_err(|e| invalid(alg, e))?;
+        let encoding = EncodingKey::from_secret(secret).map_err(|e| invalid(alg, e))?;
+        Key::assemble(kid.as_ref(), alg, decoding, Some(encoding), None, None)
     }
 
     /// A signing key from a PEM private key: PKCS#8 (`PRIVATE KEY`) for every algorithm, SEC1

@@ -19,7 +19,7 @@ use crate::{Claims, Clock, ErrorKind, Key, KeyRing, KeySet, SystemClock, TokenCa
 ///
 /// What it checks, in order:
 /// 1. the size (default cap 8 KiB), before any decoding;
-/// 2. the header: well-formed, no `crit`; `jku`, `x5u`, `jwk` and `x5c` are ignored, never
+/// 2. the header: well-formed, no `crit`, no `b64` but `true`; `jku`, `x5u`, `jwk` and `x5c` are ignored, never
 ///    fetched or trusted;
 /// 3. the `kid` names a key of the set (a token without `kid` is accepted only when the set
 ///    holds exactly one key), and `alg` is the algorithm pinned for that key, so the token never
@@ -376,7 +376,7 @@ impl Verifier {
                     keys,
                     header.alg,
                     header.kid.as_deref(),
-                    header.crit.is_some(),
+                    is_critical(&header),
                 )
             }
         }?;
@@ -452,7 +452,7 @@ impl Verifier {
             match simple {
                 Some(h) => self.select_key(keys, h.alg, h.kid, false),
                 None => match serde_json::from_slice::<Header>(bytes) {
-                    Ok(h) => self.select_key(keys, h.alg, h.kid.as_deref(), h.crit.is_some()),
+                    Ok(h) => self.select_key(keys, h.alg, h.kid.as_deref(), is_critical(&h)),
                     Err(e) => Err(header_error(e)),
                 },
             }
@@ -470,8 +470,8 @@ impl Verifier {
         Ok((key, kid_less))
     }
 
-    /// Steps 2 and 3 once the header is read: no `crit`, a key for the `kid`, the key's
-    /// algorithm.
+    /// Steps 2 and 3 once the header is read: no `crit` (nor an unencoded payload), a key for
+    /// the `kid`, the key's algorithm.
     fn select_key<'k>(
         &self,
         keys: &'k KeySet,
@@ -593,6 +593,13 @@ static NEXT_CONFIG_ID: AtomicU64 = AtomicU64::new(1);
 
 fn next_config_id() -> u64 {
     NEXT_CONFIG_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// `true` for a header that asks for something baton does not do: any `crit` (RFC 7515
+/// section 4.1.11), or a `b64` other than `true` (RFC 7797's unencoded payload, which
+/// jsonwebtoken 12 refuses too).
+fn is_critical(header: &Header) -> bool {
+    header.crit.is_some() || !matches!(header.extras.get::<bool>("b64"), Ok(None | Some(true)))
 }
 
 /// The usual header, borrowed from the decoded bytes: nothing but these members, each a plain

@@ -1,7 +1,10 @@
 //! The prepared-key path (`Verifier::verify`) against the jsonwebtoken reference path
 //! (`Verifier::verify_reference`): on valid tokens of every algorithm and on thousands of
 //! systematic mutations of them, both must accept and refuse the same tokens with the same
-//! error. (`tests/fuzz` has the same check on arbitrary and mutated input.)
+//! error. And against jsonwebtoken's own `decode`: whatever baton accepts, the crate accepts
+//! too (baton is stricter: no `crit` at all, one key per `kid`), so nothing jsonwebtoken 12
+//! refuses (unknown critical headers, `b64: false`, `sub`/`iss`/`aud`/`exp` of the wrong JSON
+//! type) gets through. (`tests/fuzz` has the same checks on arbitrary and mutated input.)
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
@@ -16,6 +19,8 @@ const NOW: u64 = 1_800_000_000;
 struct Setup {
     verifier: Verifier,
     tokens: Vec<String>,
+    /// The same keys as jsonwebtoken's own, by kid.
+    crate_keys: Vec<(String, jsonwebtoken::Algorithm, jsonwebtoken::DecodingKey)>,
 }
 
 /// One verifier holding a key of every algorithm (public halves only for the asymmetric
@@ -24,15 +29,30 @@ fn setup() -> Setup {
     let clock = TestClock::at_secs(NOW);
     let mut set = KeySet::default();
     let mut tokens = Vec::new();
+    let mut crate_keys = Vec::new();
     for alg in Algorithm::ALL {
+        let jwt_alg: jsonwebtoken::Algorithm = alg.as_str().parse().unwrap();
         let (signing, verifying) = if alg.is_symmetric() {
+            let secret = hmac_secret(alg);
+            crate_keys.push((
+                alg.as_str().to_owned(),
+                jwt_alg,
+                jsonwebtoken::DecodingKey::from_secret(&secret).unwrap(),
+            ));
             (
-                Key::hmac(alg.as_str(), alg, hmac_secret(alg)).unwrap(),
-                Key::hmac(alg.as_str(), alg, hmac_secret(alg)).unwrap(),
+                Key::hmac(alg.as_str(), alg, &secret).unwrap(),
+                Key::hmac(alg.as_str(), alg, &secret).unwrap(),
             )
         } else {
             let key = Key::generate(alg.as_str(), alg).unwrap();
-            let public = Key::from_jwk(&key.public_jwk_json().unwrap()).unwrap();
+            let jwk = key.public_jwk_json().unwrap();
+            let crate_jwk: jsonwebtoken::jwk::Jwk = serde_json::from_str(&jwk).unwrap();
+            crate_keys.push((
+                alg.as_str().to_owned(),
+                jwt_alg,
+                jsonwebtoken::DecodingKey::from_jwk(&crate_jwk).unwrap(),
+            ));
+            let public = Key::from_jwk(&jwk).unwrap();
             (key, public)
         };
         set = set.with_key(verifying).unwrap();
@@ -53,7 +73,43 @@ fn setup() -> Setup {
         .with_issuer("https://issuer.test")
         .with_audience("api")
         .with_cache(TokenCache::new(1 << 14, 64 << 20));
-    Setup { verifier, tokens }
+    Setup {
+        verifier,
+        tokens,
+        crate_keys,
+    }
+}
+
+/// `true` when jsonwebtoken's own `decode` accepts `token` under the same key, issuer and
+/// audience (times are baton's to check: its clock is a test clock).
+fn crate_accepts(s: &Setup, token: &str) -> bool {
+    let Ok(header) = jsonwebtoken::decode_header(token) else {
+        return false;
+    };
+    let Some(kid) = header.kid else { return false };
+    let Some((_, alg, key)) = s.crate_keys.iter().find(|(k, _, _)| *k == kid) else {
+        return false;
+    };
+    let mut validation = jsonwebtoken::Validation::new(*alg);
+    validation.set_issuer(&["https://issuer.test"]);
+    validation.set_audience(&["api"]);
+    validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    jsonwebtoken::decode::<Value>(token, key, &validation).is_ok()
+}
+
+/// [`agree`] on the setup's verifier, and jsonwebtoken's `decode` accepts what baton accepts.
+#[track_caller]
+fn agree_all(s: &Setup, token: &str) -> Result<(), ErrorKind> {
+    let outcome = agree(&s.verifier, token);
+    if outcome.is_ok() {
+        assert!(
+            crate_accepts(s, token),
+            "baton accepts what jsonwebtoken refuses: {token}"
+        );
+    }
+    outcome
 }
 
 fn hmac_secret(alg: Algorithm) -> Vec<u8> {
@@ -97,7 +153,7 @@ fn hmac_token(alg: Algorithm, claims: &Value, header: &Value) -> String {
         URL_SAFE_NO_PAD.encode(serde_json::to_vec(header).unwrap()),
         URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap())
     );
-    let key = jsonwebtoken::EncodingKey::from_secret(&hmac_secret(alg));
+    let key = jsonwebtoken::EncodingKey::from_secret(&hmac_secret(alg)).unwrap();
     let sig = jsonwebtoken::crypto::sign(message.as_bytes(), &key, alg.as_str().parse().unwrap())
         .unwrap();
     format!("{message}.{sig}")
@@ -117,7 +173,7 @@ fn every_algorithm_verifies_on_both_paths() {
     let tokens = valid_tokens(&s);
     assert_eq!(tokens.len(), 8);
     for token in &tokens {
-        assert_eq!(agree(&s.verifier, token), Ok(()), "{token}");
+        assert_eq!(agree_all(&s, token), Ok(()), "{token}");
     }
 }
 
@@ -136,7 +192,7 @@ fn single_byte_edits_of_every_position_agree() {
                 let mut edited = bytes.to_vec();
                 edited[at] = replacement;
                 let edited = String::from_utf8(edited).unwrap();
-                if agree(&s.verifier, &edited).is_err() {
+                if agree_all(&s, &edited).is_err() {
                     refused += 1;
                 }
                 checked += 1;
@@ -145,7 +201,7 @@ fn single_byte_edits_of_every_position_agree() {
             let mut edited = bytes.to_vec();
             edited.remove(at);
             let edited = String::from_utf8(edited).unwrap();
-            if agree(&s.verifier, &edited).is_err() {
+            if agree_all(&s, &edited).is_err() {
                 refused += 1;
             }
             checked += 1;
@@ -194,7 +250,7 @@ fn signature_encodings_agree() {
         ];
         // (A signature without `+` or `/` reads the same in the standard alphabet.)
         for case in cases.into_iter().filter(|case| *case != token) {
-            assert!(agree(&s.verifier, &case).is_err(), "{case}");
+            assert!(agree_all(&s, &case).is_err(), "{case}");
         }
     }
 }
@@ -232,6 +288,14 @@ fn headers_and_claims_agree() {
         json!({"alg": "HS256", "kid": "HS256", "typ": null}),
         json!({"alg": "HS256", "kid": null}),
         json!({"alg": "HS256", "kid": "HS256", "cty": "JWT"}),
+        // jsonwebtoken 12 refuses these critical-header forms; baton refuses every `crit`.
+        json!({"alg": "HS256", "kid": "HS256", "crit": []}),
+        json!({"alg": "HS256", "kid": "HS256", "crit": ["b64"], "b64": true}),
+        json!({"alg": "HS256", "kid": "HS256", "crit": ["b64", "b64"], "b64": true}),
+        json!({"alg": "HS256", "kid": "HS256", "crit": ["someWeirdExtension"]}),
+        json!({"alg": "HS256", "kid": "HS256", "crit": "b64"}),
+        json!({"alg": "HS256", "kid": "HS256", "b64": false}),
+        json!({"alg": "HS256", "kid": "HS256", "b64": "yes"}),
     ];
     let claims = [
         good_claims(),
@@ -240,6 +304,14 @@ fn headers_and_claims_agree() {
         json!({"sub": "alice", "exp": NOW + 300, "nbf": NOW + 31, "iss": "https://issuer.test", "aud": "api"}),
         json!({"sub": "alice", "exp": "1900000000", "iss": "https://issuer.test", "aud": "api"}),
         json!({"sub": 5, "exp": NOW + 300, "iss": "https://issuer.test", "aud": "api"}),
+        // Claim type confusion (fixed in jsonwebtoken 12 for sub, iss and aud).
+        json!({"sub": ["alice"], "exp": NOW + 300, "iss": "https://issuer.test", "aud": "api"}),
+        json!({"sub": "alice", "exp": NOW + 300, "iss": ["https://issuer.test"], "aud": "api"}),
+        json!({"sub": "alice", "exp": NOW + 300, "iss": 5, "aud": "api"}),
+        json!({"sub": "alice", "exp": NOW + 300, "iss": "https://issuer.test", "aud": 5}),
+        json!({"sub": "alice", "exp": NOW + 300, "iss": "https://issuer.test", "aud": {"api": true}}),
+        json!({"sub": "alice", "exp": NOW as f64 + 300.5, "iss": "https://issuer.test", "aud": "api"}),
+        json!({"sub": "alice", "exp": NOW + 300, "nbf": "0", "iss": "https://issuer.test", "aud": "api"}),
         json!({"exp": NOW + 300, "iss": "https://issuer.test", "aud": "api"}),
         json!({"sub": "alice", "exp": NOW + 300, "iss": "https://other.test", "aud": "api"}),
         json!({"sub": "alice", "exp": NOW + 300, "iss": "https://issuer.test", "aud": "web"}),
@@ -249,7 +321,7 @@ fn headers_and_claims_agree() {
     let mut accepted = 0;
     for header in &headers {
         for claims in &claims {
-            if agree(&s.verifier, &hmac_token(alg, claims, header)).is_ok() {
+            if agree_all(&s, &hmac_token(alg, claims, header)).is_ok() {
                 accepted += 1;
             }
         }
@@ -272,11 +344,11 @@ fn headers_and_claims_agree() {
             URL_SAFE_NO_PAD.encode(raw),
             URL_SAFE_NO_PAD.encode(serde_json::to_vec(&good_claims()).unwrap())
         );
-        let key = jsonwebtoken::EncodingKey::from_secret(&hmac_secret(alg));
+        let key = jsonwebtoken::EncodingKey::from_secret(&hmac_secret(alg)).unwrap();
         let sig =
             jsonwebtoken::crypto::sign(message.as_bytes(), &key, jsonwebtoken::Algorithm::HS256)
                 .unwrap();
-        if agree(&s.verifier, &format!("{message}.{sig}")).is_ok() {
+        if agree_all(&s, &format!("{message}.{sig}")).is_ok() {
             accepted += 1;
         }
     }
@@ -343,7 +415,7 @@ fn a_remembered_header_follows_the_key_set() {
     );
     let sig = jsonwebtoken::crypto::sign(
         message.as_bytes(),
-        &jsonwebtoken::EncodingKey::from_secret(&[3u8; 32]),
+        &jsonwebtoken::EncodingKey::from_secret(&[3u8; 32]).unwrap(),
         jsonwebtoken::Algorithm::HS256,
     )
     .unwrap();

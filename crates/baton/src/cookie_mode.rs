@@ -115,8 +115,13 @@ impl<S: RefreshStore, A: Authenticator> Refresher for CookieRefresher<S, A> {
         let (rotation, claims) = match self.inner.rotate(&token, context).await {
             Ok(rotated) => rotated,
             Err(RotateFailure::Unavailable(successor)) => {
-                return self.unavailable_with(successor.as_deref());
+                return self.unavailable_with(Some(&successor));
             }
+            Err(RotateFailure::Store(e)) if e.is_unavailable() => {
+                return self.unavailable_with(None);
+            }
+            // Corrupted session data (logged by the store): the session cannot be used.
+            Err(RotateFailure::Store(_)) => return Refreshed::Refused,
             Err(RotateFailure::Refused(_)) => return Refreshed::Refused,
         };
         let issued = self

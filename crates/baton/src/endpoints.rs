@@ -76,9 +76,10 @@ fn device_data(username: &str, nonce: &[u8]) -> Vec<u8> {
 pub(crate) enum RotateFailure {
     /// The token cannot be used (401, cookie cleared).
     Refused(&'static str),
-    /// Ours (503 with `Retry-After`); with the successor when the rotation happened but the
-    /// access token could not be issued.
-    Unavailable(Option<String>),
+    /// The store failed (503 with `Retry-After` when unavailable, 500 when corrupted).
+    Store(StoreError),
+    /// The rotation happened but no access token could be issued: 503 with the successor.
+    Unavailable(String),
 }
 
 impl RotateFailure {
@@ -88,10 +89,8 @@ impl RotateFailure {
     ) -> Response<Bytes> {
         match self {
             RotateFailure::Refused(why) => inner.refresh_refused(why),
-            RotateFailure::Unavailable(None) => {
-                inner.unavailable("the session store is unavailable")
-            }
-            RotateFailure::Unavailable(Some(successor)) => {
+            RotateFailure::Store(e) => inner.store_failed(e),
+            RotateFailure::Unavailable(successor) => {
                 let mut res = inner.unavailable("no access token could be issued; retry");
                 if let Ok(cookie) = inner.refresh_cookie.set(&successor) {
                     res.headers_mut().append(SET_COOKIE, cookie);
@@ -143,6 +142,32 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         )
         .with_retry_after(std::time::Duration::from_secs(1))
         .render(&*self.errors)
+    }
+
+    /// The answer to a store failure: 503 with `Retry-After` when the store is unavailable
+    /// (the client retries), 400 for input it cannot store, and 500 with a body that says
+    /// nothing more for corrupted data or an internal fault (logged: retrying will not fix it).
+    fn store_failed(&self, e: StoreError) -> Response<Bytes> {
+        match e {
+            StoreError::Unavailable(_cause) => {
+                #[cfg(feature = "tracing")]
+                tracing::error!(target: "baton::auth", cause = %_cause, "session store unavailable; answering 503");
+                self.unavailable("the session store is unavailable")
+            }
+            StoreError::InvalidInput(d) => {
+                self.error(StatusCode::BAD_REQUEST, "invalid_request", d)
+            }
+            _e => {
+                outcome("baton_store_faults_total", "internal");
+                #[cfg(feature = "tracing")]
+                tracing::error!(target: "baton::auth", error = %_e, "session store fault; answering 500");
+                self.error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "internal error",
+                )
+            }
+        }
     }
 
     /// Records `revocations` where every instance finds them; `Err` is the 503 to answer
@@ -287,7 +312,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         let (Some((token, expires_in)), Some(cookies)) = (issued, cookies) else {
             // The session exists (and, on refresh, rotated): hand its refresh token back with
             // the 503, so the retry presents the live one.
-            return RotateFailure::Unavailable(Some(refresh.to_owned())).into_response(self);
+            return RotateFailure::Unavailable(refresh.to_owned()).into_response(self);
         };
         let mut res = json_response(
             StatusCode::OK,
@@ -461,10 +486,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         };
         let created = match self.store.create(&principal.user_id, device).await {
             Ok(c) => c,
-            Err(StoreError::InvalidInput(d)) => {
-                return self.error(StatusCode::BAD_REQUEST, "invalid_request", d);
-            }
-            Err(_) => return self.unavailable("the session store is unavailable"),
+            Err(e) => return self.store_failed(e),
         };
         if !created.evicted.is_empty() {
             let evicted: Vec<Revocation> = created
@@ -529,11 +551,9 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
     ) -> Result<(Rotation, A::Claims), RotateFailure> {
         let rotation = match self.store.rotate(token, context).await {
             Ok(r) => r,
-            Err(RotateError::Unavailable(_)) => {
+            Err(RotateError::Store(e)) => {
                 outcome("baton_refresh_total", "unavailable");
-                #[cfg(feature = "tracing")]
-                tracing::error!(target: "baton::auth", "refresh failed: session store unavailable");
-                return Err(RotateFailure::Unavailable(None));
+                return Err(RotateFailure::Store(e));
             }
             Err(RotateError::Reused(session)) => {
                 outcome("baton_refresh_total", "reuse_detected");
@@ -579,9 +599,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                 tracing::error!(target: "baton::auth", session = %rotation.session.id, "refresh rotated but the user directory is unavailable; the successor goes back with the 503");
                 // The rotation happened: hand back its successor, or the client would come
                 // back with a spent token.
-                return Err(RotateFailure::Unavailable(Some(
-                    rotation.token.into_string(),
-                )));
+                return Err(RotateFailure::Unavailable(rotation.token.into_string()));
             }
         };
         let what = if rotation.kind == RotationKind::Graced {
@@ -610,8 +628,8 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                     if let Err(res) = self.record(&[Revocation::session(sid)]).await {
                         return res;
                     }
-                    if self.store.revoke(&session.user_id, id).await.is_err() {
-                        return self.unavailable("the session store is unavailable");
+                    if let Err(e) = self.store.revoke(&session.user_id, id).await {
+                        return self.store_failed(e);
                     }
                     #[cfg(feature = "tracing")]
                     tracing::info!(target: "baton::auth", session = %id, "logout");
@@ -626,7 +644,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                         return res;
                     }
                 }
-                Err(_) => return self.unavailable("the session store is unavailable"),
+                Err(e) => return self.store_failed(e),
             }
         }
         let mut res = empty(StatusCode::NO_CONTENT);
@@ -658,7 +676,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         // its later cut-off covers every token of the sessions revoked now.
         let revoked = match self.store.revoke_all(&claims.sub).await {
             Ok(ids) => ids,
-            Err(_) => return self.unavailable("the session store is unavailable"),
+            Err(e) => return self.store_failed(e),
         };
         let mut revocations = vec![Revocation::user_before(
             claims.sub.clone(),
@@ -682,7 +700,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         };
         let sessions = match self.store.list(&claims.sub).await {
             Ok(s) => s,
-            Err(_) => return self.unavailable("the session store is unavailable"),
+            Err(e) => return self.store_failed(e),
         };
         let current = claims.sid.as_deref();
         let list: Vec<serde_json::Value> = sessions
@@ -718,15 +736,15 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         match self.store.get(id).await {
             Ok(Some(session)) if session.user_id == claims.sub => {}
             Ok(_) => return not_found(),
-            Err(_) => return self.unavailable("the session store is unavailable"),
+            Err(e) => return self.store_failed(e),
         }
         if let Err(res) = self.record(&[Revocation::session(id.to_string())]).await {
             return res;
         }
         // `false` here means it went in the meantime (or in a first try whose reply was lost):
         // gone either way.
-        if self.store.revoke(&claims.sub, id).await.is_err() {
-            return self.unavailable("the session store is unavailable");
+        if let Err(e) = self.store.revoke(&claims.sub, id).await {
+            return self.store_failed(e);
         }
         #[cfg(feature = "tracing")]
         tracing::info!(target: "baton::auth", session = %id, "session revoked by its user");

@@ -333,14 +333,13 @@ pub async fn build(config: &Config) -> Result<Built, String> {
     let keys = keys::load_or_create(config.alg, config.key_file.as_deref())?;
     let ring = KeyRing::new(KeySet::new(keys.signing).map_err(|e| e.to_string())?);
     let handle = ring.clone();
-    let policy = Policy::new()
-        .with_idle_lifetime(config.refresh_ttl)
-        .and_then(|p| {
-            p.with_absolute_lifetime(config.refresh_ttl.max(Duration::from_secs(90 * 24 * 3600)))
-        })
-        .and_then(|p| p.with_grace_window(config.refresh_grace))
-        .map_err(|e| e.to_string())?
-        .with_reuse_detection(config.reuse_detection);
+    let policy = Policy::builder()
+        .idle_lifetime(config.refresh_ttl)
+        .absolute_lifetime(config.refresh_ttl.max(Duration::from_secs(90 * 24 * 3600)))
+        .grace_window(config.refresh_grace)
+        .reuse_detection(config.reuse_detection)
+        .build()
+        .map_err(|e| e.to_string())?;
     match &config.redis_url {
         None => {
             let users = Users::memory();

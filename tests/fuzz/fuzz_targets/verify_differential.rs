@@ -1,6 +1,7 @@
 //! The prepared-key path against the jsonwebtoken reference path, and the cached path against
 //! both: on arbitrary text and on mutations of valid tokens of every algorithm, all three must
-//! accept the same tokens with the same claims and refuse the others with the same error.
+//! accept the same tokens with the same claims and refuse the others with the same error; and
+//! jsonwebtoken's own `decode` accepts every token baton accepts.
 #![no_main]
 
 use std::sync::LazyLock;
@@ -14,18 +15,28 @@ use libfuzzer_sys::fuzz_target;
 mod edits;
 
 
-static SETUP: LazyLock<(Verifier, Vec<String>)> = LazyLock::new(|| {
+type CrateKeys = Vec<(String, jsonwebtoken::Algorithm, jsonwebtoken::DecodingKey)>;
+
+static SETUP: LazyLock<(Verifier, Vec<String>, CrateKeys)> = LazyLock::new(|| {
     let mut set = KeySet::default();
     let mut tokens = Vec::new();
+    let mut crate_keys = Vec::new();
     for alg in Algorithm::ALL {
+        let jwt_alg: jsonwebtoken::Algorithm = alg.as_str().parse().unwrap();
         let (signing, verifying) = if alg.is_symmetric() {
+            let decoding = jsonwebtoken::DecodingKey::from_secret(&[9u8; 64]).unwrap();
+            crate_keys.push((alg.as_str().to_owned(), jwt_alg, decoding));
             (
                 Key::hmac(alg.as_str(), alg, [9u8; 64]).unwrap(),
                 Key::hmac(alg.as_str(), alg, [9u8; 64]).unwrap(),
             )
         } else {
             let key = Key::generate(alg.as_str(), alg).unwrap();
-            let public = Key::from_jwk(&key.public_jwk_json().unwrap()).unwrap();
+            let jwk = key.public_jwk_json().unwrap();
+            let crate_jwk: jsonwebtoken::jwk::Jwk = serde_json::from_str(&jwk).unwrap();
+            let decoding = jsonwebtoken::DecodingKey::from_jwk(&crate_jwk).unwrap();
+            crate_keys.push((alg.as_str().to_owned(), jwt_alg, decoding));
+            let public = Key::from_jwk(&jwk).unwrap();
             (key, public)
         };
         set = set.with_key(verifying).unwrap();
@@ -35,8 +46,23 @@ static SETUP: LazyLock<(Verifier, Vec<String>)> = LazyLock::new(|| {
     let verifier = Verifier::new(set)
         .with_audience("api")
         .with_cache(TokenCache::new(1024, 4 << 20));
-    (verifier, tokens)
+    (verifier, tokens, crate_keys)
 });
+
+/// `true` when jsonwebtoken's `decode` accepts `token` under the same key and audience.
+fn crate_accepts(keys: &CrateKeys, token: &str) -> bool {
+    let Ok(header) = jsonwebtoken::decode_header(token) else {
+        return false;
+    };
+    let Some(kid) = header.kid else { return false };
+    let Some((_, alg, key)) = keys.iter().find(|(k, _, _)| *k == kid) else {
+        return false;
+    };
+    let mut validation = jsonwebtoken::Validation::new(*alg);
+    validation.set_audience(&["api"]);
+    validation.set_required_spec_claims(&["exp", "sub", "aud"]);
+    jsonwebtoken::decode::<serde_json::Value>(token, key, &validation).is_ok()
+}
 
 fn outcome(r: &Result<Claims<NoCustomClaims>, VerifyError>) -> Result<&Claims, (String, String)> {
     r.as_ref()
@@ -44,7 +70,7 @@ fn outcome(r: &Result<Claims<NoCustomClaims>, VerifyError>) -> Result<&Claims, (
 }
 
 fuzz_target!(|data: &[u8]| {
-    let (verifier, tokens) = &*SETUP;
+    let (verifier, tokens, crate_keys) = &*SETUP;
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
@@ -71,5 +97,6 @@ fuzz_target!(|data: &[u8]| {
     }
     if fast.is_ok() {
         assert!(tokens.contains(&token), "an edited token verified: {token:?}");
+        assert!(crate_accepts(crate_keys, &token), "jsonwebtoken refuses {token:?}");
     }
 });
