@@ -530,3 +530,83 @@ async fn usernames_have_one_canonical_form() {
     };
     canonical_names(&start(&config).await).await;
 }
+
+/// Register bodies go through axum's JSON extractor: 415 for another content type, 400 for
+/// anything that is not the expected JSON, 413 only for a body over the limit.
+#[tokio::test]
+async fn register_bodies_get_the_status_they_deserve() {
+    let config = Config {
+        register_limit: None,
+        ..Config::default()
+    };
+    let base = start(&config).await;
+    let addr = base.trim_start_matches("http://").to_owned();
+    let post = |content_type: Option<&'static str>, body: Vec<u8>| {
+        let addr = addr.clone();
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut stream = tokio::net::TcpStream::connect(addr.replace("localhost", "127.0.0.1"))
+                .await
+                .unwrap();
+            let mut head = format!(
+                "POST /auth/register HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+                body.len()
+            );
+            if let Some(ct) = content_type {
+                head.push_str(&format!("content-type: {ct}\r\n"));
+            }
+            head.push_str("\r\n");
+            stream.write_all(head.as_bytes()).await.unwrap();
+            // A body over the limit may be refused before it is all sent.
+            let _ = stream.write_all(&body).await;
+            let mut response = Vec::new();
+            let _ = stream.read_to_end(&mut response).await;
+            let response = String::from_utf8_lossy(&response).into_owned();
+            let status: u16 = response[9..12].parse().unwrap();
+            (status, response)
+        }
+    };
+    let good = br#"{"username":"hana","password":"correct horse"}"#.to_vec();
+    let cases: [(Option<&'static str>, Vec<u8>, u16); 7] = [
+        (Some("application/json"), b"".to_vec(), 400),
+        (None, good.clone(), 415),
+        (Some("text/plain"), good.clone(), 415),
+        (Some("application/json"), b"{not json".to_vec(), 400),
+        (
+            Some("application/json"),
+            br#"{"username":5,"password":"x"}"#.to_vec(),
+            400,
+        ),
+        (Some("application/json"), vec![b' '; 70 * 1024], 413),
+        (Some("application/json; charset=utf-8"), good, 201),
+    ];
+    for (content_type, body, expected) in cases {
+        let (status, response) = post(content_type, body).await;
+        assert_eq!(status, expected, "{content_type:?} {expected}: {response}");
+        if expected != 201 {
+            assert!(
+                response.contains("\"error\":\"invalid_request\""),
+                "{response}"
+            );
+        }
+    }
+}
+
+/// Policy values are checked together when built: an idle lifetime past the default
+/// absolute cap (104 days) starts, with the cap raised to it.
+#[tokio::test]
+async fn a_long_refresh_lifetime_starts() {
+    let config = Config {
+        refresh_ttl: std::time::Duration::from_secs(9_000_000),
+        ..Config::default()
+    };
+    assert!(login_app::build(&config).await.is_ok());
+    let config = Config {
+        refresh_grace: std::time::Duration::from_secs(301),
+        ..Config::default()
+    };
+    let Err(err) = login_app::build(&config).await else {
+        panic!("a grace over 5 minutes is refused");
+    };
+    assert!(err.contains("grace window"), "{err}");
+}
