@@ -71,6 +71,7 @@
 //!   never the token.
 //! - `axum`: the [`Authenticated`] extractor.
 //! - `jwks`: [`jwks::RemoteJwks`], keys fetched from an issuer's JWKS endpoint.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
 mod extract;
@@ -96,3 +97,8 @@ pub use rejection::{
     BuildRejection, JsonRejection, Rejection, RejectionKind, RenderRejection, grpc_response,
 };
 pub use service::BearerVerify;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -13,6 +13,7 @@
 //! # Feature flags
 //! - `tracing` (default): events with target `baton::cookie` for rewritten or stripped
 //!   cookies and refused requests; never a cookie value.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod origin;
 pub mod policy;
@@ -27,3 +28,8 @@ pub use spec::{CookieError, CookieSpec, CookieSpecBuilder, MAX_COOKIE_HEADER_LEN
 
 /// `SameSite`, re-exported from the `cookie` crate.
 pub use cookie::SameSite;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -26,3 +26,8 @@ pub use revocation_list::{Revocation, RevocationList, Revoke, RevokeError, Revok
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub use test_clock::TestClock;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

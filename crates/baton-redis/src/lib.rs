@@ -89,6 +89,7 @@
 //! | 64 | 34,488 | 2 ms | 3 ms | 34,388 | 2 ms | 4 ms | 1.00x |
 //!
 //! One round trip per rotation; `RedisStore` multiplexes all callers over one connection.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod conn;
 mod feed;
@@ -606,3 +607,8 @@ impl RefreshStore for RedisStore {
 fn policy_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -39,6 +39,7 @@
 //! let api = ServiceBuilder::new().layer(RefreshOn401Layer::new(refresher)).service(client);
 //! # }
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
 mod client;
@@ -486,3 +487,8 @@ mod tests {
         assert_eq!(flights.get("other").epoch(), 0);
     }
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -46,6 +46,7 @@
 //! # Feature flags
 //! - `conformance`: the [`conformance`] suite and the [`conformance_tests!`] macro, for
 //!   anyone writing a store.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
 mod memory;
@@ -68,3 +69,8 @@ pub use store::{Created, RefreshStore, Rotation, RotationKind};
 pub use token::{
     InvalidSessionId, RefreshKeys, RefreshToken, SessionId, VerifiedToken, user_tag_of,
 };
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

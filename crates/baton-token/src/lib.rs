@@ -49,6 +49,7 @@
 //!
 //! # Feature flags
 //! This crate has none; the crypto backend (aws-lc-rs) is fixed.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod algorithm;
 mod cache;
@@ -69,3 +70,8 @@ pub use error::{ErrorKind, IssueError, KeyError, VerifyError};
 pub use issue::{AccessToken, Issuer};
 pub use key::{Key, KeyRing, KeySet, KeySetGuard};
 pub use verify::{UnknownKeyHook, Verifier};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

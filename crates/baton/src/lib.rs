@@ -69,6 +69,7 @@
 //!
 //! Refresh outcomes are also counted with the `metrics` facade: `baton_refresh_total` and
 //! `baton_login_total`, label `outcome`.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod auth;
 mod cookie_mode;
@@ -541,3 +542,8 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
         })
     }
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
