@@ -48,7 +48,8 @@
 //!   the crypto backend is aws-lc-rs, chosen at build time, so no provider is picked at run time.
 //!
 //! # Feature flags
-//! This crate has none; the crypto backend (aws-lc-rs) is fixed.
+//! - `test-util`: [`TestClock`], a clock that moves only when a test says so. The crypto
+//!   backend (aws-lc-rs) is fixed.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod algorithm;
@@ -57,6 +58,7 @@ mod claims;
 mod error;
 mod issue;
 mod key;
+mod keyset;
 mod verify;
 
 pub use algorithm::{Algorithm, UnsupportedAlgorithm};
@@ -68,7 +70,8 @@ pub use cache::TokenCache;
 pub use claims::{Audience, Claims, NoCustomClaims};
 pub use error::{ErrorKind, IssueError, KeyError, VerifyError};
 pub use issue::{AccessToken, Issuer};
-pub use key::{Key, KeyRing, KeySet, KeySetGuard};
+pub use key::Key;
+pub use keyset::{KeyRing, KeySet, KeySetGuard};
 pub use verify::{UnknownKeyHook, Verifier};
 
 /// The README's examples, compiled and run as doctests.

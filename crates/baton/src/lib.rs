@@ -65,7 +65,8 @@
 //!   `baton::auth`); never a token, cookie or password.
 //! - `axum`: [`Baton::router`], and client IPs from axum's `ConnectInfo`.
 //! - `redis`: the Redis store, re-exported as [`redis`].
-//! - `full`: all of them.
+//! - `full`: `tracing`, `axum` and `redis`.
+//! - `test-util`: `baton::token::TestClock`, for tests that move time by hand.
 //!
 //! Refresh outcomes are also counted with the `metrics` facade: `baton_refresh_total` and
 //! `baton_login_total`, label `outcome`.

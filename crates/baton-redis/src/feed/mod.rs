@@ -15,6 +15,11 @@ use futures_util::StreamExt;
 use redis::{Script, Value};
 
 use crate::{RedisConnection, RedisOptions};
+use event::{apply, decode, encode, entries, entry_id};
+use tasks::{poll, subscribe};
+
+mod event;
+mod tasks;
 
 /// What an instance does while it cannot read the revocation log.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -198,68 +203,6 @@ impl Drop for RevocationFeed {
     }
 }
 
-/// One revocation as it travels: `s\x1f<sid>` or `u\x1f<sub>\x1f<before, s>`.
-fn encode(revocation: &Revocation) -> Option<String> {
-    match revocation {
-        Revocation::Session(sid) => Some(format!("s\u{1f}{sid}")),
-        Revocation::UserBefore { sub, before } => Some(format!("u\u{1f}{sub}\u{1f}{before}")),
-        _ => None,
-    }
-}
-
-fn decode(event: &str) -> Option<Revocation> {
-    if let Some(sid) = event.strip_prefix("s\u{1f}") {
-        return Some(Revocation::session(sid));
-    }
-    let (sub, before) = event.strip_prefix("u\u{1f}")?.rsplit_once('\u{1f}')?;
-    Some(Revocation::user_before(sub, before.parse().ok()?))
-}
-
-fn apply(list: &RevocationList, event: &str) {
-    match decode(event) {
-        Some(revocation) => list.apply(&revocation),
-        None => tracing::debug!(target: "baton::redis", "unknown revocation event ignored"),
-    }
-}
-
-/// A stream entry id `ms-seq` as a pair, for ordering.
-fn entry_id(id: &str) -> Option<(u64, u64)> {
-    let (ms, seq) = id.split_once('-')?;
-    Some((ms.parse().ok()?, seq.parse().ok()?))
-}
-
-fn text(value: &Value) -> Option<String> {
-    redis::from_redis_value_ref::<String>(value).ok()
-}
-
-/// The `(id, event)` pairs of an `XRANGE` reply (RESP2 or RESP3).
-fn entries(reply: &Value) -> Vec<(String, Option<String>)> {
-    let Value::Array(items) = reply else {
-        return Vec::new();
-    };
-    items
-        .iter()
-        .filter_map(|item| {
-            let Value::Array(parts) = item else {
-                return None;
-            };
-            let id = text(parts.first()?)?;
-            let event = match parts.get(1)? {
-                Value::Array(fields) => fields
-                    .chunks(2)
-                    .find(|kv| kv.first().and_then(text).as_deref() == Some("e"))
-                    .and_then(|kv| kv.get(1).and_then(text)),
-                Value::Map(fields) => fields
-                    .iter()
-                    .find(|(k, _)| text(k).as_deref() == Some("e"))
-                    .and_then(|(_, v)| text(v)),
-                _ => None,
-            };
-            Some((id, event))
-        })
-        .collect()
-}
-
 impl Shared {
     async fn record(&self, revocations: &[Revocation]) -> Result<(), StoreError> {
         let events: Vec<String> = revocations.iter().filter_map(encode).collect();
@@ -412,92 +355,6 @@ impl Shared {
             .now_millis()
             .saturating_sub(self.last_read_ms.load(Ordering::Acquire))
             <= window
-    }
-}
-
-/// Reads the log every poll period; retries deferred writes with backoff; every few seconds
-/// checks that the log did not go back (a Redis that lost it, or a replica promoted with an
-/// older clock), and reads it whole if it did.
-async fn poll(shared: Arc<Shared>) {
-    let mut last: Option<String> = None;
-    let mut last_check = tokio::time::Instant::now();
-    let mut backoff = Duration::from_millis(100);
-    let mut next_flush = tokio::time::Instant::now();
-    let mut was_connected = shared.connected();
-    loop {
-        if tokio::time::Instant::now() >= next_flush {
-            if shared.flush().await {
-                backoff = Duration::from_millis(100);
-            } else {
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
-            next_flush = tokio::time::Instant::now() + backoff;
-        }
-        if last.is_some() && last_check.elapsed() >= shared.resync_every {
-            last_check = tokio::time::Instant::now();
-            match shared.newest().await {
-                // Gone (expired, or lost): whatever comes next is new.
-                Ok(None) => last = None,
-                Ok(Some(newest)) if entry_id(&newest) < last.as_deref().and_then(entry_id) => {
-                    tracing::warn!(target: "baton::redis", "the revocation log went back; reading it whole");
-                    shared.resync.store(true, Ordering::Release);
-                }
-                Ok(Some(_)) => {}
-                Err(_) => shared.resync.store(true, Ordering::Release),
-            }
-        }
-        let full = shared.resync.swap(false, Ordering::AcqRel);
-        let after = if full { None } else { last.as_deref() };
-        match shared.read(after).await {
-            Ok(seen) => {
-                if seen.is_some() || full {
-                    last = seen;
-                }
-            }
-            Err(_) => {
-                // Redis may have restarted or failed over: read the whole log next time.
-                shared.resync.store(true, Ordering::Release);
-            }
-        }
-        let connected = shared.connected();
-        if connected != was_connected {
-            if connected {
-                tracing::info!(target: "baton::redis", "revocation log readable again; caught up");
-            } else {
-                tracing::error!(target: "baton::redis", "revocation log unreadable: revocations from other instances wait until it is back");
-            }
-            was_connected = connected;
-        }
-        tokio::time::sleep(shared.poll).await;
-    }
-}
-
-/// Live delivery: a subscription on the channel, reconnected with backoff.
-async fn subscribe(shared: Arc<Shared>) {
-    let clients = shared.conn.subscribers().to_vec();
-    let mut backoff = Duration::from_millis(50);
-    for round in 0usize.. {
-        let client = &clients[round % clients.len()];
-        let connected = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&shared.channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        if let Ok(Ok(mut pubsub)) = tokio::time::timeout(Duration::from_secs(2), connected).await {
-            tracing::debug!(target: "baton::redis", "revocation channel subscribed");
-            // Anything published while unsubscribed is in the log: read it at once.
-            shared.resync.store(true, Ordering::Release);
-            backoff = Duration::from_millis(50);
-            let mut messages = pubsub.on_message();
-            while let Some(message) = messages.next().await {
-                if let Ok(event) = message.get_payload::<String>() {
-                    apply(&shared.list, &event);
-                }
-            }
-            tracing::debug!(target: "baton::redis", "revocation channel lost; the log reader covers until it is back");
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }
 
@@ -668,31 +525,5 @@ impl CheckRevocation for RevocationFeed {
 
     fn is_known(&self) -> bool {
         self.policy != DisconnectPolicy::RefuseAll || self.shared.connected()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn events_round_trip() {
-        for revocation in [
-            Revocation::session("s1"),
-            Revocation::user_before("alice", 1_800_000_000),
-            Revocation::user_before("odd\u{1f}name", 7),
-        ] {
-            let event = encode(&revocation).unwrap();
-            assert_eq!(decode(&event), Some(revocation));
-        }
-        assert_eq!(decode("x\u{1f}y"), None);
-        assert_eq!(decode("u\u{1f}alice\u{1f}soon"), None);
-    }
-
-    #[test]
-    fn entry_ids_order_numerically() {
-        assert!(entry_id("10-0") > entry_id("9-5"));
-        assert!(entry_id("10-10") > entry_id("10-9"));
-        assert_eq!(entry_id("junk"), None);
     }
 }

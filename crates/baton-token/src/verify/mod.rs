@@ -6,13 +6,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Header;
 use jsonwebtoken::errors::ErrorKind as JwtErrorKind;
 use serde::de::DeserializeOwned;
 
 use crate::cache::Lookup;
+use header::{HeaderMemo, header_error, is_critical};
+use segment::{Path, with_decoded};
+
+mod header;
+mod segment;
 use crate::{Claims, Clock, ErrorKind, Key, KeyRing, KeySet, SystemClock, TokenCache, VerifyError};
 
 /// Verifies access tokens against a [`KeyRing`].
@@ -416,90 +419,6 @@ impl Verifier {
         })
     }
 
-    /// The key a token's header selected last time, if this header is byte for byte the same
-    /// and that key is still in `keys` (and, for a header without `kid`, still the only one):
-    /// the same bytes decode to the same header and select the same key, so decoding them again
-    /// can be skipped.
-    fn remembered_header<'k>(
-        &self,
-        header_b64: &str,
-        keys: &'k KeySet,
-    ) -> Option<(&'k Arc<Key>, bool)> {
-        let memo = self.inner.header_memo.load();
-        let memo = memo.as_ref()?;
-        if &*memo.header_b64 != header_b64 {
-            return None;
-        }
-        Some((keys.reselect(&memo.key, memo.kid_less)?, memo.kid_less))
-    }
-
-    /// Decodes the header and selects its key (steps 2 and 3), and remembers the header.
-    fn read_header<'k>(
-        &self,
-        header_b64: &str,
-        keys: &'k KeySet,
-    ) -> Result<(&'k Arc<Key>, bool), VerifyError> {
-        let (key, kid_less) = with_decoded(header_b64, |bytes| {
-            // The common header ({"alg","typ","kid"} as plain strings) is read without
-            // allocating; anything else goes through jsonwebtoken's `Header`, as on the
-            // reference path, so both accept and refuse the same headers.
-            // (A derived struct also reads from a JSON array, which `Header` refuses:
-            // only an object takes the short route.)
-            let simple = match bytes.first() {
-                Some(b'{') => serde_json::from_slice::<SimpleHeader<'_>>(bytes).ok(),
-                _ => None,
-            };
-            match simple {
-                Some(h) => self.select_key(keys, h.alg, h.kid, false),
-                None => match serde_json::from_slice::<Header>(bytes) {
-                    Ok(h) => self.select_key(keys, h.alg, h.kid.as_deref(), is_critical(&h)),
-                    Err(e) => Err(header_error(e)),
-                },
-            }
-        })
-        .map_err(header_error)
-        .and_then(|key| key)?;
-        // Headers are short; a longer one (odd extra members) is not worth remembering.
-        if header_b64.len() <= 256 {
-            self.inner.header_memo.store(Some(Arc::new(HeaderMemo {
-                header_b64: header_b64.into(),
-                key: Arc::clone(key),
-                kid_less,
-            })));
-        }
-        Ok((key, kid_less))
-    }
-
-    /// Steps 2 and 3 once the header is read: no `crit` (nor an unencoded payload), a key for
-    /// the `kid`, the key's algorithm.
-    fn select_key<'k>(
-        &self,
-        keys: &'k KeySet,
-        alg: jsonwebtoken::Algorithm,
-        kid: Option<&str>,
-        crit: bool,
-    ) -> Result<(&'k Arc<Key>, bool), VerifyError> {
-        if crit {
-            return Err(VerifyError::new(
-                ErrorKind::Malformed,
-                "critical header parameters are not supported",
-            ));
-        }
-        let key = keys.find(kid).ok_or_else(|| {
-            if let Some(hook) = &self.inner.unknown_key {
-                hook(kid.unwrap_or(""));
-            }
-            VerifyError::new(ErrorKind::UnknownKey, "unknown signing key")
-        })?;
-        if alg != key.algorithm().to_jwt() {
-            return Err(VerifyError::new(
-                ErrorKind::WrongAlgorithm,
-                "algorithm does not match the signing key",
-            ));
-        }
-        Ok((key, kid.is_none()))
-    }
-
     /// Picks the issuer's verifier by the (not yet verified) `iss`, which then verifies all.
     fn route(&self, token: &str, path: Path) -> Result<&Verifier, VerifyError> {
         let payload = token.split('.').nth(1).unwrap_or("");
@@ -565,22 +484,6 @@ impl Verifier {
     }
 }
 
-/// Why a segment did not decode: not base64url, or not the expected JSON.
-#[derive(Debug, thiserror::Error)]
-enum PartError {
-    #[error("segment is not base64url: {0}")]
-    Base64(#[from] base64::DecodeError),
-    #[error("segment is not the expected JSON: {0}")]
-    Json(#[from] serde_json::Error),
-}
-
-/// The last header that selected a key (see [`Verifier::verify`]'s fast path).
-struct HeaderMemo {
-    header_b64: Box<str>,
-    key: Arc<Key>,
-    kid_less: bool,
-}
-
 /// A verified token, with what the cache records about it.
 struct Verified<'k, C> {
     claims: Claims<C>,
@@ -593,81 +496,6 @@ static NEXT_CONFIG_ID: AtomicU64 = AtomicU64::new(1);
 
 fn next_config_id() -> u64 {
     NEXT_CONFIG_ID.fetch_add(1, Ordering::Relaxed)
-}
-
-/// `true` for a header that asks for something baton does not do: any `crit` (RFC 7515
-/// section 4.1.11), or a `b64` other than `true` (RFC 7797's unencoded payload, which
-/// jsonwebtoken 12 refuses too).
-fn is_critical(header: &Header) -> bool {
-    header.crit.is_some() || !matches!(header.extras.get::<bool>("b64"), Ok(None | Some(true)))
-}
-
-/// The usual header, borrowed from the decoded bytes: nothing but these members, each a plain
-/// string (escaped strings cannot be borrowed and take the `Header` route).
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SimpleHeader<'a> {
-    alg: jsonwebtoken::Algorithm,
-    #[serde(default, borrow)]
-    kid: Option<&'a str>,
-    #[serde(default, borrow)]
-    #[allow(dead_code)]
-    typ: Option<&'a str>,
-}
-
-fn header_error(e: impl Into<PartError>) -> VerifyError {
-    VerifyError::new(ErrorKind::Malformed, "token header is not valid").with_source(e.into())
-}
-
-/// Which signature check and segment decoding [`Verifier::verify_in`] uses.
-#[derive(Clone, Copy)]
-enum Path {
-    /// Prepared keys, stack buffers.
-    Prepared,
-    /// `jsonwebtoken::crypto::verify`, a fresh allocation per segment.
-    Reference,
-}
-
-impl Path {
-    /// Decodes one base64url (unpadded, as RFC 7515 requires) JSON segment.
-    fn decode<T: DeserializeOwned>(self, segment: &str) -> Result<T, PartError> {
-        match self {
-            Path::Prepared => with_decoded(segment, |bytes| serde_json::from_slice(bytes))?
-                .map_err(PartError::from),
-            Path::Reference => {
-                let bytes = URL_SAFE_NO_PAD.decode(segment)?;
-                Ok(serde_json::from_slice(&bytes)?)
-            }
-        }
-    }
-}
-
-/// Decodes base64url `segment` (unpadded, strict: the engine jsonwebtoken uses) and hands the
-/// bytes to `f`: from a stack buffer just large enough (128, 512 or 1,024 bytes: an RSA-8192
-/// signature is 1,024), else from the heap.
-fn with_decoded<R>(segment: &str, f: impl FnOnce(&[u8]) -> R) -> Result<R, base64::DecodeError> {
-    match base64::decoded_len_estimate(segment.len()) {
-        0..=128 => on_stack::<128, R>(segment, f),
-        129..=512 => on_stack::<512, R>(segment, f),
-        513..=1024 => on_stack::<1024, R>(segment, f),
-        _ => URL_SAFE_NO_PAD.decode(segment).map(|bytes| f(&bytes)),
-    }
-}
-
-fn on_stack<const N: usize, R>(
-    segment: &str,
-    f: impl FnOnce(&[u8]) -> R,
-) -> Result<R, base64::DecodeError> {
-    let mut buf = [0u8; N];
-    match URL_SAFE_NO_PAD.decode_slice(segment, &mut buf) {
-        Ok(len) => Ok(f(&buf[..len])),
-        Err(base64::DecodeSliceError::DecodeError(e)) => Err(e),
-        // The estimate is an upper bound, so the buffer is always large enough; decode on the
-        // heap all the same rather than trust that.
-        Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
-            URL_SAFE_NO_PAD.decode(segment).map(|bytes| f(&bytes))
-        }
-    }
 }
 
 fn jwt_error(e: jsonwebtoken::errors::Error) -> VerifyError {

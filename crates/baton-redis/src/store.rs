@@ -1,0 +1,418 @@
+//! [`RedisStore`]: one key per user, one atomic script per write, and the record codec.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_core::{Clock, SystemClock};
+use baton_store::{
+    Created, Device, Policy, REVOKED_TOMBSTONE_MS, RefreshKeys, RefreshStore, ReuseDetection,
+    RotateContext, RotateError, Rotation, RotationKind, Session, SessionId, SessionRef, StoreError,
+    UserAgentChange, check_user_id,
+};
+use redis::{Script, Value};
+
+use crate::{RedisConnection, RedisOptions, attempt_id};
+
+/// Separates the fields of a record.
+const US: char = '\u{1f}';
+/// Separates the records of a user's key.
+const RS: char = '\u{1e}';
+
+const CREATE_LUA: &str = concat!(
+    include_str!("deadline.lua"),
+    include_str!("common.lua"),
+    include_str!("create.lua")
+);
+const ROTATE_LUA: &str = concat!(
+    include_str!("deadline.lua"),
+    include_str!("common.lua"),
+    include_str!("rotate.lua")
+);
+const REVOKE_LUA: &str = concat!(
+    include_str!("deadline.lua"),
+    include_str!("common.lua"),
+    include_str!("revoke.lua")
+);
+
+/// The SHA1 by which `EVALSHA` names the rotate script (to drive it from `redis-benchmark`).
+pub fn rotate_script_sha() -> String {
+    Script::new(ROTATE_LUA).get_hash().to_owned()
+}
+
+struct Scripts {
+    create: Script,
+    rotate: Script,
+    revoke: Script,
+}
+
+/// Refresh-token sessions in Redis. Clones share one auto-reconnecting connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: RedisConnection,
+    keys: RefreshKeys,
+    policy: Policy,
+    clock: Arc<dyn Clock>,
+    options: Arc<RedisOptions>,
+    scripts: Arc<Scripts>,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("keys", &self.keys)
+            .field("policy", &self.policy)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+fn corrupt(what: &'static str) -> StoreError {
+    tracing::error!(target: "baton::redis", what, "stored session data is not readable");
+    StoreError::Corrupted(what)
+}
+
+/// A live session as a record (member first).
+fn encode(session: &Session) -> String {
+    let d = &session.device;
+    let ip = d.ip.map(|ip| ip.to_string()).unwrap_or_default();
+    [
+        session.id.random_part(),
+        session.generation.to_string(),
+        session.created_at.to_string(),
+        session.last_used_at.to_string(),
+        session.expires_at.to_string(),
+        session.absolute_expires_at.to_string(),
+        ip,
+        d.name.clone().unwrap_or_default(),
+        d.user_agent.clone().unwrap_or_default(),
+        session.user_id.clone(),
+    ]
+    .join(&US.to_string())
+}
+
+/// A live record (member first) back into a session of the user with tag `tag`.
+fn decode(tag: &str, record: &str) -> Result<Session, StoreError> {
+    let mut f: Vec<&str> = record.split(US).collect();
+    // The 11th field (the latest rotation's attempt id) is the scripts' own.
+    if f.len() == 11 {
+        f.pop();
+    }
+    let [
+        member,
+        generation,
+        created,
+        last_used,
+        expires,
+        absolute,
+        ip,
+        name,
+        ua,
+        user_id,
+    ] = f[..]
+    else {
+        return Err(corrupt("wrong number of fields"));
+    };
+    let id: SessionId = format!("{tag}{member}")
+        .parse()
+        .map_err(|_| corrupt("bad session id"))?;
+    let num = |s: &str| s.parse::<u64>().map_err(|_| corrupt("bad number"));
+    let ip = match ip {
+        "" => None,
+        ip => Some(ip.parse::<IpAddr>().map_err(|_| corrupt("bad ip"))?),
+    };
+    let mut device = Device::new((!ua.is_empty()).then_some(ua), ip);
+    if !name.is_empty() {
+        device = device.with_name(name);
+    }
+    Ok(Session::new(
+        id,
+        user_id.to_owned(),
+        device,
+        num(created)?,
+        num(last_used)?,
+        num(generation)?,
+        num(expires)?,
+        num(absolute)?,
+    ))
+}
+
+/// The live sessions of a user's key at `now` (revoked and expired records skipped).
+fn live_sessions(tag: &str, value: &str, now: u64) -> Result<Vec<Session>, StoreError> {
+    let mut sessions = Vec::new();
+    for record in value.split(RS).filter(|r| !r.is_empty()) {
+        if record.split(US).nth(1) == Some("R") {
+            continue;
+        }
+        let session = decode(tag, record)?;
+        if now < session.expires_at {
+            sessions.push(session);
+        }
+    }
+    Ok(sessions)
+}
+
+fn text(value: &Value) -> Result<String, StoreError> {
+    redis::from_redis_value_ref::<String>(value).map_err(|_| corrupt("not a string"))
+}
+
+impl RedisStore {
+    /// Sessions on `conn` (shared with the feed, the limiter and the application), with the
+    /// prefix of `options`.
+    pub fn new(
+        conn: impl Into<RedisConnection>,
+        keys: RefreshKeys,
+        policy: Policy,
+        options: &RedisOptions,
+    ) -> Self {
+        RedisStore {
+            conn: conn.into(),
+            keys,
+            policy,
+            clock: Arc::new(SystemClock),
+            options: Arc::new(options.clone()),
+            scripts: Arc::new(Scripts {
+                create: Script::new(CREATE_LUA),
+                rotate: Script::new(ROTATE_LUA),
+                revoke: Script::new(REVOKE_LUA),
+            }),
+        }
+    }
+
+    /// Connects to `url` (`redis://host:port/db`): a [`RedisConnection`] of its own (use
+    /// [`new`](Self::new) to share one).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when Redis cannot be reached within the connect timeout.
+    pub async fn connect(
+        url: &str,
+        keys: RefreshKeys,
+        policy: Policy,
+        options: RedisOptions,
+    ) -> Result<Self, StoreError> {
+        let conn = RedisConnection::connect(url, &options).await?;
+        Ok(Self::new(conn, keys, policy, &options))
+    }
+
+    /// Connects to a Redis Cluster through any of its `nodes` (`redis://host:port`), with
+    /// `redis`'s cluster client (feature `cluster`): it follows `MOVED`/`ASK` redirections and
+    /// re-discovers the topology when a master fails over. Every script touches one key, so
+    /// any cluster layout works; give several seed nodes so a connect survives one being down.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when no node can be reached within the connect timeout.
+    #[cfg(feature = "cluster")]
+    pub async fn connect_cluster(
+        nodes: &[&str],
+        keys: RefreshKeys,
+        policy: Policy,
+        options: RedisOptions,
+    ) -> Result<Self, StoreError> {
+        let conn = RedisConnection::connect_cluster(nodes, &options).await?;
+        Ok(Self::new(conn, keys, policy, &options))
+    }
+
+    /// Reads time from `clock`.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn key(&self, tag: &str) -> String {
+        format!("{}{{{tag}}}", self.options.prefix)
+    }
+
+    /// The Redis key holding `user_id`'s sessions (for inspection and tests).
+    pub fn user_key(&self, user_id: &str) -> String {
+        self.key(&baton_store::user_tag_of(user_id))
+    }
+
+    /// The connection (shared by clones), for inspection and the application's own commands.
+    pub fn connection(&self) -> &RedisConnection {
+        &self.conn
+    }
+
+    async fn read_user(&self, tag: &str) -> Result<Vec<Session>, StoreError> {
+        let now = self.clock.now_millis();
+        let key = self.key(tag);
+        let key = &key;
+        let value: Option<String> = self
+            .conn
+            .read("read sessions", move |mut conn| async move {
+                redis::cmd("GET").arg(key).query_async(&mut conn).await
+            })
+            .await?;
+        value.map_or(Ok(Vec::new()), |v| live_sessions(tag, &v, now))
+    }
+
+    async fn revoke_members(
+        &self,
+        user_id: &str,
+        only: Option<SessionId>,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        let now = self.clock.now_millis();
+        let mut args = vec![
+            now.to_string(),
+            user_id.to_owned(),
+            REVOKED_TOMBSTONE_MS.to_string(),
+            attempt_id(),
+        ];
+        if let Some(id) = only {
+            args.push(id.random_part().to_owned());
+        }
+        let members: Vec<String> = self
+            .conn
+            .write_script(
+                "revoke",
+                &self.scripts.revoke,
+                &[self.user_key(user_id)],
+                &args,
+            )
+            .await?;
+        let tag = baton_store::user_tag_of(user_id);
+        Ok(members
+            .iter()
+            .filter_map(|m| format!("{tag}{m}").parse().ok())
+            .collect())
+    }
+}
+
+impl RefreshStore for RedisStore {
+    fn keys(&self) -> &RefreshKeys {
+        &self.keys
+    }
+
+    fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    async fn create(&self, user_id: &str, device: Device) -> Result<Created, StoreError> {
+        check_user_id(user_id)?;
+        let now = self.clock.now_millis();
+        let id = SessionId::generate(user_id)?;
+        let absolute = now.saturating_add(policy_ms(self.policy.absolute_lifetime()));
+        let expires = now
+            .saturating_add(policy_ms(self.policy.idle_lifetime()))
+            .min(absolute);
+        let session = Session::new(
+            id,
+            user_id.to_owned(),
+            device.sanitized(),
+            now,
+            now,
+            0,
+            expires,
+            absolute,
+        );
+        let tag = id.user_tag();
+        let args = [
+            encode(&session),
+            now.to_string(),
+            self.policy.max_sessions_per_user().to_string(),
+            user_id.to_owned(),
+            REVOKED_TOMBSTONE_MS.to_string(),
+            attempt_id(),
+        ];
+        let evicted: Vec<String> = self
+            .conn
+            .write_script("create", &self.scripts.create, &[self.key(&tag)], &args)
+            .await?;
+        let evicted = evicted
+            .iter()
+            .filter_map(|m| format!("{tag}{m}").parse().ok())
+            .collect();
+        Ok(Created::new(session, self.keys.mint(&id, 0), evicted))
+    }
+
+    async fn rotate(&self, token: &str, context: RotateContext) -> Result<Rotation, RotateError> {
+        let verified = self.keys.verify(token).ok_or(RotateError::Invalid)?;
+        let id = verified.session_id;
+        let tag = id.user_tag();
+        let now = self.clock.now_millis();
+        let policy = match self.policy.user_agent_change() {
+            UserAgentChange::Revoke => "revoke",
+            _ => "record",
+        };
+        let args = [
+            id.random_part().to_owned(),
+            verified.generation.to_string(),
+            now.to_string(),
+            policy_ms(self.policy.grace_window()).to_string(),
+            policy_ms(self.policy.idle_lifetime()).to_string(),
+            policy.to_owned(),
+            context.stored_user_agent().unwrap_or_default(),
+            context.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            REVOKED_TOMBSTONE_MS.to_string(),
+            match self.policy.reuse_detection() {
+                ReuseDetection::AfterSuccessorUse => "after-use",
+                _ => "strict",
+            }
+            .to_owned(),
+            attempt_id(),
+        ];
+        let reply: Vec<Value> = self
+            .conn
+            .write_script("rotate", &self.scripts.rotate, &[self.key(&tag)], &args)
+            .await?;
+        let code = reply.first().map(text).transpose()?.unwrap_or_default();
+        let second = || {
+            reply
+                .get(1)
+                .map(text)
+                .transpose()
+                .map(Option::unwrap_or_default)
+        };
+        let session_ref = |user_id| SessionRef { id, user_id };
+        match code.as_str() {
+            "rotated" | "graced" => {
+                let session = decode(&tag, &second()?)?;
+                let kind = if code == "rotated" {
+                    RotationKind::Rotated
+                } else {
+                    RotationKind::Graced
+                };
+                let token = self.keys.mint(&id, session.generation);
+                Ok(Rotation::new(kind, token, session))
+            }
+            "reused" => Err(RotateError::Reused(session_ref(second()?))),
+            "ua_revoked" => Err(RotateError::Revoked(Some(session_ref(second()?)))),
+            "revoked" => Err(RotateError::Revoked(None)),
+            "expired" => Err(RotateError::Expired),
+            "invalid" => Err(RotateError::Invalid),
+            _ => Err(RotateError::Store(corrupt("unexpected script reply"))),
+        }
+    }
+
+    async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        let sessions = self.read_user(&id.user_tag()).await?;
+        Ok(sessions.into_iter().find(|s| s.id == id))
+    }
+
+    async fn list(&self, user_id: &str) -> Result<Vec<Session>, StoreError> {
+        let mut sessions = self.read_user(&baton_store::user_tag_of(user_id)).await?;
+        sessions.retain(|s| s.user_id == user_id);
+        sessions.sort_by(|a, b| {
+            b.last_used_at
+                .cmp(&a.last_used_at)
+                .then(b.created_at.cmp(&a.created_at))
+        });
+        Ok(sessions)
+    }
+
+    async fn revoke(&self, user_id: &str, id: SessionId) -> Result<bool, StoreError> {
+        if !id.belongs_to(user_id) {
+            return Ok(false);
+        }
+        Ok(!self.revoke_members(user_id, Some(id)).await?.is_empty())
+    }
+
+    async fn revoke_all(&self, user_id: &str) -> Result<Vec<SessionId>, StoreError> {
+        self.revoke_members(user_id, None).await
+    }
+}
+
+fn policy_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,402 @@
+//! The auth endpoints as one tower `Service`.
+
+// Handlers return `Result<_, Response>`: the error side is the finished error response, built
+// only on failure paths.
+#![allow(clippy::result_large_err)]
+
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use baton_bearer::Revocation;
+use baton_core::Refusal;
+use baton_store::{
+    Device, RefreshStore, RotateContext, RotateError, Rotation, RotationKind, SessionId, StoreError,
+};
+use baton_token::Claims;
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, PRAGMA, SET_COOKIE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, Full, Limited};
+use serde::Deserialize;
+use tower_service::Service;
+
+use crate::device::{client_ip, user_agent};
+use crate::{Authenticator, Inner};
+
+mod login;
+mod refresh;
+mod sessions;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `POST {base}/login`, `/refresh`, `/logout`, `/logout-all`, `GET {base}/sessions`,
+/// `DELETE {base}/sessions/{id}` and `GET /.well-known/jwks.json`, built by
+/// [`Baton::endpoints`](crate::Baton::endpoints). Every failure is a response; the error
+/// type is `Infallible`.
+pub struct AuthEndpoints<S, A: Authenticator> {
+    pub(crate) inner: Arc<Inner<S, A>>,
+}
+
+impl<S, A: Authenticator> Clone for AuthEndpoints<S, A> {
+    fn clone(&self) -> Self {
+        AuthEndpoints {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S, A: Authenticator> fmt::Debug for AuthEndpoints<S, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthEndpoints")
+            .field("base", &self.inner.base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a refresh did not produce new credentials.
+pub(crate) enum RotateFailure {
+    /// The token cannot be used (401, cookie cleared).
+    Refused(&'static str),
+    /// The store failed (503 with `Retry-After` when unavailable, 500 when corrupted).
+    Store(StoreError),
+    /// The rotation happened but no access token could be issued: 503 with the successor.
+    Unavailable(String),
+}
+
+impl RotateFailure {
+    fn into_response<S: RefreshStore, A: Authenticator>(
+        self,
+        inner: &Inner<S, A>,
+    ) -> Response<Bytes> {
+        match self {
+            RotateFailure::Refused(why) => inner.refresh_refused(why),
+            RotateFailure::Store(e) => inner.store_failed(e),
+            RotateFailure::Unavailable(successor) => {
+                let mut res = inner.unavailable("no access token could be issued; retry");
+                if let Ok(cookie) = inner.refresh_cookie.set(&successor) {
+                    res.headers_mut().append(SET_COOKIE, cookie);
+                }
+                res
+            }
+        }
+    }
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Bytes> {
+    let mut res = Response::new(Bytes::from(value.to_string()));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+fn empty(status: StatusCode) -> Response<Bytes> {
+    let mut res = Response::new(Bytes::new());
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+fn outcome(name: &'static str, what: &'static str) {
+    metrics::counter!(name, "outcome" => what).increment(1);
+}
+
+impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
+    /// An error response through the shared renderer, its [`Refusal`] in the extensions.
+    fn error(
+        &self,
+        status: StatusCode,
+        code: &'static str,
+        description: impl Into<Cow<'static, str>>,
+    ) -> Response<Bytes> {
+        Refusal::new(status, code, description).render(&*self.errors)
+    }
+
+    fn unavailable(&self, what: &'static str) -> Response<Bytes> {
+        Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            what,
+        )
+        .with_retry_after(std::time::Duration::from_secs(1))
+        .render(&*self.errors)
+    }
+
+    /// The answer to a store failure: 503 with `Retry-After` when the store is unavailable
+    /// (the client retries), 400 for input it cannot store, and 500 with a body that says
+    /// nothing more for corrupted data or an internal fault (logged: retrying will not fix it).
+    fn store_failed(&self, e: StoreError) -> Response<Bytes> {
+        match e {
+            StoreError::Unavailable(_cause) => {
+                #[cfg(feature = "tracing")]
+                tracing::error!(target: "baton::auth", cause = %_cause, "session store unavailable; answering 503");
+                self.unavailable("the session store is unavailable")
+            }
+            StoreError::InvalidInput(d) => {
+                self.error(StatusCode::BAD_REQUEST, "invalid_request", d)
+            }
+            _e => {
+                outcome("baton_store_faults_total", "internal");
+                #[cfg(feature = "tracing")]
+                tracing::error!(target: "baton::auth", error = %_e, "session store fault; answering 500");
+                self.error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "internal error",
+                )
+            }
+        }
+    }
+
+    /// Records `revocations` where every instance finds them; `Err` is the 503 to answer
+    /// (the instances' lists may not have them yet).
+    async fn record(&self, revocations: &[Revocation]) -> Result<(), Response<Bytes>> {
+        match self.revocations.revoke(revocations).await {
+            Ok(()) => Ok(()),
+            Err(_e) => {
+                outcome("baton_revocations_total", "unrecorded");
+                #[cfg(feature = "tracing")]
+                tracing::error!(target: "baton::auth", error = %_e, "revocation not recorded; answering 503");
+                Err(self.unavailable("the revocation could not be recorded; retry"))
+            }
+        }
+    }
+
+    /// Records revocations the store already made (reuse, eviction, a user gone): nothing to
+    /// answer 503 for; a feed that cannot record them now retries in the background.
+    async fn record_made(&self, revocations: &[Revocation]) {
+        if self.revocations.revoked(revocations).await.is_err() {
+            outcome("baton_revocations_total", "deferred");
+        }
+    }
+
+    fn clear_refresh_cookie(&self, res: &mut Response<Bytes>) {
+        res.headers_mut()
+            .append(SET_COOKIE, self.refresh_cookie.clear());
+        if let Some(access) = &self.access_cookie {
+            res.headers_mut().append(SET_COOKIE, access.clear());
+        }
+    }
+
+    /// 401 for a refresh that cannot succeed, clearing the cookie.
+    fn refresh_refused(&self, description: &'static str) -> Response<Bytes> {
+        let mut res = self.error(StatusCode::UNAUTHORIZED, "invalid_grant", description);
+        self.clear_refresh_cookie(&mut res);
+        res
+    }
+
+    /// Reads a JSON body: content type, size cap, syntax.
+    async fn json_body<T, B>(&self, req: Request<B>) -> Result<T, Response<Bytes>>
+    where
+        T: for<'de> Deserialize<'de>,
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        let is_json = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        if !is_json {
+            return Err(self.error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid_request",
+                "the body must be application/json",
+            ));
+        }
+        let bytes = match Limited::new(req.into_body(), self.max_body).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                return Err(self.error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_request",
+                    "the body is too large",
+                ));
+            }
+            Err(_) => {
+                return Err(self.error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "the body could not be read",
+                ));
+            }
+        };
+        serde_json::from_slice(&bytes).map_err(|e| {
+            let description = if e.is_data() {
+                "the body must be a JSON object with string fields username and password"
+            } else {
+                "the body is not valid JSON"
+            };
+            self.error(StatusCode::BAD_REQUEST, "invalid_request", description)
+        })
+    }
+
+    fn device_of<B>(&self, req: &Request<B>) -> Device {
+        Device::new(
+            user_agent(req.headers()),
+            client_ip(req.headers(), req.extensions(), &self.client_ip),
+        )
+    }
+
+    /// Signs an access token for `user_id` bound to session `sid`: the token and its
+    /// lifetime in seconds.
+    pub(crate) fn issue_access(
+        &self,
+        user_id: &str,
+        sid: SessionId,
+        claims: A::Claims,
+    ) -> Option<(String, u64)> {
+        let mut access = self.issuer.claims(user_id, claims).ok()?;
+        access.sid = Some(sid.to_string());
+        match self.issuer.sign(&access) {
+            Ok(token) => Some((
+                token,
+                access.exp.saturating_sub(access.iat.unwrap_or(access.exp)),
+            )),
+            Err(_e) => {
+                #[cfg(feature = "tracing")]
+                tracing::error!(target: "baton::auth", error = %_e, "signing failed");
+                None
+            }
+        }
+    }
+
+    /// The `Set-Cookie` values for a new refresh token (and, in cookie mode, access token).
+    pub(crate) fn token_cookies(&self, refresh: &str, access: &str) -> Option<Vec<HeaderValue>> {
+        let mut cookies = vec![self.refresh_cookie.set(refresh).ok()?];
+        if let Some(spec) = &self.access_cookie {
+            cookies.push(spec.set(access).ok()?);
+        }
+        Some(cookies)
+    }
+
+    /// The 200 token response: access token in the body, refresh (and in cookie mode access)
+    /// cookie set.
+    fn token_response(
+        &self,
+        user_id: &str,
+        sid: SessionId,
+        claims: A::Claims,
+        refresh: &str,
+    ) -> Response<Bytes> {
+        let issued = self.issue_access(user_id, sid, claims);
+        let cookies = issued
+            .as_ref()
+            .and_then(|(token, _)| self.token_cookies(refresh, token));
+        let (Some((token, expires_in)), Some(cookies)) = (issued, cookies) else {
+            // The session exists (and, on refresh, rotated): hand its refresh token back with
+            // the 503, so the retry presents the live one.
+            return RotateFailure::Unavailable(refresh.to_owned()).into_response(self);
+        };
+        let mut res = json_response(
+            StatusCode::OK,
+            &serde_json::json!({ "access_token": token, "token_type": "Bearer", "expires_in": expires_in }),
+        );
+        res.headers_mut()
+            .insert(PRAGMA, HeaderValue::from_static("no-cache"));
+        for cookie in cookies {
+            res.headers_mut().append(SET_COOKIE, cookie);
+        }
+        res
+    }
+
+    fn jwks(&self) -> Response<Bytes> {
+        let mut res = Response::new(Bytes::from(self.issuer.keys().load().jwks_json()));
+        res.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        res.headers_mut().insert(
+            CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=300"),
+        );
+        res
+    }
+
+    pub(crate) async fn handle<B>(&self, req: Request<B>) -> Response<Bytes>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        let path = req.uri().path().to_owned();
+        if path == "/.well-known/jwks.json" {
+            return if req.method() == Method::GET || req.method() == Method::HEAD {
+                self.jwks()
+            } else {
+                self.error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "use GET",
+                )
+            };
+        }
+        let Some(rest) = path.strip_prefix(self.base.as_str()) else {
+            return self.error(StatusCode::NOT_FOUND, "not_found", "no such endpoint");
+        };
+        if let Err(rejection) = self.origin.check(&req) {
+            #[cfg(feature = "tracing")]
+            tracing::info!(target: "baton::auth", ?rejection, "cross-site request refused");
+            return self.origin.refuse(rejection);
+        }
+        let method = req.method().clone();
+        match (rest, method) {
+            ("/login", Method::POST) => self.login(req).await,
+            ("/refresh", Method::POST) => self.refresh(req).await,
+            ("/logout", Method::POST) => self.logout(req).await,
+            ("/logout-all", Method::POST) => self.logout_all(req).await,
+            ("/sessions", Method::GET) => self.sessions(req).await,
+            (r, Method::DELETE) if r.starts_with("/sessions/") => {
+                let id = r["/sessions/".len()..].to_owned();
+                self.delete_session(req, &id).await
+            }
+            ("/login" | "/refresh" | "/logout" | "/logout-all", _) => self.error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "use POST",
+            ),
+            ("/sessions", _) => self.error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "use GET",
+            ),
+            (r, _) if r.starts_with("/sessions/") => self.error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "use DELETE",
+            ),
+            _ => self.error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
+        }
+    }
+}
+
+impl<S, A, B> Service<Request<B>> for AuthEndpoints<S, A>
+where
+    S: RefreshStore,
+    A: Authenticator,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move { Ok(inner.handle(req).await.map(Full::new)) })
+    }
+}

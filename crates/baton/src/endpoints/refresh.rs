@@ -1,0 +1,110 @@
+//! `POST {base}/refresh`: one rotation, a new access token, and what a failure answers.
+
+use baton_store::RefreshStore;
+use bytes::Bytes;
+use http::{Request, Response};
+
+use super::*;
+use crate::{Authenticator, Inner};
+
+impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
+    pub(super) async fn refresh<B>(&self, req: Request<B>) -> Response<Bytes> {
+        let ip = client_ip(req.headers(), req.extensions(), &self.client_ip);
+        if let Err(res) = self
+            .limit(
+                "refresh-ip",
+                &Self::ip_key(ip),
+                self.limits.refresh_per_ip,
+                true,
+            )
+            .await
+        {
+            return res;
+        }
+        let token = match self.refresh_cookie.read(req.headers()) {
+            Ok(Some(t)) => t.to_owned(),
+            Ok(None) => return self.refresh_refused("no refresh token"),
+            Err(e) => return self.error(e.status(), "invalid_request", e.to_string()),
+        };
+        let context = RotateContext::new(user_agent(req.headers()), ip);
+        match self.rotate(&token, context).await {
+            Ok((rotation, claims)) => self.token_response(
+                &rotation.session.user_id,
+                rotation.session.id,
+                claims,
+                rotation.token.expose(),
+            ),
+            Err(failure) => failure.into_response(self),
+        }
+    }
+
+    /// Rotates and fetches the claims for the new access token; logs and counts the outcome.
+    pub(crate) async fn rotate(
+        &self,
+        token: &str,
+        context: RotateContext,
+    ) -> Result<(Rotation, A::Claims), RotateFailure> {
+        let rotation = match self.store.rotate(token, context).await {
+            Ok(r) => r,
+            Err(RotateError::Store(e)) => {
+                outcome("baton_refresh_total", "unavailable");
+                return Err(RotateFailure::Store(e));
+            }
+            Err(RotateError::Reused(session)) => {
+                outcome("baton_refresh_total", "reuse_detected");
+                #[cfg(feature = "tracing")]
+                tracing::warn!(target: "baton::auth", session = %session.id, user = %session.user_id, "refresh token reuse detected; session revoked");
+                self.record_made(&[Revocation::session(session.id.to_string())])
+                    .await;
+                return Err(RotateFailure::Refused("refresh token reuse detected"));
+            }
+            Err(RotateError::Revoked(revoked)) => {
+                outcome("baton_refresh_total", "revoked");
+                if let Some(session) = revoked {
+                    #[cfg(feature = "tracing")]
+                    tracing::warn!(target: "baton::auth", session = %session.id, "session revoked: user agent changed");
+                    self.record_made(&[Revocation::session(session.id.to_string())])
+                        .await;
+                }
+                return Err(RotateFailure::Refused("session revoked"));
+            }
+            Err(RotateError::Expired) => {
+                outcome("baton_refresh_total", "expired");
+                return Err(RotateFailure::Refused("session expired"));
+            }
+            Err(_) => {
+                outcome("baton_refresh_total", "invalid");
+                return Err(RotateFailure::Refused("invalid refresh token"));
+            }
+        };
+        let claims = match self.auth.claims(&rotation.session.user_id).await {
+            Ok(Some(claims)) => claims,
+            Ok(None) => {
+                let _ = self
+                    .store
+                    .revoke(&rotation.session.user_id, rotation.session.id)
+                    .await;
+                self.record_made(&[Revocation::session(rotation.session.id.to_string())])
+                    .await;
+                return Err(RotateFailure::Refused("the user no longer exists"));
+            }
+            Err(_) => {
+                outcome("baton_refresh_total", "directory_unavailable");
+                #[cfg(feature = "tracing")]
+                tracing::error!(target: "baton::auth", session = %rotation.session.id, "refresh rotated but the user directory is unavailable; the successor goes back with the 503");
+                // The rotation happened: hand back its successor, or the client would come
+                // back with a spent token.
+                return Err(RotateFailure::Unavailable(rotation.token.into_string()));
+            }
+        };
+        let what = if rotation.kind == RotationKind::Graced {
+            "graced"
+        } else {
+            "rotated"
+        };
+        outcome("baton_refresh_total", what);
+        #[cfg(feature = "tracing")]
+        tracing::debug!(target: "baton::auth", session = %rotation.session.id, outcome = what, "refresh");
+        Ok((rotation, claims))
+    }
+}

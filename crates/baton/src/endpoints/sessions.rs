@@ -1,0 +1,149 @@
+//! Logout, logout everywhere, and the session list a user manages: `POST {base}/logout`,
+//! `/logout-all`, `GET {base}/sessions`, `DELETE {base}/sessions/{id}`.
+
+use baton_store::RefreshStore;
+use bytes::Bytes;
+use http::{Request, Response};
+
+use super::*;
+use crate::{Authenticator, Inner};
+
+impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
+    pub(super) async fn logout<B>(&self, req: Request<B>) -> Response<Bytes> {
+        let token = match self.refresh_cookie.read(req.headers()) {
+            Ok(t) => t.map(str::to_owned),
+            Err(e) => return self.error(e.status(), "invalid_request", e.to_string()),
+        };
+        if let Some(verified) = token.as_deref().and_then(|t| self.store.keys().verify(t)) {
+            let id = verified.session_id;
+            let sid = id.to_string();
+            // Recorded first, revoked second: a 503 leaves the session live, and a retry
+            // finishes the job.
+            match self.store.get(id).await {
+                Ok(Some(session)) => {
+                    if let Err(res) = self.record(&[Revocation::session(sid)]).await {
+                        return res;
+                    }
+                    if let Err(e) = self.store.revoke(&session.user_id, id).await {
+                        return self.store_failed(e);
+                    }
+                    #[cfg(feature = "tracing")]
+                    tracing::info!(target: "baton::auth", session = %id, "logout");
+                }
+                // Already gone: record it unless this instance already refuses it (a retry
+                // after a 503, or an instance that missed the first logout).
+                Ok(None) => {
+                    let revocation = Revocation::session(sid);
+                    if !self.revocations.is_recorded(&revocation)
+                        && let Err(res) = self.record(&[revocation]).await
+                    {
+                        return res;
+                    }
+                }
+                Err(e) => return self.store_failed(e),
+            }
+        }
+        let mut res = empty(StatusCode::NO_CONTENT);
+        self.clear_refresh_cookie(&mut res);
+        res
+    }
+
+    pub(super) fn bearer<B>(&self, req: &Request<B>) -> Result<Claims<A::Claims>, Response<Bytes>> {
+        match self.bearer.check::<B>(req) {
+            Ok(Some(claims)) => Ok(claims),
+            Ok(None) => Err(self.error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "bearer token required",
+            )),
+            Err(res) => Err(*res),
+        }
+    }
+
+    pub(super) async fn logout_all<B>(&self, req: Request<B>) -> Response<Bytes> {
+        let claims = match self.bearer(&req) {
+            Ok(c) => c,
+            Err(res) => return res,
+        };
+        // The sessions first (a repeat after a lost reply revokes nothing twice), then, in one
+        // record, the cut-off (every token issued before this second) and each revoked session
+        // by id (which covers their tokens of this very second too). When the record fails the
+        // answer is 503 and the bearer token still works, so the client can repeat the call:
+        // its later cut-off covers every token of the sessions revoked now.
+        let revoked = match self.store.revoke_all(&claims.sub).await {
+            Ok(ids) => ids,
+            Err(e) => return self.store_failed(e),
+        };
+        let mut revocations = vec![Revocation::user_before(
+            claims.sub.clone(),
+            self.clock.now(),
+        )];
+        revocations.extend(revoked.iter().map(|id| Revocation::session(id.to_string())));
+        if let Err(res) = self.record(&revocations).await {
+            return res;
+        }
+        #[cfg(feature = "tracing")]
+        tracing::info!(target: "baton::auth", sessions = revoked.len(), "logout everywhere");
+        let mut res = empty(StatusCode::NO_CONTENT);
+        self.clear_refresh_cookie(&mut res);
+        res
+    }
+
+    pub(super) async fn sessions<B>(&self, req: Request<B>) -> Response<Bytes> {
+        let claims = match self.bearer(&req) {
+            Ok(c) => c,
+            Err(res) => return res,
+        };
+        let sessions = match self.store.list(&claims.sub).await {
+            Ok(s) => s,
+            Err(e) => return self.store_failed(e),
+        };
+        let current = claims.sid.as_deref();
+        let list: Vec<serde_json::Value> = sessions
+            .iter()
+            .map(|s| {
+                let id = s.id.to_string();
+                serde_json::json!({
+                    "current": current == Some(id.as_str()),
+                    "id": id,
+                    "user_agent": s.device.user_agent,
+                    "ip": s.device.ip.map(|ip| ip.to_string()),
+                    "device_name": s.device.name,
+                    "created_at": s.created_at,
+                    "last_used_at": s.last_used_at,
+                })
+            })
+            .collect();
+        json_response(StatusCode::OK, &serde_json::json!({ "sessions": list }))
+    }
+
+    pub(super) async fn delete_session<B>(&self, req: Request<B>, id: &str) -> Response<Bytes> {
+        let claims = match self.bearer(&req) {
+            Ok(c) => c,
+            Err(res) => return res,
+        };
+        let not_found = || self.error(StatusCode::NOT_FOUND, "not_found", "no such session");
+        let Ok(id) = id.parse::<SessionId>() else {
+            return not_found();
+        };
+        if !id.belongs_to(&claims.sub) {
+            return not_found();
+        }
+        match self.store.get(id).await {
+            Ok(Some(session)) if session.user_id == claims.sub => {}
+            Ok(_) => return not_found(),
+            Err(e) => return self.store_failed(e),
+        }
+        if let Err(res) = self.record(&[Revocation::session(id.to_string())]).await {
+            return res;
+        }
+        // `false` here means it went in the meantime (or in a first try whose reply was lost):
+        // gone either way.
+        if let Err(e) = self.store.revoke(&claims.sub, id).await {
+            return self.store_failed(e);
+        }
+        #[cfg(feature = "tracing")]
+        tracing::info!(target: "baton::auth", session = %id, "session revoked by its user");
+        empty(StatusCode::NO_CONTENT)
+    }
+}
