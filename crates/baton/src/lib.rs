@@ -231,7 +231,10 @@ impl<S: RefreshStore, A: Authenticator> Baton<S, A> {
             revocations: None,
             limits: RateLimits::default(),
             limiter: None,
-            token_cache: None,
+            token_cache: Some(TokenCache::new(
+                BatonBuilder::<S, A>::DEFAULT_TOKEN_CACHE,
+                BatonBuilder::<S, A>::DEFAULT_TOKEN_CACHE_BYTES,
+            )),
         }
     }
 
@@ -321,6 +324,11 @@ impl<S: RefreshStore, A: Authenticator> Baton<S, A> {
 }
 
 impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
+    /// Entries of the default token cache (see [`token_cache`](Self::token_cache)).
+    pub const DEFAULT_TOKEN_CACHE: usize = 16_384;
+    /// Bytes the default token cache's entries may hold in all.
+    pub const DEFAULT_TOKEN_CACHE_BYTES: usize = 16 << 20;
+
     /// The access-token lifetime (at least one second).
     pub fn access_ttl(mut self, ttl: Duration) -> Self {
         self.access_ttl = ttl.max(Duration::from_secs(1));
@@ -436,12 +444,19 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
         self
     }
 
-    /// Caches verified access tokens in `cache` (see [`TokenCache`]): the bearer layer and
-    /// the endpoints' own bearer checks skip the signature of a token seen before, while
-    /// `exp`, `nbf`, the key and revocations are still checked on every request. Off by
-    /// default.
+    /// Caches verified access tokens in `cache` (see [`TokenCache`]) instead of the default
+    /// one: the bearer layer and the endpoints' own bearer checks skip the signature of a
+    /// token seen before, while `exp`, `nbf`, the key and revocations are still checked on
+    /// every request. On by default, with [`BatonBuilder::DEFAULT_TOKEN_CACHE`] entries in
+    /// at most [`BatonBuilder::DEFAULT_TOKEN_CACHE_BYTES`].
     pub fn token_cache(mut self, cache: TokenCache) -> Self {
         self.token_cache = Some(cache);
+        self
+    }
+
+    /// Verifies every access token's signature on every request (no [`TokenCache`]).
+    pub fn no_token_cache(mut self) -> Self {
+        self.token_cache = None;
         self
     }
 

@@ -79,3 +79,16 @@ async fn cached_tokens_are_served_until_revoked() {
         "revoked, although its claims are still in the cache"
     );
 }
+
+#[test]
+fn the_cache_is_on_by_default_and_can_be_turned_off() {
+    let keys = || KeyRing::new(KeySet::new(Key::generate("k", Algorithm::ES256).unwrap()).unwrap());
+    let store = || MemoryStore::new(RefreshKeys::generate().unwrap(), Policy::new());
+    let on = Baton::builder(store(), Alice, keys()).build().unwrap();
+    assert!(on.bearer_layer().verifier().cache().is_some());
+    let off = Baton::builder(store(), Alice, keys())
+        .no_token_cache()
+        .build()
+        .unwrap();
+    assert!(off.bearer_layer().verifier().cache().is_none());
+}

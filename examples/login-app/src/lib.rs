@@ -62,6 +62,8 @@ pub struct Config {
     /// Registrations per client network (an IPv4 address, an IPv6 /64); shared through Redis
     /// in Redis mode. `None`: no limit.
     pub register_limit: Option<baton::Rule>,
+    /// Cache verified access tokens (on by default; `--no-token-cache` turns it off).
+    pub token_cache: bool,
     /// How the client address is found: the TCP peer, or behind trusted proxies the header
     /// they write (limits, the device list).
     pub client_ip: baton::ClientIp,
@@ -80,6 +82,7 @@ impl Default for Config {
             rate_limits: baton::RateLimits::default(),
             reuse_detection: ReuseDetection::Strict,
             register_limit: Some(baton::Rule::new(5, 5)),
+            token_cache: true,
             client_ip: baton::ClientIp::new(),
         }
     }
@@ -352,7 +355,7 @@ pub async fn build(config: &Config) -> Result<Built, String> {
             let options = RedisOptions::new();
             let redis = RedisConnection::connect(url, &options)
                 .await
-                .map_err(|e| format!("redis: {e}"))?;
+                .map_err(|e| format!("redis: {}", with_causes(&e)))?;
             let store = RedisStore::new(redis.clone(), keys.refresh, policy, &options);
             let users = Users::redis(redis.clone());
             // Revocations reach every instance sharing this Redis within a second.
@@ -379,13 +382,29 @@ fn configure<S: RefreshStore>(
     builder: baton::BatonBuilder<S, Users>,
     config: &Config,
 ) -> Result<Baton<S, Users>, String> {
-    builder
+    let builder = builder
         .client_ip(config.client_ip.clone())
         .access_ttl(config.access_ttl)
         .leeway(config.leeway)
-        .rate_limits(config.rate_limits)
-        .build()
-        .map_err(|e| e.to_string())
+        .rate_limits(config.rate_limits);
+    let builder = if config.token_cache {
+        builder
+    } else {
+        builder.no_token_cache()
+    };
+    builder.build().map_err(|e| with_causes(&e))
+}
+
+/// An error and its causes, `: `-separated, for a message that ends the program.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// Serves `router` on `listener` until `shutdown` completes; in-flight requests finish.

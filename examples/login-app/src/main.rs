@@ -71,6 +71,10 @@ struct Args {
     /// session).
     #[arg(long, env = "BATON_REUSE_DETECTION", default_value = "strict", value_parser = ["strict", "after-successor-use"])]
     reuse_detection: String,
+    /// Verify every access token's signature on every request instead of caching verified
+    /// tokens (the cache still checks expiry, key and revocation each time).
+    #[arg(long, env = "BATON_NO_TOKEN_CACHE")]
+    no_token_cache: bool,
 }
 
 /// A CIDR range, or one address (a /32 or /128).
@@ -132,6 +136,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .with_login_failures_per_username(rule(args.login_failures_per_user))
             .with_refresh_per_ip(rule(args.refresh_rate_per_ip)),
         register_limit: rule(args.register_rate_per_net),
+        token_cache: !args.no_token_cache,
         client_ip: args.trusted_proxies.iter().fold(
             baton::ClientIp::new().with_header(
                 baton::ForwardedHeader::parse(&args.client_ip_header).map_err(|_| {
