@@ -15,7 +15,8 @@ use http_body::Frame;
 use http_body_util::{BodyExt, Full, StreamBody};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
-const EXPIRED: &str = r#"Bearer realm="baton", error="invalid_token", error_description="token expired""#;
+const EXPIRED: &str =
+    r#"Bearer realm="baton", error="invalid_token", error_description="token expired""#;
 
 #[derive(Clone)]
 struct Mock {
@@ -154,7 +155,10 @@ async fn an_expired_token_is_refreshed_once_and_the_request_replayed() {
     let res = svc.oneshot(post("alice", "the note")).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()["x-refreshed"], "fresh", "finish ran");
-    assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "the note");
+    assert_eq!(
+        res.into_body().collect().await.unwrap().to_bytes(),
+        "the note"
+    );
     assert_eq!((refresher.refreshes(), api.calls()), (1, 2));
     let bodies = api.bodies.lock().unwrap().clone();
     assert_eq!(bodies, ["the note", "the note"], "the same body both times");
@@ -210,7 +214,11 @@ async fn an_unavailable_refresh_goes_through_the_refreshers_hook_with_its_partia
     let res = svc.oneshot(post("alice", "x")).await.unwrap();
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(res.headers()[RETRY_AFTER], "3");
-    assert_eq!(res.headers()["x-refreshed"], "successor", "the partial reached the response");
+    assert_eq!(
+        res.headers()["x-refreshed"],
+        "successor",
+        "the partial reached the response"
+    );
     assert_eq!((refresher.refreshes(), api.calls()), (1, 1), "not retried");
 }
 
@@ -229,7 +237,11 @@ async fn concurrent_failures_share_one_refresh_per_credential() {
     while let Some(status) = tasks.join_next().await {
         assert_eq!(status.unwrap(), StatusCode::OK);
     }
-    assert_eq!(refresher.refreshes(), 2, "one per credential, not one per request");
+    assert_eq!(
+        refresher.refreshes(),
+        2,
+        "one per credential, not one per request"
+    );
     assert_eq!(api.calls(), 80);
 }
 
@@ -241,7 +253,10 @@ async fn bodies_that_cannot_be_replayed_are_not_retried() {
     let svc = RefreshOn401Layer::new(refresher.clone())
         .with_max_replay_body(4)
         .layer(api.service(EXPIRED));
-    let res = svc.oneshot(post("alice", "longer than four")).await.unwrap();
+    let res = svc
+        .oneshot(post("alice", "longer than four"))
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert_eq!((refresher.refreshes(), api.calls()), (0, 1));
 
@@ -256,7 +271,11 @@ async fn bodies_that_cannot_be_replayed_are_not_retried() {
     let res = svc.oneshot(req).await.unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(api.calls(), 1);
-    assert_eq!(api.bodies.lock().unwrap()[0], "ab", "the stream still reached the API once");
+    assert_eq!(
+        api.bodies.lock().unwrap()[0],
+        "ab",
+        "the stream still reached the API once"
+    );
 }
 
 #[tokio::test]
@@ -270,7 +289,11 @@ async fn credentials_about_to_expire_are_refreshed_before_the_first_attempt() {
     let res = svc.oneshot(post("alice", "x")).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()["x-refreshed"], "fresh");
-    assert_eq!((refresher.refreshes(), api.calls()), (1, 1), "no 401 round trip");
+    assert_eq!(
+        (refresher.refreshes(), api.calls()),
+        (1, 1),
+        "no 401 round trip"
+    );
 }
 
 /// A body stream of `chunks`, with no size hint.

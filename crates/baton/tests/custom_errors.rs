@@ -115,10 +115,91 @@ fn bad_configurations_fail_when_built() {
             .build()
             .is_err()
     );
+    for origin in ["null", "https://app.example/", "app.example", "file:///x"] {
+        let err = Baton::builder(store(), Nobody, keys())
+            .trusted_origin(origin)
+            .build()
+            .err()
+            .unwrap_or_else(|| panic!("{origin} accepted"));
+        assert!(
+            matches!(err, baton::ConfigError::Origin(_)),
+            "{origin}: {err}"
+        );
+    }
     assert!(
         Baton::builder(store(), Nobody, keys())
             .base_path("/api/auth")
+            .trusted_origin("https://partner.example")
             .build()
             .is_ok()
     );
+}
+
+async fn problem_type(
+    res: Response<impl http_body::Body<Data = Bytes, Error = impl std::fmt::Debug>>,
+) -> (StatusCode, String, baton::Refusal) {
+    let status = res.status();
+    let refusal = res
+        .extensions()
+        .get::<baton::Refusal>()
+        .cloned()
+        .expect("every refusal carries a Refusal");
+    assert_eq!(res.headers()[CONTENT_TYPE], "application/problem+json");
+    let body: serde_json::Value =
+        serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    (status, body["type"].as_str().unwrap().to_owned(), refusal)
+}
+
+#[tokio::test]
+async fn the_cross_site_guard_and_the_rate_limits_use_the_renderer_too() {
+    let keys = KeyRing::new(KeySet::new(Key::generate("k", Algorithm::HS256).unwrap()).unwrap());
+    let store = MemoryStore::new(RefreshKeys::generate().unwrap(), Policy::new());
+    let baton = Baton::builder(store, Nobody, keys)
+        .errors(Problems)
+        .rate_limits(baton::RateLimits::default().with_login_per_ip(Some(baton::Rule::new(1, 1))))
+        .build()
+        .unwrap();
+
+    // The endpoints' own cross-site check.
+    let cross = Request::post("/auth/refresh")
+        .header("sec-fetch-site", "cross-site")
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let (status, kind, refusal) =
+        problem_type(baton.endpoints().oneshot(cross).await.unwrap()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(kind, "urn:example:cross_site_request");
+    assert_eq!(refusal.error(), "cross_site_request");
+
+    // The guard as a layer around the application's routes.
+    let app = baton
+        .origin_guard()
+        .layer(service_fn(|_req: Request<Full<Bytes>>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(Full::<Bytes>::default()))
+        }));
+    let cross = Request::delete("/api/notes/1")
+        .header("sec-fetch-site", "cross-site")
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let (status, kind, _) = problem_type(app.oneshot(cross).await.unwrap()).await;
+    assert_eq!(
+        (status, kind.as_str()),
+        (StatusCode::FORBIDDEN, "urn:example:cross_site_request")
+    );
+
+    // Over a rate limit: 429 with Retry-After, in the application's format.
+    let login = || {
+        Request::post("/auth/login")
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::from(r#"{"username":"x","password":"y"}"#))
+            .unwrap()
+    };
+    let first = baton.endpoints().oneshot(login()).await.unwrap();
+    assert_eq!(first.status(), StatusCode::UNAUTHORIZED);
+    let limited = baton.endpoints().oneshot(login()).await.unwrap();
+    assert!(limited.headers().contains_key("retry-after"));
+    let (status, kind, refusal) = problem_type(limited).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(kind, "urn:example:too_many_requests");
+    assert!(refusal.retry_after().is_some());
 }
