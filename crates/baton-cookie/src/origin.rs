@@ -1,6 +1,6 @@
 //! `OriginGuardLayer`: refuses cross-site requests with unsafe methods (CSRF).
 //!
-//! The engine is tower-http's [`CsrfLayer`](tower_http::csrf::CsrfLayer), the cross-origin
+//! The engine is tower-http's [`CsrfLayer`], the cross-origin
 //! protection of Go 1.25's `net/http`:
 //! 1. `GET`, `HEAD` and `OPTIONS` always pass (`TRACE` does not: it is not safe here).
 //! 2. `Sec-Fetch-Site: same-origin` or `none` (the user typed it) passes.

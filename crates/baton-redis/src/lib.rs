@@ -4,7 +4,7 @@
 //! Every store operation is one atomic Lua script (loaded once, then called by SHA) and one
 //! round trip: rotation checks the generation, detects reuse, applies the grace window, bumps
 //! the generation, records last use and device, and resets the TTLs in one step. Time comes
-//! from the store's [`Clock`], never from Redis, so tests control it.
+//! from the store's [`Clock`](baton_core::Clock), never from Redis, so tests control it.
 //!
 //! # Faults
 //! What production brings is handled where it happens, and tested by causing it
@@ -21,10 +21,10 @@
 //!   Redis does nothing with a write it reaches later (a stall's backlog). So a 503 means the
 //!   write did not happen and will not: the client's retry presents a live token, never one
 //!   spent behind its back. What remains is a reply lost *after* the store answered (the
-//!   client's own connection dropped): under [`ReuseDetection::Strict`] that client, coming
-//!   back after the grace window, counts as reuse; [`ReuseDetection::AfterSuccessorUse`] keeps
+//!   client's own connection dropped): under [`ReuseDetection::Strict`](baton_store::ReuseDetection::Strict) that client, coming
+//!   back after the grace window, counts as reuse; [`ReuseDetection::AfterSuccessorUse`](baton_store::ReuseDetection::AfterSuccessorUse) keeps
 //!   it.
-//! - A Redis that is down or stalled past the timeouts gives [`StoreError::Unavailable`]
+//! - A Redis that is down or stalled past the timeouts gives [`StoreError::Unavailable`](baton_store::StoreError::Unavailable)
 //!   (503 with `Retry-After` at the endpoints) within the write timeout.
 //!
 //! # Operating Redis for it
@@ -67,7 +67,7 @@
 //! work on a cluster too. Listing and
 //! revoke-all need no `KEYS` or `SCAN`, and the key's TTL covers its longest-lived record, so
 //! nothing outlives its sessions. Expired records are dropped by the
-//! next write. No secret is stored: refresh tokens are authenticated with [`RefreshKeys`],
+//! next write. No secret is stored: refresh tokens are authenticated with [`RefreshKeys`](baton_store::RefreshKeys),
 //! which never reach Redis. Users are expected to have few sessions (the policy's per-user
 //! limit): every write rewrites the user's key.
 //!
@@ -151,7 +151,7 @@ impl RedisOptions {
         self
     }
 
-    /// How long one operation may take before it is [`StoreError::Unavailable`] (a write that
+    /// How long one operation may take before it is [`StoreError::Unavailable`](baton_store::StoreError::Unavailable) (a write that
     /// has not answered by then is awaited up to the write timeout).
     #[must_use]
     pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
@@ -160,7 +160,7 @@ impl RedisOptions {
     }
 
     /// How long the reply of a write (a rotation, a login, a revocation) is awaited before it
-    /// is [`StoreError::Unavailable`] (at least the response timeout). A stalled Redis runs a
+    /// is [`StoreError::Unavailable`](baton_store::StoreError::Unavailable) (at least the response timeout). A stalled Redis runs a
     /// write it has received when it wakes up: awaiting its reply a little longer answers the
     /// client with the outcome instead of a 503 whose retry would present a spent token.
     #[must_use]
