@@ -73,6 +73,10 @@ pub enum OriginGuardError {
     /// no trailing slash, punycode hosts).
     #[error("invalid trusted origin")]
     TrustedOrigin(#[source] tower_http::csrf::ConfigError),
+    /// A trusted origin that parses but that no browser ever sends (a default port, a host
+    /// ending in a dot, user information): it would never match.
+    #[error("trusted origin {0:?} never matches what a browser sends")]
+    NeverMatches(String),
     /// An exempt path that does not start with `/`.
     #[error("an exempt path must start with / (got {0:?})")]
     ExemptPath(String),
@@ -127,9 +131,25 @@ impl OriginGuardLayer {
     ///
     /// # Errors
     /// [`OriginGuardError::TrustedOrigin`] for anything that can never be a browser's
-    /// `Origin` (`null`, `file://`, a path, a bare host).
+    /// `Origin` (`null`, `file://`, a path, a bare host); [`OriginGuardError::NeverMatches`]
+    /// for one that parses but is not written as browsers write it (`:443` on https, a
+    /// trailing dot, `user@`).
     pub fn trust_origin(mut self, origin: impl AsRef<str>) -> Result<Self, OriginGuardError> {
         let origin = origin.as_ref().to_ascii_lowercase();
+        if let Ok(uri) = origin.parse::<Uri>() {
+            let default_port = match uri.scheme_str() {
+                Some("https") => Some(443),
+                Some("http") => Some(80),
+                _ => None,
+            };
+            let authority = uri.authority().map_or("", |a| a.as_str());
+            if (default_port.is_some() && uri.port_u16() == default_port)
+                || uri.host().is_some_and(|h| h.ends_with('.'))
+                || authority.contains('@')
+            {
+                return Err(OriginGuardError::NeverMatches(origin));
+            }
+        }
         self.csrf = self
             .csrf
             .add_trusted_origin(origin)
@@ -185,12 +205,18 @@ impl OriginGuardLayer {
         *probe.method_mut() = req.method().clone();
         *probe.uri_mut() = req.uri().clone();
         *probe.headers_mut() = req.headers().clone();
-        let mut svc = self.csrf.layer(Left(Pass));
+        // The same engine and settings, answering a refusal with an empty response (the
+        // engine puts its error in the extensions): nothing is rendered twice.
+        let engine = self
+            .csrf
+            .clone()
+            .with_rejection_response(|_: ProtectionError| Response::new(()));
+        let mut svc = engine.layer(Pass);
         let mut future = std::pin::pin!(svc.call(probe));
         let mut cx = Context::from_waker(std::task::Waker::noop());
         match future.as_mut().poll(&mut cx) {
-            Poll::Ready(Ok(res)) => match res.extensions().get::<CrossSiteRejection>() {
-                Some(rejection) => Err(*rejection),
+            Poll::Ready(Ok(res)) => match res.extensions().get::<ProtectionError>() {
+                Some(error) => Err(CrossSiteRejection::from(error)),
                 None => Ok(()),
             },
             // `Pass` answers at once and never fails.

@@ -497,15 +497,34 @@ fn malformed_trusted_origins_and_exemptions_are_refused() {
         );
         assert!(std::error::Error::source(&err).is_some(), "{bad}");
     }
+    for never in [
+        "https://partner.example:443",
+        "http://partner.example:80",
+        "https://partner.example.",
+        "https://user@partner.example",
+    ] {
+        let err = OriginGuardLayer::new().trust_origin(never).unwrap_err();
+        assert!(
+            matches!(err, baton_cookie::OriginGuardError::NeverMatches(_)),
+            "{never}: {err}"
+        );
+    }
+    assert!(
+        OriginGuardLayer::new()
+            .trust_origin("https://partner.example:8443")
+            .is_ok()
+    );
     assert!(OriginGuardLayer::new().exempt_path("webhooks").is_err());
     assert!(OriginGuardLayer::new().exempt_path("/webhooks").is_ok());
 }
 
 #[tokio::test]
 async fn check_agrees_with_the_layer_and_uses_the_shared_renderer() {
+    static RENDERED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     struct Plain;
     impl baton_core::RenderError for Plain {
         fn render(&self, status: StatusCode, error: &str, _: &str) -> Response<bytes::Bytes> {
+            RENDERED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let mut res = Response::new(bytes::Bytes::from(format!("plain {error}")));
             *res.status_mut() = status;
             res
@@ -514,6 +533,11 @@ async fn check_agrees_with_the_layer_and_uses_the_shared_renderer() {
     let layer = OriginGuardLayer::new().with_errors(Plain);
     let cross = || request(&Method::POST, &[("sec-fetch-site", "cross-site")]);
     assert_eq!(layer.check(&cross()), Err(CrossSiteRejection::FetchSite));
+    assert_eq!(
+        RENDERED.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "check renders nothing"
+    );
     let (status, rejection, body) = guard_status(layer.clone(), cross()).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(rejection, Some(CrossSiteRejection::FetchSite));

@@ -133,9 +133,10 @@ impl Refusal {
         self.retry_after
     }
 
-    /// `true` for the server's trouble (5xx): the client should retry, not give up.
+    /// `true` for a 503: the server's passing trouble, which the client should wait out
+    /// (a 500 is a fault retrying will not fix).
     pub fn is_unavailable(&self) -> bool {
-        self.status.is_server_error()
+        self.status == http::StatusCode::SERVICE_UNAVAILABLE
     }
 
     /// The response: `renderer`'s body, `Retry-After` when set, `Cache-Control: no-store`,
@@ -163,6 +164,37 @@ impl fmt::Display for Refusal {
             self.error,
             self.description
         )
+    }
+}
+
+/// An error and its causes, `: `-separated: for logs and messages that end a program, where the
+/// whole chain should show (`Display` of an error shows only its own level).
+///
+/// ```
+/// use baton_core::ErrorChain;
+///
+/// let io = std::io::Error::other("connection refused");
+/// let outer = std::io::Error::new(std::io::ErrorKind::NotConnected, io);
+/// assert_eq!(ErrorChain(&outer).to_string(), "connection refused");
+/// ```
+#[derive(Clone, Copy)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'a));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 

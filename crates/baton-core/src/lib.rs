@@ -20,7 +20,7 @@ mod revocation_list;
 mod test_clock;
 
 pub use clock::{Clock, SystemClock};
-pub use error::{JsonErrors, Refusal, RenderError, retry_after_secs};
+pub use error::{ErrorChain, JsonErrors, Refusal, RenderError, retry_after_secs};
 pub use revocation::{CheckRevocation, TokenIdentity};
 pub use revocation_list::{Revocation, RevocationList, Revoke, RevokeError, RevokeFuture};
 #[cfg(feature = "test-util")]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use baton_core::ErrorChain;
 use baton_store::StoreError;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, ProtocolVersion, RedisError, RedisFuture, Value};
@@ -195,8 +196,9 @@ pub enum RedisFailure {
         /// The operation.
         what: &'static str,
     },
-    /// Redis or the client answered with an error (the URL, the connection, the command).
-    #[error("{what}: {source}")]
+    /// Redis or the client answered with an error (the URL, the connection, the command): the
+    /// client's error is the [`source`](std::error::Error::source).
+    #[error("{what}: redis error")]
     Redis {
         /// The operation.
         what: &'static str,
@@ -543,9 +545,9 @@ impl RedisConnection {
         self.counters.failed.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("baton_redis_failures_total").increment(1);
         if quiet {
-            tracing::debug!(target: "baton::redis", error = %failure, "redis operation failed");
+            tracing::debug!(target: "baton::redis", error = %ErrorChain(&failure), "redis operation failed");
         } else {
-            tracing::error!(target: "baton::redis", error = %failure, "redis operation failed");
+            tracing::error!(target: "baton::redis", error = %ErrorChain(&failure), "redis operation failed");
         }
         StoreError::unavailable(failure)
     }

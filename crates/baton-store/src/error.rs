@@ -12,23 +12,42 @@ use crate::SessionId;
 /// std::error::Error::source)), [`InvalidInput`](Self::InvalidInput) the caller's (4xx),
 /// [`Corrupted`](Self::Corrupted) and [`Internal`](Self::Internal) a fault that retrying will
 /// not fix (log it, answer 500 with a body that says nothing more).
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The backend is down, too slow, or answered with an error: nothing was changed, or the
-    /// change cannot be confirmed. Retry later.
-    #[error("session store unavailable")]
-    Unavailable(#[source] Cause),
+    /// change cannot be confirmed. Retry later. The backend's error is the
+    /// [`source`](std::error::Error::source) (a `baton_redis::RedisFailure`, say).
+    Unavailable(Cause),
     /// The input cannot be stored (a user id with control characters, say).
-    #[error("invalid input: {0}")]
     InvalidInput(&'static str),
     /// Stored data could not be read back: it was not written by this version of the store,
     /// or was changed behind its back.
-    #[error("stored session data is corrupted: {0}")]
     Corrupted(&'static str),
     /// Another internal failure (the random generator failed).
-    #[error("session store internal error: {0}")]
     Internal(&'static str),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Unavailable(_) => f.write_str("session store unavailable"),
+            StoreError::InvalidInput(what) => write!(f, "invalid input: {what}"),
+            StoreError::Corrupted(what) => write!(f, "stored session data is corrupted: {what}"),
+            StoreError::Internal(what) => write!(f, "session store internal error: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    /// The backend's own error, for [`Unavailable`](Self::Unavailable): the chain goes
+    /// straight to it, so a search of the chain by type finds it.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Unavailable(cause) => Some(cause.get_ref()),
+            _ => None,
+        }
+    }
 }
 
 impl StoreError {
@@ -43,13 +62,12 @@ impl StoreError {
     }
 }
 
-/// Equal when of the same kind with the same detail (causes compare by their message).
+/// Equal when of the same kind with the same detail; two `Unavailable` are equal when their
+/// causes are the same error (one `Cause` and its clones), not merely the same message.
 impl PartialEq for StoreError {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
-            (StoreError::Unavailable(a), StoreError::Unavailable(b)) => {
-                a.to_string() == b.to_string()
-            }
+            (StoreError::Unavailable(a), StoreError::Unavailable(b)) => Arc::ptr_eq(&a.0, &b.0),
             (StoreError::InvalidInput(a), StoreError::InvalidInput(b))
             | (StoreError::Corrupted(a), StoreError::Corrupted(b))
             | (StoreError::Internal(a), StoreError::Internal(b)) => a == b,

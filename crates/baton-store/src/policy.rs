@@ -62,6 +62,7 @@ pub enum ReuseDetection {
 ///     .unwrap();
 /// assert_eq!(policy.grace_window(), Duration::from_secs(10));
 /// assert!(Policy::builder().max_sessions_per_user(0).build().is_err());
+/// assert!(Policy::builder().absolute_lifetime(Duration::MAX).build().is_err());
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
@@ -93,7 +94,8 @@ impl PolicyBuilder {
         self
     }
 
-    /// The absolute lifetime cap, counted from login; at least the idle lifetime.
+    /// The absolute lifetime cap, counted from login; at least the idle lifetime, at most
+    /// [`Policy::MAX_LIFETIME`].
     pub fn absolute_lifetime(mut self, absolute: Duration) -> Self {
         self.policy.absolute = absolute;
         self
@@ -134,6 +136,12 @@ impl PolicyBuilder {
         if p.idle < Duration::from_secs(1) {
             return Err(ConfigError::new("the idle lifetime must be at least 1 s"));
         }
+        // Far past any real session, and within what every store can keep (Redis's `PX`).
+        if p.absolute > Policy::MAX_LIFETIME {
+            return Err(ConfigError::new(
+                "session lifetimes must be at most 10 years",
+            ));
+        }
         if p.absolute < p.idle {
             return Err(ConfigError::new(
                 "the absolute lifetime must be at least the idle lifetime",
@@ -152,6 +160,9 @@ impl PolicyBuilder {
 }
 
 impl Policy {
+    /// The longest idle or absolute lifetime a policy takes: 10 years.
+    pub const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
     /// Idle lifetime 14 days (sliding: each rotation resets it), absolute cap 90 days, grace
     /// window 10 s, 20 sessions per user, user-agent changes recorded, [`ReuseDetection::Strict`].
     pub fn new() -> Self {

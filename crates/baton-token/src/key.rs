@@ -129,8 +129,9 @@ impl Key {
         Key::assemble(kid.as_ref(), alg, decoding, Some(encoding), None, None)
     }
 
-    /// A signing key from a PEM private key: PKCS#8 (`PRIVATE KEY`) for every algorithm, SEC1
-    /// (`EC PRIVATE KEY`) for ECDSA, PKCS#1 (`RSA PRIVATE KEY`) for RSA.
+    /// A signing key from a PEM private key: PKCS#8 (`PRIVATE KEY`) for every algorithm, or
+    /// PKCS#1 (`RSA PRIVATE KEY`) for RSA. SEC1 (`EC PRIVATE KEY`) is not read: convert it
+    /// with `openssl pkcs8 -topk8 -nocrypt`.
     ///
     /// # Errors
     /// [`KeyError::Invalid`] when the PEM is not a private key for `alg` (an ES256 key on

@@ -355,7 +355,7 @@ pub async fn build(config: &Config) -> Result<Built, String> {
             let options = RedisOptions::new();
             let redis = RedisConnection::connect(url, &options)
                 .await
-                .map_err(|e| format!("redis: {}", with_causes(&e)))?;
+                .map_err(|e| format!("redis: {}", baton::core::ErrorChain(&e)))?;
             let store = RedisStore::new(redis.clone(), keys.refresh, policy, &options);
             let users = Users::redis(redis.clone());
             // Revocations reach every instance sharing this Redis within a second.
@@ -392,19 +392,9 @@ fn configure<S: RefreshStore>(
     } else {
         builder.no_token_cache()
     };
-    builder.build().map_err(|e| with_causes(&e))
-}
-
-/// An error and its causes, `: `-separated, for a message that ends the program.
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
+    builder
+        .build()
+        .map_err(|e| baton::core::ErrorChain(&e).to_string())
 }
 
 /// Serves `router` on `listener` until `shutdown` completes; in-flight requests finish.

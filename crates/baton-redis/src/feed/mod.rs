@@ -481,7 +481,7 @@ impl Revoke for RevocationFeed {
                 }
                 Err(e) => {
                     metrics::counter!("baton_revocations_unrecorded_total").increment(1);
-                    tracing::error!(target: "baton::redis", error = %e, count = revocations.len(), "revocation not recorded; the caller answers 503");
+                    tracing::error!(target: "baton::redis", error = %baton_core::ErrorChain(&e), count = revocations.len(), "revocation not recorded; the caller answers 503");
                     Err(RevokeError::new(e))
                 }
             }
@@ -509,7 +509,7 @@ impl Revoke for RevocationFeed {
                 Ok(()) => Ok(()),
                 Err(e) => {
                     metrics::counter!("baton_revocations_unrecorded_total").increment(1);
-                    tracing::error!(target: "baton::redis", error = %e, count = revocations.len(), "revocation not recorded; retrying in the background");
+                    tracing::error!(target: "baton::redis", error = %baton_core::ErrorChain(&e), count = revocations.len(), "revocation not recorded; retrying in the background");
                     self.shared.defer(revocations);
                     Err(RevokeError::new(e))
                 }

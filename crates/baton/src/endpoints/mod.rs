@@ -138,7 +138,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         match e {
             StoreError::Unavailable(_cause) => {
                 #[cfg(feature = "tracing")]
-                tracing::error!(target: "baton::auth", cause = %_cause, "session store unavailable; answering 503");
+                tracing::error!(target: "baton::auth", cause = %baton_core::ErrorChain(_cause.get_ref()), "session store unavailable; answering 503");
                 self.unavailable("the session store is unavailable")
             }
             StoreError::InvalidInput(d) => {
@@ -147,7 +147,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             _e => {
                 outcome("baton_store_faults_total", "internal");
                 #[cfg(feature = "tracing")]
-                tracing::error!(target: "baton::auth", error = %_e, "session store fault; answering 500");
+                tracing::error!(target: "baton::auth", error = %baton_core::ErrorChain(&_e), "session store fault; answering 500");
                 self.error(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "server_error",
@@ -165,7 +165,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             Err(_e) => {
                 outcome("baton_revocations_total", "unrecorded");
                 #[cfg(feature = "tracing")]
-                tracing::error!(target: "baton::auth", error = %_e, "revocation not recorded; answering 503");
+                tracing::error!(target: "baton::auth", error = %baton_core::ErrorChain(&_e), "revocation not recorded; answering 503");
                 Err(self.unavailable("the revocation could not be recorded; retry"))
             }
         }
