@@ -603,7 +603,73 @@ macro_rules! both_stores {
     };
 }
 
+/// Signing out other devices ends every other session of the user (their refresh refused,
+/// their access tokens refused at once) and keeps the caller's; another user is untouched.
+async fn logout_others_keeps_the_callers_session<S: RefreshStore>(h: Harness<S>) {
+    let (access_a, cookie_a) = login(&h, "alice", "Firefox/130").await;
+    let (access_b, cookie_b) = login(&h, "alice", "Safari/17").await;
+    let (access_c, _) = login(&h, "alice", "curl/8").await;
+    let (access_bob, cookie_bob) = login(&h, "bob", "curl/8").await;
+    let bearer = |token: &str| format!("Bearer {token}");
+    let r = call(
+        &h,
+        Method::POST,
+        "/auth/logout-others",
+        &[("authorization", &bearer(&access_a))],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["revoked"], 2);
+    assert!(
+        r.headers.get(SET_COOKIE).is_none(),
+        "the caller's cookie is kept"
+    );
+    assert_refused_and_cleared(&refresh(&h, &cookie_b).await);
+    assert_eq!(get_me(&h, &access_b).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(get_me(&h, &access_c).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(get_me(&h, &access_a).await.status, StatusCode::OK);
+    assert_eq!(refresh(&h, &cookie_a).await.status, StatusCode::OK);
+    assert_eq!(get_me(&h, &access_bob).await.status, StatusCode::OK);
+    assert_eq!(refresh(&h, &cookie_bob).await.status, StatusCode::OK);
+    // Alone now: nothing more to end; a repeat is harmless.
+    let r = call(
+        &h,
+        Method::POST,
+        "/auth/logout-others",
+        &[("authorization", &bearer(&access_a))],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["revoked"].as_u64()),
+        (StatusCode::OK, Some(0))
+    );
+    // No token, a GET, a revoked caller: clear refusals.
+    let r = call(&h, Method::POST, "/auth/logout-others", &[], "").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = call(
+        &h,
+        Method::GET,
+        "/auth/logout-others",
+        &[("authorization", &bearer(&access_a))],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    let r = call(
+        &h,
+        Method::POST,
+        "/auth/logout-others",
+        &[("authorization", &bearer(&access_b))],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
 both_stores!(
+    logout_others_keeps_the_callers_session,
     full_flow,
     reuse_after_grace_revokes,
     two_refreshes_inside_grace,

@@ -16,7 +16,8 @@
 //!    store's `ReuseDetection`). A 503 with `Retry-After` means the store could not answer:
 //!    retry, the session is kept (when the rotation happened but no access token could be
 //!    issued, the 503 carries the successor cookie, so the retry never presents a spent token).
-//! 4. `POST /auth/logout` ends this device's session, `POST /auth/logout-all` every session;
+//! 4. `POST /auth/logout` ends this device's session, `POST /auth/logout-others` every other
+//!    one (`{"revoked": n}`), `POST /auth/logout-all` every session;
 //!    `GET /auth/sessions` lists devices, `DELETE /auth/sessions/{id}` ends one. Each is
 //!    acknowledged (204) only once its revocation is recorded where every instance finds it
 //!    (with a revocation feed); otherwise it answers 503 and the session stays: retry.

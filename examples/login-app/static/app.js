@@ -210,6 +210,14 @@
     signedOut('Logged out everywhere.');
   });
 
+  $('logout-others-button').addEventListener('click', async () => {
+    const call = await api('/auth/logout-others', { method: 'POST' });
+    if (!call.res.ok) return failed(call);
+    const { revoked } = await call.res.json();
+    status(revoked === 1 ? 'Signed out 1 other device.' : `Signed out ${revoked} other devices.`);
+    devices();
+  });
+
   // A reload keeps the user logged in: the refresh cookie gets a new access token. While the
   // server is busy the page keeps trying, and never shows the login form for it.
   async function start() {

@@ -35,7 +35,8 @@ mod sessions;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// `POST {base}/login`, `/refresh`, `/logout`, `/logout-all`, `GET {base}/sessions`,
+/// `POST {base}/login`, `/refresh`, `/logout`, `/logout-others`, `/logout-all`,
+/// `GET {base}/sessions`,
 /// `DELETE {base}/sessions/{id}` and `GET /.well-known/jwks.json`, built by
 /// [`Baton::endpoints`](crate::Baton::endpoints). Every failure is a response; the error
 /// type is `Infallible`.
@@ -355,16 +356,18 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             ("/refresh", Method::POST) => self.refresh(req).await,
             ("/logout", Method::POST) => self.logout(req).await,
             ("/logout-all", Method::POST) => self.logout_all(req).await,
+            ("/logout-others", Method::POST) => self.logout_others(req).await,
             ("/sessions", Method::GET) => self.sessions(req).await,
             (r, Method::DELETE) if r.starts_with("/sessions/") => {
                 let id = r["/sessions/".len()..].to_owned();
                 self.delete_session(req, &id).await
             }
-            ("/login" | "/refresh" | "/logout" | "/logout-all", _) => self.error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "use POST",
-            ),
+            ("/login" | "/refresh" | "/logout" | "/logout-all" | "/logout-others", _) => self
+                .error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "use POST",
+                ),
             ("/sessions", _) => self.error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",

@@ -89,6 +89,56 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         res
     }
 
+    /// Ends every session of the caller's user except the caller's own (the session its access
+    /// token names): "sign out other devices". Their access tokens are refused wherever the
+    /// revocations reach (every instance, with a feed). Recorded first, revoked second: a 503
+    /// leaves the other sessions live, and a repeat finishes the job.
+    pub(super) async fn logout_others<B>(&self, req: Request<B>) -> Response<Bytes> {
+        let claims = match self.bearer(&req) {
+            Ok(c) => c,
+            Err(res) => return res,
+        };
+        let Some(own) = claims
+            .sid
+            .as_deref()
+            .and_then(|sid| sid.parse::<SessionId>().ok())
+        else {
+            return self.error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the access token names no session",
+            );
+        };
+        let others: Vec<SessionId> = match self.store.list(&claims.sub).await {
+            Ok(sessions) => sessions
+                .into_iter()
+                .map(|s| s.id)
+                .filter(|id| *id != own)
+                .collect(),
+            Err(e) => return self.store_failed(e),
+        };
+        if !others.is_empty() {
+            let revocations: Vec<Revocation> = others
+                .iter()
+                .map(|id| Revocation::session(id.to_string()))
+                .collect();
+            if let Err(res) = self.record(&revocations).await {
+                return res;
+            }
+            for id in &others {
+                if let Err(e) = self.store.revoke(&claims.sub, *id).await {
+                    return self.store_failed(e);
+                }
+            }
+        }
+        #[cfg(feature = "tracing")]
+        tracing::info!(target: "baton::auth", session = %own, others = others.len(), "other devices signed out");
+        json_response(
+            StatusCode::OK,
+            &serde_json::json!({ "revoked": others.len() }),
+        )
+    }
+
     pub(super) async fn sessions<B>(&self, req: Request<B>) -> Response<Bytes> {
         let claims = match self.bearer(&req) {
             Ok(c) => c,
