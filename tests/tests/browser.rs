@@ -124,6 +124,27 @@ async fn scenario(client: &Client, url: &str) -> Result<(), String> {
     })
     .await?;
 
+    // The device list names this browser from its user agent and marks it; signing out other
+    // devices (there are none) keeps this one.
+    eventually("the device list names this browser", || async {
+        let devices = text(client, "devices").await;
+        devices.contains("on Linux") && devices.contains("this device")
+    })
+    .await?;
+    click(client, "logout-others-button").await?;
+    eventually("other devices signed out", || async {
+        text(client, "status")
+            .await
+            .contains("Signed out 0 other devices")
+    })
+    .await?;
+    if !text(client, "whoami-output")
+        .await
+        .contains("Signed in as alice")
+    {
+        return Err("signing out other devices signed this one out".into());
+    }
+
     // `BATON_SCREENSHOT=path` saves the signed-in page (the README's picture).
     if let Some(path) = std::env::var_os("BATON_SCREENSHOT") {
         eventually("the device list", || async {

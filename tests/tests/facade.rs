@@ -427,10 +427,13 @@ async fn a_directory_outage_after_rotation_hands_back_the_successor<S: RefreshSt
     }
 }
 
+const CHROME_LINUX: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+const SAFARI_IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
+
 async fn sessions_list_and_delete<S: RefreshStore>(h: Harness<S>) {
-    let (access_a, _) = login(&h, "alice", "Firefox/130").await;
+    let (access_a, _) = login(&h, "alice", CHROME_LINUX).await;
     h.clock.advance(Duration::from_secs(1));
-    let (access_b, cookie_b) = login(&h, "alice", "Safari/17").await;
+    let (access_b, cookie_b) = login(&h, "alice", SAFARI_IPHONE).await;
     let (access_bob, _) = login(&h, "bob", "curl/8").await;
     let bearer = format!("Bearer {access_a}");
     let r = call(
@@ -444,10 +447,18 @@ async fn sessions_list_and_delete<S: RefreshStore>(h: Harness<S>) {
     assert_eq!(r.status, StatusCode::OK);
     let sessions = r.body["sessions"].as_array().unwrap().clone();
     assert_eq!(sessions.len(), 2);
-    assert_eq!(sessions[0]["user_agent"], "Safari/17");
+    assert_eq!(sessions[0]["user_agent"], SAFARI_IPHONE);
     assert_eq!(sessions[0]["current"], false);
-    assert_eq!(sessions[1]["user_agent"], "Firefox/130");
+    assert_eq!(
+        sessions[0]["device"],
+        json!({"browser": "Safari", "os": "iPhone", "kind": "mobile"})
+    );
+    assert_eq!(sessions[1]["user_agent"], CHROME_LINUX);
     assert_eq!(sessions[1]["current"], true);
+    assert_eq!(
+        sessions[1]["device"],
+        json!({"browser": "Chrome", "os": "Linux", "kind": "desktop"})
+    );
     assert_eq!(sessions[1]["ip"], "127.0.0.1");
     let other = sessions[0]["id"].as_str().unwrap().to_owned();
 

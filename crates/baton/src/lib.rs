@@ -73,6 +73,7 @@
 //! `baton_login_total`, label `outcome`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod agent;
 mod auth;
 mod cookie_mode;
 mod device;
@@ -91,6 +92,7 @@ use baton_refresh::RefreshOn401Layer;
 use baton_store::RefreshStore;
 use baton_token::{Clock, Issuer, KeyRing, SystemClock, TokenCache};
 
+pub use agent::{DeviceInfo, DeviceKind};
 pub use auth::{AuthUnavailable, Authenticator, Principal};
 pub use cookie_mode::{CookieCredentials, CookieRefresher};
 pub use device::{ClientIp, ForwardedHeader, PeerAddr, network_key};

@@ -125,16 +125,33 @@
     show(true);
   }
 
+  // "Chrome on Linux", from the server's reading of the user agent.
+  function deviceName(session) {
+    const d = session.device;
+    if (!d) return 'Unknown device';
+    if (d.browser && d.os) return `${d.browser} on ${d.os}`;
+    return d.browser || (d.os ? `${d.os} device` : 'Unknown device');
+  }
+
+  function ago(ms) {
+    const minutes = Math.round((Date.now() - ms) / 60000);
+    if (minutes < 1) return 'just now';
+    if (minutes < 60) return minutes === 1 ? '1 minute ago' : `${minutes} minutes ago`;
+    const hours = Math.round(minutes / 60);
+    if (hours < 48) return hours === 1 ? '1 hour ago' : `${hours} hours ago`;
+    return new Date(ms).toLocaleDateString();
+  }
+
   function describe(session) {
     const li = document.createElement('li');
     const text = document.createElement('div');
     const agent = document.createElement('div');
     agent.className = 'agent';
-    agent.textContent = session.user_agent || 'Unknown device';
+    agent.textContent = deviceName(session);
+    agent.title = session.user_agent || '';
     const meta = document.createElement('div');
     meta.className = 'meta';
-    const used = new Date(session.last_used_at).toLocaleString();
-    meta.textContent = `${session.ip || 'unknown IP'} · last used ${used}`;
+    meta.textContent = `${session.ip || 'unknown IP'} · last used ${ago(session.last_used_at)}`;
     text.append(agent, meta);
     li.append(text);
     if (session.current) {

@@ -157,6 +157,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                     "current": current == Some(id.as_str()),
                     "id": id,
                     "user_agent": s.device.user_agent,
+                    "device": s.device.user_agent.as_deref().map(crate::DeviceInfo::from_user_agent),
                     "ip": s.device.ip.map(|ip| ip.to_string()),
                     "device_name": s.device.name,
                     "created_at": s.created_at,
