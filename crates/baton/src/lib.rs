@@ -74,6 +74,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod agent;
+mod audit;
 mod auth;
 mod cookie_mode;
 mod device;
@@ -93,6 +94,7 @@ use baton_store::RefreshStore;
 use baton_token::{Clock, Issuer, KeyRing, SystemClock, TokenCache};
 
 pub use agent::{DeviceInfo, DeviceKind};
+pub use audit::{AuditEvent, AuditRecord, AuditSink, RevokeReason, TracingAudit};
 pub use auth::{AuthUnavailable, Authenticator, Principal};
 pub use cookie_mode::{CookieCredentials, CookieRefresher};
 pub use device::{ClientIp, ForwardedHeader, PeerAddr, network_key};
@@ -139,6 +141,7 @@ pub(crate) struct Inner<S, A: Authenticator> {
     pub(crate) client_ip: ClientIp,
     pub(crate) max_body: usize,
     pub(crate) errors: Arc<dyn RenderError>,
+    pub(crate) audit: Arc<dyn AuditSink>,
     pub(crate) limits: RateLimits,
     pub(crate) limiter: Arc<dyn RateLimiter>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -193,6 +196,7 @@ pub struct BatonBuilder<S, A> {
     max_body: usize,
     realm: String,
     errors: Arc<dyn RenderError>,
+    audit: Arc<dyn AuditSink>,
     clock: Arc<dyn Clock>,
     revocations: Option<Arc<dyn Revocations>>,
     limits: RateLimits,
@@ -230,6 +234,7 @@ impl<S: RefreshStore, A: Authenticator> Baton<S, A> {
             max_body: 16 * 1024,
             realm: "baton".to_owned(),
             errors: Arc::new(JsonErrors),
+            audit: Arc::new(TracingAudit),
             clock: Arc::new(SystemClock),
             revocations: None,
             limits: RateLimits::default(),
@@ -422,6 +427,13 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
         self
     }
 
+    /// Sends audit events (logins, refreshes, revoked sessions and why, rate limits) to
+    /// `sink` instead of the default [`TracingAudit`].
+    pub fn audit(mut self, sink: impl AuditSink) -> Self {
+        self.audit = Arc::new(sink);
+        self
+    }
+
     /// Renders error bodies (default [`JsonErrors`]), for the endpoints and the bearer layer.
     pub fn errors(mut self, errors: impl RenderError) -> Self {
         self.errors = Arc::new(errors);
@@ -552,6 +564,7 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
                 client_ip: self.client_ip,
                 max_body: self.max_body,
                 errors: self.errors,
+                audit: self.audit,
                 limits: self.limits,
                 limiter: self
                     .limiter

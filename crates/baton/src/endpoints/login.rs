@@ -34,6 +34,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         key: &str,
         rule: Option<crate::Rule>,
         count: bool,
+        ip: Option<std::net::IpAddr>,
     ) -> Result<(), Response<Bytes>> {
         let Some(rule) = rule else { return Ok(()) };
         let answer = if count {
@@ -41,15 +42,17 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         } else {
             self.limiter.peek(bucket, key, rule).await
         };
-        answer.map_err(|wait| self.too_many(bucket, wait))
+        answer.map_err(|wait| self.too_many(bucket, wait, ip))
     }
 
     pub(super) fn too_many(
         &self,
         bucket: &'static str,
         wait: std::time::Duration,
+        ip: Option<std::net::IpAddr>,
     ) -> Response<Bytes> {
         outcome("baton_rate_limited_total", bucket);
+        self.audit(crate::AuditEvent::RateLimited { bucket }, ip, None);
         #[cfg(feature = "tracing")]
         tracing::info!(target: "baton::auth", bucket, "rate limited");
         Refusal::new(
@@ -109,12 +112,14 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         B::Error: Into<BoxError>,
     {
         let device = self.device_of(&req);
+        let (ip, agent) = (device.ip, device.user_agent.clone());
         if let Err(res) = self
             .limit(
                 "login-ip",
                 &Self::ip_key(device.ip),
                 self.limits.login_per_ip,
                 true,
+                device.ip,
             )
             .await
         {
@@ -143,6 +148,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                 &per_network,
                 self.limits.login_per_username,
                 false,
+                device.ip,
             )
             .await
         {
@@ -155,6 +161,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                     &username,
                     self.limits.login_failures_per_username,
                     false,
+                    device.ip,
                 )
                 .await
         {
@@ -177,6 +184,12 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                     let _ = self.limiter.check("login-fail-user", &username, rule).await;
                 }
                 outcome("baton_login_total", "refused");
+                let username = username.chars().take(64).collect();
+                self.audit(
+                    crate::AuditEvent::LoginFailed { username },
+                    ip,
+                    agent.as_deref(),
+                );
                 #[cfg(feature = "tracing")]
                 tracing::info!(target: "baton::auth", "login refused");
                 return self.error(
@@ -198,8 +211,21 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                 .map(|id| Revocation::session(id.to_string()))
                 .collect();
             self.record_made(&evicted).await;
+            for id in &created.evicted {
+                let event = crate::AuditEvent::SessionRevoked {
+                    user: principal.user_id.clone(),
+                    session: *id,
+                    reason: crate::RevokeReason::Evicted,
+                };
+                self.audit(event, ip, agent.as_deref());
+            }
         }
         outcome("baton_login_total", "ok");
+        let event = crate::AuditEvent::LoginSucceeded {
+            user: principal.user_id.clone(),
+            session: created.session.id,
+        };
+        self.audit(event, ip, agent.as_deref());
         #[cfg(feature = "tracing")]
         tracing::info!(target: "baton::auth", session = %created.session.id, "login");
         let mut res = self.token_response(

@@ -132,6 +132,21 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         .render(&*self.errors)
     }
 
+    /// Hands one event to the audit sink, with the client's address and user agent.
+    pub(crate) fn audit(
+        &self,
+        event: crate::AuditEvent,
+        ip: Option<std::net::IpAddr>,
+        user_agent: Option<&str>,
+    ) {
+        self.audit.record(&crate::AuditRecord {
+            event,
+            ip,
+            user_agent: user_agent.map(|ua| crate::audit::capped(ua, 256)),
+            at_ms: self.clock.now_millis(),
+        });
+    }
+
     /// The answer to a store failure: 503 with `Retry-After` when the store is unavailable
     /// (the client retries), 400 for input it cannot store, and 500 with a body that says
     /// nothing more for corrupted data or an internal fault (logged: retrying will not fix it).

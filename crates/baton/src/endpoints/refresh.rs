@@ -16,6 +16,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                 &Self::ip_key(ip),
                 self.limits.refresh_per_ip,
                 true,
+                ip,
             )
             .await
         {
@@ -44,6 +45,13 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         token: &str,
         context: RotateContext,
     ) -> Result<(Rotation, A::Claims), RotateFailure> {
+        let (ip, agent) = (context.ip, context.user_agent.clone());
+        let revoked =
+            |session: &baton_store::SessionRef, reason| crate::AuditEvent::SessionRevoked {
+                user: session.user_id.clone(),
+                session: session.id,
+                reason,
+            };
         let rotation = match self.store.rotate(token, context).await {
             Ok(r) => r,
             Err(RotateError::Store(e)) => {
@@ -52,15 +60,19 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             }
             Err(RotateError::Reused(session)) => {
                 outcome("baton_refresh_total", "reuse_detected");
+                let event = revoked(&session, crate::RevokeReason::ReuseDetected);
+                self.audit(event, ip, agent.as_deref());
                 #[cfg(feature = "tracing")]
                 tracing::warn!(target: "baton::auth", session = %session.id, user = %session.user_id, "refresh token reuse detected; session revoked");
                 self.record_made(&[Revocation::session(session.id.to_string())])
                     .await;
                 return Err(RotateFailure::Refused("refresh token reuse detected"));
             }
-            Err(RotateError::Revoked(revoked)) => {
+            Err(RotateError::Revoked(revoked_by_call)) => {
                 outcome("baton_refresh_total", "revoked");
-                if let Some(session) = revoked {
+                if let Some(session) = revoked_by_call {
+                    let event = revoked(&session, crate::RevokeReason::UserAgentChanged);
+                    self.audit(event, ip, agent.as_deref());
                     #[cfg(feature = "tracing")]
                     tracing::warn!(target: "baton::auth", session = %session.id, "session revoked: user agent changed");
                     self.record_made(&[Revocation::session(session.id.to_string())])
@@ -86,6 +98,12 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                     .await;
                 self.record_made(&[Revocation::session(rotation.session.id.to_string())])
                     .await;
+                let event = crate::AuditEvent::SessionRevoked {
+                    user: rotation.session.user_id.clone(),
+                    session: rotation.session.id,
+                    reason: crate::RevokeReason::UserGone,
+                };
+                self.audit(event, ip, agent.as_deref());
                 return Err(RotateFailure::Refused("the user no longer exists"));
             }
             Err(_) => {
@@ -103,6 +121,12 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             "rotated"
         };
         outcome("baton_refresh_total", what);
+        let event = crate::AuditEvent::Refreshed {
+            user: rotation.session.user_id.clone(),
+            session: rotation.session.id,
+            graced: rotation.kind == RotationKind::Graced,
+        };
+        self.audit(event, ip, agent.as_deref());
         #[cfg(feature = "tracing")]
         tracing::debug!(target: "baton::auth", session = %rotation.session.id, outcome = what, "refresh");
         Ok((rotation, claims))

@@ -9,6 +9,26 @@ use super::*;
 use crate::{Authenticator, Inner};
 
 impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
+    /// Reports sessions of `user` that ended for `reason`.
+    fn audit_revoked<B>(
+        &self,
+        req: &Request<B>,
+        user: &str,
+        sessions: &[SessionId],
+        reason: crate::RevokeReason,
+    ) {
+        let ip = client_ip(req.headers(), req.extensions(), &self.client_ip);
+        let agent = user_agent(req.headers());
+        for id in sessions {
+            let event = crate::AuditEvent::SessionRevoked {
+                user: user.to_owned(),
+                session: *id,
+                reason,
+            };
+            self.audit(event, ip, agent);
+        }
+    }
+
     pub(super) async fn logout<B>(&self, req: Request<B>) -> Response<Bytes> {
         let token = match self.refresh_cookie.read(req.headers()) {
             Ok(t) => t.map(str::to_owned),
@@ -27,6 +47,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                     if let Err(e) = self.store.revoke(&session.user_id, id).await {
                         return self.store_failed(e);
                     }
+                    self.audit_revoked(&req, &session.user_id, &[id], crate::RevokeReason::Logout);
                     #[cfg(feature = "tracing")]
                     tracing::info!(target: "baton::auth", session = %id, "logout");
                 }
@@ -82,6 +103,12 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         if let Err(res) = self.record(&revocations).await {
             return res;
         }
+        self.audit_revoked(
+            &req,
+            &claims.sub,
+            &revoked,
+            crate::RevokeReason::LogoutEverywhere,
+        );
         #[cfg(feature = "tracing")]
         tracing::info!(target: "baton::auth", sessions = revoked.len(), "logout everywhere");
         let mut res = empty(StatusCode::NO_CONTENT);
@@ -131,6 +158,12 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                 }
             }
         }
+        self.audit_revoked(
+            &req,
+            &claims.sub,
+            &others,
+            crate::RevokeReason::OtherDevicesSignedOut,
+        );
         #[cfg(feature = "tracing")]
         tracing::info!(target: "baton::auth", session = %own, others = others.len(), "other devices signed out");
         json_response(
@@ -193,6 +226,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         if let Err(e) = self.store.revoke(&claims.sub, id).await {
             return self.store_failed(e);
         }
+        self.audit_revoked(&req, &claims.sub, &[id], crate::RevokeReason::EndedByUser);
         #[cfg(feature = "tracing")]
         tracing::info!(target: "baton::auth", session = %id, "session revoked by its user");
         empty(StatusCode::NO_CONTENT)
