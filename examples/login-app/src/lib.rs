@@ -397,6 +397,32 @@ fn configure<S: RefreshStore>(
         .map_err(|e| baton::core::ErrorChain(&e).to_string())
 }
 
+/// The Prometheus text of the process's counters (`baton_login_total`,
+/// `baton_refresh_total`, `baton_rate_limited_total`, the Redis connection's retries and
+/// failures, ...): installs a Prometheus recorder as the process's `metrics` recorder (once
+/// per process) and answers `GET /metrics` with what it holds. Serve it on an address of its
+/// own (`--metrics-addr`), not the public one.
+///
+/// # Errors
+/// A message when a recorder is installed already.
+pub fn metrics_router() -> Result<Router, String> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| format!("metrics: {e}"))?;
+    Ok(Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let handle = handle.clone();
+            async move {
+                (
+                    [(CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    handle.render(),
+                )
+            }
+        }),
+    ))
+}
+
 /// Serves `router` on `listener` until `shutdown` completes; in-flight requests finish.
 ///
 /// # Errors

@@ -75,6 +75,10 @@ struct Args {
     /// tokens (the cache still checks expiry, key and revocation each time).
     #[arg(long, env = "BATON_NO_TOKEN_CACHE")]
     no_token_cache: bool,
+    /// Serve the counters in Prometheus text at `http://<addr>/metrics` (an address of its
+    /// own, e.g. 127.0.0.1:9100; keep it off the public network).
+    #[arg(long, env = "BATON_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// A CIDR range, or one address (a /32 or /128).
@@ -154,6 +158,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ReuseDetection::Strict
         },
     };
+    if let Some(addr) = args.metrics_addr {
+        let metrics = login_app::metrics_router()?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        println!("metrics on http://{}/metrics", listener.local_addr()?);
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, metrics).await {
+                tracing::error!(target: "login_app", error = %e, "the metrics listener stopped");
+            }
+        });
+    }
     let built = login_app::build(&config).await?;
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     let store = if config.redis_url.is_some() {
