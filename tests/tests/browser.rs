@@ -1,6 +1,6 @@
 //! The login app's page in a real headless Chromium, driven over WebDriver: register, log in,
 //! tokens invisible to scripts, silent refresh after the access token expires, reload stays
-//! logged in, logout sticks; and, on a test-started Redis that stalls, a refresh answered 503
+//! logged in, two tabs share one refresh and one logout, logout sticks; and, on a test-started Redis that stalls, a refresh answered 503
 //! is waited out without signing the user out.
 //!
 //! Needs Debian's `chromium` and `chromium-driver`. Without them the test skips loudly, unless
@@ -188,8 +188,93 @@ async fn scenario(client: &Client, url: &str) -> Result<(), String> {
     })
     .await?;
 
-    // Log out: the login form is back, and stays after a reload.
+    // A second tab of the same browser signs in from the shared refresh cookie.
+    let first = client.window().await.map_err(|e| e.to_string())?;
+    let second = client
+        .new_window(true)
+        .await
+        .map_err(|e| e.to_string())?
+        .handle;
+    client
+        .switch_to_window(second.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    client.goto(url).await.map_err(|e| e.to_string())?;
+    eventually("the second tab is signed in", || async {
+        text(client, "whoami-output")
+            .await
+            .contains("Signed in as alice")
+    })
+    .await?;
+    // Both tabs' access tokens expire; both need one at the same moment: one refresh request
+    // in all (the tabs take turns with a Web Lock and hand the new token over).
+    const REFRESHES: &str = "return performance.getEntriesByType('resource').filter(e => e.name.endsWith('/auth/refresh')).length";
+    tokio::time::sleep(Duration::from_secs(ACCESS_TTL + 1)).await;
+    let before_second = script(client, REFRESHES).await?.as_u64().unwrap_or(0);
+    client
+        .switch_to_window(first.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let before_first = script(client, REFRESHES).await?.as_u64().unwrap_or(0);
+    script(
+        client,
+        "document.getElementById('whoami-button').click(); return null",
+    )
+    .await?;
+    client
+        .switch_to_window(second.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    script(
+        client,
+        "document.getElementById('whoami-button').click(); return null",
+    )
+    .await?;
+    eventually("who am I answered in the second tab", || async {
+        text(client, "whoami-output").await.contains("(check 2)")
+    })
+    .await?;
+    let after_second = script(client, REFRESHES).await?.as_u64().unwrap_or(0);
+    client
+        .switch_to_window(first.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    eventually("who am I answered in the first tab", || async {
+        text(client, "whoami-output").await.contains("(check 2)")
+    })
+    .await?;
+    let after_first = script(client, REFRESHES).await?.as_u64().unwrap_or(0);
+    let refreshes = (after_first - before_first) + (after_second - before_second);
+    if refreshes != 1 {
+        return Err(format!(
+            "two tabs needing a token made {refreshes} refresh requests"
+        ));
+    }
+
+    // Log out in the first tab: the second shows the login form by itself, at once.
     click(client, "logout-button").await?;
+    let logged_out = Instant::now();
+    client
+        .switch_to_window(second.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    eventually("the second tab signed out without a click", || {
+        displayed(client, "login-form")
+    })
+    .await?;
+    if logged_out.elapsed() > Duration::from_secs(2) {
+        return Err(format!(
+            "the second tab took {:?} to sign out",
+            logged_out.elapsed()
+        ));
+    }
+    client.close_window().await.map_err(|e| e.to_string())?;
+    client
+        .switch_to_window(first)
+        .await
+        .map_err(|e| e.to_string())?;
+
+    // Logged out: the login form is back, and stays after a reload.
     eventually("the login form after logout", || {
         displayed(client, "login-form")
     })

@@ -16,6 +16,15 @@
 
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+  // Tabs of this page agree: one refresh at a time across them (Web Locks), the new access
+  // token handed to the others (BroadcastChannel, same origin only), and a sign-out in one
+  // tab signs out every tab.
+  const channel = 'BroadcastChannel' in window ? new BroadcastChannel('baton-auth') : null;
+  let sharedAt = 0;
+  function share(message) {
+    if (channel) channel.postMessage(message);
+  }
+
   // The wait a 503 or 429 asks for (Retry-After in seconds), between 1 and 10 s.
   function retryAfterMs(res) {
     const seconds = Number.parseInt((res && res.headers.get('Retry-After')) || '', 10);
@@ -28,7 +37,12 @@
   // server refused the refresh token) or 'unavailable' (still busy after the retries).
   function refresh() {
     if (!refreshing) {
-      refreshing = (async () => {
+      const requested = Date.now();
+      const run = async () => {
+        // Another tab may have refreshed while this one waited for the lock: its token came
+        // over the channel (let a message already queued be handled first).
+        await sleep(10);
+        if (accessToken && sharedAt > requested) return 'ok';
         for (let attempt = 1; ; attempt += 1) {
           let res = null;
           try {
@@ -38,13 +52,17 @@
           }
           if (res && res.ok) {
             accessToken = (await res.json()).access_token;
+            share({ type: 'token', token: accessToken });
             if (attempt > 1) status('');
+            // Hold the lock a moment, so a tab waiting for it has the token before it runs.
+            if (channel && navigator.locks) await sleep(50);
             return 'ok';
           }
           // Only a refusal of the refresh token itself signs out; a timeout, a limit or a
           // server or proxy in trouble (408, 429, 5xx) is waited out.
           if (res && [400, 401, 403].includes(res.status)) {
             accessToken = null;
+            share({ type: 'signed-out' });
             return 'signed-out';
           }
           if (attempt >= 5) {
@@ -54,7 +72,9 @@
           status('The server is busy; retrying…');
           await sleep(retryAfterMs(res));
         }
-      })().finally(() => {
+      };
+      const locked = navigator.locks ? navigator.locks.request('baton-refresh', run) : run();
+      refreshing = locked.finally(() => {
         refreshing = null;
       });
     }
@@ -113,6 +133,22 @@
     accessToken = null;
     show(false);
     status(message);
+  }
+
+  if (channel) {
+    channel.onmessage = ({ data }) => {
+      if (data && data.type === 'token' && typeof data.token === 'string') {
+        const wasSignedOut = !accessToken;
+        accessToken = data.token;
+        sharedAt = Date.now();
+        if (wasSignedOut) {
+          whoami();
+          devices();
+        }
+      } else if (data && data.type === 'signed-out' && accessToken) {
+        signedOut('Signed out in another tab.');
+      }
+    };
   }
 
   async function whoami() {
@@ -185,6 +221,7 @@
     const res = await postJson('/auth/login', { username, password });
     if (!res.ok) return status(await errorText(res), true);
     accessToken = (await res.json()).access_token;
+    share({ type: 'token', token: accessToken });
     status('');
     await whoami();
     await devices();
@@ -217,6 +254,7 @@
     // No answer or a 5xx: the logout may not be recorded; stay signed in and say so.
     if (!res) return status('The server did not answer; try again.', true);
     if (res.status >= 500) return status(await errorText(res), true);
+    share({ type: 'signed-out' });
     signedOut('Logged out.');
   });
 
@@ -224,6 +262,7 @@
     const call = await api('/auth/logout-all', { method: 'POST' });
     // A 503 means the logout was not recorded: stay signed in and say so.
     if (call.res.status === 503 || call.refreshed === 'unavailable') return failed(call);
+    share({ type: 'signed-out' });
     signedOut('Logged out everywhere.');
   });
 
