@@ -1,7 +1,8 @@
 //! The login app's page in a real headless Chromium, driven over WebDriver: register, log in,
 //! tokens invisible to scripts, silent refresh after the access token expires, reload stays
-//! logged in, two tabs share one refresh and one logout, logout sticks; and, on a test-started Redis that stalls, a refresh answered 503
-//! is waited out without signing the user out.
+//! logged in, two tabs share one refresh and one logout, logout sticks; and, on a
+//! test-started Redis that stalls, a refresh answered 503 is waited out without signing the
+//! user out.
 //!
 //! Needs Debian's `chromium` and `chromium-driver`. Without them the test skips loudly, unless
 //! `BATON_REQUIRE_BROWSER=1` (`.ci/run` sets it and installs them). On failure a screenshot is
