@@ -20,9 +20,16 @@
   // token handed to the others (BroadcastChannel, same origin only), and a sign-out in one
   // tab signs out every tab.
   const channel = 'BroadcastChannel' in window ? new BroadcastChannel('baton-auth') : null;
-  let sharedAt = 0;
+  let tokenWaiters = [];
   function share(message) {
     if (channel) channel.postMessage(message);
+  }
+  // Resolves when another tab hands over a token, or after `ms`.
+  function tokenFromAnotherTab(ms) {
+    return new Promise((resolve) => {
+      tokenWaiters.push(resolve);
+      setTimeout(resolve, ms);
+    });
   }
 
   // The wait a 503 or 429 asks for (Retry-After in seconds), between 1 and 10 s.
@@ -35,14 +42,17 @@
   // server's store is busy), a 429, any 5xx or no answer at all is not a sign-out: it is
   // retried as the server asks, a few times, and the session is kept. Resolves to 'ok', 'signed-out' (the
   // server refused the refresh token) or 'unavailable' (still busy after the retries).
-  function refresh() {
+  // `stale`: the token a refused call carried (a newer one, from another tab, is used instead).
+  function refresh(stale = accessToken) {
     if (!refreshing) {
-      const requested = Date.now();
+      const fresh = () => accessToken && accessToken !== stale;
+      let waited = false;
       const run = async () => {
-        // Another tab may have refreshed while this one waited for the lock: its token came
-        // over the channel (let a message already queued be handled first).
-        await sleep(10);
-        if (accessToken && sharedAt > requested) return 'ok';
+        // Another tab held the lock: it refreshed, and its token is on the way over the
+        // channel (or here already).
+        if (waited && !fresh()) await tokenFromAnotherTab(1000);
+        await sleep(0); // a token message already queued is handled first
+        if (fresh()) return 'ok';
         for (let attempt = 1; ; attempt += 1) {
           let res = null;
           try {
@@ -54,8 +64,6 @@
             accessToken = (await res.json()).access_token;
             share({ type: 'token', token: accessToken });
             if (attempt > 1) status('');
-            // Hold the lock a moment, so a tab waiting for it has the token before it runs.
-            if (channel && navigator.locks) await sleep(50);
             return 'ok';
           }
           // Only a refusal of the refresh token itself signs out; a timeout, a limit or a
@@ -73,7 +81,15 @@
           await sleep(retryAfterMs(res));
         }
       };
-      const locked = navigator.locks ? navigator.locks.request('baton-refresh', run) : run();
+      const locked = navigator.locks
+        ? navigator.locks
+            .request('baton-refresh', { ifAvailable: true }, (lock) => (lock ? run() : null))
+            .then((outcome) => {
+              if (outcome !== null) return outcome;
+              waited = true;
+              return navigator.locks.request('baton-refresh', run);
+            })
+        : run();
       refreshing = locked.finally(() => {
         refreshing = null;
       });
@@ -89,11 +105,13 @@
       if (accessToken) headers.Authorization = 'Bearer ' + accessToken;
       return fetch(path, Object.assign({}, options, { headers, credentials: 'same-origin' }));
     };
+    const sentWith = accessToken;
     let res = await send();
     let refreshed = 'ok';
     const challenge = res.headers.get('WWW-Authenticate') || '';
     if (res.status === 401 && (challenge.includes('invalid_token') || !accessToken)) {
-      refreshed = await refresh();
+      // A newer token may have come from another tab meanwhile: no refresh for that one.
+      refreshed = accessToken && accessToken !== sentWith ? 'ok' : await refresh(sentWith);
       if (refreshed === 'ok') res = await send();
     }
     return { res, refreshed };
@@ -140,7 +158,9 @@
       if (data && data.type === 'token' && typeof data.token === 'string') {
         const wasSignedOut = !accessToken;
         accessToken = data.token;
-        sharedAt = Date.now();
+        const waiters = tokenWaiters;
+        tokenWaiters = [];
+        waiters.forEach((resolve) => resolve());
         if (wasSignedOut) {
           whoami();
           devices();
