@@ -621,15 +621,22 @@ async fn logout_others_keeps_the_callers_session<S: RefreshStore>(h: Harness<S>)
     let (access_b, cookie_b) = login(&h, "alice", "Safari/17").await;
     let (access_c, _) = login(&h, "alice", "curl/8").await;
     let (access_bob, cookie_bob) = login(&h, "bob", "curl/8").await;
-    let bearer = |token: &str| format!("Bearer {token}");
-    let r = call(
-        &h,
-        Method::POST,
-        "/auth/logout-others",
-        &[("authorization", &bearer(&access_a))],
-        "",
-    )
-    .await;
+    // POST /auth/logout-others (or another method) with `token`.
+    let others = |method: Method, token: &str| {
+        let auth = format!("Bearer {token}");
+        let h = &h;
+        async move {
+            call(
+                h,
+                method,
+                "/auth/logout-others",
+                &[("authorization", &auth)],
+                "",
+            )
+            .await
+        }
+    };
+    let r = others(Method::POST, &access_a).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["revoked"], 2);
     assert!(
@@ -644,14 +651,7 @@ async fn logout_others_keeps_the_callers_session<S: RefreshStore>(h: Harness<S>)
     assert_eq!(get_me(&h, &access_bob).await.status, StatusCode::OK);
     assert_eq!(refresh(&h, &cookie_bob).await.status, StatusCode::OK);
     // Alone now: nothing more to end; a repeat is harmless.
-    let r = call(
-        &h,
-        Method::POST,
-        "/auth/logout-others",
-        &[("authorization", &bearer(&access_a))],
-        "",
-    )
-    .await;
+    let r = others(Method::POST, &access_a).await;
     assert_eq!(
         (r.status, r.body["revoked"].as_u64()),
         (StatusCode::OK, Some(0))
@@ -659,23 +659,9 @@ async fn logout_others_keeps_the_callers_session<S: RefreshStore>(h: Harness<S>)
     // No token, a GET, a revoked caller: clear refusals.
     let r = call(&h, Method::POST, "/auth/logout-others", &[], "").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    let r = call(
-        &h,
-        Method::GET,
-        "/auth/logout-others",
-        &[("authorization", &bearer(&access_a))],
-        "",
-    )
-    .await;
+    let r = others(Method::GET, &access_a).await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
-    let r = call(
-        &h,
-        Method::POST,
-        "/auth/logout-others",
-        &[("authorization", &bearer(&access_b))],
-        "",
-    )
-    .await;
+    let r = others(Method::POST, &access_b).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }
 
