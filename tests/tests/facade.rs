@@ -899,15 +899,10 @@ async fn client_layer_refreshes_once_for_fifty_concurrent_failures() {
     assert_eq!(refresher.refreshes(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_layer_returns_the_original_401_when_refresh_fails() {
-    let h = memory(false).await.unwrap();
-    let (refresher, api) = clients(&h);
-    client_login(&h, &refresher).await;
-    // Log out behind the client's back: its refresh cookie is dead.
-    let token = refresher.access_token().unwrap();
+/// Logs the user of `token` out everywhere, behind a client's back.
+async fn logout_everywhere<S: RefreshStore>(h: &Harness<S>, token: &str) {
     let r = call(
-        &h,
+        h,
         Method::POST,
         "/auth/logout-all",
         &[("authorization", &format!("Bearer {token}"))],
@@ -915,6 +910,15 @@ async fn client_layer_returns_the_original_401_when_refresh_fails() {
     )
     .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_layer_returns_the_original_401_when_refresh_fails() {
+    let h = memory(false).await.unwrap();
+    let (refresher, api) = clients(&h);
+    client_login(&h, &refresher).await;
+    // Log out behind the client's back: its refresh cookie is dead.
+    logout_everywhere(&h, &refresher.access_token().unwrap()).await;
     let service = ServiceBuilder::new()
         .layer(RefreshOn401Layer::new(refresher.clone()))
         .service(api);
@@ -1244,16 +1248,7 @@ async fn client_layer_backs_off_after_a_refused_refresh() {
     let h = memory(false).await.unwrap();
     let (refresher, api) = clients(&h);
     client_login(&h, &refresher).await;
-    let token = refresher.access_token().unwrap();
-    let r = call(
-        &h,
-        Method::POST,
-        "/auth/logout-all",
-        &[("authorization", &format!("Bearer {token}"))],
-        "",
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    logout_everywhere(&h, &refresher.access_token().unwrap()).await;
     let service = ServiceBuilder::new()
         .layer(RefreshOn401Layer::new(refresher.clone()))
         .service(api);

@@ -249,19 +249,22 @@ async fn a_known_browser_gets_in_during_a_distributed_guessing_run() {
     );
 }
 
+/// A limiter of its own (its own connection) on the shared Redis at `url`.
+async fn redis_limiter(url: String) -> Arc<dyn RateLimiter> {
+    Arc::new(
+        baton_redis::RedisGcra::connect(&url, "test:")
+            .await
+            .unwrap(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_share_one_budget_through_redis() {
     let Some(server) = RedisServer::start() else {
         return;
     };
     // Each instance has its own limiter and connection; only Redis is shared.
-    let limiter = || async {
-        Arc::new(
-            baton_redis::RedisGcra::connect(&server.url(), "test:")
-                .await
-                .unwrap(),
-        ) as Arc<dyn RateLimiter>
-    };
+    let limiter = || redis_limiter(server.url());
     let limits = RateLimits::none().with_login_per_ip(Some(Rule::new(10, 10)));
     let a = serve(limits, Some(limiter().await)).await;
     let b = serve(limits, Some(limiter().await)).await;
@@ -326,13 +329,7 @@ async fn failure_budgets_are_shared_through_redis() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let limiter = || async {
-        Arc::new(
-            baton_redis::RedisGcra::connect(&server.url(), "test:")
-                .await
-                .unwrap(),
-        ) as Arc<dyn RateLimiter>
-    };
+    let limiter = || redis_limiter(server.url());
     let limits = RateLimits::none()
         .with_login_per_username(Some(Rule::new(5, 5)))
         .with_login_failures_per_username(Some(Rule::new(30, 30)));

@@ -10,34 +10,36 @@ use redis::Script;
 
 use crate::{RedisConnection, RedisOptions};
 
-/// The generic cell rate algorithm on one key: `KEYS[1]` holds the theoretical arrival time.
-/// ARGV: now (ms), emission interval (ms), burst tolerance (ms). Returns 0 when allowed, else
-/// the milliseconds to wait.
-const GCRA: &str = r#"
+/// The wait of one key's bucket, shared by both scripts: `KEYS[1]` holds the theoretical
+/// arrival time; ARGV: now (ms), emission interval (ms), burst tolerance (ms). Returns the
+/// milliseconds to wait when over the limit.
+macro_rules! gcra_wait {
+    () => {
+        r#"
 local now = tonumber(ARGV[1])
-local interval = tonumber(ARGV[2])
 local tolerance = tonumber(ARGV[3])
 local tat = tonumber(redis.call("GET", KEYS[1]) or ARGV[1])
 if tat < now then tat = now end
 if tat - now > tolerance then
   return tat - now - tolerance
 end
+"#
+    };
+}
+
+/// The generic cell rate algorithm on one key (see `gcra_wait`): 0 when allowed and counted,
+/// else the milliseconds to wait.
+const GCRA: &str = concat!(
+    gcra_wait!(),
+    r#"local interval = tonumber(ARGV[2])
 local new_tat = tat + interval
 redis.call("SET", KEYS[1], string.format("%.0f", new_tat), "PX", string.format("%.0f", new_tat - now))
 return 0
-"#;
+"#
+);
 
 /// The same bucket, read only: 0 when one more request would be allowed, else the wait (ms).
-const PEEK: &str = r#"
-local now = tonumber(ARGV[1])
-local tolerance = tonumber(ARGV[3])
-local tat = tonumber(redis.call("GET", KEYS[1]) or ARGV[1])
-if tat < now then tat = now end
-if tat - now > tolerance then
-  return tat - now - tolerance
-end
-return 0
-"#;
+const PEEK: &str = concat!(gcra_wait!(), "return 0\n");
 
 /// Rate limits kept in Redis, so every instance shares one budget per key (GCRA: one key and
 /// one atomic script per request, TTL = the time until the key's bucket is full again).
