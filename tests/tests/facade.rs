@@ -720,6 +720,48 @@ async fn corrupted_session_data_is_a_500_that_says_nothing_more() {
     );
 }
 
+/// Signing out other devices while Redis is paused: 503 with `Retry-After`, the other session
+/// still works; once Redis is back the repeat ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_others_the_store_cannot_take_is_503_and_a_repeat_finishes_it() {
+    let Some(h) = redis().await else { return };
+    let (access_a, _) = login(&h, "alice", "Firefox/130").await;
+    let (access_b, cookie_b) = login(&h, "alice", "Safari/17").await;
+    let auth = format!("Bearer {access_a}");
+    let server = h.redis.as_ref().unwrap();
+    server.pause();
+    let r = call(
+        &h,
+        Method::POST,
+        "/auth/logout-others",
+        &[("authorization", &auth)],
+        "",
+    )
+    .await;
+    server.resume();
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+    assert_eq!(r.headers["retry-after"], "1");
+    assert_eq!(
+        get_me(&h, &access_b).await.status,
+        StatusCode::OK,
+        "nothing ended"
+    );
+    let r = call(
+        &h,
+        Method::POST,
+        "/auth/logout-others",
+        &[("authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["revoked"].as_u64()),
+        (StatusCode::OK, Some(1))
+    );
+    assert_eq!(get_me(&h, &access_b).await.status, StatusCode::UNAUTHORIZED);
+    assert_refused_and_cleared(&refresh(&h, &cookie_b).await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logout_the_store_cannot_take_is_503_and_the_session_stays() {
     let Some(h) = redis().await else { return };

@@ -172,10 +172,24 @@ impl fmt::Display for Refusal {
 ///
 /// ```
 /// use baton_core::ErrorChain;
+/// use std::fmt;
 ///
-/// let io = std::io::Error::other("connection refused");
-/// let outer = std::io::Error::new(std::io::ErrorKind::NotConnected, io);
-/// assert_eq!(ErrorChain(&outer).to_string(), "connection refused");
+/// #[derive(Debug)]
+/// struct Unavailable(std::io::Error);
+/// impl fmt::Display for Unavailable {
+///     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+///         f.write_str("session store unavailable")
+///     }
+/// }
+/// impl std::error::Error for Unavailable {
+///     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+///         Some(&self.0)
+///     }
+/// }
+///
+/// let e = Unavailable(std::io::Error::other("connection refused"));
+/// assert_eq!(e.to_string(), "session store unavailable");
+/// assert_eq!(ErrorChain(&e).to_string(), "session store unavailable: connection refused");
 /// ```
 #[derive(Clone, Copy)]
 pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'a));
