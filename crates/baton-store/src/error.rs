@@ -146,6 +146,25 @@ pub struct SessionRef {
     pub user_id: String,
 }
 
+/// What about a device changed between refreshes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeviceChange {
+    /// The user agent.
+    UserAgent,
+    /// The network (see [`NetworkChange`](crate::NetworkChange)).
+    Network,
+}
+
+impl fmt::Display for DeviceChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DeviceChange::UserAgent => "user agent changed",
+            DeviceChange::Network => "network changed",
+        })
+    }
+}
+
 /// Why a refresh token did not rotate.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -160,11 +179,19 @@ pub enum RotateError {
     /// The session expired (idle or absolute lifetime).
     #[error("session expired")]
     Expired,
-    /// The session was revoked: earlier (logout, reuse, eviction) with `None`, or by this call
-    /// (user agent changed under [`UserAgentChange::Revoke`](crate::UserAgentChange)) with
-    /// the session.
+    /// The session was revoked earlier (logout, reuse, eviction, a device change).
     #[error("session revoked")]
-    Revoked(Option<SessionRef>),
+    Revoked,
+    /// The refresh came from a changed device under a policy that revokes for it
+    /// ([`UserAgentChange::Revoke`](crate::UserAgentChange::Revoke),
+    /// [`NetworkChange::Revoke`](crate::NetworkChange::Revoke)): this call revoked the session.
+    #[error("session revoked: {change}")]
+    DeviceChanged {
+        /// The session.
+        session: SessionRef,
+        /// What changed.
+        change: DeviceChange,
+    },
     /// The store failed (down, too slow, or its data is corrupted): nothing was rotated.
     #[error(transparent)]
     Store(StoreError),

@@ -39,7 +39,7 @@
 //! assert!(matches!(err, RotateError::Reused(_)));
 //! // ... and the whole session is gone, the newest token with it.
 //! let err = store.rotate(first.token.expose(), RotateContext::default()).await.unwrap_err();
-//! assert_eq!(err, RotateError::Revoked(None));
+//! assert_eq!(err, RotateError::Revoked);
 //! # }
 //! ```
 //!
@@ -58,11 +58,12 @@ mod token;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use error::{Cause, ConfigError, RotateError, SessionRef, StoreError};
+pub use error::{Cause, ConfigError, DeviceChange, RotateError, SessionRef, StoreError};
 pub use memory::{MemoryStore, REVOKED_TOMBSTONE_MS};
-pub use policy::{Policy, PolicyBuilder, ReuseDetection, UserAgentChange};
+pub use policy::{Network, NetworkChange, Policy, PolicyBuilder, ReuseDetection, UserAgentChange};
 pub use session::{
-    Device, MAX_DEVICE_NAME_LEN, MAX_USER_AGENT_LEN, MAX_USER_ID_LEN, RotateContext, Session,
+    Authentication, Device, Login, MAX_AMR_VALUES, MAX_DEVICE_ID_LEN, MAX_DEVICE_NAME_LEN,
+    MAX_USER_AGENT_LEN, MAX_USER_ID_LEN, RotateContext, Session, check_device_id, check_login,
     check_user_id,
 };
 pub use store::{Created, RefreshStore, Rotation, RotationKind};

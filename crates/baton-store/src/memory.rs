@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use baton_core::{Clock, SystemClock};
 
-use crate::session::check_user_id;
 use crate::{
-    Created, Device, Policy, RefreshKeys, RefreshStore, RotateContext, RotateError, Rotation,
-    RotationKind, Session, SessionId, SessionRef, StoreError, UserAgentChange,
+    Authentication, Created, DeviceChange, Login, NetworkChange, Policy, RefreshKeys,
+    RefreshStore, RotateContext, RotateError, Rotation, RotationKind, Session, SessionId,
+    SessionRef, StoreError, UserAgentChange, check_login,
 };
 
 /// How long, in milliseconds, a revoked session is remembered as revoked (so its token gets
@@ -21,13 +21,16 @@ const SWEEP_EVERY_MS: u64 = 60 * 1000;
 #[derive(Clone, Debug)]
 struct Record {
     user_id: String,
-    device: Device,
+    device: crate::Device,
     created_at: u64,
     last_used_at: u64,
     generation: u64,
     rotated_at: u64,
     expires_at: u64,
     absolute_expires_at: u64,
+    auth_time: u64,
+    authentication: Authentication,
+    network_changed_at: Option<u64>,
 }
 
 impl Record {
@@ -41,6 +44,10 @@ impl Record {
             generation: self.generation,
             expires_at: self.expires_at,
             absolute_expires_at: self.absolute_expires_at,
+            auth_time: self.auth_time,
+            amr: self.authentication.amr.clone(),
+            acr: self.authentication.acr.clone(),
+            network_changed_at: self.network_changed_at,
         }
     }
 }
@@ -202,25 +209,47 @@ impl MemoryStore {
         state.sweep(now);
     }
 
-    fn create_sync(&self, user_id: &str, device: Device) -> Result<Created, StoreError> {
-        check_user_id(user_id)?;
+    fn create_sync(&self, user_id: &str, login: Login) -> Result<Created, StoreError> {
+        check_login(user_id, &login)?;
         let now = self.clock.now_millis();
         let id = SessionId::generate(user_id)?;
         let absolute = now.saturating_add(self.policy.absolute_ms());
         let record = Record {
             user_id: user_id.to_owned(),
-            device: device.sanitized(),
+            device: login.device.sanitized(),
             created_at: now,
             last_used_at: now,
             generation: 0,
             rotated_at: 0,
             expires_at: now.saturating_add(self.policy.idle_ms()).min(absolute),
             absolute_expires_at: absolute,
+            auth_time: now,
+            authentication: login.authentication,
+            network_changed_at: None,
         };
         let session = record.session(id);
         let mut state = self.lock();
         state.sweep(now);
         state.purge_user(user_id, now);
+        let mut replaced = Vec::new();
+        if let Some(device_id) = &record.device.id {
+            let same: Vec<SessionId> = state
+                .users
+                .get(user_id)
+                .into_iter()
+                .flatten()
+                .filter(|id| {
+                    state
+                        .live(id, now)
+                        .is_some_and(|r| r.device.id.as_ref() == Some(device_id))
+                })
+                .copied()
+                .collect();
+            for id in same {
+                state.revoke(&id, now);
+                replaced.push(id);
+            }
+        }
         let mut evicted = Vec::new();
         loop {
             let ids = state.users.get(user_id).map_or(&[][..], Vec::as_slice);
@@ -242,11 +271,7 @@ impl MemoryStore {
         state.sessions.insert(id, Slot::Live(record));
         state.users.entry(user_id.to_owned()).or_default().push(id);
         drop(state);
-        Ok(Created {
-            session,
-            token: self.keys.mint(&id, 0),
-            evicted,
-        })
+        Ok(Created::new(session, self.keys.mint(&id, 0), evicted).with_replaced(replaced))
     }
 
     fn rotate_sync(&self, token: &str, context: RotateContext) -> Result<Rotation, RotateError> {
@@ -257,7 +282,7 @@ impl MemoryStore {
         let record = match state.sessions.get(&id) {
             None => return Err(RotateError::Expired),
             Some(Slot::Revoked { until }) if now < *until => {
-                return Err(RotateError::Revoked(None));
+                return Err(RotateError::Revoked);
             }
             Some(Slot::Revoked { .. }) => {
                 state.sessions.remove(&id);
@@ -291,18 +316,30 @@ impl MemoryStore {
         }
         // Checked on the grace path too: a parent coming back from another browser is no
         // more welcome than the live token would be.
-        if self.policy.user_agent_change() == UserAgentChange::Revoke
+        let changed = if self.policy.user_agent_change() == UserAgentChange::Revoke
             && context.stored_user_agent() != record.device.user_agent
         {
+            Some(DeviceChange::UserAgent)
+        } else {
+            None
+        };
+        let network_changed = self.policy.network_changed(record.device.ip, context.ip);
+        let changed = changed.or((network_changed
+            && self.policy.network_change() == NetworkChange::Revoke)
+            .then_some(DeviceChange::Network));
+        if let Some(change) = changed {
             state.revoke(&id, now);
-            return Err(RotateError::Revoked(Some(session_ref())));
+            return Err(RotateError::DeviceChanged {
+                session: session_ref(),
+                change,
+            });
         }
         if graced {
-            return Ok(Rotation {
-                kind: RotationKind::Graced,
-                token: self.keys.mint(&id, current),
-                session: record.session(id),
-            });
+            return Ok(Rotation::new(
+                RotationKind::Graced,
+                self.keys.mint(&id, current),
+                record.session(id),
+            ));
         }
         let mut record = record;
         record.generation = current + 1;
@@ -313,14 +350,16 @@ impl MemoryStore {
             .min(record.absolute_expires_at);
         record.device.user_agent = context.stored_user_agent();
         record.device.ip = context.ip;
+        if network_changed && self.policy.network_change() == NetworkChange::Flag {
+            record.network_changed_at = Some(now);
+        }
         let session = record.session(id);
         state.sessions.insert(id, Slot::Live(record));
         drop(state);
-        Ok(Rotation {
-            kind: RotationKind::Rotated,
-            token: self.keys.mint(&id, current + 1),
-            session,
-        })
+        Ok(
+            Rotation::new(RotationKind::Rotated, self.keys.mint(&id, current + 1), session)
+                .with_network_changed(network_changed),
+        )
     }
 
     fn list_sync(&self, user_id: &str) -> Vec<Session> {
@@ -352,8 +391,12 @@ impl RefreshStore for MemoryStore {
         &self.policy
     }
 
-    async fn create(&self, user_id: &str, device: Device) -> Result<Created, StoreError> {
-        self.create_sync(user_id, device)
+    async fn create(
+        &self,
+        user_id: &str,
+        login: impl Into<Login> + Send,
+    ) -> Result<Created, StoreError> {
+        self.create_sync(user_id, login.into())
     }
 
     async fn rotate(&self, token: &str, context: RotateContext) -> Result<Rotation, RotateError> {
@@ -376,6 +419,26 @@ impl RefreshStore for MemoryStore {
             return Ok(false);
         }
         Ok(state.revoke(&id, now).is_some())
+    }
+
+    async fn reauthenticate(
+        &self,
+        user_id: &str,
+        id: SessionId,
+        authentication: Authentication,
+    ) -> Result<Option<Session>, StoreError> {
+        authentication.check()?;
+        let now = self.clock.now_millis();
+        let mut state = self.lock();
+        let Some(Slot::Live(record)) = state.sessions.get_mut(&id) else {
+            return Ok(None);
+        };
+        if now >= record.expires_at || record.user_id != user_id {
+            return Ok(None);
+        }
+        record.auth_time = now;
+        record.authentication = authentication;
+        Ok(Some(record.session(id)))
     }
 
     async fn revoke_all(&self, user_id: &str) -> Result<Vec<SessionId>, StoreError> {

@@ -1,5 +1,7 @@
 //! Session lifetime and rotation policies.
 
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use crate::ConfigError;
@@ -13,6 +15,70 @@ pub enum UserAgentChange {
     Record,
     /// Treat it as a stolen token: revoke the session.
     Revoke,
+}
+
+/// What to do when a refresh comes from outside the session's network: another network of
+/// the same address family than the address last seen (login or the latest refresh), with the
+/// policy's prefix lengths ([`PolicyBuilder::network_prefixes`]: /16 for IPv4 and /48 for
+/// IPv6 by default).
+///
+/// A switch between IPv4 and IPv6 is never a change: dual-stack clients alternate between
+/// the two from one request to the next. A refresh whose address is unknown is no change
+/// either. The new address is recorded in every case but `Revoke`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NetworkChange {
+    /// Record the new address and carry on (phones move between networks all day).
+    #[default]
+    Record,
+    /// Keep the session but mark it ([`Session::network_changed_at`](
+    /// crate::Session::network_changed_at)), for the device list and the audit trail.
+    Flag,
+    /// Treat it as a stolen token: revoke the session.
+    Revoke,
+}
+
+/// The network an address belongs to under a policy's prefix lengths: `10.1.0.0/16`.
+///
+/// ```
+/// use baton_store::Policy;
+/// let policy = Policy::new();
+/// let net = policy.network_of("10.1.200.7".parse().unwrap());
+/// assert_eq!(net.to_string(), "10.1.0.0/16");
+/// assert_eq!(net.class(), "4/16");
+/// let net = policy.network_of("2001:db8:7:1::9".parse().unwrap());
+/// assert_eq!(net.to_string(), "2001:db8:7::/48");
+/// // IPv4-mapped IPv6 is the IPv4 address.
+/// assert_eq!(policy.network_of("::ffff:10.1.2.3".parse().unwrap()).to_string(), "10.1.0.0/16");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Network {
+    address: IpAddr,
+    prefix_len: u8,
+}
+
+impl Network {
+    /// The first address of the network.
+    pub fn address(&self) -> IpAddr {
+        self.address
+    }
+
+    /// The prefix length.
+    pub fn prefix_len(&self) -> u8 {
+        self.prefix_len
+    }
+
+    /// The family and prefix length, `4/16` or `6/48`: only networks of one class compare.
+    pub fn class(&self) -> String {
+        let family = if self.address.is_ipv4() { 4 } else { 6 };
+        format!("{family}/{}", self.prefix_len)
+    }
+}
+
+impl fmt::Display for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix_len)
+    }
 }
 
 /// When a spent refresh token counts as stolen.
@@ -45,7 +111,7 @@ pub enum ReuseDetection {
     AfterSuccessorUse,
 }
 
-/// Lifetimes and limits of sessions. IP changes are always recorded, never punished.
+/// Lifetimes and limits of sessions, and what a changed device or network does.
 ///
 /// Built by [`Policy::builder`], whose setters take any values in any order; [`build`](
 /// PolicyBuilder::build) checks them together.
@@ -71,6 +137,9 @@ pub struct Policy {
     grace: Duration,
     max_sessions: usize,
     user_agent_change: UserAgentChange,
+    network_change: NetworkChange,
+    v4_prefix: u8,
+    v6_prefix: u8,
     reuse_detection: ReuseDetection,
 }
 
@@ -121,6 +190,20 @@ impl PolicyBuilder {
         self
     }
 
+    /// What a refresh from another network does.
+    pub fn network_change(mut self, action: NetworkChange) -> Self {
+        self.policy.network_change = action;
+        self
+    }
+
+    /// The prefix lengths that make a network (IPv4 1 to 32, default 16; IPv6 1 to 128,
+    /// default 48).
+    pub fn network_prefixes(mut self, v4: u8, v6: u8) -> Self {
+        self.policy.v4_prefix = v4;
+        self.policy.v6_prefix = v6;
+        self
+    }
+
     /// When a spent token counts as stolen (see [`ReuseDetection`]).
     pub fn reuse_detection(mut self, detection: ReuseDetection) -> Self {
         self.policy.reuse_detection = detection;
@@ -155,6 +238,11 @@ impl PolicyBuilder {
         if p.max_sessions == 0 || p.max_sessions > 1000 {
             return Err(ConfigError::new("max sessions per user must be 1 to 1000"));
         }
+        if !(1..=32).contains(&p.v4_prefix) || !(1..=128).contains(&p.v6_prefix) {
+            return Err(ConfigError::new(
+                "network prefixes must be 1 to 32 (IPv4) and 1 to 128 (IPv6)",
+            ));
+        }
         Ok(p)
     }
 }
@@ -164,7 +252,8 @@ impl Policy {
     pub const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
     /// Idle lifetime 14 days (sliding: each rotation resets it), absolute cap 90 days, grace
-    /// window 10 s, 20 sessions per user, user-agent changes recorded, [`ReuseDetection::Strict`].
+    /// window 10 s, 20 sessions per user, user-agent and network changes recorded (networks of
+    /// /16 and /48), [`ReuseDetection::Strict`].
     pub fn new() -> Self {
         Policy {
             idle: Duration::from_secs(14 * 24 * 3600),
@@ -172,6 +261,9 @@ impl Policy {
             grace: Duration::from_secs(10),
             max_sessions: 20,
             user_agent_change: UserAgentChange::Record,
+            network_change: NetworkChange::Record,
+            v4_prefix: 16,
+            v6_prefix: 48,
             reuse_detection: ReuseDetection::Strict,
         }
     }
@@ -227,6 +319,51 @@ impl Policy {
     /// What a changed user agent does.
     pub fn user_agent_change(&self) -> UserAgentChange {
         self.user_agent_change
+    }
+
+    /// What a refresh from another network does.
+    pub fn network_change(&self) -> NetworkChange {
+        self.network_change
+    }
+
+    /// The prefix lengths that make a network: (IPv4, IPv6).
+    pub fn network_prefixes(&self) -> (u8, u8) {
+        (self.v4_prefix, self.v6_prefix)
+    }
+
+    /// The network of `ip` under this policy's prefix lengths (an IPv4-mapped IPv6 address
+    /// counts as IPv4).
+    pub fn network_of(&self, ip: IpAddr) -> Network {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => {
+                let bits = u32::from(v4);
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.v4_prefix)).unwrap_or(0);
+                Network {
+                    address: IpAddr::V4(Ipv4Addr::from(bits & mask)),
+                    prefix_len: self.v4_prefix,
+                }
+            }
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.v6_prefix))
+                    .unwrap_or(0);
+                Network {
+                    address: IpAddr::V6(Ipv6Addr::from(bits & mask)),
+                    prefix_len: self.v6_prefix,
+                }
+            }
+        }
+    }
+
+    /// `true` when a refresh from `new` comes from outside the network of `old` (both known,
+    /// of one family; see [`NetworkChange`]).
+    pub fn network_changed(&self, old: Option<IpAddr>, new: Option<IpAddr>) -> bool {
+        let (Some(old), Some(new)) = (old, new) else {
+            return false;
+        };
+        let (old, new) = (self.network_of(old), self.network_of(new));
+        old.class() == new.class() && old != new
     }
 
     pub(crate) fn idle_ms(&self) -> u64 {

@@ -10,6 +10,8 @@ pub const MAX_USER_AGENT_LEN: usize = 256;
 pub const MAX_DEVICE_NAME_LEN: usize = 64;
 /// The longest user id accepted, in bytes.
 pub const MAX_USER_ID_LEN: usize = 256;
+/// The longest device identifier accepted, in bytes.
+pub const MAX_DEVICE_ID_LEN: usize = 128;
 
 /// What is known of the device behind a session.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -21,6 +23,10 @@ pub struct Device {
     pub ip: Option<IpAddr>,
     /// A name the user gave the device.
     pub name: Option<String>,
+    /// A stable identifier the client sends for itself (a native app's install id): a new
+    /// login of the same user with the same identifier replaces that device's live session.
+    /// 1 to [`MAX_DEVICE_ID_LEN`] bytes of `A-Z a-z 0-9 - . _ ~ :` (see [`check_device_id`]).
+    pub id: Option<String>,
 }
 
 impl Device {
@@ -30,7 +36,15 @@ impl Device {
             user_agent: user_agent.map(str::to_owned),
             ip,
             name: None,
+            id: None,
         }
+    }
+
+    /// Sets the device identifier (checked by the store: [`check_device_id`]).
+    #[must_use]
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
     }
 
     /// Sets the device name.
@@ -47,7 +61,36 @@ impl Device {
             user_agent: sanitize_opt(self.user_agent.as_deref(), MAX_USER_AGENT_LEN),
             ip: self.ip,
             name: sanitize_opt(self.name.as_deref(), MAX_DEVICE_NAME_LEN),
+            id: self.id.clone(),
         }
+    }
+}
+
+/// Checks a device identifier: 1 to [`MAX_DEVICE_ID_LEN`] bytes of ASCII letters, digits and
+/// `- . _ ~ :` (a UUID, a base64url install id, a `vendor:serial` pair).
+///
+/// ```
+/// use baton_store::check_device_id;
+/// assert!(check_device_id("6f1c2a52-9a3e-4f4b-8d6e-0c1b5e1d2a77").is_ok());
+/// assert!(check_device_id("").is_err());
+/// assert!(check_device_id("two words").is_err());
+/// assert!(check_device_id(&"x".repeat(129)).is_err());
+/// ```
+///
+/// # Errors
+/// [`StoreError::InvalidInput`].
+pub fn check_device_id(id: &str) -> Result<(), StoreError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_DEVICE_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~:".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidInput(
+            "a device id must be 1 to 128 characters of A-Z a-z 0-9 - . _ ~ :",
+        ))
     }
 }
 
@@ -103,6 +146,18 @@ pub struct Session {
     pub expires_at: u64,
     /// When the session ends whatever happens.
     pub absolute_expires_at: u64,
+    /// When the user last proved who they are in this session (the login, or a later
+    /// [`reauthenticate`](crate::RefreshStore::reauthenticate)), milliseconds since the epoch:
+    /// the access token's `auth_time` (RFC 9470). A refresh is not an authentication and
+    /// leaves it alone.
+    pub auth_time: u64,
+    /// How they proved it (RFC 8176 `amr` values, `pwd` for a password).
+    pub amr: Vec<String>,
+    /// The authentication context class reached then (`acr`), if the application names one.
+    pub acr: Option<String>,
+    /// The latest refresh that came from outside the session's network while the policy is
+    /// [`NetworkChange::Flag`](crate::NetworkChange::Flag), milliseconds since the epoch.
+    pub network_changed_at: Option<u64>,
 }
 
 impl Session {
@@ -127,8 +182,154 @@ impl Session {
             generation,
             expires_at,
             absolute_expires_at,
+            auth_time: created_at,
+            amr: Vec::new(),
+            acr: None,
+            network_changed_at: None,
         }
     }
+
+    /// Sets when and how the user last authenticated (for store implementations).
+    #[must_use]
+    pub fn with_authentication(mut self, auth_time: u64, authentication: Authentication) -> Self {
+        self.auth_time = auth_time;
+        self.amr = authentication.amr;
+        self.acr = authentication.acr;
+        self
+    }
+
+    /// Sets the latest network change flagged (for store implementations).
+    #[must_use]
+    pub fn with_network_changed_at(mut self, at: Option<u64>) -> Self {
+        self.network_changed_at = at;
+        self
+    }
+
+    /// How the user last authenticated, as recorded.
+    pub fn authentication(&self) -> Authentication {
+        Authentication {
+            amr: self.amr.clone(),
+            acr: self.acr.clone(),
+        }
+    }
+}
+
+/// The most `amr` values kept.
+pub const MAX_AMR_VALUES: usize = 8;
+
+/// How a user proved who they are (RFC 9470): the methods (`amr`, RFC 8176 values such as
+/// `pwd`, `otp`, `hwk`, `mfa`) and the context class reached (`acr`), if any.
+///
+/// ```
+/// use baton_store::Authentication;
+/// let auth = Authentication::password();
+/// assert_eq!(auth.amr, ["pwd"]);
+/// assert!(auth.check().is_ok());
+/// assert!(Authentication::new(["two words"]).check().is_err());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Authentication {
+    /// The methods used.
+    pub amr: Vec<String>,
+    /// The context class reached.
+    pub acr: Option<String>,
+}
+
+impl Authentication {
+    /// Authentication by these methods.
+    pub fn new<I, S>(amr: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Authentication {
+            amr: amr.into_iter().map(Into::into).collect(),
+            acr: None,
+        }
+    }
+
+    /// A password (`amr` `["pwd"]`).
+    pub fn password() -> Self {
+        Authentication::new(["pwd"])
+    }
+
+    /// Sets the context class.
+    #[must_use]
+    pub fn with_acr(mut self, acr: impl Into<String>) -> Self {
+        self.acr = Some(acr.into());
+        self
+    }
+
+    /// Checks the values: at most [`MAX_AMR_VALUES`] methods of 1 to 32 bytes and a class of
+    /// 1 to 128 bytes, each visible ASCII without spaces or quotes.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidInput`].
+    pub fn check(&self) -> Result<(), StoreError> {
+        let token = |s: &str, max: usize| {
+            !s.is_empty()
+                && s.len() <= max
+                && s.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\' && b != b',')
+        };
+        if self.amr.len() > MAX_AMR_VALUES || !self.amr.iter().all(|m| token(m, 32)) {
+            return Err(StoreError::InvalidInput(
+                "amr must be at most 8 values of 1 to 32 visible characters",
+            ));
+        }
+        if self.acr.as_deref().is_some_and(|a| !token(a, 128)) {
+            return Err(StoreError::InvalidInput(
+                "acr must be 1 to 128 visible characters",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a login brings to a new session: the device, and how the user authenticated.
+///
+/// A [`Device`] converts into a login with no recorded methods, so
+/// `store.create("alice", device)` reads naturally.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Login {
+    /// The device.
+    pub device: Device,
+    /// How the user authenticated.
+    pub authentication: Authentication,
+}
+
+impl Login {
+    /// A login on `device`, authenticated by `authentication`.
+    pub fn new(device: Device, authentication: Authentication) -> Self {
+        Login {
+            device,
+            authentication,
+        }
+    }
+}
+
+impl From<Device> for Login {
+    fn from(device: Device) -> Self {
+        Login {
+            device,
+            authentication: Authentication::default(),
+        }
+    }
+}
+
+/// Checks what a store is asked to keep of a login: the user id, the device identifier, the
+/// authentication values.
+///
+/// # Errors
+/// [`StoreError::InvalidInput`].
+pub fn check_login(user_id: &str, login: &Login) -> Result<(), StoreError> {
+    check_user_id(user_id)?;
+    if let Some(id) = &login.device.id {
+        check_device_id(id)?;
+    }
+    login.authentication.check()
 }
 
 /// What the refreshing request looked like.

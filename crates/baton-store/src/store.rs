@@ -3,7 +3,7 @@
 use std::future::Future;
 
 use crate::{
-    Device, Policy, RefreshKeys, RefreshToken, RotateContext, RotateError, Session, SessionId,
+    Authentication, Login, Policy, RefreshKeys, RefreshToken, RotateContext, RotateError, Session, SessionId,
     StoreError,
 };
 
@@ -17,6 +17,9 @@ pub struct Created {
     pub token: RefreshToken,
     /// Sessions of the same user evicted to stay within the per-user limit.
     pub evicted: Vec<SessionId>,
+    /// The user's earlier session on the same device (same [`Device::id`](crate::Device::id)),
+    /// replaced by this one.
+    pub replaced: Vec<SessionId>,
 }
 
 impl Created {
@@ -26,7 +29,15 @@ impl Created {
             session,
             token,
             evicted,
+            replaced: Vec::new(),
         }
+    }
+
+    /// Sets the replaced sessions (for store implementations).
+    #[must_use]
+    pub fn with_replaced(mut self, replaced: Vec<SessionId>) -> Self {
+        self.replaced = replaced;
+        self
     }
 }
 
@@ -52,6 +63,10 @@ pub struct Rotation {
     pub token: RefreshToken,
     /// The session after the rotation (for issuing the access token).
     pub session: Session,
+    /// `true` when this refresh came from outside the session's network (see
+    /// [`NetworkChange`](crate::NetworkChange); always `false` on the grace path, which
+    /// records nothing).
+    pub network_changed: bool,
 }
 
 impl Rotation {
@@ -61,7 +76,15 @@ impl Rotation {
             kind,
             token,
             session,
+            network_changed: false,
         }
+    }
+
+    /// Sets whether the refresh came from another network (for store implementations).
+    #[must_use]
+    pub fn with_network_changed(mut self, changed: bool) -> Self {
+        self.network_changed = changed;
+        self
     }
 }
 
@@ -75,6 +98,10 @@ impl Rotation {
 ///   nothing), then, in one atomic step: the live generation rotates; its immediate parent is
 ///   graced with the same successor while the policy's [`ReuseDetection`](crate::ReuseDetection)
 ///   allows; any other spent generation revokes the whole session ([`RotateError::Reused`]).
+///   A changed user agent or network is then judged by the policy (on the grace path too:
+///   a parent coming back from elsewhere is no more welcome than the live token would be).
+/// - [`create`](Self::create) with a device identifier replaces the user's live session
+///   with that identifier ([`Created::replaced`]) before counting the per-user limit.
 /// - Every write is safe to repeat: a store that retries after a lost reply gives the caller
 ///   the outcome of the first attempt (the same successor, the same revoked sessions), never a
 ///   second session or a false reuse.
@@ -87,12 +114,17 @@ pub trait RefreshStore: Send + Sync + 'static {
     /// The store's policy (lifetimes, grace window, limits).
     fn policy(&self) -> &Policy;
 
-    /// Creates a session for `user_id` on `device`, evicting the user's least recently used
-    /// sessions beyond the policy's limit.
+    /// Creates a session for `user_id` from `login` (a [`Login`], or just a
+    /// [`Device`](crate::Device)): the user's live session with the same device identifier,
+    /// if any, is replaced, then the user's least recently used sessions beyond the policy's
+    /// limit are evicted. The session's `auth_time` is now.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidInput`] when [`check_login`](crate::check_login) refuses the input.
     fn create(
         &self,
         user_id: &str,
-        device: Device,
+        login: impl Into<Login> + Send,
     ) -> impl Future<Output = Result<Created, StoreError>> + Send;
 
     /// Spends `token` and returns its successor (see the trait docs).
@@ -117,6 +149,20 @@ pub trait RefreshStore: Send + Sync + 'static {
         user_id: &str,
         id: SessionId,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Records that the user proved who they are again in the live session `id` of `user_id`
+    /// (a password asked again before a sensitive action): `auth_time` becomes now and `amr`
+    /// and `acr` become `authentication`'s. Nothing else changes (no rotation). `None` when
+    /// it is not a live session of that user.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidInput`] when [`Authentication::check`] refuses the values.
+    fn reauthenticate(
+        &self,
+        user_id: &str,
+        id: SessionId,
+        authentication: Authentication,
+    ) -> impl Future<Output = Result<Option<Session>, StoreError>> + Send;
 
     /// Revokes every session of `user_id` and returns the sessions it revoked (so their access
     /// tokens can be refused one by one).

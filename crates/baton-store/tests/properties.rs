@@ -58,7 +58,7 @@ proptest! {
                         let now = baton_core::Clock::now_millis(&clock);
                         let result = store.rotate(history[presented].expose(), RotateContext::default()).await;
                         if revoked {
-                            prop_assert_eq!(result.unwrap_err(), RotateError::Revoked(None));
+                            prop_assert_eq!(result.unwrap_err(), RotateError::Revoked);
                         } else if presented == current {
                             let r = result.unwrap();
                             prop_assert_eq!(r.kind, RotationKind::Rotated);

@@ -115,9 +115,11 @@ pub(super) fn ids(sessions: &[Session]) -> Vec<String> {
     sessions.iter().map(|s| s.id.to_string()).collect()
 }
 
+mod device;
 mod rotation;
 mod sessions;
 
+pub use device::*;
 pub use rotation::*;
 pub use sessions::*;
 
@@ -149,7 +151,14 @@ macro_rules! conformance_tests {
             after_successor_use_detects_reuse_once_the_successor_was_used,
             strict_refuses_the_parent_past_the_window,
             reads_are_touch_free,
-            bad_input_is_refused_or_cleaned
+            bad_input_is_refused_or_cleaned,
+            device_id_replaces_that_devices_session,
+            device_id_replacement_comes_before_eviction,
+            bad_device_ids_and_methods_are_refused,
+            network_change_is_recorded,
+            network_change_flags_when_configured,
+            network_change_revokes_when_configured,
+            reauthenticate_renews_auth_time_only
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::{GRACE, START_MS, StoreFactory, build, ctx, device, policy};
 use crate::{
-    Device, RefreshKeys, RefreshStore, ReuseDetection, RotateContext, RotateError, RotationKind,
+    Device, DeviceChange, RefreshKeys, RefreshStore, ReuseDetection, RotateContext, RotateError, RotationKind,
     UserAgentChange,
 };
 
@@ -96,7 +96,7 @@ pub async fn reuse_after_grace_revokes_the_session<F: StoreFactory>(factory: &F)
     }
     assert!(matches!(
         store.rotate(t1.expose(), RotateContext::default()).await,
-        Err(RotateError::Revoked(None))
+        Err(RotateError::Revoked)
     ));
     assert!(store.list("alice").await.unwrap().is_empty());
     assert_eq!(store.get(created.session.id).await.unwrap(), None);
@@ -166,7 +166,7 @@ async fn grandparent_is_reused_under<F: StoreFactory>(factory: &F, detection: Re
     ));
     assert!(matches!(
         store.rotate(t2.expose(), RotateContext::default()).await,
-        Err(RotateError::Revoked(None))
+        Err(RotateError::Revoked)
     ));
 }
 
@@ -347,7 +347,7 @@ pub async fn after_successor_use_detects_reuse_once_the_successor_was_used<F: St
             .rotate(t2.token.expose(), RotateContext::default())
             .await
             .unwrap_err(),
-        RotateError::Revoked(None),
+        RotateError::Revoked,
         "the whole family is dead"
     );
     assert!(store.list("alice").await.unwrap().is_empty());
@@ -394,8 +394,11 @@ pub async fn user_agent_change_revokes_on_the_grace_path<F: StoreFactory>(factor
         .rotate(created.token.expose(), ctx("curl/8", [10, 6, 6, 6]))
         .await
     {
-        Err(RotateError::Revoked(Some(s))) => assert_eq!(s.id, created.session.id),
-        other => panic!("expected Revoked(Some), got {other:?}"),
+        Err(RotateError::DeviceChanged {
+            session,
+            change: DeviceChange::UserAgent,
+        }) => assert_eq!(session.id, created.session.id),
+        other => panic!("expected DeviceChanged(UserAgent), got {other:?}"),
     }
     assert!(store.list("alice").await.unwrap().is_empty());
 }
@@ -442,8 +445,11 @@ pub async fn user_agent_change_revokes_when_configured<F: StoreFactory>(factory:
         .rotate(r.token.expose(), ctx("Chrome/120", [10, 9, 9, 9]))
         .await
     {
-        Err(RotateError::Revoked(Some(s))) => assert_eq!(s.id, created.session.id),
-        other => panic!("expected Revoked(Some), got {other:?}"),
+        Err(RotateError::DeviceChanged {
+            session,
+            change: DeviceChange::UserAgent,
+        }) => assert_eq!(session.id, created.session.id),
+        other => panic!("expected DeviceChanged(UserAgent), got {other:?}"),
     }
     assert!(store.list("alice").await.unwrap().is_empty());
 }
