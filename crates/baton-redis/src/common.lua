@@ -1,10 +1,14 @@
 -- Shared by every script. One key per user holds all of that user's sessions:
 -- records separated by \30, fields by \31.
 -- Live record:    member, generation, created, last used, idle deadline, absolute deadline,
---                 ip, device name, user agent, user id, attempt id of the latest rotation
---                 (times in ms since the epoch).
+--                 ip, device name, user agent, user id, attempt id of the latest rotation,
+--                 device id, network class ("4/16"), network ("10.1.0.0/16"), network
+--                 changed at, auth time, amr (space-separated), acr
+--                 (times in ms since the epoch; records written before the last seven
+--                 fields existed read as if they were empty).
 -- Revoked record: member, "R", remembered until, attempt id of the revoking call, outcome
---                 ("reused", "ua_revoked" or ""), user id (with an outcome only).
+--                 ("reused", "ua_revoked", "net_revoked", "replaced" or ""), user id (with an
+--                 outcome only).
 -- An attempt id lets a call that is sent again after a lost reply get the first try's outcome.
 local RS, US = "\030", "\031"
 local function split(s, sep)
@@ -24,7 +28,12 @@ local function load(key, now)
   for _, r in ipairs(split(v, RS)) do
     local f = split(r, US)
     local until_ms = (f[2] == "R") and tonumber(f[3]) or tonumber(f[5])
-    if until_ms and until_ms > now then out[#out + 1] = f end
+    if until_ms and until_ms > now then
+      if f[2] ~= "R" then
+        for k = #f + 1, 18 do f[k] = "" end
+      end
+      out[#out + 1] = f
+    end
   end
   return out
 end

@@ -1,6 +1,7 @@
 -- Rotate. KEYS[1]: the user's key. ARGV: member, presented generation, now, grace (ms),
 -- idle (ms), user-agent policy ("record"|"revoke"), user agent, ip, tombstone (ms),
--- reuse detection ("strict"|"after-use"), attempt id.
+-- reuse detection ("strict"|"after-use"), attempt id, network policy
+-- ("record"|"flag"|"revoke"), network class of the ip ("4/16", or "" when unknown), network.
 -- Sent again after a lost reply (same attempt id), it answers what the first try did: the
 -- same successor ("graced"), or the same revocation.
 local now = tonumber(ARGV[3])
@@ -9,7 +10,7 @@ local records = load(KEYS[1], now)
 local i, f = find(records, ARGV[1])
 if not f then return {"expired"} end
 if f[2] == "R" then
-  if f[4] == attempt and (f[5] == "reused" or f[5] == "ua_revoked") then
+  if f[4] == attempt and (f[5] == "reused" or f[5] == "ua_revoked" or f[5] == "net_revoked") then
     return {f[5], f[6]}
   end
   return {"revoked"}
@@ -29,12 +30,21 @@ if ARGV[6] == "revoke" and ARGV[7] ~= f[9] then
   save(KEYS[1], records, now)
   return {"ua_revoked", f[10]}
 end
-if graced then return {"graced", table.concat(f, US)} end
+local net_changed = ARGV[13] ~= "" and f[13] == ARGV[13] and f[14] ~= ARGV[14]
+if ARGV[12] == "revoke" and net_changed then
+  records[i] = tombstone(f, now, tonumber(ARGV[9]), attempt, "net_revoked")
+  save(KEYS[1], records, now)
+  return {"net_revoked", f[10]}
+end
+if graced then return {"graced", table.concat(f, US), "0"} end
 f[2] = fmt(gen + 1)
 f[4] = ARGV[3]
 f[5] = fmt(math.min(now + tonumber(ARGV[5]), tonumber(f[6])))
 f[7] = ARGV[8]
 f[9] = ARGV[7]
 f[11] = attempt
+f[13] = ARGV[13]
+f[14] = ARGV[14]
+if net_changed and ARGV[12] == "flag" then f[15] = ARGV[3] end
 save(KEYS[1], records, now)
-return {"rotated", table.concat(f, US)}
+return {"rotated", table.concat(f, US), net_changed and "1" or "0"}

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use baton_core::{Clock, SystemClock};
 use baton_store::{
-    Created, Device, Policy, REVOKED_TOMBSTONE_MS, RefreshKeys, RefreshStore, ReuseDetection,
-    RotateContext, RotateError, Rotation, RotationKind, Session, SessionId, SessionRef, StoreError,
-    UserAgentChange, check_user_id,
+    Authentication, Created, Device, DeviceChange, Login, NetworkChange, Policy,
+    REVOKED_TOMBSTONE_MS, RefreshKeys, RefreshStore, ReuseDetection, RotateContext, RotateError,
+    Rotation, RotationKind, Session, SessionId, SessionRef, StoreError, UserAgentChange,
+    check_login,
 };
 use redis::{Script, Value};
 
@@ -35,6 +36,11 @@ const REVOKE_LUA: &str = concat!(
     include_str!("common.lua"),
     include_str!("revoke.lua")
 );
+const REAUTH_LUA: &str = concat!(
+    include_str!("deadline.lua"),
+    include_str!("common.lua"),
+    include_str!("reauth.lua")
+);
 
 /// The SHA1 by which `EVALSHA` names the rotate script (to drive it from `redis-benchmark`).
 pub fn rotate_script_sha() -> String {
@@ -45,6 +51,7 @@ struct Scripts {
     create: Script,
     rotate: Script,
     revoke: Script,
+    reauth: Script,
 }
 
 /// Refresh-token sessions in Redis. Clones share one auto-reconnecting connection.
@@ -73,10 +80,18 @@ fn corrupt(what: &'static str) -> StoreError {
     StoreError::Corrupted(what)
 }
 
-/// A live session as a record (member first).
-fn encode(session: &Session) -> String {
+/// The network class and network of `ip` under `policy` (empty when unknown).
+fn network_args(policy: &Policy, ip: Option<IpAddr>) -> (String, String) {
+    ip.map(|ip| policy.network_of(ip))
+        .map(|net| (net.class(), net.to_string()))
+        .unwrap_or_default()
+}
+
+/// A new live session as a record (member first), its network under `policy`.
+fn encode(session: &Session, policy: &Policy) -> String {
     let d = &session.device;
     let ip = d.ip.map(|ip| ip.to_string()).unwrap_or_default();
+    let (class, network) = network_args(policy, d.ip);
     [
         session.id.random_part(),
         session.generation.to_string(),
@@ -88,6 +103,17 @@ fn encode(session: &Session) -> String {
         d.name.clone().unwrap_or_default(),
         d.user_agent.clone().unwrap_or_default(),
         session.user_id.clone(),
+        String::new(),
+        d.id.clone().unwrap_or_default(),
+        class,
+        network,
+        session
+            .network_changed_at
+            .map(|t| t.to_string())
+            .unwrap_or_default(),
+        session.auth_time.to_string(),
+        session.amr.join(" "),
+        session.acr.clone().unwrap_or_default(),
     ]
     .join(&US.to_string())
 }
@@ -95,10 +121,19 @@ fn encode(session: &Session) -> String {
 /// A live record (member first) back into a session of the user with tag `tag`.
 fn decode(tag: &str, record: &str) -> Result<Session, StoreError> {
     let mut f: Vec<&str> = record.split(US).collect();
+    // Fields 12 to 18 came later: records written before them have 10 or 11 fields.
+    let later = match f.len() {
+        10 | 11 => ["", "", "", "", "", "", ""],
+        18 => {
+            let mut later = [""; 7];
+            later.copy_from_slice(&f[11..18]);
+            later
+        }
+        _ => return Err(corrupt("wrong number of fields")),
+    };
     // The 11th field (the latest rotation's attempt id) is the scripts' own.
-    if f.len() == 11 {
-        f.pop();
-    }
+    f.truncate(10);
+    let [device_id, _class, _network, network_changed_at, auth_time, amr, acr] = later;
     let [
         member,
         generation,
@@ -126,16 +161,35 @@ fn decode(tag: &str, record: &str) -> Result<Session, StoreError> {
     if !name.is_empty() {
         device = device.with_name(name);
     }
+    if !device_id.is_empty() {
+        device = device.with_id(device_id);
+    }
+    let created = num(created)?;
+    let mut authentication =
+        Authentication::new(amr.split(' ').filter(|m| !m.is_empty()).map(str::to_owned));
+    if !acr.is_empty() {
+        authentication = authentication.with_acr(acr);
+    }
+    let auth_time = match auth_time {
+        "" => created,
+        t => num(t)?,
+    };
+    let network_changed_at = match network_changed_at {
+        "" => None,
+        t => Some(num(t)?),
+    };
     Ok(Session::new(
         id,
         user_id.to_owned(),
         device,
-        num(created)?,
+        created,
         num(last_used)?,
         num(generation)?,
         num(expires)?,
         num(absolute)?,
-    ))
+    )
+    .with_authentication(auth_time, authentication)
+    .with_network_changed_at(network_changed_at))
 }
 
 /// The live sessions of a user's key at `now` (revoked and expired records skipped).
@@ -176,6 +230,7 @@ impl RedisStore {
                 create: Script::new(CREATE_LUA),
                 rotate: Script::new(ROTATE_LUA),
                 revoke: Script::new(REVOKE_LUA),
+                reauth: Script::new(REAUTH_LUA),
             }),
         }
     }
@@ -288,8 +343,13 @@ impl RefreshStore for RedisStore {
         &self.policy
     }
 
-    async fn create(&self, user_id: &str, device: Device) -> Result<Created, StoreError> {
-        check_user_id(user_id)?;
+    async fn create(
+        &self,
+        user_id: &str,
+        login: impl Into<Login> + Send,
+    ) -> Result<Created, StoreError> {
+        let login = login.into();
+        check_login(user_id, &login)?;
         let now = self.clock.now_millis();
         let id = SessionId::generate(user_id)?;
         let absolute = now.saturating_add(policy_ms(self.policy.absolute_lifetime()));
@@ -299,31 +359,37 @@ impl RefreshStore for RedisStore {
         let session = Session::new(
             id,
             user_id.to_owned(),
-            device.sanitized(),
+            login.device.sanitized(),
             now,
             now,
             0,
             expires,
             absolute,
-        );
+        )
+        .with_authentication(now, login.authentication);
         let tag = id.user_tag();
         let args = [
-            encode(&session),
+            encode(&session, &self.policy),
             now.to_string(),
             self.policy.max_sessions_per_user().to_string(),
             user_id.to_owned(),
             REVOKED_TOMBSTONE_MS.to_string(),
             attempt_id(),
         ];
-        let evicted: Vec<String> = self
+        let (evicted, replaced): (Vec<String>, Vec<String>) = self
             .conn
             .write_script("create", &self.scripts.create, &[self.key(&tag)], &args)
             .await?;
-        let evicted = evicted
-            .iter()
-            .filter_map(|m| format!("{tag}{m}").parse().ok())
-            .collect();
-        Ok(Created::new(session, self.keys.mint(&id, 0), evicted))
+        let ids = |members: Vec<String>| {
+            members
+                .iter()
+                .filter_map(|m| format!("{tag}{m}").parse().ok())
+                .collect()
+        };
+        Ok(
+            Created::new(session, self.keys.mint(&id, 0), ids(evicted))
+                .with_replaced(ids(replaced)),
+        )
     }
 
     async fn rotate(&self, token: &str, context: RotateContext) -> Result<Rotation, RotateError> {
@@ -335,6 +401,12 @@ impl RefreshStore for RedisStore {
             UserAgentChange::Revoke => "revoke",
             _ => "record",
         };
+        let network_policy = match self.policy.network_change() {
+            NetworkChange::Revoke => "revoke",
+            NetworkChange::Flag => "flag",
+            _ => "record",
+        };
+        let (class, network) = network_args(&self.policy, context.ip);
         let args = [
             id.random_part().to_owned(),
             verified.generation.to_string(),
@@ -351,6 +423,9 @@ impl RefreshStore for RedisStore {
             }
             .to_owned(),
             attempt_id(),
+            network_policy.to_owned(),
+            class,
+            network,
         ];
         let reply: Vec<Value> = self
             .conn
@@ -374,11 +449,19 @@ impl RefreshStore for RedisStore {
                     RotationKind::Graced
                 };
                 let token = self.keys.mint(&id, session.generation);
-                Ok(Rotation::new(kind, token, session))
+                let moved = reply.get(2).map(text).transpose()?.as_deref() == Some("1");
+                Ok(Rotation::new(kind, token, session).with_network_changed(moved))
             }
             "reused" => Err(RotateError::Reused(session_ref(second()?))),
-            "ua_revoked" => Err(RotateError::Revoked(Some(session_ref(second()?)))),
-            "revoked" => Err(RotateError::Revoked(None)),
+            "ua_revoked" => Err(RotateError::DeviceChanged {
+                session: session_ref(second()?),
+                change: DeviceChange::UserAgent,
+            }),
+            "net_revoked" => Err(RotateError::DeviceChanged {
+                session: session_ref(second()?),
+                change: DeviceChange::Network,
+            }),
+            "revoked" => Err(RotateError::Revoked),
             "expired" => Err(RotateError::Expired),
             "invalid" => Err(RotateError::Invalid),
             _ => Err(RotateError::Store(corrupt("unexpected script reply"))),
@@ -406,6 +489,37 @@ impl RefreshStore for RedisStore {
             return Ok(false);
         }
         Ok(!self.revoke_members(user_id, Some(id)).await?.is_empty())
+    }
+
+    async fn reauthenticate(
+        &self,
+        user_id: &str,
+        id: SessionId,
+        authentication: Authentication,
+    ) -> Result<Option<Session>, StoreError> {
+        authentication.check()?;
+        if !id.belongs_to(user_id) {
+            return Ok(None);
+        }
+        let args = [
+            id.random_part().to_owned(),
+            user_id.to_owned(),
+            self.clock.now_millis().to_string(),
+            authentication.amr.join(" "),
+            authentication.acr.unwrap_or_default(),
+        ];
+        let record: Option<String> = self
+            .conn
+            .write_script(
+                "reauthenticate",
+                &self.scripts.reauth,
+                &[self.user_key(user_id)],
+                &args,
+            )
+            .await?;
+        record
+            .map(|r| decode(&id.user_tag(), &r))
+            .transpose()
     }
 
     async fn revoke_all(&self, user_id: &str) -> Result<Vec<SessionId>, StoreError> {

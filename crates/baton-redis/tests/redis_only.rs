@@ -233,3 +233,52 @@ async fn corrupted_session_data_is_corrupted_not_unavailable() {
         "{err:?}"
     );
 }
+
+/// Sessions written before device ids, networks and authentication times were kept (10 or 11
+/// fields a record) still read, rotate and re-authenticate: their login counts as their
+/// authentication time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_of_the_earlier_format_still_work() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = store(&server).await;
+    let created = store.create("alice", Device::default()).await.unwrap();
+    let key = store.user_key("alice");
+    let s = &created.session;
+    // The earlier layout: member, generation, created, last used, idle and absolute deadlines,
+    // ip, device name, user agent, user id (and, after a rotation, its attempt id).
+    let old = [
+        s.id.random_part().to_owned(),
+        "0".to_owned(),
+        s.created_at.to_string(),
+        s.last_used_at.to_string(),
+        s.expires_at.to_string(),
+        s.absolute_expires_at.to_string(),
+        "10.0.0.1".to_owned(),
+        String::new(),
+        "Firefox/130".to_owned(),
+        "alice".to_owned(),
+    ]
+    .join("\u{1f}");
+    server.command(&["SET", &key, &old, "KEEPTTL"]).unwrap();
+    let listed = store.list("alice").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].auth_time, s.created_at);
+    assert!(listed[0].amr.is_empty());
+    assert_eq!(listed[0].device.id, None);
+    assert_eq!(listed[0].device.user_agent.as_deref(), Some("Firefox/130"));
+    let r = store
+        .rotate(created.token.expose(), RotateContext::default())
+        .await
+        .unwrap();
+    assert_eq!(r.kind, RotationKind::Rotated);
+    assert_eq!(r.session.auth_time, s.created_at);
+    let again = store
+        .reauthenticate("alice", s.id, baton_store::Authentication::password())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.amr, ["pwd"]);
+    assert_eq!(again.generation, 1);
+}
