@@ -20,6 +20,8 @@ pub enum ConfigError {
     InvalidScope(String),
     /// A cookie name must be an RFC 6265 token.
     InvalidCookieName(String),
+    /// An `acr` value must be printable ASCII without space, `"` or `\`.
+    InvalidAcr(String),
 }
 
 impl fmt::Display for ConfigError {
@@ -30,6 +32,7 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::InvalidScope(s) => write!(f, "invalid scope {s:?}"),
             ConfigError::InvalidCookieName(s) => write!(f, "invalid cookie name {s:?}"),
+            ConfigError::InvalidAcr(s) => write!(f, "invalid acr value {s:?}"),
         }
     }
 }
@@ -45,6 +48,7 @@ pub(crate) struct Config {
     pub(crate) scopes: Vec<String>,
     pub(crate) roles: Vec<String>,
     pub(crate) scope_challenge: Option<Arc<str>>,
+    pub(crate) recent_login: Option<crate::RecentLogin>,
     pub(crate) revocation: Option<Arc<dyn CheckRevocation>>,
 }
 
@@ -56,6 +60,7 @@ impl fmt::Debug for Config {
             .field("optional", &self.optional)
             .field("realm", &self.realm)
             .field("scopes", &self.scopes)
+            .field("recent_login", &self.recent_login)
             .field("roles", &self.roles)
             .field("revocation", &self.revocation.as_ref().map(|_| DebugHook))
             .finish()
@@ -124,6 +129,7 @@ impl BearerVerifyLayer {
                 scopes: Vec::new(),
                 roles: Vec::new(),
                 scope_challenge: None,
+                recent_login: None,
                 revocation: None,
             }),
             rejection: JsonRejection,
@@ -199,6 +205,26 @@ impl<C, R> BearerVerifyLayer<C, R> {
     /// Requires `role` in the token's `roles` claim (403 `insufficient_scope` otherwise).
     pub fn require_role(mut self, role: impl Into<String>) -> Self {
         self.config().roles.push(role.into());
+        self
+    }
+
+    /// Requires a recent enough (or strong enough) authentication: a valid token that does not
+    /// meet `requirement` gets 401 `insufficient_user_authentication` with `max_age` (and
+    /// `acr_values`) in the challenge (RFC 9470). Put a layer with it on the sensitive routes
+    /// only (axum's `route_layer`), after or instead of the general one.
+    ///
+    /// ```
+    /// use baton_bearer::{BearerVerifyLayer, RecentLogin};
+    /// use baton_token::{Algorithm, Issuer, Key, KeySet};
+    /// use std::time::Duration;
+    ///
+    /// let issuer = Issuer::new(KeySet::new(Key::generate("k1", Algorithm::ES256).unwrap()).unwrap());
+    /// let sensitive = BearerVerifyLayer::new(issuer.verifier())
+    ///     .require_recent_login(RecentLogin::within(Duration::from_secs(300)));
+    /// # let _ = sensitive;
+    /// ```
+    pub fn require_recent_login(mut self, requirement: crate::RecentLogin) -> Self {
+        self.config().recent_login = Some(requirement);
         self
     }
 

@@ -59,6 +59,7 @@
 //! | two `Authorization` headers, bad syntax, header and cookie disagree | 400 | `error="invalid_request"` | `invalid_request` |
 //! | bad, expired or revoked token | 401 | `error="invalid_token"` | `invalid_token` |
 //! | valid token without a required scope or role | 403 | `error="insufficient_scope"`, `scope="..."` | `insufficient_scope` |
+//! | valid token, login too old or of another class ([`RecentLogin`]) | 401 | `error="insufficient_user_authentication"`, `max_age=N`, `acr_values="..."` | `insufficient_user_authentication` |
 //! | valid token, revocations unknown (a feed failing closed, [`CheckRevocation::is_known`]) | 503, `Retry-After` | `Bearer realm="..."` | `temporarily_unavailable` |
 //!
 //! gRPC calls (`content-type: application/grpc...`) get HTTP 200 with `grpc-status` 16
@@ -77,6 +78,7 @@ mod body;
 mod extract;
 mod future;
 mod layer;
+mod recent;
 mod rejection;
 mod service;
 
@@ -93,6 +95,7 @@ pub use baton_core::{
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
 pub use layer::{BearerVerifyLayer, ConfigError};
+pub use recent::RecentLogin;
 pub use rejection::{
     BuildRejection, JsonRejection, Rejection, RejectionKind, RenderRejection, grpc_response,
 };

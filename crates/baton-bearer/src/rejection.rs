@@ -23,6 +23,15 @@ pub enum RejectionKind {
     InvalidToken(VerifyError),
     /// A valid token without a required scope or role: 403 `insufficient_scope`.
     InsufficientScope,
+    /// A valid token whose authentication is too old or not strong enough for the route
+    /// ([`RecentLogin`](crate::RecentLogin)): 401 `insufficient_user_authentication` (RFC
+    /// 9470), with `max_age` and `acr_values` in the challenge.
+    InsufficientUserAuthentication {
+        /// The longest time since the authentication the route accepts, in seconds.
+        max_age: Option<u64>,
+        /// The `acr` values it accepts, space-separated.
+        acr_values: Option<Arc<str>>,
+    },
     /// A valid token, but whether it was revoked cannot be told now (a revocation feed that
     /// fails closed while it cannot read its log): 503 with `Retry-After`, `UNAVAILABLE` for
     /// gRPC. Not a 401: the client should wait, not refresh or sign out.
@@ -83,9 +92,9 @@ impl Rejection {
     /// The HTTP status: 400, 401, 403, or 503 when revocations cannot be checked.
     pub fn status(&self) -> StatusCode {
         match self.kind {
-            RejectionKind::MissingToken | RejectionKind::InvalidToken(_) => {
-                StatusCode::UNAUTHORIZED
-            }
+            RejectionKind::MissingToken
+            | RejectionKind::InvalidToken(_)
+            | RejectionKind::InsufficientUserAuthentication { .. } => StatusCode::UNAUTHORIZED,
             RejectionKind::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             RejectionKind::InsufficientScope => StatusCode::FORBIDDEN,
             RejectionKind::RevocationsUnknown => StatusCode::SERVICE_UNAVAILABLE,
@@ -104,6 +113,9 @@ impl Rejection {
             RejectionKind::InvalidRequest(_) => Some("invalid_request"),
             RejectionKind::InvalidToken(e) => e.kind().rfc6750_code(),
             RejectionKind::InsufficientScope => Some("insufficient_scope"),
+            RejectionKind::InsufficientUserAuthentication { .. } => {
+                Some("insufficient_user_authentication")
+            }
             RejectionKind::RevocationsUnknown => Some("temporarily_unavailable"),
         }
     }
@@ -115,6 +127,9 @@ impl Rejection {
             RejectionKind::InvalidRequest(d) => d,
             RejectionKind::InvalidToken(e) => e.description(),
             RejectionKind::InsufficientScope => "token lacks a required scope or role",
+            RejectionKind::InsufficientUserAuthentication { .. } => {
+                "a more recent authentication is required"
+            }
             RejectionKind::RevocationsUnknown => "revocations cannot be checked now; retry",
         }
     }
@@ -138,6 +153,21 @@ impl Rejection {
             value.push_str(", scope=\"");
             value.push_str(scope);
             value.push('"');
+        }
+        if let RejectionKind::InsufficientUserAuthentication {
+            max_age,
+            acr_values,
+        } = &self.kind
+        {
+            if let Some(acr) = acr_values {
+                value.push_str(", acr_values=\"");
+                value.push_str(acr);
+                value.push('"');
+            }
+            if let Some(max_age) = max_age {
+                value.push_str(", max_age=");
+                value.push_str(&max_age.to_string());
+            }
         }
         // Realm, scopes and descriptions are checked to be quoted-string safe when configured.
         HeaderValue::try_from(value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))

@@ -117,6 +117,14 @@ fn authenticate<C: DeserializeOwned + Clone + Send + Sync + 'static, B>(
     {
         return Err(RejectionKind::InsufficientScope);
     }
+    if let Some(recent) = &config.recent_login
+        && !recent.is_met(&claims, config.verifier.clock().now())
+    {
+        return Err(RejectionKind::InsufficientUserAuthentication {
+            max_age: recent.max_age(),
+            acr_values: recent.challenge_acr(),
+        });
+    }
     Ok(Some(claims))
 }
 
@@ -127,6 +135,7 @@ fn trace_rejection(rejection: &Rejection) {
         RejectionKind::InvalidRequest(_) => "invalid_request",
         RejectionKind::InvalidToken(e) => e.kind().as_str(),
         RejectionKind::InsufficientScope => "insufficient_scope",
+        RejectionKind::InsufficientUserAuthentication { .. } => "insufficient_user_authentication",
         RejectionKind::RevocationsUnknown => "revocations_unknown",
     };
     tracing::debug!(target: "baton::bearer", kind, grpc = rejection.is_grpc(), "request rejected");

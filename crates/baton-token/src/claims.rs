@@ -7,8 +7,9 @@ use serde::de::{self, DeserializeOwned, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// The claims of an access token: the registered claims of RFC 7519, the session id `sid`, the
-/// RFC 9068 `scope` and `roles`, and the application's own claims `C`, flattened into the same
-/// JSON object.
+/// RFC 9068 `scope` and `roles`, when and how the user authenticated (`auth_time`, `amr`,
+/// `acr`, RFC 9470), and the application's own claims `C`, flattened into the same JSON
+/// object.
 ///
 /// `sub` and `exp` are required: a token without them, or with a claim of the wrong JSON type
 /// (`"exp": "9999999999"`), does not verify.
@@ -62,6 +63,16 @@ pub struct Claims<C = NoCustomClaims> {
     /// Roles (RFC 9068 section 2.2.3.1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roles: Option<Vec<String>>,
+    /// When the user last authenticated, seconds since the epoch (OpenID Connect Core,
+    /// RFC 9470): the login, or a later re-authentication; a refresh keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<u64>,
+    /// How the user authenticated (RFC 8176 values: `pwd`, `otp`, `mfa` ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amr: Option<Vec<String>>,
+    /// The authentication context class reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
     /// The application's own claims.
     #[serde(flatten)]
     pub custom: C,
@@ -81,8 +92,26 @@ impl<C> Claims<C> {
             sid: None,
             scope: None,
             roles: None,
+            auth_time: None,
+            amr: None,
+            acr: None,
             custom,
         }
+    }
+
+    /// Sets when (`auth_time`, seconds since the epoch) and how (`amr`) the user
+    /// authenticated, and the class reached (`acr`) when given.
+    #[must_use]
+    pub fn with_authentication<I, S>(mut self, auth_time: u64, amr: I, acr: Option<String>) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.auth_time = Some(auth_time);
+        let amr: Vec<String> = amr.into_iter().map(Into::into).collect();
+        self.amr = (!amr.is_empty()).then_some(amr);
+        self.acr = acr;
+        self
     }
 
     /// Sets the session id.
@@ -229,6 +258,9 @@ enum Field {
     Sid,
     Scope,
     Roles,
+    AuthTime,
+    Amr,
+    Acr,
     Other(String),
 }
 
@@ -245,6 +277,9 @@ impl Field {
             "sid" => Field::Sid,
             "scope" => Field::Scope,
             "roles" => Field::Roles,
+            "auth_time" => Field::AuthTime,
+            "amr" => Field::Amr,
+            "acr" => Field::Acr,
             other => Field::Other(other.to_owned()),
         }
     }
@@ -311,6 +346,9 @@ impl<'de, C: DeserializeOwned> Deserialize<'de> for Claims<C> {
                 let mut sid: Option<Option<String>> = None;
                 let mut scope: Option<Option<String>> = None;
                 let mut roles: Option<Option<Vec<String>>> = None;
+                let mut auth_time: Option<Option<u64>> = None;
+                let mut amr: Option<Option<Vec<String>>> = None;
+                let mut acr: Option<Option<String>> = None;
                 let mut rest = serde_json::Map::new();
                 while let Some(field) = map.next_key::<Field>()? {
                     match field {
@@ -324,6 +362,9 @@ impl<'de, C: DeserializeOwned> Deserialize<'de> for Claims<C> {
                         Field::Sid => set_once(&mut sid, "sid", &mut map)?,
                         Field::Scope => set_once(&mut scope, "scope", &mut map)?,
                         Field::Roles => set_once(&mut roles, "roles", &mut map)?,
+                        Field::AuthTime => set_once(&mut auth_time, "auth_time", &mut map)?,
+                        Field::Amr => set_once(&mut amr, "amr", &mut map)?,
+                        Field::Acr => set_once(&mut acr, "acr", &mut map)?,
                         Field::Other(name) => {
                             let value: serde_json::Value = map.next_value()?;
                             rest.insert(name, value);
@@ -343,6 +384,9 @@ impl<'de, C: DeserializeOwned> Deserialize<'de> for Claims<C> {
                     sid: sid.flatten(),
                     scope: scope.flatten(),
                     roles: roles.flatten(),
+                    auth_time: auth_time.flatten(),
+                    amr: amr.flatten(),
+                    acr: acr.flatten(),
                     custom,
                 })
             }
@@ -420,10 +464,34 @@ mod tests {
             .with_sid("s")
             .with_scope("read")
             .with_roles(["admin"])
-            .with_nbf(3);
+            .with_nbf(3)
+            .with_authentication(7, ["pwd", "otp"], Some("phr".into()));
         let json = serde_json::to_string(&c).unwrap();
         let back: Claims = serde_json::from_str(&json).unwrap();
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn authentication_claims_are_typed() {
+        let c: Claims =
+            serde_json::from_str(r#"{"sub":"u","exp":5,"auth_time":4,"amr":["pwd"],"acr":"x"}"#)
+                .unwrap();
+        assert_eq!(c.auth_time, Some(4));
+        assert_eq!(c.amr.as_deref(), Some(&["pwd".to_owned()][..]));
+        assert_eq!(c.acr.as_deref(), Some("x"));
+        for bad in [
+            r#"{"sub":"u","exp":5,"auth_time":"4"}"#,
+            r#"{"sub":"u","exp":5,"auth_time":-4}"#,
+            r#"{"sub":"u","exp":5,"amr":"pwd"}"#,
+            r#"{"sub":"u","exp":5,"acr":1}"#,
+            r#"{"sub":"u","exp":5,"auth_time":1,"auth_time":2}"#,
+        ] {
+            assert!(serde_json::from_str::<Claims>(bad).is_err(), "{bad}");
+        }
+        let none = Claims::new("u", 1, NoCustomClaims {}).with_authentication(3, Vec::<String>::new(), None);
+        let json = serde_json::to_value(&none).unwrap();
+        assert_eq!(json["auth_time"], 3);
+        assert!(json.get("amr").is_none(), "no empty amr array");
     }
 
     #[test]
