@@ -27,6 +27,9 @@ impl Authenticator for Users {
         Ok((password == format!("{user}-password"))
             .then(|| Principal::new(user, NoCustomClaims {})))
     }
+    async fn check_password(&self, user_id: &str, password: &str) -> Result<bool, AuthUnavailable> {
+        Ok(password == format!("{user_id}-password"))
+    }
     async fn claims(&self, _: &str) -> Result<Option<NoCustomClaims>, AuthUnavailable> {
         Ok(Some(NoCustomClaims {}))
     }

@@ -21,6 +21,10 @@ pub enum RevokeReason {
     ReuseDetected,
     /// A refresh came with another user agent, under `UserAgentChange::Revoke`.
     UserAgentChanged,
+    /// A refresh came from another network, under `NetworkChange::Revoke`.
+    NetworkChanged,
+    /// A new login from the same device (the same device identifier) took its place.
+    Replaced,
     /// A new login went over the user's session cap: the least recently used one went.
     Evicted,
     /// The user is gone from the directory.
@@ -61,9 +65,35 @@ pub enum AuditEvent {
         /// Why.
         reason: RevokeReason,
     },
+    /// A refresh came from outside the session's network (`NetworkChange`): under `Flag` the
+    /// session is now marked, under `Record` only reported here.
+    NetworkChanged {
+        /// The user.
+        user: String,
+        /// The session.
+        session: SessionId,
+        /// `true` when the session was marked (`NetworkChange::Flag`).
+        flagged: bool,
+    },
+    /// The user proved who they are again (`POST {base}/reauthenticate`): the session's
+    /// `auth_time` is now.
+    Reauthenticated {
+        /// The user.
+        user: String,
+        /// The session.
+        session: SessionId,
+    },
+    /// A re-authentication with a wrong password.
+    ReauthenticationFailed {
+        /// The user.
+        user: String,
+        /// The session.
+        session: SessionId,
+    },
     /// A request was over a rate limit (429).
     RateLimited {
-        /// The limit: `login-ip`, `login-fail-net`, `login-fail-user`, `refresh-ip`.
+        /// The limit: `login-ip`, `login-fail-net`, `login-fail-user`, `refresh-ip`,
+        /// `reauth-fail`.
         bucket: &'static str,
     },
 }

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 
+use baton_store::Authentication;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -13,6 +14,10 @@ pub struct Principal<C> {
     pub user_id: String,
     /// Extra claims for the access token.
     pub claims: C,
+    /// How the user authenticated (the access token's `amr` and `acr`): a password by
+    /// default; say more when the check was stronger (a password and a one-time code,
+    /// `Authentication::new(["pwd", "otp"])`).
+    pub authentication: Authentication,
 }
 
 impl<C> Principal<C> {
@@ -21,7 +26,15 @@ impl<C> Principal<C> {
         Principal {
             user_id: user_id.into(),
             claims,
+            authentication: Authentication::password(),
         }
+    }
+
+    /// Sets how the user authenticated.
+    #[must_use]
+    pub fn with_authentication(mut self, authentication: Authentication) -> Self {
+        self.authentication = authentication;
+        self
     }
 }
 
@@ -44,6 +57,15 @@ pub trait Authenticator: Send + Sync + 'static {
         username: &str,
         password: &str,
     ) -> impl Future<Output = Result<Option<Principal<Self::Claims>>, AuthUnavailable>> + Send;
+
+    /// `true` when `password` is `user_id`'s (a user proving who they are again before a
+    /// sensitive action, `POST {base}/reauthenticate`). Same timing rules as
+    /// [`authenticate`](Self::authenticate).
+    fn check_password(
+        &self,
+        user_id: &str,
+        password: &str,
+    ) -> impl Future<Output = Result<bool, AuthUnavailable>> + Send;
 
     /// The claims for `user_id` at a refresh; `None` when the user no longer exists (the
     /// session is then revoked).

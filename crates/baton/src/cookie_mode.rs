@@ -126,7 +126,7 @@ impl<S: RefreshStore, A: Authenticator> Refresher for CookieRefresher<S, A> {
         };
         let issued = self
             .inner
-            .issue_access(&rotation.session.user_id, rotation.session.id, claims)
+            .issue_access(&rotation.session, claims)
             .and_then(|(access_token, _)| {
                 let set_cookies = self
                     .inner

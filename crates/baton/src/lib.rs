@@ -21,6 +21,11 @@
 //!    `GET /auth/sessions` lists devices, `DELETE /auth/sessions/{id}` ends one. Each is
 //!    acknowledged (204) only once its revocation is recorded where every instance finds it
 //!    (with a revocation feed); otherwise it answers 503 and the session stays: retry.
+//! 5. Access tokens carry when and how the user authenticated (`auth_time`, `amr`), kept
+//!    across refreshes. With [`BatonBuilder::recent_login`], signing out other devices and
+//!    ending another device's session need a recent one: otherwise 401
+//!    `insufficient_user_authentication` (RFC 9470), and `POST {base}/reauthenticate` with
+//!    `{"password"}` renews `auth_time` in the same session and answers a new access token.
 //!
 //! # Example
 //! ```
@@ -37,6 +42,9 @@
 //!     type Claims = NoCustomClaims;
 //!     async fn authenticate(&self, user: &str, password: &str) -> Result<Option<Principal<NoCustomClaims>>, AuthUnavailable> {
 //!         Ok((user == "alice" && password == "correct horse").then(|| Principal::new("user-1", NoCustomClaims {})))
+//!     }
+//!     async fn check_password(&self, user_id: &str, password: &str) -> Result<bool, AuthUnavailable> {
+//!         Ok(user_id == "user-1" && password == "correct horse")
 //!     }
 //!     async fn claims(&self, _user_id: &str) -> Result<Option<NoCustomClaims>, AuthUnavailable> {
 //!         Ok(Some(NoCustomClaims {}))
@@ -87,7 +95,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use baton_bearer::{BearerVerifyLayer, CheckRevocation, RevocationList, Revoke};
+use baton_bearer::{BearerVerifyLayer, CheckRevocation, RecentLogin, RevocationList, Revoke};
 use baton_cookie::{CookieError, CookiePolicyLayer, CookieSpec, OriginGuardLayer};
 use baton_refresh::RefreshOn401Layer;
 use baton_store::RefreshStore;
@@ -125,6 +133,9 @@ pub enum ConfigError {
     /// The base path must start with `/`, not end with one, and not be `/` alone.
     #[error("the base path must look like /auth")]
     BasePath,
+    /// The device-id header name is not a valid HTTP header name.
+    #[error("invalid device id header name {0:?}")]
+    DeviceIdHeader(String),
 }
 
 pub(crate) struct Inner<S, A: Authenticator> {
@@ -132,6 +143,9 @@ pub(crate) struct Inner<S, A: Authenticator> {
     pub(crate) auth: A,
     pub(crate) issuer: Issuer,
     pub(crate) bearer: BearerVerifyLayer<A::Claims, RenderRejection>,
+    /// The bearer check of sensitive actions: `bearer` with the recent-login requirement.
+    pub(crate) bearer_sensitive: BearerVerifyLayer<A::Claims, RenderRejection>,
+    pub(crate) device_id_header: http::HeaderName,
     pub(crate) refresh_cookie: CookieSpec,
     pub(crate) device_cookie: CookieSpec,
     pub(crate) access_cookie: Option<CookieSpec>,
@@ -202,6 +216,8 @@ pub struct BatonBuilder<S, A> {
     limits: RateLimits,
     limiter: Option<Arc<dyn RateLimiter>>,
     token_cache: Option<TokenCache>,
+    recent_login: Option<RecentLogin>,
+    device_id_header: String,
 }
 
 impl<S, A> fmt::Debug for BatonBuilder<S, A> {
@@ -243,12 +259,21 @@ impl<S: RefreshStore, A: Authenticator> Baton<S, A> {
                 BatonBuilder::<S, A>::DEFAULT_TOKEN_CACHE,
                 BatonBuilder::<S, A>::DEFAULT_TOKEN_CACHE_BYTES,
             )),
+            recent_login: None,
+            device_id_header: BatonBuilder::<S, A>::DEFAULT_DEVICE_ID_HEADER.to_owned(),
         }
     }
 
     /// The bearer layer for API routes: same keys, leeway and revocations as the endpoints.
     pub fn bearer_layer(&self) -> BearerVerifyLayer<A::Claims, RenderRejection> {
         self.inner.bearer.clone()
+    }
+
+    /// The bearer layer for the application's sensitive routes: [`bearer_layer`](
+    /// Self::bearer_layer) with the [`recent_login`](BatonBuilder::recent_login)
+    /// requirement (the same as `bearer_layer` when none is set).
+    pub fn sensitive_bearer_layer(&self) -> BearerVerifyLayer<A::Claims, RenderRejection> {
+        self.inner.bearer_sensitive.clone()
     }
 
     /// The cookie policy: enforces the token cookies' attributes on every response.
@@ -475,6 +500,51 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
         self
     }
 
+    /// Sensitive actions (signing out other devices, ending another device's session) require
+    /// an authentication that meets `requirement` (RFC 9470; by default none): otherwise they
+    /// answer 401 `insufficient_user_authentication` with `max_age` in the challenge, and
+    /// the client has the user enter the password at `POST {base}/reauthenticate`, then
+    /// retries. The application's own sensitive routes take
+    /// [`sensitive_bearer_layer`](Baton::sensitive_bearer_layer).
+    ///
+    /// ```
+    /// # use baton::{Authenticator, AuthUnavailable, Baton, Principal};
+    /// # use baton_store::{MemoryStore, Policy, RefreshKeys};
+    /// # use baton_token::{Algorithm, Key, KeyRing, KeySet, NoCustomClaims};
+    /// # struct Demo;
+    /// # impl Authenticator for Demo {
+    /// #     type Claims = NoCustomClaims;
+    /// #     async fn authenticate(&self, _: &str, _: &str) -> Result<Option<Principal<NoCustomClaims>>, AuthUnavailable> { Ok(None) }
+    /// #     async fn check_password(&self, _: &str, _: &str) -> Result<bool, AuthUnavailable> { Ok(false) }
+    /// #     async fn claims(&self, _: &str) -> Result<Option<NoCustomClaims>, AuthUnavailable> { Ok(None) }
+    /// # }
+    /// use baton::bearer::RecentLogin;
+    /// use std::time::Duration;
+    ///
+    /// # let keys = KeyRing::new(KeySet::new(Key::generate("k1", Algorithm::ES256).unwrap()).unwrap());
+    /// # let store = MemoryStore::new(RefreshKeys::generate().unwrap(), Policy::new());
+    /// let baton = Baton::builder(store, Demo, keys)
+    ///     .recent_login(RecentLogin::within(Duration::from_secs(300)))
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = baton;
+    /// ```
+    pub fn recent_login(mut self, requirement: RecentLogin) -> Self {
+        self.recent_login = Some(requirement);
+        self
+    }
+
+    /// The default header a native app sends its stable device identifier in.
+    pub const DEFAULT_DEVICE_ID_HEADER: &'static str = "x-device-id";
+
+    /// The header a client sends its stable device identifier in (default `X-Device-Id`):
+    /// a login carrying one replaces that device's earlier session of the same user instead
+    /// of adding one. Its value must pass [`baton_store::check_device_id`] (400 otherwise).
+    pub fn device_id_header(mut self, name: impl Into<String>) -> Self {
+        self.device_id_header = name.into();
+        self
+    }
+
     /// Reads time from `clock` (the store keeps its own).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -489,6 +559,8 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
         if !self.base.starts_with('/') || self.base.ends_with('/') || self.base.len() < 2 {
             return Err(ConfigError::BasePath);
         }
+        let device_id_header = http::HeaderName::from_bytes(self.device_id_header.as_bytes())
+            .map_err(|_| ConfigError::DeviceIdHeader(self.device_id_header.clone()))?;
         let mut issuer = Issuer::new(self.keys)
             .with_ttl(self.access_ttl)
             .with_clock(self.clock.clone());
@@ -545,6 +617,10 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
         if let Some(access) = &access_cookie {
             bearer = bearer.with_cookie(access.name())?;
         }
+        let bearer_sensitive = match self.recent_login {
+            Some(requirement) => bearer.clone().require_recent_login(requirement),
+            None => bearer.clone(),
+        };
         let origin = self.trusted_origins.iter().try_fold(
             OriginGuardLayer::new().with_shared_errors(self.errors.clone()),
             |g, o| g.trust_origin(o),
@@ -555,6 +631,8 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
                 auth: self.auth,
                 issuer,
                 bearer,
+                bearer_sensitive,
+                device_id_header,
                 refresh_cookie,
                 device_cookie,
                 access_cookie,

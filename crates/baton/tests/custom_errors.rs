@@ -20,6 +20,9 @@ impl Authenticator for Nobody {
     ) -> Result<Option<Principal<NoCustomClaims>>, AuthUnavailable> {
         Ok(None)
     }
+    async fn check_password(&self, _: &str, _: &str) -> Result<bool, AuthUnavailable> {
+        Ok(false)
+    }
     async fn claims(&self, _: &str) -> Result<Option<NoCustomClaims>, AuthUnavailable> {
         Ok(None)
     }

@@ -22,6 +22,9 @@ impl Authenticator for Alice {
         Ok((username == "alice" && password == "pw")
             .then(|| Principal::new("user-alice", NoCustomClaims {})))
     }
+    async fn check_password(&self, user_id: &str, password: &str) -> Result<bool, AuthUnavailable> {
+        Ok(user_id == "user-alice" && password == "pw")
+    }
     async fn claims(&self, _: &str) -> Result<Option<NoCustomClaims>, AuthUnavailable> {
         Ok(Some(NoCustomClaims {}))
     }

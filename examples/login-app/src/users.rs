@@ -291,6 +291,27 @@ impl Authenticator for Users {
         }
     }
 
+    async fn check_password(&self, user_id: &str, password: &str) -> Result<bool, AuthUnavailable> {
+        let busy = |Busy| AuthUnavailable("password hashing is busy".into());
+        let found = match self.username_of(user_id).await? {
+            Some(name) => match baton::canonical_username(&name) {
+                Some(canonical) => self.find(&canonical).await?.filter(|u| u.id == user_id),
+                None => None,
+            },
+            None => None,
+        };
+        match found {
+            Some(user) => self.verify(password, &user.hash).await.map_err(busy),
+            None => {
+                // The same work as a wrong password.
+                self.verify(password, &self.dummy_hash)
+                    .await
+                    .map_err(busy)?;
+                Ok(false)
+            }
+        }
+    }
+
     async fn claims(&self, user_id: &str) -> Result<Option<AppClaims>, AuthUnavailable> {
         Ok(self
             .username_of(user_id)

@@ -111,7 +111,10 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         B: Body<Data = Bytes>,
         B::Error: Into<BoxError>,
     {
-        let device = self.device_of(&req);
+        let device = match self.device_of(&req) {
+            Ok(device) => device,
+            Err(res) => return res,
+        };
         let (ip, agent) = (device.ip, device.user_agent.clone());
         if let Err(res) = self
             .limit(
@@ -131,7 +134,13 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             .ok()
             .flatten()
             .map(str::to_owned);
-        let credentials: Credentials = match self.json_body(req).await {
+        let credentials: Credentials = match self
+            .json_body(
+                req,
+                "the body must be a JSON object with string fields username and password",
+            )
+            .await
+        {
             Ok(c) => c,
             Err(res) => return res,
         };
@@ -200,22 +209,32 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             }
             Err(_) => return self.unavailable("the user directory is unavailable"),
         };
-        let created = match self.store.create(&principal.user_id, device).await {
+        let login = baton_store::Login::new(device, principal.authentication.clone());
+        let created = match self.store.create(&principal.user_id, login).await {
             Ok(c) => c,
             Err(e) => return self.store_failed(e),
         };
-        if !created.evicted.is_empty() {
-            let evicted: Vec<Revocation> = created
-                .evicted
-                .iter()
-                .map(|id| Revocation::session(id.to_string()))
-                .collect();
-            self.record_made(&evicted).await;
-            for id in &created.evicted {
+        let ended = created
+            .evicted
+            .iter()
+            .map(|id| (id, crate::RevokeReason::Evicted))
+            .chain(
+                created
+                    .replaced
+                    .iter()
+                    .map(|id| (id, crate::RevokeReason::Replaced)),
+            );
+        let revocations: Vec<Revocation> = ended
+            .clone()
+            .map(|(id, _)| Revocation::session(id.to_string()))
+            .collect();
+        if !revocations.is_empty() {
+            self.record_made(&revocations).await;
+            for (id, reason) in ended {
                 let event = crate::AuditEvent::SessionRevoked {
                     user: principal.user_id.clone(),
                     session: *id,
-                    reason: crate::RevokeReason::Evicted,
+                    reason,
                 };
                 self.audit(event, ip, agent.as_deref());
             }
@@ -228,12 +247,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         self.audit(event, ip, agent.as_deref());
         #[cfg(feature = "tracing")]
         tracing::info!(target: "baton::auth", session = %created.session.id, "login");
-        let mut res = self.token_response(
-            &principal.user_id,
-            created.session.id,
-            principal.claims,
-            created.token.expose(),
-        );
+        let mut res = self.token_response(&created.session, principal.claims, created.token.expose());
         if res.status() == StatusCode::OK
             && let Some(cookie) = self.device_cookie_for(&username)
         {

@@ -15,7 +15,8 @@ use std::task::{Context, Poll};
 use baton_bearer::Revocation;
 use baton_core::Refusal;
 use baton_store::{
-    Device, RefreshStore, RotateContext, RotateError, Rotation, RotationKind, SessionId, StoreError,
+    Device, RefreshStore, RotateContext, RotateError, Rotation, RotationKind, Session, SessionId,
+    StoreError,
 };
 use baton_token::Claims;
 use bytes::Bytes;
@@ -36,7 +37,7 @@ mod sessions;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// `POST {base}/login`, `/refresh`, `/logout`, `/logout-others`, `/logout-all`,
-/// `GET {base}/sessions`,
+/// `/reauthenticate`, `GET {base}/sessions`,
 /// `DELETE {base}/sessions/{id}` and `GET /.well-known/jwks.json`, built by
 /// [`Baton::endpoints`](crate::Baton::endpoints). Every failure is a response; the error
 /// type is `Infallible`.
@@ -211,7 +212,12 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
     }
 
     /// Reads a JSON body: content type, size cap, syntax.
-    async fn json_body<T, B>(&self, req: Request<B>) -> Result<T, Response<Bytes>>
+    /// `expected` says what the body must hold, for a body of the wrong shape.
+    async fn json_body<T, B>(
+        &self,
+        req: Request<B>,
+        expected: &'static str,
+    ) -> Result<T, Response<Bytes>>
     where
         T: for<'de> Deserialize<'de>,
         B: Body<Data = Bytes>,
@@ -252,7 +258,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         };
         serde_json::from_slice(&bytes).map_err(|e| {
             let description = if e.is_data() {
-                "the body must be a JSON object with string fields username and password"
+                expected
             } else {
                 "the body is not valid JSON"
             };
@@ -260,23 +266,48 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         })
     }
 
-    fn device_of<B>(&self, req: &Request<B>) -> Device {
-        Device::new(
+    /// The device a request comes from: user agent, client address, and the device
+    /// identifier header (400 when it is repeated or not a valid identifier).
+    fn device_of<B>(&self, req: &Request<B>) -> Result<Device, Response<Bytes>> {
+        let device = Device::new(
             user_agent(req.headers()),
             client_ip(req.headers(), req.extensions(), &self.client_ip),
-        )
+        );
+        let mut ids = req.headers().get_all(&self.device_id_header).iter();
+        let Some(id) = ids.next() else {
+            return Ok(device);
+        };
+        let id = id
+            .to_str()
+            .ok()
+            .filter(|id| ids.next().is_none() && baton_store::check_device_id(id).is_ok());
+        match id {
+            Some(id) => Ok(device.with_id(id)),
+            None => Err(self.error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the device id header must appear once, with 1 to 128 characters of A-Z a-z 0-9 - . _ ~ :",
+            )),
+        }
     }
 
-    /// Signs an access token for `user_id` bound to session `sid`: the token and its
-    /// lifetime in seconds.
+    /// Signs an access token for `session`, with when and how its user authenticated: the
+    /// token and its lifetime in seconds.
     pub(crate) fn issue_access(
         &self,
-        user_id: &str,
-        sid: SessionId,
+        session: &Session,
         claims: A::Claims,
     ) -> Option<(String, u64)> {
-        let mut access = self.issuer.claims(user_id, claims).ok()?;
-        access.sid = Some(sid.to_string());
+        let mut access = self
+            .issuer
+            .claims(&session.user_id, claims)
+            .ok()?
+            .with_authentication(
+                session.auth_time / 1000,
+                session.amr.iter().cloned(),
+                session.acr.clone(),
+            );
+        access.sid = Some(session.id.to_string());
         match self.issuer.sign(&access) {
             Ok(token) => Some((
                 token,
@@ -301,14 +332,8 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
 
     /// The 200 token response: access token in the body, refresh (and in cookie mode access)
     /// cookie set.
-    fn token_response(
-        &self,
-        user_id: &str,
-        sid: SessionId,
-        claims: A::Claims,
-        refresh: &str,
-    ) -> Response<Bytes> {
-        let issued = self.issue_access(user_id, sid, claims);
+    fn token_response(&self, session: &Session, claims: A::Claims, refresh: &str) -> Response<Bytes> {
+        let issued = self.issue_access(session, claims);
         let cookies = issued
             .as_ref()
             .and_then(|(token, _)| self.token_cookies(refresh, token));
@@ -372,12 +397,17 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             ("/logout", Method::POST) => self.logout(req).await,
             ("/logout-all", Method::POST) => self.logout_all(req).await,
             ("/logout-others", Method::POST) => self.logout_others(req).await,
+            ("/reauthenticate", Method::POST) => self.reauthenticate(req).await,
             ("/sessions", Method::GET) => self.sessions(req).await,
             (r, Method::DELETE) if r.starts_with("/sessions/") => {
                 let id = r["/sessions/".len()..].to_owned();
                 self.delete_session(req, &id).await
             }
-            ("/login" | "/refresh" | "/logout" | "/logout-all" | "/logout-others", _) => self
+            (
+                "/login" | "/refresh" | "/logout" | "/logout-all" | "/logout-others"
+                | "/reauthenticate",
+                _,
+            ) => self
                 .error(
                     StatusCode::METHOD_NOT_ALLOWED,
                     "method_not_allowed",

@@ -29,12 +29,9 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         };
         let context = RotateContext::new(user_agent(req.headers()), ip);
         match self.rotate(&token, context).await {
-            Ok((rotation, claims)) => self.token_response(
-                &rotation.session.user_id,
-                rotation.session.id,
-                claims,
-                rotation.token.expose(),
-            ),
+            Ok((rotation, claims)) => {
+                self.token_response(&rotation.session, claims, rotation.token.expose())
+            }
             Err(failure) => failure.into_response(self),
         }
     }
@@ -68,16 +65,21 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                     .await;
                 return Err(RotateFailure::Refused("refresh token reuse detected"));
             }
-            Err(RotateError::Revoked(revoked_by_call)) => {
+            Err(RotateError::Revoked) => {
                 outcome("baton_refresh_total", "revoked");
-                if let Some(session) = revoked_by_call {
-                    let event = revoked(&session, crate::RevokeReason::UserAgentChanged);
-                    self.audit(event, ip, agent.as_deref());
-                    #[cfg(feature = "tracing")]
-                    tracing::warn!(target: "baton::auth", session = %session.id, "session revoked: user agent changed");
-                    self.record_made(&[Revocation::session(session.id.to_string())])
-                        .await;
-                }
+                return Err(RotateFailure::Refused("session revoked"));
+            }
+            Err(RotateError::DeviceChanged { session, change }) => {
+                outcome("baton_refresh_total", "revoked");
+                let reason = match change {
+                    baton_store::DeviceChange::Network => crate::RevokeReason::NetworkChanged,
+                    _ => crate::RevokeReason::UserAgentChanged,
+                };
+                self.audit(revoked(&session, reason), ip, agent.as_deref());
+                #[cfg(feature = "tracing")]
+                tracing::warn!(target: "baton::auth", session = %session.id, %change, "session revoked");
+                self.record_made(&[Revocation::session(session.id.to_string())])
+                    .await;
                 return Err(RotateFailure::Refused("session revoked"));
             }
             Err(RotateError::Expired) => {
@@ -121,6 +123,14 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             "rotated"
         };
         outcome("baton_refresh_total", what);
+        if rotation.network_changed {
+            let event = crate::AuditEvent::NetworkChanged {
+                user: rotation.session.user_id.clone(),
+                session: rotation.session.id,
+                flagged: self.store.policy().network_change() == baton_store::NetworkChange::Flag,
+            };
+            self.audit(event, ip, agent.as_deref());
+        }
         let event = crate::AuditEvent::Refreshed {
             user: rotation.session.user_id.clone(),
             session: rotation.session.id,

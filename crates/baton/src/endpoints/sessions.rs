@@ -70,13 +70,30 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
     }
 
     pub(super) fn bearer<B>(&self, req: &Request<B>) -> Result<Claims<A::Claims>, Response<Bytes>> {
-        match self.bearer.check::<B>(req) {
+        Self::bearer_with(&self.bearer, req, &*self.errors)
+    }
+
+    /// The bearer check of a sensitive action: with the recent-login requirement, if any.
+    pub(super) fn bearer_sensitive<B>(
+        &self,
+        req: &Request<B>,
+    ) -> Result<Claims<A::Claims>, Response<Bytes>> {
+        Self::bearer_with(&self.bearer_sensitive, req, &*self.errors)
+    }
+
+    fn bearer_with<B>(
+        layer: &baton_bearer::BearerVerifyLayer<A::Claims, crate::RenderRejection>,
+        req: &Request<B>,
+        errors: &dyn crate::RenderError,
+    ) -> Result<Claims<A::Claims>, Response<Bytes>> {
+        match layer.check::<B>(req) {
             Ok(Some(claims)) => Ok(claims),
-            Ok(None) => Err(self.error(
+            Ok(None) => Err(Refusal::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "bearer token required",
-            )),
+            )
+            .render(errors)),
             Err(res) => Err(*res),
         }
     }
@@ -121,7 +138,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
     /// revocations reach (every instance, with a feed). Recorded first, revoked second: a 503
     /// leaves the other sessions live, and a repeat finishes the job.
     pub(super) async fn logout_others<B>(&self, req: Request<B>) -> Response<Bytes> {
-        let claims = match self.bearer(&req) {
+        let claims = match self.bearer_sensitive(&req) {
             Ok(c) => c,
             Err(res) => return res,
         };
@@ -193,6 +210,8 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                     "device": s.device.user_agent.as_deref().map(crate::DeviceInfo::from_user_agent),
                     "ip": s.device.ip.map(|ip| ip.to_string()),
                     "device_name": s.device.name,
+                    "network_changed_at": s.network_changed_at,
+                    "auth_time": s.auth_time / 1000,
                     "created_at": s.created_at,
                     "last_used_at": s.last_used_at,
                 })
@@ -213,6 +232,12 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         if !id.belongs_to(&claims.sub) {
             return not_found();
         }
+        // Ending another device's session is sensitive; ending one's own is a logout.
+        if claims.sid.as_deref() != Some(id.to_string().as_str())
+            && let Err(res) = self.bearer_sensitive(&req)
+        {
+            return res;
+        }
         match self.store.get(id).await {
             Ok(Some(session)) if session.user_id == claims.sub => {}
             Ok(_) => return not_found(),
@@ -230,5 +255,128 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         #[cfg(feature = "tracing")]
         tracing::info!(target: "baton::auth", session = %id, "session revoked by its user");
         empty(StatusCode::NO_CONTENT)
+    }
+}
+
+#[derive(Deserialize)]
+struct Reauthentication {
+    password: String,
+}
+
+impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
+    /// `POST {base}/reauthenticate` (bearer, `{"password"}`): the user proves who they are
+    /// again before a sensitive action. The session's `auth_time` becomes now, in the same
+    /// session (no rotation, the refresh token stays), and the answer is a new access token
+    /// carrying it. Wrong passwords count against the same per-user limit as failed logins.
+    pub(super) async fn reauthenticate<B>(&self, req: Request<B>) -> Response<Bytes>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        let claims = match self.bearer(&req) {
+            Ok(c) => c,
+            Err(res) => return res,
+        };
+        let Some(sid) = claims
+            .sid
+            .as_deref()
+            .and_then(|sid| sid.parse::<SessionId>().ok())
+        else {
+            return self.error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the access token names no session",
+            );
+        };
+        let ip = client_ip(req.headers(), req.extensions(), &self.client_ip);
+        let agent = user_agent(req.headers()).map(str::to_owned);
+        let rule = self.limits.login_per_username;
+        if let Err(res) = self.limit("reauth-fail", &claims.sub, rule, false, ip).await {
+            return res;
+        }
+        let body: Reauthentication = match self
+            .json_body(req, "the body must be a JSON object with a string field password")
+            .await
+        {
+            Ok(b) => b,
+            Err(res) => return res,
+        };
+        if body.password.is_empty() {
+            return self.error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the password is required",
+            );
+        }
+        match self.auth.check_password(&claims.sub, &body.password).await {
+            Ok(true) => {}
+            Ok(false) => {
+                if let Some(rule) = rule {
+                    let _ = self.limiter.check("reauth-fail", &claims.sub, rule).await;
+                }
+                outcome("baton_reauthenticate_total", "refused");
+                let event = crate::AuditEvent::ReauthenticationFailed {
+                    user: claims.sub.clone(),
+                    session: sid,
+                };
+                self.audit(event, ip, agent.as_deref());
+                // Not 401: the access token is fine, and a client must not refresh for this.
+                return self.error(
+                    StatusCode::FORBIDDEN,
+                    "invalid_credentials",
+                    "wrong password",
+                );
+            }
+            Err(_) => return self.unavailable("the user directory is unavailable"),
+        }
+        let session = match self
+            .store
+            .reauthenticate(&claims.sub, sid, baton_store::Authentication::password())
+            .await
+        {
+            Ok(Some(session)) => session,
+            Ok(None) => {
+                return self.error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_token",
+                    "the session has ended",
+                );
+            }
+            Err(e) => return self.store_failed(e),
+        };
+        let custom = match self.auth.claims(&claims.sub).await {
+            Ok(Some(custom)) => custom,
+            Ok(None) => {
+                return self.error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_token",
+                    "the user no longer exists",
+                );
+            }
+            Err(_) => return self.unavailable("the user directory is unavailable"),
+        };
+        let Some((token, expires_in)) = self.issue_access(&session, custom) else {
+            return self.unavailable("no access token could be issued; retry");
+        };
+        outcome("baton_reauthenticate_total", "ok");
+        let event = crate::AuditEvent::Reauthenticated {
+            user: claims.sub.clone(),
+            session: sid,
+        };
+        self.audit(event, ip, agent.as_deref());
+        #[cfg(feature = "tracing")]
+        tracing::info!(target: "baton::auth", session = %sid, "reauthenticated");
+        let mut res = json_response(
+            StatusCode::OK,
+            &serde_json::json!({ "access_token": token, "token_type": "Bearer", "expires_in": expires_in }),
+        );
+        if let Some(cookie) = self
+            .access_cookie
+            .as_ref()
+            .and_then(|spec| spec.set(&token).ok())
+        {
+            res.headers_mut().append(SET_COOKIE, cookie);
+        }
+        res
     }
 }
