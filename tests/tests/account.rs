@@ -261,10 +261,17 @@ async fn device_id_replaces_the_devices_session(h: Harness) {
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "two device ids");
     let (carol, _) = login(&h, "127.0.0.1", "carol", &[]).await;
-    assert_eq!(sessions(&h, &carol).await.len(), 1, "no session from bad input");
+    assert_eq!(
+        sessions(&h, &carol).await.len(),
+        1,
+        "no session from bad input"
+    );
 
     // A huge user agent is kept capped, and named.
-    let huge = format!("Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0 {}", "x".repeat(20_000));
+    let huge = format!(
+        "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0 {}",
+        "x".repeat(20_000)
+    );
     let r = login_with(&h, "127.0.0.1", "dave", &[("user-agent", &huge)]).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let listed = sessions(&h, &r.access()).await;
@@ -326,7 +333,11 @@ async fn sensitive_actions_need_a_recent_login(h: Harness) {
     let r = refresh(&h, "127.0.0.1", &cookie).await;
     assert_eq!(r.status, StatusCode::OK);
     let (access, cookie) = (r.access(), r.refresh_cookie().unwrap());
-    assert_eq!(claims(&access)["auth_time"], login_time, "a refresh is not a login");
+    assert_eq!(
+        claims(&access)["auth_time"],
+        login_time,
+        "a refresh is not a login"
+    );
 
     for (method, path) in [
         (Method::POST, "/auth/logout-others".to_owned()),
@@ -371,7 +382,11 @@ async fn sensitive_actions_need_a_recent_login(h: Harness) {
         r#"{"password":"alice-password"}"#,
     )
     .await;
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "a bearer token is required");
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "a bearer token is required"
+    );
 
     // The password: a new access token for the same session, with auth_time now.
     let r = bearer(
@@ -385,7 +400,10 @@ async fn sensitive_actions_need_a_recent_login(h: Harness) {
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert!(r.refresh_cookie().is_none(), "no rotation");
     let fresh = r.access();
-    assert_eq!(claims(&fresh)["auth_time"], baton::token::Clock::now(&h.clock));
+    assert_eq!(
+        claims(&fresh)["auth_time"],
+        baton::token::Clock::now(&h.clock)
+    );
     assert_eq!(claims(&fresh)["sid"], claims(&access)["sid"]);
     let r = bearer(&h, Method::POST, "/auth/logout-others", &fresh, "").await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
@@ -428,7 +446,11 @@ async fn reauthenticate_guesses_are_limited(h: Harness) {
             break;
         }
     }
-    assert_eq!(statuses.last(), Some(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+    assert_eq!(
+        statuses.last(),
+        Some(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
     // Even the right password waits now.
     let r = bearer(
         &h,

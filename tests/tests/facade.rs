@@ -51,7 +51,11 @@ impl Authenticator for Users {
     }
 
     async fn check_password(&self, user_id: &str, password: &str) -> Result<bool, AuthUnavailable> {
-        Ok(user_id.strip_prefix("id-").map(|u| format!("{u}-password")).as_deref() == Some(password))
+        Ok(user_id
+            .strip_prefix("id-")
+            .map(|u| format!("{u}-password"))
+            .as_deref()
+            == Some(password))
     }
 
     async fn claims(&self, user_id: &str) -> Result<Option<NoCustomClaims>, AuthUnavailable> {

@@ -115,9 +115,9 @@ impl RecentLogin {
     /// `auth_time` in the future by more than a minute does not count.
     pub fn is_met<C>(&self, claims: &Claims<C>, now: u64) -> bool {
         let recent = self.max_age.is_none_or(|max_age| {
-            claims.auth_time.is_some_and(|at| {
-                at <= now.saturating_add(60) && now.saturating_sub(at) <= max_age
-            })
+            claims
+                .auth_time
+                .is_some_and(|at| at <= now.saturating_add(60) && now.saturating_sub(at) <= max_age)
         });
         let class = self.acr_values.is_empty()
             || claims

@@ -51,7 +51,10 @@ impl Fixture {
         if grpc {
             req = req.header(header::CONTENT_TYPE, "application/grpc");
         }
-        service.oneshot(req.body(Full::default()).unwrap()).await.unwrap()
+        service
+            .oneshot(req.body(Full::default()).unwrap())
+            .await
+            .unwrap()
     }
 }
 
@@ -84,12 +87,17 @@ async fn a_login_older_than_max_age_is_refused_with_the_rfc_9470_challenge() {
             acr_values: None
         }
     );
-    assert_eq!(body_json(res).await["error"], "insufficient_user_authentication");
+    assert_eq!(
+        body_json(res).await["error"],
+        "insufficient_user_authentication"
+    );
     // No auth_time at all (a token from before, or another issuer): refused.
     let res = f.call(&layer, &f.token(None, None), false).await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     // An auth_time far in the future does not count as recent.
-    let res = f.call(&layer, &f.token(Some(NOW + 3600), None), false).await;
+    let res = f
+        .call(&layer, &f.token(Some(NOW + 3600), None), false)
+        .await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     // Time passes: the same token stops meeting the requirement.
     let fresh = f.token(Some(NOW), None);
@@ -109,9 +117,13 @@ async fn acr_values_are_required_and_named_in_the_challenge() {
             .with_acr_values(["urn:example:mfa", "phr"])
             .unwrap(),
     );
-    let res = f.call(&layer, &f.token(Some(NOW), Some("phr")), false).await;
+    let res = f
+        .call(&layer, &f.token(Some(NOW), Some("phr")), false)
+        .await;
     assert_eq!(res.status(), StatusCode::OK);
-    let res = f.call(&layer, &f.token(Some(NOW), Some("low")), false).await;
+    let res = f
+        .call(&layer, &f.token(Some(NOW), Some("low")), false)
+        .await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
         res.headers()[header::WWW_AUTHENTICATE],

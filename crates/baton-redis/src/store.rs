@@ -133,7 +133,15 @@ fn decode(tag: &str, record: &str) -> Result<Session, StoreError> {
     };
     // The 11th field (the latest rotation's attempt id) is the scripts' own.
     f.truncate(10);
-    let [device_id, _class, _network, network_changed_at, auth_time, amr, acr] = later;
+    let [
+        device_id,
+        _class,
+        _network,
+        network_changed_at,
+        auth_time,
+        amr,
+        acr,
+    ] = later;
     let [
         member,
         generation,
@@ -517,9 +525,7 @@ impl RefreshStore for RedisStore {
                 &args,
             )
             .await?;
-        record
-            .map(|r| decode(&id.user_tag(), &r))
-            .transpose()
+        record.map(|r| decode(&id.user_tag(), &r)).transpose()
     }
 
     async fn revoke_all(&self, user_id: &str) -> Result<Vec<SessionId>, StoreError> {

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use baton_core::{Clock, SystemClock};
 
 use crate::{
-    Authentication, Created, DeviceChange, Login, NetworkChange, Policy, RefreshKeys,
-    RefreshStore, RotateContext, RotateError, Rotation, RotationKind, Session, SessionId,
-    SessionRef, StoreError, UserAgentChange, check_login,
+    Authentication, Created, DeviceChange, Login, NetworkChange, Policy, RefreshKeys, RefreshStore,
+    RotateContext, RotateError, Rotation, RotationKind, Session, SessionId, SessionRef, StoreError,
+    UserAgentChange, check_login,
 };
 
 /// How long, in milliseconds, a revoked session is remembered as revoked (so its token gets
@@ -356,10 +356,12 @@ impl MemoryStore {
         let session = record.session(id);
         state.sessions.insert(id, Slot::Live(record));
         drop(state);
-        Ok(
-            Rotation::new(RotationKind::Rotated, self.keys.mint(&id, current + 1), session)
-                .with_network_changed(network_changed),
+        Ok(Rotation::new(
+            RotationKind::Rotated,
+            self.keys.mint(&id, current + 1),
+            session,
         )
+        .with_network_changed(network_changed))
     }
 
     fn list_sync(&self, user_id: &str) -> Vec<Session> {

@@ -337,7 +337,9 @@ impl Policy {
         match ip.to_canonical() {
             IpAddr::V4(v4) => {
                 let bits = u32::from(v4);
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.v4_prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.v4_prefix))
+                    .unwrap_or(0);
                 Network {
                     address: IpAddr::V4(Ipv4Addr::from(bits & mask)),
                     prefix_len: self.v4_prefix,

@@ -3,8 +3,8 @@
 use std::future::Future;
 
 use crate::{
-    Authentication, Login, Policy, RefreshKeys, RefreshToken, RotateContext, RotateError, Session, SessionId,
-    StoreError,
+    Authentication, Login, Policy, RefreshKeys, RefreshToken, RotateContext, RotateError, Session,
+    SessionId, StoreError,
 };
 
 /// A new session and its first refresh token.

@@ -488,7 +488,11 @@ mod tests {
         ] {
             assert!(serde_json::from_str::<Claims>(bad).is_err(), "{bad}");
         }
-        let none = Claims::new("u", 1, NoCustomClaims {}).with_authentication(3, Vec::<String>::new(), None);
+        let none = Claims::new("u", 1, NoCustomClaims {}).with_authentication(
+            3,
+            Vec::<String>::new(),
+            None,
+        );
         let json = serde_json::to_value(&none).unwrap();
         assert_eq!(json["auth_time"], 3);
         assert!(json.get("amr").is_none(), "no empty amr array");

@@ -51,11 +51,26 @@ async fn post(
     headers: &[(&str, String)],
     body: &str,
 ) -> Reply {
+    post_from(baton, None, path, headers, body).await
+}
+
+/// A request whose TCP peer is `peer`.
+async fn post_from(
+    baton: &Baton<MemoryStore, Alice>,
+    peer: Option<&str>,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &str,
+) -> Reply {
     let mut req = Request::post(path)
         .header(CONTENT_TYPE, "application/json")
         .header(USER_AGENT, CHROME);
     for (k, v) in headers {
         req = req.header(*k, v);
+    }
+    if let Some(peer) = peer {
+        let addr = std::net::SocketAddr::new(peer.parse().unwrap(), 40000);
+        req = req.extension(baton::PeerAddr(addr));
     }
     let res = baton
         .endpoints()
@@ -202,4 +217,104 @@ async fn the_sink_sees_what_happened_and_no_secret() {
         "a refresh token in the audit trail"
     );
     assert!(!text.contains(&token), "an access token in the audit trail");
+}
+
+#[tokio::test]
+async fn replaced_devices_network_changes_and_reauthentication_are_reported() {
+    let clock = TestClock::starting_now();
+    let policy = Policy::builder()
+        .network_change(baton::store::NetworkChange::Flag)
+        .build()
+        .unwrap();
+    let store = MemoryStore::new(RefreshKeys::generate().unwrap(), policy)
+        .with_clock(Arc::new(clock.clone()));
+    let keys = KeyRing::new(KeySet::new(Key::generate("k", Algorithm::ES256).unwrap()).unwrap());
+    let records = Arc::new(Mutex::new(Vec::<AuditRecord>::new()));
+    let sink = {
+        let records = records.clone();
+        move |record: &AuditRecord| records.lock().unwrap().push(record.clone())
+    };
+    let baton = Baton::builder(store, Alice, keys)
+        .clock(Arc::new(clock.clone()))
+        .audit(sink)
+        .build()
+        .unwrap();
+    let login = format!(r#"{{"username":"alice","password":"{PASSWORD}"}}"#);
+    let device = ("x-device-id", "install-1".to_owned());
+    let here = Some("10.1.0.1");
+    let first = post_from(&baton, here, "/auth/login", &[device.clone()], &login).await;
+    let second = post_from(&baton, here, "/auth/login", &[device], &login).await;
+    assert_eq!(
+        (first.status, second.status),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    let moved = post_from(
+        &baton,
+        Some("192.168.7.7"),
+        "/auth/refresh",
+        &[(COOKIE.as_str(), second.cookie.unwrap())],
+        "",
+    )
+    .await;
+    assert_eq!(moved.status, StatusCode::OK, "{:?}", moved.body);
+    let token = moved.body["access_token"].as_str().unwrap().to_owned();
+    let bearer = (AUTHORIZATION.as_str(), format!("Bearer {token}"));
+    let wrong = post(
+        &baton,
+        "/auth/reauthenticate",
+        &[bearer.clone()],
+        r#"{"password":"no"}"#,
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    let right = post(
+        &baton,
+        "/auth/reauthenticate",
+        &[bearer],
+        &format!(r#"{{"password":"{PASSWORD}"}}"#),
+    )
+    .await;
+    assert_eq!(right.status, StatusCode::OK, "{:?}", right.body);
+
+    let seen: Vec<AuditEvent> = records
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.event.clone())
+        .collect();
+    let AuditEvent::LoginSucceeded {
+        session: first_session,
+        ..
+    } = &seen[0]
+    else {
+        panic!("{seen:?}")
+    };
+    assert!(
+        matches!(&seen[1], AuditEvent::SessionRevoked { reason: RevokeReason::Replaced, session, .. } if session == first_session),
+        "{seen:?}"
+    );
+    let AuditEvent::LoginSucceeded {
+        session: second_session,
+        ..
+    } = &seen[2]
+    else {
+        panic!("{seen:?}")
+    };
+    assert!(
+        matches!(&seen[3], AuditEvent::NetworkChanged { flagged: true, session, .. } if session == second_session),
+        "{seen:?}"
+    );
+    assert!(matches!(&seen[4], AuditEvent::Refreshed { .. }), "{seen:?}");
+    assert!(
+        matches!(&seen[5], AuditEvent::ReauthenticationFailed { session, .. } if session == second_session),
+        "{seen:?}"
+    );
+    assert!(
+        matches!(&seen[6], AuditEvent::Reauthenticated { user, session } if user == "user-alice" && session == second_session),
+        "{seen:?}"
+    );
+    assert_eq!(seen.len(), 7, "{seen:?}");
+    let all = records.lock().unwrap().clone();
+    assert_eq!(all[3].ip, Some("192.168.7.7".parse().unwrap()));
+    assert!(!format!("{all:?}").contains(PASSWORD));
 }

@@ -60,7 +60,13 @@ pub async fn device_id_replaces_that_devices_session<F: StoreFactory>(factory: &
         "another user's session with the same device id stays"
     );
     assert_eq!(
-        store.get(again.session.id).await.unwrap().unwrap().device.id,
+        store
+            .get(again.session.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .device
+            .id,
         Some("install-7f3a".to_owned()),
         "the identifier is kept with the session"
     );
@@ -153,8 +159,7 @@ pub async fn network_change_is_recorded<F: StoreFactory>(factory: &F) {
 /// and moves it to the new network; moves inside a network, between IPv4 and IPv6, or from
 /// an unknown address mark nothing.
 pub async fn network_change_flags_when_configured<F: StoreFactory>(factory: &F) {
-    let (store, _guard, clock) =
-        setup!(factory, policy().network_change(NetworkChange::Flag));
+    let (store, _guard, clock) = setup!(factory, policy().network_change(NetworkChange::Flag));
     let created = store
         .create("alice", Device::new(Some("UA"), ip("10.1.0.1")))
         .await
@@ -232,8 +237,7 @@ pub async fn network_change_flags_when_configured<F: StoreFactory>(factory: &F) 
 /// Under `Revoke`, a refresh from another network revokes the session (on the grace path
 /// too); one from inside the network rotates.
 pub async fn network_change_revokes_when_configured<F: StoreFactory>(factory: &F) {
-    let (store, _guard, _clock) =
-        setup!(factory, policy().network_change(NetworkChange::Revoke));
+    let (store, _guard, _clock) = setup!(factory, policy().network_change(NetworkChange::Revoke));
     let created = store
         .create("alice", device("UA", [10, 1, 0, 1]))
         .await
@@ -289,7 +293,10 @@ pub async fn reauthenticate_renews_auth_time_only<F: StoreFactory>(factory: &F) 
     let created = store
         .create(
             "alice",
-            Login::new(Device::default(), Authentication::password().with_acr("phr")),
+            Login::new(
+                Device::default(),
+                Authentication::password().with_acr("phr"),
+            ),
         )
         .await
         .unwrap();
@@ -306,7 +313,11 @@ pub async fn reauthenticate_renews_auth_time_only<F: StoreFactory>(factory: &F) 
     assert_eq!(r.session.acr.as_deref(), Some("phr"));
     clock.advance(Duration::from_secs(60));
     let again = store
-        .reauthenticate("alice", created.session.id, Authentication::new(["pwd", "otp"]))
+        .reauthenticate(
+            "alice",
+            created.session.id,
+            Authentication::new(["pwd", "otp"]),
+        )
         .await
         .unwrap()
         .expect("live session");

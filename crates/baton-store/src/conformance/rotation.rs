@@ -7,8 +7,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::{GRACE, START_MS, StoreFactory, build, ctx, device, policy};
 use crate::{
-    Device, DeviceChange, RefreshKeys, RefreshStore, ReuseDetection, RotateContext, RotateError, RotationKind,
-    UserAgentChange,
+    Device, DeviceChange, RefreshKeys, RefreshStore, ReuseDetection, RotateContext, RotateError,
+    RotationKind, UserAgentChange,
 };
 
 /// Rotating the live token spends it and records the device and time.

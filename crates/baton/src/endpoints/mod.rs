@@ -332,7 +332,12 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
 
     /// The 200 token response: access token in the body, refresh (and in cookie mode access)
     /// cookie set.
-    fn token_response(&self, session: &Session, claims: A::Claims, refresh: &str) -> Response<Bytes> {
+    fn token_response(
+        &self,
+        session: &Session,
+        claims: A::Claims,
+        refresh: &str,
+    ) -> Response<Bytes> {
         let issued = self.issue_access(session, claims);
         let cookies = issued
             .as_ref()
@@ -407,12 +412,11 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                 "/login" | "/refresh" | "/logout" | "/logout-all" | "/logout-others"
                 | "/reauthenticate",
                 _,
-            ) => self
-                .error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    "use POST",
-                ),
+            ) => self.error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "use POST",
+            ),
             ("/sessions", _) => self.error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",

@@ -291,11 +291,17 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         let ip = client_ip(req.headers(), req.extensions(), &self.client_ip);
         let agent = user_agent(req.headers()).map(str::to_owned);
         let rule = self.limits.login_per_username;
-        if let Err(res) = self.limit("reauth-fail", &claims.sub, rule, false, ip).await {
+        if let Err(res) = self
+            .limit("reauth-fail", &claims.sub, rule, false, ip)
+            .await
+        {
             return res;
         }
         let body: Reauthentication = match self
-            .json_body(req, "the body must be a JSON object with a string field password")
+            .json_body(
+                req,
+                "the body must be a JSON object with a string field password",
+            )
             .await
         {
             Ok(b) => b,
