@@ -18,7 +18,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use baton::bearer::Authenticated;
-use baton::store::{MemoryStore, Policy, RefreshStore, ReuseDetection};
+use baton::store::{MemoryStore, NetworkChange, Policy, RefreshStore, ReuseDetection};
 use baton::token::{Algorithm, KeyRing, KeySet};
 use baton::{Baton, RateLimiter, RenderError};
 
@@ -67,6 +67,12 @@ pub struct Config {
     /// How the client address is found: the TCP peer, or behind trusted proxies the header
     /// they write (limits, the device list).
     pub client_ip: baton::ClientIp,
+    /// What a refresh from another network (/16, /48) does: record it, flag the session, or
+    /// revoke it.
+    pub network_change: NetworkChange,
+    /// Signing out other devices and ending another device's session need a login (or a
+    /// password entered again) within this long; `None`: no such requirement.
+    pub recent_login: Option<Duration>,
 }
 
 impl Default for Config {
@@ -84,6 +90,8 @@ impl Default for Config {
             register_limit: Some(baton::Rule::new(5, 5)),
             token_cache: true,
             client_ip: baton::ClientIp::new(),
+            network_change: NetworkChange::Record,
+            recent_login: Some(Duration::from_secs(300)),
         }
     }
 }
@@ -333,6 +341,7 @@ pub async fn build(config: &Config) -> Result<Built, String> {
         .absolute_lifetime(config.refresh_ttl.max(Duration::from_secs(90 * 24 * 3600)))
         .grace_window(config.refresh_grace)
         .reuse_detection(config.reuse_detection)
+        .network_change(config.network_change)
         .build()
         .map_err(|e| e.to_string())?;
     match &config.redis_url {
@@ -391,6 +400,10 @@ fn configure<S: RefreshStore>(
         builder
     } else {
         builder.no_token_cache()
+    };
+    let builder = match config.recent_login {
+        Some(max_age) => builder.recent_login(baton::bearer::RecentLogin::within(max_age)),
+        None => builder,
     };
     builder
         .build()

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use baton::store::ReuseDetection;
+use baton::store::{NetworkChange, ReuseDetection};
 use baton::token::Algorithm;
 use clap::Parser;
 use login_app::Config;
@@ -79,6 +79,14 @@ struct Args {
     /// own, e.g. 127.0.0.1:9100; keep it off the public network).
     #[arg(long, env = "BATON_METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// What a refresh from another network (another IPv4 /16 or IPv6 /48) does: `record` it,
+    /// `flag` the session (shown in the device list), or `revoke` the session.
+    #[arg(long, env = "BATON_NETWORK_CHANGE", default_value = "record", value_parser = ["record", "flag", "revoke"])]
+    network_change: String,
+    /// Signing out other devices and ending another device's session need a login (or the
+    /// password entered again) within this many seconds; 0 turns the requirement off.
+    #[arg(long, env = "BATON_RECENT_LOGIN", default_value_t = 300)]
+    recent_login: u64,
 }
 
 /// A CIDR range, or one address (a /32 or /128).
@@ -157,6 +165,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         } else {
             ReuseDetection::Strict
         },
+        network_change: match args.network_change.as_str() {
+            "flag" => NetworkChange::Flag,
+            "revoke" => NetworkChange::Revoke,
+            _ => NetworkChange::Record,
+        },
+        recent_login: (args.recent_login > 0).then(|| Duration::from_secs(args.recent_login)),
     };
     if let Some(addr) = args.metrics_addr {
         let metrics = login_app::metrics_router()?;

@@ -124,6 +124,71 @@
     if (refreshed !== 'unavailable') status(await errorText(res), true);
   }
 
+  // The password form for a sensitive action the server wants a recent sign-in for: resolves
+  // to the password, or null when the user cancels.
+  let passwordWaiter = null;
+  function askPassword() {
+    $('reauth-form').hidden = false;
+    $('reauth-password').value = '';
+    $('reauth-password').focus();
+    return new Promise((resolve) => {
+      passwordWaiter = resolve;
+    });
+  }
+
+  function answerPassword(value) {
+    const resolve = passwordWaiter;
+    passwordWaiter = null;
+    $('reauth-form').hidden = true;
+    if (resolve) resolve(value);
+  }
+
+  $('reauth-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    answerPassword($('reauth-password').value);
+  });
+  $('reauth-cancel').addEventListener('click', () => answerPassword(null));
+
+  // Asks for the password until it is right (true), or the user gives up or the server says
+  // no more (false). The answer is a new access token for this same session.
+  async function reauthenticate() {
+    status('Enter your password to continue.');
+    for (;;) {
+      const password = await askPassword();
+      if (password === null) {
+        if (accessToken) status('Cancelled.');
+        return false;
+      }
+      const call = await api('/auth/reauthenticate', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ password }),
+      });
+      if (call.res.ok) {
+        accessToken = (await call.res.json()).access_token;
+        share({ type: 'token', token: accessToken });
+        return true;
+      }
+      if (call.res.status !== 403) {
+        await failed(call);
+        return false;
+      }
+      status('Wrong password; try again.', true);
+    }
+  }
+
+  // A sensitive call: when the server asks for a more recent sign-in (RFC 9470), ask for the
+  // password, then send it again once. Resolves to the call, or null when cancelled.
+  async function sensitive(path, options) {
+    let call = await api(path, options);
+    const challenge = call.res.headers.get('WWW-Authenticate') || '';
+    if (call.res.status === 401 && challenge.includes('insufficient_user_authentication')) {
+      if (!(await reauthenticate())) return null;
+      call = await api(path, options);
+    }
+    return call;
+  }
+
   async function postJson(path, body) {
     return fetch(path, {
       method: 'POST',
@@ -149,6 +214,7 @@
 
   function signedOut(message) {
     accessToken = null;
+    answerPassword(null);
     show(false);
     status(message);
   }
@@ -208,6 +274,12 @@
     const meta = document.createElement('div');
     meta.className = 'meta';
     meta.textContent = `${session.ip || 'unknown IP'} · last used ${ago(session.last_used_at)}`;
+    if (session.network_changed_at) {
+      const flag = document.createElement('span');
+      flag.className = 'flag';
+      flag.textContent = ` · new network ${ago(session.network_changed_at)}`;
+      meta.append(flag);
+    }
     text.append(agent, meta);
     li.append(text);
     if (session.current) {
@@ -220,7 +292,8 @@
       button.type = 'button';
       button.textContent = 'Log out this device';
       button.addEventListener('click', async () => {
-        const call = await api(`/auth/sessions/${encodeURIComponent(session.id)}`, { method: 'DELETE' });
+        const call = await sensitive(`/auth/sessions/${encodeURIComponent(session.id)}`, { method: 'DELETE' });
+        if (!call) return;
         if (!call.res.ok) return failed(call);
         status('Device logged out.');
         devices();
@@ -287,7 +360,8 @@
   });
 
   $('logout-others-button').addEventListener('click', async () => {
-    const call = await api('/auth/logout-others', { method: 'POST' });
+    const call = await sensitive('/auth/logout-others', { method: 'POST' });
+    if (!call) return;
     if (!call.res.ok) return failed(call);
     const { revoked } = await call.res.json();
     status(revoked === 1 ? 'Signed out 1 other device.' : `Signed out ${revoked} other devices.`);
