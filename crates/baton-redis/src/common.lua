@@ -2,8 +2,9 @@
 -- records separated by \30, fields by \31.
 -- Live record:    member, generation, created, last used, idle deadline, absolute deadline,
 --                 ip, device name, user agent, user id, attempt id of the latest rotation,
---                 device id, network class ("4/16"), network ("10.1.0.0/16"), network
---                 changed at, auth time, amr (space-separated), acr
+--                 device id, IPv4 network last seen ("4/16|10.1.0.0/16"), IPv6 network last
+--                 seen ("6/48|2001:db8:1::/48"), network changed at, auth time, amr
+--                 (space-separated), acr
 --                 (times in ms since the epoch; records written before the last seven
 --                 fields existed read as if they were empty).
 -- Revoked record: member, "R", remembered until, attempt id of the revoking call, outcome

@@ -30,7 +30,11 @@ if ARGV[6] == "revoke" and ARGV[7] ~= f[9] then
   save(KEYS[1], records, now)
   return {"ua_revoked", f[10]}
 end
-local net_changed = ARGV[13] ~= "" and f[13] == ARGV[13] and f[14] ~= ARGV[14]
+-- The network last seen of each family: field 13 for IPv4, 14 for IPv6, as "class|network".
+local slot = (string.sub(ARGV[13], 1, 1) == "6") and 14 or 13
+local seen = ARGV[13] .. "|" .. ARGV[14]
+local net_changed = ARGV[13] ~= "" and string.sub(f[slot], 1, #ARGV[13] + 1) == ARGV[13] .. "|"
+  and f[slot] ~= seen
 if ARGV[12] == "revoke" and net_changed then
   records[i] = tombstone(f, now, tonumber(ARGV[9]), attempt, "net_revoked")
   save(KEYS[1], records, now)
@@ -43,8 +47,7 @@ f[5] = fmt(math.min(now + tonumber(ARGV[5]), tonumber(f[6])))
 f[7] = ARGV[8]
 f[9] = ARGV[7]
 f[11] = attempt
-f[13] = ARGV[13]
-f[14] = ARGV[14]
+if ARGV[13] ~= "" then f[slot] = seen end
 if net_changed and ARGV[12] == "flag" then f[15] = ARGV[3] end
 save(KEYS[1], records, now)
 return {"rotated", table.concat(f, US), net_changed and "1" or "0"}

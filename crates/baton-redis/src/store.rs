@@ -91,7 +91,18 @@ fn network_args(policy: &Policy, ip: Option<IpAddr>) -> (String, String) {
 fn encode(session: &Session, policy: &Policy) -> String {
     let d = &session.device;
     let ip = d.ip.map(|ip| ip.to_string()).unwrap_or_default();
+    // The network of the login address, in the slot of its family.
     let (class, network) = network_args(policy, d.ip);
+    let seen = if class.is_empty() {
+        String::new()
+    } else {
+        format!("{class}|{network}")
+    };
+    let (v4, v6) = if class.starts_with('6') {
+        (String::new(), seen)
+    } else {
+        (seen, String::new())
+    };
     [
         session.id.random_part(),
         session.generation.to_string(),
@@ -105,8 +116,8 @@ fn encode(session: &Session, policy: &Policy) -> String {
         session.user_id.clone(),
         String::new(),
         d.id.clone().unwrap_or_default(),
-        class,
-        network,
+        v4,
+        v6,
         session
             .network_changed_at
             .map(|t| t.to_string())

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use baton_core::{Clock, SystemClock};
@@ -31,6 +32,14 @@ struct Record {
     auth_time: u64,
     authentication: Authentication,
     network_changed_at: Option<u64>,
+    /// The address last seen of each family (IPv4, IPv6): a dual-stack client alternates
+    /// between the two, and each is compared with its own kind.
+    last_ip: [Option<IpAddr>; 2],
+}
+
+/// The slot of `ip`'s family in [`Record::last_ip`].
+fn family(ip: IpAddr) -> usize {
+    usize::from(ip.to_canonical().is_ipv6())
 }
 
 impl Record {
@@ -54,7 +63,7 @@ impl Record {
 
 #[derive(Clone, Debug)]
 enum Slot {
-    Live(Record),
+    Live(Box<Record>),
     Revoked { until: u64 },
 }
 
@@ -83,7 +92,7 @@ impl State {
             .min(now.saturating_add(REVOKED_TOMBSTONE_MS));
         self.sessions.insert(*id, Slot::Revoked { until });
         self.unindex(&record.user_id, id);
-        Some(record)
+        Some(*record)
     }
 
     fn unindex(&mut self, user_id: &str, id: &SessionId) {
@@ -214,7 +223,7 @@ impl MemoryStore {
         let now = self.clock.now_millis();
         let id = SessionId::generate(user_id)?;
         let absolute = now.saturating_add(self.policy.absolute_ms());
-        let record = Record {
+        let mut record = Record {
             user_id: user_id.to_owned(),
             device: login.device.sanitized(),
             created_at: now,
@@ -226,7 +235,11 @@ impl MemoryStore {
             auth_time: now,
             authentication: login.authentication,
             network_changed_at: None,
+            last_ip: [None; 2],
         };
+        if let Some(ip) = record.device.ip {
+            record.last_ip[family(ip)] = Some(ip);
+        }
         let session = record.session(id);
         let mut state = self.lock();
         state.sweep(now);
@@ -268,7 +281,7 @@ impl MemoryStore {
             state.revoke(&oldest, now);
             evicted.push(oldest);
         }
-        state.sessions.insert(id, Slot::Live(record));
+        state.sessions.insert(id, Slot::Live(Box::new(record)));
         state.users.entry(user_id.to_owned()).or_default().push(id);
         drop(state);
         Ok(Created::new(session, self.keys.mint(&id, 0), evicted).with_replaced(replaced))
@@ -323,7 +336,8 @@ impl MemoryStore {
         } else {
             None
         };
-        let network_changed = self.policy.network_changed(record.device.ip, context.ip);
+        let last = context.ip.and_then(|ip| record.last_ip[family(ip)]);
+        let network_changed = self.policy.network_changed(last, context.ip);
         let changed = changed.or((network_changed
             && self.policy.network_change() == NetworkChange::Revoke)
             .then_some(DeviceChange::Network));
@@ -350,6 +364,9 @@ impl MemoryStore {
             .min(record.absolute_expires_at);
         record.device.user_agent = context.stored_user_agent();
         record.device.ip = context.ip;
+        if let Some(ip) = context.ip {
+            record.last_ip[family(ip)] = Some(ip);
+        }
         if network_changed && self.policy.network_change() == NetworkChange::Flag {
             record.network_changed_at = Some(now);
         }

@@ -79,6 +79,8 @@ pub(crate) struct Entry {
 }
 
 /// What [`TokenCache::get`] found.
+// `Hit` is the hot path and is moved once, by value: boxing it would allocate per request.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Lookup<C> {
     /// Not cached (or cached for a key no longer in the set): verify it.
     Miss,

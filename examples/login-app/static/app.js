@@ -128,6 +128,8 @@
   // to the password, or null when the user cancels.
   let passwordWaiter = null;
   function askPassword() {
+    // One prompt at a time: an earlier one still open counts as cancelled.
+    if (passwordWaiter) answerPassword(null);
     $('reauth-form').hidden = false;
     $('reauth-password').value = '';
     $('reauth-password').focus();
@@ -169,7 +171,15 @@
         share({ type: 'token', token: accessToken });
         return true;
       }
-      if (call.res.status !== 403) {
+      let code = '';
+      if (call.res.status === 403) {
+        try {
+          code = (await call.res.clone().json()).error;
+        } catch {
+          code = '';
+        }
+      }
+      if (code !== 'invalid_credentials') {
         await failed(call);
         return false;
       }
@@ -180,11 +190,18 @@
   // A sensitive call: when the server asks for a more recent sign-in (RFC 9470), ask for the
   // password, then send it again once. Resolves to the call, or null when cancelled.
   async function sensitive(path, options) {
+    const wantsRecentLogin = (res) =>
+      res.status === 401 &&
+      (res.headers.get('WWW-Authenticate') || '').includes('insufficient_user_authentication');
     let call = await api(path, options);
-    const challenge = call.res.headers.get('WWW-Authenticate') || '';
-    if (call.res.status === 401 && challenge.includes('insufficient_user_authentication')) {
+    if (wantsRecentLogin(call.res)) {
       if (!(await reauthenticate())) return null;
       call = await api(path, options);
+      // Still not enough (a stronger sign-in is wanted): say so; the session is fine.
+      if (wantsRecentLogin(call.res)) {
+        status('This needs a stronger sign-in; log out and log in again.', true);
+        return null;
+      }
     }
     return call;
   }

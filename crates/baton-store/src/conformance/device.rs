@@ -124,7 +124,7 @@ pub async fn bad_device_ids_and_methods_are_refused<F: StoreFactory>(factory: &F
     }
     assert!(store.list("alice").await.unwrap().is_empty());
     let ok = store
-        .create("alice", Device::default().with_id(&"d".repeat(128)))
+        .create("alice", Device::default().with_id("d".repeat(128)))
         .await
         .unwrap();
     assert!(
@@ -269,6 +269,45 @@ pub async fn network_change_revokes_when_configured<F: StoreFactory>(factory: &F
         RotateError::Revoked
     );
     assert!(store.list("alice").await.unwrap().is_empty());
+    // Each family is judged against its own last network: a detour through IPv6 or an
+    // unknown address does not launder a move to another IPv4 network.
+    let dual = store
+        .create("bob", Device::new(Some("UA"), ip("10.1.0.1")))
+        .await
+        .unwrap();
+    let r = store
+        .rotate(
+            dual.token.expose(),
+            RotateContext::new(Some("UA"), ip("2001:db8:1::1")),
+        )
+        .await
+        .unwrap();
+    assert!(!r.network_changed);
+    let r = store
+        .rotate(r.token.expose(), RotateContext::new(Some("UA"), None))
+        .await
+        .unwrap();
+    assert!(!r.network_changed);
+    let r = store
+        .rotate(
+            r.token.expose(),
+            RotateContext::new(Some("UA"), ip("2001:db8:1:5::1")),
+        )
+        .await
+        .unwrap();
+    assert!(!r.network_changed, "same /48");
+    assert!(matches!(
+        store
+            .rotate(
+                r.token.expose(),
+                RotateContext::new(Some("UA"), ip("10.9.0.1"))
+            )
+            .await,
+        Err(RotateError::DeviceChanged {
+            change: DeviceChange::Network,
+            ..
+        })
+    ));
     // A live token from another network: the same.
     let other = store
         .create("alice", device("UA", [10, 1, 0, 1]))

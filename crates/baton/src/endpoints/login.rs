@@ -111,10 +111,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         B: Body<Data = Bytes>,
         B::Error: Into<BoxError>,
     {
-        let device = match self.device_of(&req) {
-            Ok(device) => device,
-            Err(res) => return res,
-        };
+        let device = self.device_of(&req);
         let (ip, agent) = (device.ip, device.user_agent.clone());
         if let Err(res) = self
             .limit(
@@ -128,6 +125,10 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         {
             return res;
         }
+        let device = match self.with_device_id(&req, device) {
+            Ok(device) => device,
+            Err(res) => return res,
+        };
         let device_cookie = self
             .device_cookie
             .read(req.headers())
@@ -209,6 +210,16 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             }
             Err(_) => return self.unavailable("the user directory is unavailable"),
         };
+        if let Err(_e) = principal.authentication.check() {
+            // The application's own values: its bug, not the client's.
+            #[cfg(feature = "tracing")]
+            tracing::error!(target: "baton::auth", error = %_e, "the authenticator's amr or acr cannot be stored; answering 500");
+            return self.error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "internal error",
+            );
+        }
         let login = baton_store::Login::new(device, principal.authentication.clone());
         let created = match self.store.create(&principal.user_id, login).await {
             Ok(c) => c,

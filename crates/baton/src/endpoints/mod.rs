@@ -266,13 +266,21 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         })
     }
 
-    /// The device a request comes from: user agent, client address, and the device
-    /// identifier header (400 when it is repeated or not a valid identifier).
-    fn device_of<B>(&self, req: &Request<B>) -> Result<Device, Response<Bytes>> {
-        let device = Device::new(
+    /// The device a request comes from: user agent and client address.
+    fn device_of<B>(&self, req: &Request<B>) -> Device {
+        Device::new(
             user_agent(req.headers()),
             client_ip(req.headers(), req.extensions(), &self.client_ip),
-        );
+        )
+    }
+
+    /// `device` with the request's device identifier header, if any (400 when it is
+    /// repeated or not a valid identifier).
+    fn with_device_id<B>(
+        &self,
+        req: &Request<B>,
+        device: Device,
+    ) -> Result<Device, Response<Bytes>> {
         let mut ids = req.headers().get_all(&self.device_id_header).iter();
         let Some(id) = ids.next() else {
             return Ok(device);

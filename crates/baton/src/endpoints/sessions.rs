@@ -211,7 +211,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                     "ip": s.device.ip.map(|ip| ip.to_string()),
                     "device_name": s.device.name,
                     "network_changed_at": s.network_changed_at,
-                    "auth_time": s.auth_time / 1000,
+                    "authenticated_at": s.auth_time,
                     "created_at": s.created_at,
                     "last_used_at": s.last_used_at,
                 })
@@ -267,7 +267,8 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
     /// `POST {base}/reauthenticate` (bearer, `{"password"}`): the user proves who they are
     /// again before a sensitive action. The session's `auth_time` becomes now, in the same
     /// session (no rotation, the refresh token stays), and the answer is a new access token
-    /// carrying it. Wrong passwords count against the same per-user limit as failed logins.
+    /// carrying it. Wrong passwords count per user and network against the failed-login rule
+    /// (`RateLimits::login_per_username`).
     pub(super) async fn reauthenticate<B>(&self, req: Request<B>) -> Response<Bytes>
     where
         B: Body<Data = Bytes>,
@@ -290,11 +291,11 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         };
         let ip = client_ip(req.headers(), req.extensions(), &self.client_ip);
         let agent = user_agent(req.headers()).map(str::to_owned);
+        // Wrong passwords count per user and network, as failed logins do: a thief with a
+        // stolen token spends the budget of its own network, not the user's everywhere.
         let rule = self.limits.login_per_username;
-        if let Err(res) = self
-            .limit("reauth-fail", &claims.sub, rule, false, ip)
-            .await
-        {
+        let key = format!("{}\u{1f}{}", claims.sub, Self::ip_key(ip));
+        if let Err(res) = self.limit("reauth-fail", &key, rule, false, ip).await {
             return res;
         }
         let body: Reauthentication = match self
@@ -318,7 +319,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             Ok(true) => {}
             Ok(false) => {
                 if let Some(rule) = rule {
-                    let _ = self.limiter.check("reauth-fail", &claims.sub, rule).await;
+                    let _ = self.limiter.check("reauth-fail", &key, rule).await;
                 }
                 outcome("baton_reauthenticate_total", "refused");
                 let event = crate::AuditEvent::ReauthenticationFailed {
