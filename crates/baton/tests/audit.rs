@@ -242,7 +242,14 @@ async fn replaced_devices_network_changes_and_reauthentication_are_reported() {
     let login = format!(r#"{{"username":"alice","password":"{PASSWORD}"}}"#);
     let device = ("x-device-id", "install-1".to_owned());
     let here = Some("10.1.0.1");
-    let first = post_from(&baton, here, "/auth/login", std::slice::from_ref(&device), &login).await;
+    let first = post_from(
+        &baton,
+        here,
+        "/auth/login",
+        std::slice::from_ref(&device),
+        &login,
+    )
+    .await;
     let second = post_from(&baton, here, "/auth/login", &[device], &login).await;
     assert_eq!(
         (first.status, second.status),
