@@ -73,6 +73,10 @@ pub struct Claims<C = NoCustomClaims> {
     /// The authentication context class reached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acr: Option<String>,
+    /// The key the token is bound to (RFC 7800; `jkt` for DPoP, RFC 9449): a bound token is
+    /// accepted only with a proof from that key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
     /// The application's own claims.
     #[serde(flatten)]
     pub custom: C,
@@ -95,8 +99,23 @@ impl<C> Claims<C> {
             auth_time: None,
             amr: None,
             acr: None,
+            cnf: None,
             custom,
         }
+    }
+
+    /// Binds the token to the DPoP key with thumbprint `jkt` (`cnf.jkt`).
+    #[must_use]
+    pub fn with_dpop_jkt(mut self, jkt: impl Into<String>) -> Self {
+        self.cnf = Some(Confirmation {
+            jkt: Some(jkt.into()),
+        });
+        self
+    }
+
+    /// The DPoP key thumbprint the token is bound to, if any.
+    pub fn dpop_jkt(&self) -> Option<&str> {
+        self.cnf.as_ref().and_then(|c| c.jkt.as_deref())
     }
 
     /// Sets when (`auth_time`, seconds since the epoch) and how (`amr`) the user
@@ -168,6 +187,16 @@ impl<C> Claims<C> {
             .iter()
             .any(|r| r == wanted)
     }
+}
+
+/// The `cnf` claim (RFC 7800): the key a token is bound to. baton reads `jkt`, the RFC 7638
+/// thumbprint of a DPoP key (RFC 9449); other members are ignored.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Confirmation {
+    /// The SHA-256 thumbprint of the DPoP public key, base64url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
 }
 
 /// No application claims: the default for [`Claims`].
@@ -261,6 +290,7 @@ enum Field {
     AuthTime,
     Amr,
     Acr,
+    Cnf,
     Other(String),
 }
 
@@ -280,6 +310,7 @@ impl Field {
             "auth_time" => Field::AuthTime,
             "amr" => Field::Amr,
             "acr" => Field::Acr,
+            "cnf" => Field::Cnf,
             other => Field::Other(other.to_owned()),
         }
     }
@@ -349,6 +380,7 @@ impl<'de, C: DeserializeOwned> Deserialize<'de> for Claims<C> {
                 let mut auth_time: Option<Option<u64>> = None;
                 let mut amr: Option<Option<Vec<String>>> = None;
                 let mut acr: Option<Option<String>> = None;
+                let mut cnf: Option<Option<Confirmation>> = None;
                 let mut rest = serde_json::Map::new();
                 while let Some(field) = map.next_key::<Field>()? {
                     match field {
@@ -365,6 +397,7 @@ impl<'de, C: DeserializeOwned> Deserialize<'de> for Claims<C> {
                         Field::AuthTime => set_once(&mut auth_time, "auth_time", &mut map)?,
                         Field::Amr => set_once(&mut amr, "amr", &mut map)?,
                         Field::Acr => set_once(&mut acr, "acr", &mut map)?,
+                        Field::Cnf => set_once(&mut cnf, "cnf", &mut map)?,
                         Field::Other(name) => {
                             let value: serde_json::Value = map.next_value()?;
                             rest.insert(name, value);
@@ -387,6 +420,7 @@ impl<'de, C: DeserializeOwned> Deserialize<'de> for Claims<C> {
                     auth_time: auth_time.flatten(),
                     amr: amr.flatten(),
                     acr: acr.flatten(),
+                    cnf: cnf.flatten(),
                     custom,
                 })
             }

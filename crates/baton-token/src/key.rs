@@ -357,7 +357,7 @@ pub(crate) enum Prepared {
 }
 
 impl Prepared {
-    fn new(alg: Algorithm, decoding: &DecodingKey) -> Prepared {
+    pub(crate) fn new(alg: Algorithm, decoding: &DecodingKey) -> Prepared {
         let parsed = |params: &'static dyn VerificationAlgorithm| match decoding.kind() {
             DecodingKeyKind::SecretOrDer(bytes) => ParsedPublicKey::new(params, bytes).ok(),
             DecodingKeyKind::RsaModulusExponent { .. } => None,

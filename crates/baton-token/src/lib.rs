@@ -55,6 +55,7 @@
 mod algorithm;
 mod cache;
 mod claims;
+mod dpop;
 mod error;
 mod issue;
 mod key;
@@ -67,7 +68,10 @@ pub use algorithm::{Algorithm, UnsupportedAlgorithm};
 pub use baton_core::TestClock;
 pub use baton_core::{Clock, SystemClock};
 pub use cache::TokenCache;
-pub use claims::{Audience, Claims, NoCustomClaims};
+pub use claims::{Audience, Claims, Confirmation, NoCustomClaims};
+pub use dpop::{
+    DPOP_ALGORITHMS, DpopError, DpopKey, DpopVerifier, ProofRequest, VerifiedProof, normalize_htu,
+};
 pub use error::{ErrorKind, IssueError, KeyError, VerifyError};
 pub use issue::{AccessToken, Issuer};
 pub use key::Key;
