@@ -6,6 +6,9 @@ use http::header::{AUTHORIZATION, COOKIE};
 /// Where the token came from, or why the request is malformed (RFC 6750 `invalid_request`).
 pub(crate) type Extracted<'a> = Result<Option<&'a str>, &'static str>;
 
+/// The token of the `Authorization` header and whether it came with the `DPoP` scheme.
+pub(crate) type FromHeader<'a> = Result<Option<(&'a str, bool)>, &'static str>;
+
 /// One character of `token68` before its `=` padding (RFC 9110 section 11.2): ALPHA, DIGIT,
 /// `-`, `.`, `_`, `~`, `+`, `/`. Comparisons only, so the check over a whole token vectorizes.
 #[inline]
@@ -37,7 +40,7 @@ fn token68(bytes: &[u8]) -> Option<&str> {
     }
 }
 
-fn from_header(headers: &HeaderMap) -> Extracted<'_> {
+fn from_header(headers: &HeaderMap, dpop: bool) -> FromHeader<'_> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -50,7 +53,8 @@ fn from_header(headers: &HeaderMap) -> Extracted<'_> {
         Some(i) => (&value[..i], &value[i + 1..]),
         None => (value, &[][..]),
     };
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
+    let is_dpop = dpop && scheme.eq_ignore_ascii_case(b"dpop");
+    if !is_dpop && !scheme.eq_ignore_ascii_case(b"bearer") {
         // Another scheme (Basic, ...): this request carries no bearer token.
         return Ok(None);
     }
@@ -59,7 +63,7 @@ fn from_header(headers: &HeaderMap) -> Extracted<'_> {
         return Err("empty bearer token");
     }
     token68(token)
-        .map(Some)
+        .map(|t| Some((t, is_dpop)))
         .ok_or("bearer token has invalid syntax")
 }
 
@@ -91,25 +95,45 @@ fn from_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Extracted<'a> {
 }
 
 /// The request's token: from the header, from the cookie when configured, or both when they
-/// agree.
-pub(crate) fn extract<'a>(headers: &'a HeaderMap, cookie: Option<&str>) -> Extracted<'a> {
-    let header = from_header(headers)?;
+/// agree; and whether it came with the `DPoP` scheme (only recognised when `dpop`).
+pub(crate) fn extract<'a>(
+    headers: &'a HeaderMap,
+    cookie: Option<&str>,
+    dpop: bool,
+) -> FromHeader<'a> {
+    let header = from_header(headers, dpop)?;
     let Some(name) = cookie else {
         return Ok(header);
     };
     let cookie = from_cookie(headers, name)?;
     match (header, cookie) {
-        (Some(h), Some(c)) if h != c => {
+        (Some((h, _)), Some(c)) if h != c => {
             Err("the tokens in the Authorization header and the cookie differ")
         }
         (Some(h), _) => Ok(Some(h)),
-        (None, c) => Ok(c),
+        (None, c) => Ok(c.map(|c| (c, false))),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The token alone, DPoP not configured.
+    fn extract<'a>(headers: &'a HeaderMap, cookie: Option<&str>) -> Extracted<'a> {
+        super::extract(headers, cookie, false).map(|t| t.map(|(token, _)| token))
+    }
+
+    #[test]
+    fn the_dpop_scheme_is_read_only_when_configured() {
+        let h = headers(&[("authorization", "DPoP abc.def")]);
+        assert_eq!(super::extract(&h, None, false), Ok(None));
+        assert_eq!(super::extract(&h, None, true), Ok(Some(("abc.def", true))));
+        let h = headers(&[("authorization", "Bearer abc.def")]);
+        assert_eq!(super::extract(&h, None, true), Ok(Some(("abc.def", false))));
+        let h = headers(&[("authorization", "dpop  ")]);
+        assert!(super::extract(&h, None, true).is_err());
+    }
     use http::HeaderValue;
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {

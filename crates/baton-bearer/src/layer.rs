@@ -22,6 +22,8 @@ pub enum ConfigError {
     InvalidCookieName(String),
     /// An `acr` value must be printable ASCII without space, `"` or `\`.
     InvalidAcr(String),
+    /// A public origin must be an `http` or `https` origin without a path.
+    InvalidOrigin(String),
 }
 
 impl fmt::Display for ConfigError {
@@ -33,6 +35,7 @@ impl fmt::Display for ConfigError {
             ConfigError::InvalidScope(s) => write!(f, "invalid scope {s:?}"),
             ConfigError::InvalidCookieName(s) => write!(f, "invalid cookie name {s:?}"),
             ConfigError::InvalidAcr(s) => write!(f, "invalid acr value {s:?}"),
+            ConfigError::InvalidOrigin(s) => write!(f, "invalid public origin {s:?}"),
         }
     }
 }
@@ -49,6 +52,7 @@ pub(crate) struct Config {
     pub(crate) roles: Vec<String>,
     pub(crate) scope_challenge: Option<Arc<str>>,
     pub(crate) recent_login: Option<crate::RecentLogin>,
+    pub(crate) dpop: Option<crate::Dpop>,
     pub(crate) revocation: Option<Arc<dyn CheckRevocation>>,
 }
 
@@ -61,6 +65,7 @@ impl fmt::Debug for Config {
             .field("realm", &self.realm)
             .field("scopes", &self.scopes)
             .field("recent_login", &self.recent_login)
+            .field("dpop", &self.dpop)
             .field("roles", &self.roles)
             .field("revocation", &self.revocation.as_ref().map(|_| DebugHook))
             .finish()
@@ -130,6 +135,7 @@ impl BearerVerifyLayer {
                 roles: Vec::new(),
                 scope_challenge: None,
                 recent_login: None,
+                dpop: None,
                 revocation: None,
             }),
             rejection: JsonRejection,
@@ -225,6 +231,17 @@ impl<C, R> BearerVerifyLayer<C, R> {
     /// ```
     pub fn require_recent_login(mut self, requirement: crate::RecentLogin) -> Self {
         self.config().recent_login = Some(requirement);
+        self
+    }
+
+    /// Accepts DPoP (RFC 9449): `Authorization: DPoP <token>` with a `DPoP` proof from the
+    /// key the token names in `cnf.jkt`, checked by `dpop` (every check of section 4.3, the
+    /// replay cache included). A DPoP-bound token sent as `Bearer` is refused (no
+    /// downgrade); unbound bearer tokens keep working unless `dpop` is
+    /// [required](crate::Dpop::required). The proof is checked on every request; the token
+    /// itself may still come from the verified-token cache.
+    pub fn with_dpop(mut self, dpop: crate::Dpop) -> Self {
+        self.config().dpop = Some(dpop);
         self
     }
 

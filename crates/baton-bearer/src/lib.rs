@@ -59,6 +59,8 @@
 //! | two `Authorization` headers, bad syntax, header and cookie disagree | 400 | `error="invalid_request"` | `invalid_request` |
 //! | bad, expired or revoked token | 401 | `error="invalid_token"` | `invalid_token` |
 //! | valid token without a required scope or role | 403 | `error="insufficient_scope"`, `scope="..."` | `insufficient_scope` |
+//! | with [`Dpop`]: `Authorization: DPoP` and a `DPoP` proof that is bad, replayed, or from another key | 401 | `DPoP algs="ES256 EdDSA", error="invalid_dpop_proof"` | `invalid_dpop_proof` |
+//! | with [`Dpop`]: a DPoP-bound token sent as `Bearer`, an unbound one as `DPoP`, or any token without DPoP when it is [required](Dpop::required) | 401 | `error="invalid_token"` | `invalid_token` |
 //! | valid token, login too old or of another class ([`RecentLogin`]) | 401 | `error="insufficient_user_authentication"`, `max_age=N`, `acr_values="..."` | `insufficient_user_authentication` |
 //! | valid token, revocations unknown (a feed failing closed, [`CheckRevocation::is_known`]) | 503, `Retry-After` | `Bearer realm="..."` | `temporarily_unavailable` |
 //!
@@ -75,6 +77,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
+mod dpop;
 mod extract;
 mod future;
 mod layer;
@@ -93,6 +96,7 @@ pub use baton_core::{
     CheckRevocation, Revocation, RevocationList, Revoke, RevokeError, RevokeFuture, TokenIdentity,
 };
 pub use body::ResponseBody;
+pub use dpop::{Dpop, DpopCheckError, MemoryReplayCache, ReplayCache, ReplayKey, ReplayUnknown};
 pub use future::ResponseFuture;
 pub use layer::{BearerVerifyLayer, ConfigError};
 pub use recent::RecentLogin;

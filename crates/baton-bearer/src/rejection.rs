@@ -32,6 +32,16 @@ pub enum RejectionKind {
         /// The `acr` values it accepts, space-separated.
         acr_values: Option<Arc<str>>,
     },
+    /// A `DPoP` proof that is missing, bad, replayed or from another key than the token's:
+    /// 401 `invalid_dpop_proof` (or `use_dpop_nonce`), with a `DPoP` challenge.
+    InvalidDpopProof(baton_token::DpopError),
+    /// A token with the wrong scheme for its binding: a DPoP-bound token sent as `Bearer`
+    /// (no downgrade), an unbound one sent as `DPoP`, or a bearer token where DPoP is
+    /// required: 401 `invalid_token`.
+    WrongTokenScheme(&'static str),
+    /// The DPoP replay cache cannot tell whether the proof was used before: 503 with
+    /// `Retry-After`.
+    DpopReplayUnknown,
     /// A valid token, but whether it was revoked cannot be told now (a revocation feed that
     /// fails closed while it cannot read its log): 503 with `Retry-After`, `UNAVAILABLE` for
     /// gRPC. Not a 401: the client should wait, not refresh or sign out.
@@ -48,6 +58,7 @@ pub struct Rejection {
     realm: Arc<str>,
     scope: Option<Arc<str>>,
     grpc: bool,
+    dpop: bool,
 }
 
 impl Rejection {
@@ -62,7 +73,15 @@ impl Rejection {
             realm,
             scope,
             grpc,
+            dpop: false,
         }
+    }
+
+    /// Challenges with the `DPoP` scheme (the layer takes DPoP and the request used it, or
+    /// the refusal is about DPoP).
+    pub(crate) fn with_dpop(mut self, dpop: bool) -> Self {
+        self.dpop = dpop;
+        self
     }
 
     /// What went wrong.
@@ -94,16 +113,23 @@ impl Rejection {
         match self.kind {
             RejectionKind::MissingToken
             | RejectionKind::InvalidToken(_)
+            | RejectionKind::InvalidDpopProof(_)
+            | RejectionKind::WrongTokenScheme(_)
             | RejectionKind::InsufficientUserAuthentication { .. } => StatusCode::UNAUTHORIZED,
             RejectionKind::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             RejectionKind::InsufficientScope => StatusCode::FORBIDDEN,
-            RejectionKind::RevocationsUnknown => StatusCode::SERVICE_UNAVAILABLE,
+            RejectionKind::RevocationsUnknown | RejectionKind::DpopReplayUnknown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
     /// `true` for a refusal that is the server's trouble (503: retry after `Retry-After`).
     pub fn is_unavailable(&self) -> bool {
-        self.kind == RejectionKind::RevocationsUnknown
+        matches!(
+            self.kind,
+            RejectionKind::RevocationsUnknown | RejectionKind::DpopReplayUnknown
+        )
     }
 
     /// The RFC 6750 error code; `None` for a missing token.
@@ -116,7 +142,11 @@ impl Rejection {
             RejectionKind::InsufficientUserAuthentication { .. } => {
                 Some("insufficient_user_authentication")
             }
-            RejectionKind::RevocationsUnknown => Some("temporarily_unavailable"),
+            RejectionKind::InvalidDpopProof(e) => Some(e.code()),
+            RejectionKind::WrongTokenScheme(_) => Some("invalid_token"),
+            RejectionKind::RevocationsUnknown | RejectionKind::DpopReplayUnknown => {
+                Some("temporarily_unavailable")
+            }
         }
     }
 
@@ -130,7 +160,10 @@ impl Rejection {
             RejectionKind::InsufficientUserAuthentication { .. } => {
                 "a more recent authentication is required"
             }
+            RejectionKind::InvalidDpopProof(e) => e.description(),
+            RejectionKind::WrongTokenScheme(d) => d,
             RejectionKind::RevocationsUnknown => "revocations cannot be checked now; retry",
+            RejectionKind::DpopReplayUnknown => "DPoP proofs cannot be checked now; retry",
         }
     }
 
@@ -141,7 +174,11 @@ impl Rejection {
 
     /// The `WWW-Authenticate` challenge (RFC 6750 section 3); a bare one for a 503.
     pub fn www_authenticate(&self) -> HeaderValue {
-        let mut value = format!("Bearer realm=\"{}\"", self.realm);
+        let mut value = if self.dpop {
+            format!("DPoP realm=\"{}\", algs=\"ES256 EdDSA\"", self.realm)
+        } else {
+            format!("Bearer realm=\"{}\"", self.realm)
+        };
         if let (Some(code), false) = (self.error_code(), self.is_unavailable()) {
             value.push_str(", error=\"");
             value.push_str(code);
@@ -178,7 +215,7 @@ impl Rejection {
     pub fn grpc_status(&self) -> u16 {
         match self.kind {
             RejectionKind::InsufficientScope => 7,
-            RejectionKind::RevocationsUnknown => 14,
+            RejectionKind::RevocationsUnknown | RejectionKind::DpopReplayUnknown => 14,
             _ => 16,
         }
     }

@@ -15,9 +15,10 @@ use crate::extract::extract;
 use crate::layer::Config;
 use crate::rejection::grpc_response;
 use crate::{
-    BearerVerifyLayer, BuildRejection, JsonRejection, Rejection, RejectionKind, ResponseBody,
-    ResponseFuture, TokenIdentity,
+    BearerVerifyLayer, BuildRejection, DpopCheckError, JsonRejection, Rejection, RejectionKind,
+    ResponseBody, ResponseFuture, TokenIdentity,
 };
+use baton_token::DpopError;
 
 /// The middleware built by [`BearerVerifyLayer`].
 pub struct BearerVerify<S, C = baton_token::NoCustomClaims, R = JsonRejection> {
@@ -85,7 +86,9 @@ fn authenticate<C: DeserializeOwned + Clone + Send + Sync + 'static, B>(
     config: &Config,
     req: &Request<B>,
 ) -> Result<Option<Claims<C>>, RejectionKind> {
-    let token = match extract(req.headers(), config.cookie.as_deref()) {
+    let dpop = config.dpop.as_ref();
+    let (token, with_dpop) = match extract(req.headers(), config.cookie.as_deref(), dpop.is_some())
+    {
         Ok(Some(token)) => token,
         Ok(None) if config.optional => return Ok(None),
         Ok(None) => return Err(RejectionKind::MissingToken),
@@ -112,6 +115,39 @@ fn authenticate<C: DeserializeOwned + Clone + Send + Sync + 'static, B>(
             return Err(RejectionKind::RevocationsUnknown);
         }
     }
+    match (dpop, with_dpop, claims.dpop_jkt()) {
+        (Some(dpop), true, Some(jkt)) => match dpop.check(req, Some(token)) {
+            Ok(Some(proof)) if proof.jkt == jkt => {}
+            Ok(Some(_)) => {
+                return Err(RejectionKind::InvalidDpopProof(DpopError::Invalid(
+                    "the DPoP proof is from another key than the token's",
+                )));
+            }
+            Ok(None) => {
+                return Err(RejectionKind::InvalidDpopProof(DpopError::Invalid(
+                    "a DPoP proof is required",
+                )));
+            }
+            Err(DpopCheckError::ReplayUnknown(_)) => return Err(RejectionKind::DpopReplayUnknown),
+            Err(DpopCheckError::Proof(e)) => return Err(RejectionKind::InvalidDpopProof(e)),
+        },
+        (_, true, None) => {
+            return Err(RejectionKind::WrongTokenScheme(
+                "the token is not DPoP-bound; send it as Bearer",
+            ));
+        }
+        (_, false, Some(_)) => {
+            return Err(RejectionKind::WrongTokenScheme(
+                "the token is DPoP-bound; send it with the DPoP scheme and a proof",
+            ));
+        }
+        (Some(dpop), false, None) if dpop.is_required() => {
+            return Err(RejectionKind::WrongTokenScheme(
+                "this resource requires DPoP",
+            ));
+        }
+        _ => {}
+    }
     if !config.scopes.iter().all(|s| claims.has_scope(s))
         || !config.roles.iter().all(|r| claims.has_role(r))
     {
@@ -136,6 +172,9 @@ fn trace_rejection(rejection: &Rejection) {
         RejectionKind::InvalidToken(e) => e.kind().as_str(),
         RejectionKind::InsufficientScope => "insufficient_scope",
         RejectionKind::InsufficientUserAuthentication { .. } => "insufficient_user_authentication",
+        RejectionKind::InvalidDpopProof(_) => "invalid_dpop_proof",
+        RejectionKind::WrongTokenScheme(_) => "wrong_token_scheme",
+        RejectionKind::DpopReplayUnknown => "dpop_replay_unknown",
         RejectionKind::RevocationsUnknown => "revocations_unknown",
     };
     tracing::debug!(target: "baton::bearer", kind, grpc = rejection.is_grpc(), "request rejected");
@@ -149,12 +188,28 @@ fn reject<R: BuildRejection, B>(
     kind: RejectionKind,
     req: &Request<B>,
 ) -> Response<bytes::Bytes> {
+    // A DPoP challenge for a refusal about DPoP, or a request that used it.
+    let dpop = config.dpop.is_some()
+        && (matches!(
+            kind,
+            RejectionKind::InvalidDpopProof(_)
+                | RejectionKind::WrongTokenScheme(_)
+                | RejectionKind::DpopReplayUnknown
+        ) || req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .is_some_and(|v| {
+                v.as_bytes()
+                    .get(..5)
+                    .is_some_and(|s| s.eq_ignore_ascii_case(b"dpop "))
+            }));
     let rejection = Rejection::new(
         kind,
         config.realm.clone(),
         config.scope_challenge.clone(),
         is_grpc(req),
-    );
+    )
+    .with_dpop(dpop);
     #[cfg(feature = "tracing")]
     trace_rejection(&rejection);
     let mut res = if rejection.is_grpc() {

@@ -134,13 +134,14 @@ pub trait Refresher: Clone + Send + Sync + 'static {
     fn unavailable<B>(&self, _retry_after: Duration, _response: &mut Response<B>) {}
 }
 
-/// The default predicate: 401 with a Bearer challenge carrying `error="invalid_token"`.
+/// The default predicate: 401 with a `Bearer` (or `DPoP`) challenge carrying
+/// `error="invalid_token"`.
 pub fn is_invalid_token(status: StatusCode, headers: &HeaderMap) -> bool {
     status == StatusCode::UNAUTHORIZED
         && headers.get_all(WWW_AUTHENTICATE).iter().any(|v| {
             v.to_str().is_ok_and(|v| {
-                v.get(..7)
-                    .is_some_and(|s| s.eq_ignore_ascii_case("bearer "))
+                (v.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("bearer "))
+                    || v.get(..5).is_some_and(|s| s.eq_ignore_ascii_case("dpop ")))
                     && v.contains("error=\"invalid_token\"")
             })
         })
@@ -434,6 +435,18 @@ mod tests {
             &challenge(r#"bearer error="invalid_token""#)
         ));
         assert!(!is_invalid_token(StatusCode::FORBIDDEN, &invalid));
+        assert!(is_invalid_token(
+            StatusCode::UNAUTHORIZED,
+            &challenge(r#"DPoP algs="ES256 EdDSA", error="invalid_token""#)
+        ));
+        assert!(!is_invalid_token(
+            StatusCode::UNAUTHORIZED,
+            &challenge(r#"DPoP algs="ES256 EdDSA", error="invalid_dpop_proof""#)
+        ));
+        assert!(!is_invalid_token(
+            StatusCode::UNAUTHORIZED,
+            &challenge(r#"Bearer error="insufficient_user_authentication", max_age=300"#)
+        ));
         assert!(!is_invalid_token(
             StatusCode::UNAUTHORIZED,
             &challenge(r#"Bearer realm="baton""#)
