@@ -4,7 +4,7 @@
 --                 ip, device name, user agent, user id, attempt id of the latest rotation,
 --                 device id, IPv4 network last seen ("4/16|10.1.0.0/16"), IPv6 network last
 --                 seen ("6/48|2001:db8:1::/48"), network changed at, auth time, amr
---                 (space-separated), acr
+--                 (space-separated), acr, DPoP key thumbprint
 --                 (times in ms since the epoch; records written before the last seven
 --                 fields existed read as if they were empty).
 -- Revoked record: member, "R", remembered until, attempt id of the revoking call, outcome
@@ -31,7 +31,7 @@ local function load(key, now)
     local until_ms = (f[2] == "R") and tonumber(f[3]) or tonumber(f[5])
     if until_ms and until_ms > now then
       if f[2] ~= "R" then
-        for k = #f + 1, 18 do f[k] = "" end
+        for k = #f + 1, 19 do f[k] = "" end
       end
       out[#out + 1] = f
     end

@@ -1,7 +1,8 @@
 -- Rotate. KEYS[1]: the user's key. ARGV: member, presented generation, now, grace (ms),
 -- idle (ms), user-agent policy ("record"|"revoke"), user agent, ip, tombstone (ms),
 -- reuse detection ("strict"|"after-use"), attempt id, network policy
--- ("record"|"flag"|"revoke"), network class of the ip ("4/16", or "" when unknown), network.
+-- ("record"|"flag"|"revoke"), network class of the ip ("4/16", or "" when unknown), network,
+-- the DPoP key thumbprint the request proved ("" for none).
 -- Sent again after a lost reply (same attempt id), it answers what the first try did: the
 -- same successor ("graced"), or the same revocation.
 local now = tonumber(ARGV[3])
@@ -15,6 +16,8 @@ if f[2] == "R" then
   end
   return {"revoked"}
 end
+-- A session bound to a DPoP key answers only a request that proves it.
+if f[19] ~= "" and f[19] ~= ARGV[15] then return {"dpop_mismatch"} end
 local gen, presented = tonumber(f[2]), tonumber(ARGV[2])
 if presented > gen then return {"invalid"} end
 local graced = presented + 1 == gen and (f[11] == attempt or ARGV[10] == "after-use"

@@ -125,6 +125,7 @@ fn encode(session: &Session, policy: &Policy) -> String {
         session.auth_time.to_string(),
         session.amr.join(" "),
         session.acr.clone().unwrap_or_default(),
+        session.dpop_jkt.clone().unwrap_or_default(),
     ]
     .join(&US.to_string())
 }
@@ -132,26 +133,25 @@ fn encode(session: &Session, policy: &Policy) -> String {
 /// A live record (member first) back into a session of the user with tag `tag`.
 fn decode(tag: &str, record: &str) -> Result<Session, StoreError> {
     let mut f: Vec<&str> = record.split(US).collect();
-    // Fields 12 to 18 came later: records written before them have 10 or 11 fields.
-    let later = match f.len() {
-        10 | 11 => ["", "", "", "", "", "", ""],
-        18 => {
-            let mut later = [""; 7];
-            later.copy_from_slice(&f[11..18]);
-            later
-        }
+    // Fields 12 to 19 came later: records written before them have 10 or 11 fields (or 18,
+    // before the DPoP key).
+    let mut later = [""; 8];
+    match f.len() {
+        10 | 11 => {}
+        18 | 19 => later[..f.len() - 11].copy_from_slice(&f[11..]),
         _ => return Err(corrupt("wrong number of fields")),
-    };
+    }
     // The 11th field (the latest rotation's attempt id) is the scripts' own.
     f.truncate(10);
     let [
         device_id,
-        _class,
-        _network,
+        _v4,
+        _v6,
         network_changed_at,
         auth_time,
         amr,
         acr,
+        dpop_jkt,
     ] = later;
     let [
         member,
@@ -208,7 +208,8 @@ fn decode(tag: &str, record: &str) -> Result<Session, StoreError> {
         num(absolute)?,
     )
     .with_authentication(auth_time, authentication)
-    .with_network_changed_at(network_changed_at))
+    .with_network_changed_at(network_changed_at)
+    .with_dpop_jkt((!dpop_jkt.is_empty()).then(|| dpop_jkt.to_owned())))
 }
 
 /// The live sessions of a user's key at `now` (revoked and expired records skipped).
@@ -385,7 +386,8 @@ impl RefreshStore for RedisStore {
             expires,
             absolute,
         )
-        .with_authentication(now, login.authentication);
+        .with_authentication(now, login.authentication)
+        .with_dpop_jkt(login.dpop_jkt);
         let tag = id.user_tag();
         let args = [
             encode(&session, &self.policy),
@@ -445,6 +447,7 @@ impl RefreshStore for RedisStore {
             network_policy.to_owned(),
             class,
             network,
+            context.dpop_jkt.clone().unwrap_or_default(),
         ];
         let reply: Vec<Value> = self
             .conn
@@ -481,6 +484,7 @@ impl RefreshStore for RedisStore {
                 change: DeviceChange::Network,
             }),
             "revoked" => Err(RotateError::Revoked),
+            "dpop_mismatch" => Err(RotateError::DpopKeyMismatch),
             "expired" => Err(RotateError::Expired),
             "invalid" => Err(RotateError::Invalid),
             _ => Err(RotateError::Store(corrupt("unexpected script reply"))),

@@ -140,7 +140,8 @@ pub fn is_invalid_token(status: StatusCode, headers: &HeaderMap) -> bool {
     status == StatusCode::UNAUTHORIZED
         && headers.get_all(WWW_AUTHENTICATE).iter().any(|v| {
             v.to_str().is_ok_and(|v| {
-                (v.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("bearer "))
+                (v.get(..7)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("bearer "))
                     || v.get(..5).is_some_and(|s| s.eq_ignore_ascii_case("dpop ")))
                     && v.contains("error=\"invalid_token\"")
             })

@@ -176,6 +176,10 @@ pub enum RotateError {
     /// revoked by this call.
     #[error("refresh token reuse detected; session revoked")]
     Reused(SessionRef),
+    /// The session is bound to a DPoP key and the request did not prove it (a refresh token
+    /// stolen without its key): nothing was looked at or changed, the session stays.
+    #[error("the refresh token is bound to a DPoP key the request did not prove")]
+    DpopKeyMismatch,
     /// The session expired (idle or absolute lifetime).
     #[error("session expired")]
     Expired,

@@ -35,6 +35,7 @@ struct Record {
     /// The address last seen of each family (IPv4, IPv6): a dual-stack client alternates
     /// between the two, and each is compared with its own kind.
     last_ip: [Option<IpAddr>; 2],
+    dpop_jkt: Option<String>,
 }
 
 /// The slot of `ip`'s family in [`Record::last_ip`].
@@ -57,6 +58,7 @@ impl Record {
             amr: self.authentication.amr.clone(),
             acr: self.authentication.acr.clone(),
             network_changed_at: self.network_changed_at,
+            dpop_jkt: self.dpop_jkt.clone(),
         }
     }
 }
@@ -236,6 +238,7 @@ impl MemoryStore {
             authentication: login.authentication,
             network_changed_at: None,
             last_ip: [None; 2],
+            dpop_jkt: login.dpop_jkt,
         };
         if let Some(ip) = record.device.ip {
             record.last_ip[family(ip)] = Some(ip);
@@ -309,6 +312,15 @@ impl MemoryStore {
             }
             Some(Slot::Live(r)) => r.clone(),
         };
+        // A session bound to a DPoP key answers only a request that proves it: without the
+        // key a token is not presented at all (no rotation, no reuse verdict).
+        if record
+            .dpop_jkt
+            .as_ref()
+            .is_some_and(|jkt| context.dpop_jkt.as_ref() != Some(jkt))
+        {
+            return Err(RotateError::DpopKeyMismatch);
+        }
         let current = record.generation;
         let presented = verified.generation;
         let session_ref = || SessionRef {

@@ -158,6 +158,9 @@ pub struct Session {
     /// The latest refresh that came from outside the session's network while the policy is
     /// [`NetworkChange::Flag`](crate::NetworkChange::Flag), milliseconds since the epoch.
     pub network_changed_at: Option<u64>,
+    /// The thumbprint of the DPoP key the session is bound to (RFC 9449): its refresh token
+    /// rotates only for a request that proves that key ([`RotateContext::dpop_jkt`]).
+    pub dpop_jkt: Option<String>,
 }
 
 impl Session {
@@ -186,7 +189,15 @@ impl Session {
             amr: Vec::new(),
             acr: None,
             network_changed_at: None,
+            dpop_jkt: None,
         }
+    }
+
+    /// Sets the DPoP key thumbprint (for store implementations).
+    #[must_use]
+    pub fn with_dpop_jkt(mut self, jkt: Option<String>) -> Self {
+        self.dpop_jkt = jkt;
+        self
     }
 
     /// Sets when and how the user last authenticated (for store implementations).
@@ -287,6 +298,28 @@ impl Authentication {
     }
 }
 
+/// The longest DPoP key thumbprint accepted, in bytes (a SHA-256 one is 43).
+pub const MAX_DPOP_JKT_LEN: usize = 64;
+
+/// Checks a DPoP key thumbprint: 1 to [`MAX_DPOP_JKT_LEN`] base64url characters.
+///
+/// # Errors
+/// [`StoreError::InvalidInput`].
+pub fn check_dpop_jkt(jkt: &str) -> Result<(), StoreError> {
+    let ok = !jkt.is_empty()
+        && jkt.len() <= MAX_DPOP_JKT_LEN
+        && jkt
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidInput(
+            "a DPoP key thumbprint must be 1 to 64 base64url characters",
+        ))
+    }
+}
+
 /// What a login brings to a new session: the device, and how the user authenticated.
 ///
 /// A [`Device`] converts into a login with no recorded methods, so
@@ -298,14 +331,24 @@ pub struct Login {
     pub device: Device,
     /// How the user authenticated.
     pub authentication: Authentication,
+    /// The DPoP key the login proved (its thumbprint): the session is bound to it.
+    pub dpop_jkt: Option<String>,
 }
 
 impl Login {
+    /// Binds the session to the DPoP key with thumbprint `jkt`.
+    #[must_use]
+    pub fn with_dpop_jkt(mut self, jkt: impl Into<String>) -> Self {
+        self.dpop_jkt = Some(jkt.into());
+        self
+    }
+
     /// A login on `device`, authenticated by `authentication`.
     pub fn new(device: Device, authentication: Authentication) -> Self {
         Login {
             device,
             authentication,
+            dpop_jkt: None,
         }
     }
 }
@@ -315,6 +358,7 @@ impl From<Device> for Login {
         Login {
             device,
             authentication: Authentication::default(),
+            dpop_jkt: None,
         }
     }
 }
@@ -329,6 +373,9 @@ pub fn check_login(user_id: &str, login: &Login) -> Result<(), StoreError> {
     if let Some(id) = &login.device.id {
         check_device_id(id)?;
     }
+    if let Some(jkt) = &login.dpop_jkt {
+        check_dpop_jkt(jkt)?;
+    }
     login.authentication.check()
 }
 
@@ -340,14 +387,25 @@ pub struct RotateContext {
     pub user_agent: Option<String>,
     /// The client IP.
     pub ip: Option<IpAddr>,
+    /// The thumbprint of the DPoP key the request proved, if it carried a valid proof: a
+    /// session bound to a key rotates only with that key's.
+    pub dpop_jkt: Option<String>,
 }
 
 impl RotateContext {
+    /// The DPoP key the request proved.
+    #[must_use]
+    pub fn with_dpop_jkt(mut self, jkt: impl Into<String>) -> Self {
+        self.dpop_jkt = Some(jkt.into());
+        self
+    }
+
     /// A context with this user agent and IP.
     pub fn new(user_agent: Option<&str>, ip: Option<IpAddr>) -> Self {
         RotateContext {
             user_agent: user_agent.map(str::to_owned),
             ip,
+            dpop_jkt: None,
         }
     }
 

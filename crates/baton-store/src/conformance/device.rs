@@ -390,3 +390,75 @@ pub async fn reauthenticate_renews_auth_time_only<F: StoreFactory>(factory: &F) 
         None
     );
 }
+
+/// A session bound to a DPoP key rotates only for a request that proves that key: without it
+/// (a stolen refresh token) nothing is looked at or changed, not even a reuse verdict; with
+/// it, rotation goes on as ever. Unbound sessions rotate whatever key a request proves.
+pub async fn dpop_bound_sessions_rotate_only_with_their_key<F: StoreFactory>(factory: &F) {
+    let (store, _guard, clock) = setup!(factory);
+    let jkt = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
+    let bound = store
+        .create(
+            "alice",
+            Login::new(Device::default(), Authentication::password()).with_dpop_jkt(jkt),
+        )
+        .await
+        .unwrap();
+    assert_eq!(bound.session.dpop_jkt.as_deref(), Some(jkt));
+    let with = |k: Option<&str>| {
+        let context = RotateContext::default();
+        match k {
+            Some(k) => context.with_dpop_jkt(k),
+            None => context,
+        }
+    };
+    for wrong in [None, Some("another-key-thumbprint")] {
+        assert_eq!(
+            store
+                .rotate(bound.token.expose(), with(wrong))
+                .await
+                .unwrap_err(),
+            RotateError::DpopKeyMismatch
+        );
+    }
+    assert_eq!(
+        store.get(bound.session.id).await.unwrap(),
+        Some(bound.session.clone()),
+        "nothing changed"
+    );
+    let r = store
+        .rotate(bound.token.expose(), with(Some(jkt)))
+        .await
+        .unwrap();
+    assert_eq!(r.kind, RotationKind::Rotated);
+    assert_eq!(r.session.dpop_jkt.as_deref(), Some(jkt));
+    // A spent token without the key: refused before any reuse verdict; the session lives.
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(
+        store
+            .rotate(bound.token.expose(), with(None))
+            .await
+            .unwrap_err(),
+        RotateError::DpopKeyMismatch
+    );
+    assert!(store.get(bound.session.id).await.unwrap().is_some());
+    // An unbound session stays unbound whatever a request proves.
+    let plain = store.create("bob", Device::default()).await.unwrap();
+    let r = store
+        .rotate(plain.token.expose(), with(Some(jkt)))
+        .await
+        .unwrap();
+    assert_eq!(r.session.dpop_jkt, None);
+    // A thumbprint that is not one is refused at login.
+    for bad in ["", "has space", "x".repeat(65).as_str()] {
+        assert!(matches!(
+            store
+                .create(
+                    "carol",
+                    Login::new(Device::default(), Authentication::password()).with_dpop_jkt(bad),
+                )
+                .await,
+            Err(StoreError::InvalidInput(_))
+        ));
+    }
+}

@@ -158,7 +158,8 @@ macro_rules! conformance_tests {
             network_change_is_recorded,
             network_change_flags_when_configured,
             network_change_revokes_when_configured,
-            reauthenticate_renews_auth_time_only
+            reauthenticate_renews_auth_time_only,
+            dpop_bound_sessions_rotate_only_with_their_key
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {
