@@ -146,6 +146,7 @@ pub(crate) struct Inner<S, A: Authenticator> {
     /// The bearer check of sensitive actions: `bearer` with the recent-login requirement.
     pub(crate) bearer_sensitive: BearerVerifyLayer<A::Claims, RenderRejection>,
     pub(crate) device_id_header: http::HeaderName,
+    pub(crate) dpop: Option<baton_bearer::Dpop>,
     pub(crate) refresh_cookie: CookieSpec,
     pub(crate) device_cookie: CookieSpec,
     pub(crate) access_cookie: Option<CookieSpec>,
@@ -218,6 +219,7 @@ pub struct BatonBuilder<S, A> {
     token_cache: Option<TokenCache>,
     recent_login: Option<RecentLogin>,
     device_id_header: String,
+    dpop: Option<baton_bearer::Dpop>,
 }
 
 impl<S, A> fmt::Debug for BatonBuilder<S, A> {
@@ -261,6 +263,7 @@ impl<S: RefreshStore, A: Authenticator> Baton<S, A> {
             )),
             recent_login: None,
             device_id_header: BatonBuilder::<S, A>::DEFAULT_DEVICE_ID_HEADER.to_owned(),
+            dpop: None,
         }
     }
 
@@ -534,6 +537,17 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
         self
     }
 
+    /// Turns DPoP on (RFC 9449): a login or refresh with a valid `DPoP` proof binds the
+    /// session and its access tokens to the proof's key (`token_type` `DPoP`, `cnf.jkt`);
+    /// the session's later refreshes need a proof from that key (a stolen refresh cookie
+    /// alone is useless), and the bearer layer takes its tokens only as
+    /// `Authorization: DPoP` with a fresh proof. Without a proof the bearer flow is as before,
+    /// unless `dpop` is [required](baton_bearer::Dpop::required).
+    pub fn dpop(mut self, dpop: baton_bearer::Dpop) -> Self {
+        self.dpop = Some(dpop);
+        self
+    }
+
     /// The default header a native app sends its stable device identifier in.
     pub const DEFAULT_DEVICE_ID_HEADER: &'static str = "x-device-id";
 
@@ -617,6 +631,9 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
         if let Some(access) = &access_cookie {
             bearer = bearer.with_cookie(access.name())?;
         }
+        if let Some(dpop) = &self.dpop {
+            bearer = bearer.with_dpop(dpop.clone());
+        }
         let bearer_sensitive = match self.recent_login {
             Some(requirement) => bearer.clone().require_recent_login(requirement),
             None => bearer.clone(),
@@ -633,6 +650,7 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
                 bearer,
                 bearer_sensitive,
                 device_id_header,
+                dpop: self.dpop,
                 refresh_cookie,
                 device_cookie,
                 access_cookie,

@@ -129,6 +129,10 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             Ok(device) => device,
             Err(res) => return res,
         };
+        let jkt = match self.token_request_proof(&req) {
+            Ok(jkt) => jkt,
+            Err(res) => return res,
+        };
         let device_cookie = self
             .device_cookie
             .read(req.headers())
@@ -220,7 +224,10 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                 "internal error",
             );
         }
-        let login = baton_store::Login::new(device, principal.authentication.clone());
+        let mut login = baton_store::Login::new(device, principal.authentication.clone());
+        if let Some(jkt) = &jkt {
+            login = login.with_dpop_jkt(jkt.clone());
+        }
         let created = match self.store.create(&principal.user_id, login).await {
             Ok(c) => c,
             Err(e) => return self.store_failed(e),
@@ -258,8 +265,12 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         self.audit(event, ip, agent.as_deref());
         #[cfg(feature = "tracing")]
         tracing::info!(target: "baton::auth", session = %created.session.id, "login");
-        let mut res =
-            self.token_response(&created.session, principal.claims, created.token.expose());
+        let mut res = self.token_response(
+            &created.session,
+            principal.claims,
+            created.token.expose(),
+            jkt.as_deref(),
+        );
         if res.status() == StatusCode::OK
             && let Some(cookie) = self.device_cookie_for(&username)
         {

@@ -100,6 +100,11 @@ fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Byte
     res
 }
 
+/// `DPoP` for a token bound to a key, `Bearer` otherwise.
+fn token_type(jkt: Option<&str>) -> &'static str {
+    if jkt.is_some() { "DPoP" } else { "Bearer" }
+}
+
 fn empty(status: StatusCode) -> Response<Bytes> {
     let mut res = Response::new(Bytes::new());
     *res.status_mut() = status;
@@ -301,10 +306,12 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
 
     /// Signs an access token for `session`, with when and how its user authenticated: the
     /// token and its lifetime in seconds.
+    /// Bound to the DPoP key `jkt` when given (`cnf.jkt`).
     pub(crate) fn issue_access(
         &self,
         session: &Session,
         claims: A::Claims,
+        jkt: Option<&str>,
     ) -> Option<(String, u64)> {
         let mut access = self
             .issuer
@@ -316,6 +323,9 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                 session.acr.clone(),
             );
         access.sid = Some(session.id.to_string());
+        if let Some(jkt) = jkt {
+            access = access.with_dpop_jkt(jkt);
+        }
         match self.issuer.sign(&access) {
             Ok(token) => Some((
                 token,
@@ -345,8 +355,9 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         session: &Session,
         claims: A::Claims,
         refresh: &str,
+        jkt: Option<&str>,
     ) -> Response<Bytes> {
-        let issued = self.issue_access(session, claims);
+        let issued = self.issue_access(session, claims, jkt);
         let cookies = issued
             .as_ref()
             .and_then(|(token, _)| self.token_cookies(refresh, token));
@@ -357,7 +368,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         };
         let mut res = json_response(
             StatusCode::OK,
-            &serde_json::json!({ "access_token": token, "token_type": "Bearer", "expires_in": expires_in }),
+            &serde_json::json!({ "access_token": token, "token_type": token_type(jkt), "expires_in": expires_in }),
         );
         res.headers_mut()
             .insert(PRAGMA, HeaderValue::from_static("no-cache"));
@@ -365,6 +376,29 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             res.headers_mut().append(SET_COOKIE, cookie);
         }
         res
+    }
+
+    /// The request's DPoP proof for a token request (login, refresh): the key it proves,
+    /// `None` without one. A bad or replayed proof is 400 `invalid_dpop_proof` (RFC 9449
+    /// section 5), a replay cache that cannot answer 503; no proof where DPoP is required is
+    /// 400 too.
+    fn token_request_proof<B>(&self, req: &Request<B>) -> Result<Option<String>, Response<Bytes>> {
+        let Some(dpop) = &self.dpop else {
+            return Ok(None);
+        };
+        match dpop.check(req, None) {
+            Ok(Some(proof)) => Ok(Some(proof.jkt)),
+            Ok(None) if dpop.is_required() => Err(self.error(
+                StatusCode::BAD_REQUEST,
+                "invalid_dpop_proof",
+                "a DPoP proof is required",
+            )),
+            Ok(None) => Ok(None),
+            Err(baton_bearer::DpopCheckError::Proof(e)) => {
+                Err(self.error(StatusCode::BAD_REQUEST, e.code(), e.description()))
+            }
+            Err(_) => Err(self.unavailable("DPoP proofs cannot be checked now; retry")),
+        }
     }
 
     fn jwks(&self) -> Response<Bytes> {

@@ -27,11 +27,21 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             Ok(None) => return self.refresh_refused("no refresh token"),
             Err(e) => return self.error(e.status(), "invalid_request", e.to_string()),
         };
-        let context = RotateContext::new(user_agent(req.headers()), ip);
+        let jkt = match self.token_request_proof(&req) {
+            Ok(jkt) => jkt,
+            Err(res) => return res,
+        };
+        let mut context = RotateContext::new(user_agent(req.headers()), ip);
+        if let Some(jkt) = &jkt {
+            context = context.with_dpop_jkt(jkt.clone());
+        }
         match self.rotate(&token, context).await {
-            Ok((rotation, claims)) => {
-                self.token_response(&rotation.session, claims, rotation.token.expose())
-            }
+            Ok((rotation, claims)) => self.token_response(
+                &rotation.session,
+                claims,
+                rotation.token.expose(),
+                jkt.as_deref(),
+            ),
             Err(failure) => failure.into_response(self),
         }
     }
@@ -81,6 +91,14 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                 self.record_made(&[Revocation::session(session.id.to_string())])
                     .await;
                 return Err(RotateFailure::Refused("session revoked"));
+            }
+            Err(RotateError::DpopKeyMismatch) => {
+                outcome("baton_refresh_total", "dpop_key_mismatch");
+                #[cfg(feature = "tracing")]
+                tracing::warn!(target: "baton::auth", "refresh of a DPoP-bound session without its key refused");
+                return Err(RotateFailure::Refused(
+                    "the refresh token is bound to a DPoP key the request did not prove",
+                ));
             }
             Err(RotateError::Expired) => {
                 outcome("baton_refresh_total", "expired");

@@ -1,0 +1,330 @@
+//! DPoP through the facade over real TCP, with `MemoryStore` and with `RedisStore` on a
+//! test-started redis-server: a login with a proof binds the session and its tokens to the
+//! client's key; the API takes them only as `DPoP` with a fresh proof; a stolen refresh cookie
+//! or access token is useless without the key; clients without DPoP work as before unless it
+//! is required.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::routing::get;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use baton::bearer::{Authenticated, Dpop};
+use baton::store::{MemoryStore, Policy, RefreshKeys, RefreshStore};
+use baton::token::{Algorithm, DpopKey, Key, KeyRing, KeySet, NoCustomClaims};
+use baton::{AuthUnavailable, Authenticator, Baton, Principal};
+use baton_redis::{RedisOptions, RedisStore};
+use baton_test::RedisServer;
+use bytes::Bytes;
+use http::header::SET_COOKIE;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+
+struct Users;
+
+impl Authenticator for Users {
+    type Claims = NoCustomClaims;
+
+    async fn authenticate(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<Option<Principal<NoCustomClaims>>, AuthUnavailable> {
+        Ok((password == format!("{user}-password"))
+            .then(|| Principal::new(format!("id-{user}"), NoCustomClaims {})))
+    }
+
+    async fn check_password(&self, user_id: &str, password: &str) -> Result<bool, AuthUnavailable> {
+        let user = user_id.strip_prefix("id-").unwrap_or_default();
+        Ok(password == format!("{user}-password"))
+    }
+
+    async fn claims(&self, _: &str) -> Result<Option<NoCustomClaims>, AuthUnavailable> {
+        Ok(Some(NoCustomClaims {}))
+    }
+}
+
+struct Harness {
+    origin: String,
+    _redis: Option<RedisServer>,
+}
+
+async fn me(Authenticated(claims): Authenticated) -> axum::Json<Value> {
+    axum::Json(json!({ "sub": claims.sub }))
+}
+
+async fn serve<S: RefreshStore + Clone>(
+    store: S,
+    redis: Option<RedisServer>,
+    required: bool,
+) -> Harness {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let mut dpop = Dpop::new(&origin).unwrap();
+    if required {
+        dpop = dpop.required();
+    }
+    let keys = KeyRing::new(KeySet::new(Key::generate("k1", Algorithm::ES256).unwrap()).unwrap());
+    let baton = Baton::builder(store, Users, keys)
+        .dpop(dpop)
+        .rate_limits(baton::RateLimits::none())
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/api/me", get(me))
+        .route_layer(baton.bearer_layer())
+        .merge(baton.router());
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    Harness {
+        origin,
+        _redis: redis,
+    }
+}
+
+async fn memory(required: bool) -> Option<Harness> {
+    let store = MemoryStore::new(RefreshKeys::generate().unwrap(), Policy::new());
+    Some(serve(store, None, required).await)
+}
+
+async fn redis(required: bool) -> Option<Harness> {
+    let server = RedisServer::start()?;
+    let store = RedisStore::connect(
+        &server.url(),
+        RefreshKeys::generate().unwrap(),
+        Policy::new(),
+        RedisOptions::new(),
+    )
+    .await
+    .unwrap();
+    Some(serve(store, Some(server), required).await)
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+impl Reply {
+    fn refresh_cookie(&self) -> Option<String> {
+        self.headers
+            .get_all(SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with("__Secure-refresh=v1."))
+            .map(|v| v.split(';').next().unwrap()["__Secure-refresh=".len()..].to_owned())
+    }
+
+    fn access(&self) -> String {
+        self.body["access_token"].as_str().unwrap().to_owned()
+    }
+}
+
+async fn call(
+    h: &Harness,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("{}{path}", h.origin));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = client
+        .request(req.body(Full::from(body.to_owned())).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = res.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    }
+}
+
+fn proof(h: &Harness, key: &DpopKey, method: &str, path: &str, token: Option<&str>) -> String {
+    key.proof(method, &format!("{}{path}", h.origin), token, None)
+        .unwrap()
+}
+
+async fn login(h: &Harness, key: Option<&DpopKey>) -> Reply {
+    let body = json!({ "username": "alice", "password": "alice-password" }).to_string();
+    let p = key.map(|k| proof(h, k, "POST", "/auth/login", None));
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(p) = &p {
+        headers.push(("dpop", p));
+    }
+    call(h, Method::POST, "/auth/login", &headers, &body).await
+}
+
+async fn refresh(h: &Harness, cookie: &str, key: Option<&DpopKey>) -> Reply {
+    let cookie = format!("__Secure-refresh={cookie}");
+    let p = key.map(|k| proof(h, k, "POST", "/auth/refresh", None));
+    let mut headers = vec![("cookie", cookie.as_str())];
+    if let Some(p) = &p {
+        headers.push(("dpop", p));
+    }
+    call(h, Method::POST, "/auth/refresh", &headers, "").await
+}
+
+async fn api(h: &Harness, token: &str, key: Option<&DpopKey>) -> Reply {
+    match key {
+        Some(k) => {
+            let p = proof(h, k, "GET", "/api/me", Some(token));
+            let auth = format!("DPoP {token}");
+            call(
+                h,
+                Method::GET,
+                "/api/me",
+                &[("authorization", &auth), ("dpop", &p)],
+                "",
+            )
+            .await
+        }
+        None => {
+            let auth = format!("Bearer {token}");
+            call(h, Method::GET, "/api/me", &[("authorization", &auth)], "").await
+        }
+    }
+}
+
+fn jkt_of(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    claims["cnf"]["jkt"].clone()
+}
+
+/// The whole bound flow, and what a thief holding the cookie and the token can do: nothing.
+async fn bound_session_flow(h: Harness) {
+    let key = DpopKey::generate(Algorithm::ES256).unwrap();
+    let r = login(&h, Some(&key)).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["token_type"], "DPoP");
+    let (access, cookie) = (r.access(), r.refresh_cookie().unwrap());
+    assert_eq!(jkt_of(&access), key.jkt());
+    assert_eq!(api(&h, &access, Some(&key)).await.status, StatusCode::OK);
+
+    // The thief has the access token and the refresh cookie, not the key.
+    let r = api(&h, &access, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "no downgrade to Bearer");
+    let thief = DpopKey::generate(Algorithm::EdDSA).unwrap();
+    let r = api(&h, &access, Some(&thief)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.body["error"], "invalid_dpop_proof");
+    for stolen in [None, Some(&thief)] {
+        let r = refresh(&h, &cookie, stolen).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{:?}", r.body);
+        assert_eq!(r.body["error"], "invalid_grant");
+    }
+    // ... and the user's session is untouched: the real client refreshes.
+    let r = refresh(&h, &cookie, Some(&key)).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["token_type"], "DPoP");
+    let access = r.access();
+    assert_eq!(jkt_of(&access), key.jkt());
+    assert_eq!(api(&h, &access, Some(&key)).await.status, StatusCode::OK);
+
+    // A replayed login proof is refused at the token endpoint.
+    let body = json!({ "username": "alice", "password": "alice-password" }).to_string();
+    let p = proof(&h, &key, "POST", "/auth/login", None);
+    let headers = [("content-type", "application/json"), ("dpop", p.as_str())];
+    assert_eq!(
+        call(&h, Method::POST, "/auth/login", &headers, &body)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let r = call(&h, Method::POST, "/auth/login", &headers, &body).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["error"], "invalid_dpop_proof");
+    // A proof for another endpoint.
+    let p = proof(&h, &key, "POST", "/auth/refresh", None);
+    let headers = [("content-type", "application/json"), ("dpop", p.as_str())];
+    let r = call(&h, Method::POST, "/auth/login", &headers, &body).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    // The sensitive endpoints take the bound token with a proof.
+    let p = proof(&h, &key, "POST", "/auth/logout-others", Some(&access));
+    let auth = format!("DPoP {access}");
+    let r = call(
+        &h,
+        Method::POST,
+        "/auth/logout-others",
+        &[("authorization", &auth), ("dpop", &p)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["revoked"], 1);
+}
+
+/// Without a proof, the bearer flow is as before.
+async fn bearer_clients_are_unchanged(h: Harness) {
+    let r = login(&h, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["token_type"], "Bearer");
+    assert_eq!(jkt_of(&r.access()), Value::Null);
+    assert_eq!(api(&h, &r.access(), None).await.status, StatusCode::OK);
+    let r = refresh(&h, &r.refresh_cookie().unwrap(), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["token_type"], "Bearer");
+}
+
+/// With DPoP required, a client without a key gets nowhere.
+async fn required_refuses_bearer_clients(h: Harness) {
+    let r = login(&h, None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["error"], "invalid_dpop_proof");
+    let key = DpopKey::generate(Algorithm::EdDSA).unwrap();
+    let r = login(&h, Some(&key)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        api(&h, &r.access(), Some(&key)).await.status,
+        StatusCode::OK
+    );
+}
+
+macro_rules! both_stores {
+    ($($name:ident: $required:expr),* $(,)?) => {
+        mod memory_store {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(h) = memory($required).await { super::$name(h).await }
+                }
+            )*
+        }
+        mod redis_store {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(h) = redis($required).await { super::$name(h).await }
+                }
+            )*
+        }
+    };
+}
+
+both_stores!(
+    bound_session_flow: false,
+    bearer_clients_are_unchanged: false,
+    required_refuses_bearer_clients: true,
+);
