@@ -111,6 +111,118 @@ async fn script(client: &Client, source: &str) -> Result<serde_json::Value, Stri
         .map_err(|e| e.to_string())
 }
 
+/// One request from a client that has the page's token and refresh cookie but not its key.
+async fn without_the_key(url: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> u16 {
+    use http_body_util::{BodyExt, Full};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("{}{path}", url.trim_end_matches('/')));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = client
+        .request(req.body(Full::default()).unwrap())
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let _ = res.into_body().collect().await;
+    status
+}
+
+/// The page's tokens are DPoP-bound: its calls carry `Authorization: DPoP` and a proof; the
+/// access token, a captured proof and the refresh cookie replayed from elsewhere are refused,
+/// and the page goes on working.
+async fn dpop_scenario(client: &Client, url: &str) -> Result<(), String> {
+    script(
+        client,
+        "window.__seen = []; const f = window.fetch; window.fetch = (input, init) => { \
+         const h = (init && init.headers) || {}; \
+         window.__seen.push({ url: String(input), auth: h.Authorization || null, dpop: h.DPoP || null }); \
+         return f(input, init); }; return null",
+    )
+    .await?;
+    click(client, "whoami-button").await?;
+    eventually("a who-am-I call went out", || async {
+        script(
+            client,
+            "return window.__seen.some(c => c.url.endsWith('/api/me') && c.auth)",
+        )
+        .await
+        .is_ok_and(|v| v == json!(true))
+    })
+    .await?;
+    let seen = script(
+        client,
+        "return window.__seen.filter(c => c.url.endsWith('/api/me') && c.auth).pop()",
+    )
+    .await?;
+    let auth = seen["auth"].as_str().unwrap_or_default().to_owned();
+    let proof = seen["dpop"].as_str().unwrap_or_default().to_owned();
+    let Some(token) = auth.strip_prefix("DPoP ") else {
+        return Err(format!("the page's API call is not DPoP: {auth:?}"));
+    };
+    if proof.split('.').count() != 3 {
+        return Err(format!("the page's API call carries no proof: {proof:?}"));
+    }
+    // From elsewhere: the token alone, as Bearer, and with the page's own (spent) proof.
+    let bearer = format!("Bearer {token}");
+    for (what, headers) in [
+        (
+            "the token without a proof",
+            vec![("authorization", auth.as_str())],
+        ),
+        (
+            "the token as Bearer",
+            vec![("authorization", bearer.as_str())],
+        ),
+        (
+            "the token with the captured proof",
+            vec![("authorization", auth.as_str()), ("dpop", proof.as_str())],
+        ),
+    ] {
+        let status = without_the_key(url, "GET", "/api/me", &headers).await;
+        if status != 401 {
+            return Err(format!("{what} from a client without the key got {status}"));
+        }
+    }
+    // The refresh cookie, read from the browser (WebDriver shows the cookies of the current
+    // path: visit one under /auth, then come back), replayed without the key.
+    let base = url.trim_end_matches('/');
+    client
+        .goto(&format!("{base}/auth/sessions"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let cookie = client
+        .get_named_cookie("__Secure-refresh")
+        .await
+        .map_err(|e| format!("the refresh cookie: {e}"))?;
+    client.goto(url).await.map_err(|e| e.to_string())?;
+    eventually("signed in again after coming back", || async {
+        text(client, "whoami-output")
+            .await
+            .contains("Signed in as alice")
+    })
+    .await?;
+    let header = format!("__Secure-refresh={}", cookie.value());
+    let status =
+        without_the_key(url, "POST", "/auth/refresh", &[("cookie", header.as_str())]).await;
+    if status != 401 {
+        return Err(format!(
+            "the stolen refresh cookie without the key got {status}"
+        ));
+    }
+    // The page itself still works.
+    let before = text(client, "whoami-output").await;
+    click(client, "whoami-button").await?;
+    eventually("who am I answers after the replays", || async {
+        let now = text(client, "whoami-output").await;
+        now != before && now.contains("Signed in as alice")
+    })
+    .await
+}
+
 async fn scenario(client: &Client, url: &str) -> Result<(), String> {
     client.goto(url).await.map_err(|e| e.to_string())?;
     eventually("the login form", || displayed(client, "login-form")).await?;
@@ -162,6 +274,8 @@ async fn scenario(client: &Client, url: &str) -> Result<(), String> {
         return Err("signing out other devices signed this one out".into());
     }
 
+    dpop_scenario(client, url).await?;
+
     // `BATON_SCREENSHOT=path` saves the signed-in page (the README's picture).
     if let Some(path) = std::env::var_os("BATON_SCREENSHOT") {
         eventually("the device list", || async {
@@ -187,9 +301,11 @@ async fn scenario(client: &Client, url: &str) -> Result<(), String> {
 
     // Past the access token's life, "who am I" still works: the page refreshed silently.
     tokio::time::sleep(Duration::from_secs(ACCESS_TTL + 1)).await;
+    let before = text(client, "whoami-output").await;
     click(client, "whoami-button").await?;
-    eventually("a second who-am-I check", || async {
-        text(client, "whoami-output").await.contains("(check 2)")
+    eventually("another who-am-I check", || async {
+        let now = text(client, "whoami-output").await;
+        now != before && now.contains("Signed in as alice")
     })
     .await?;
     if displayed(client, "login-form").await {
@@ -396,17 +512,17 @@ async fn the_page_in_a_real_browser() {
         return;
     };
 
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://localhost:{}", listener.local_addr().unwrap().port());
+    let url = format!("{origin}/");
+    // DPoP on: the page signs every token request and API call with its own key.
     let config = login_app::Config {
         access_ttl: Duration::from_secs(ACCESS_TTL),
         recent_login: Some(Duration::from_secs(ACCESS_TTL)),
+        public_urls: vec![origin.clone()],
         ..login_app::Config::default()
     };
     let app = login_app::app(&config).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "http://localhost:{}/",
-        listener.local_addr().unwrap().port()
-    );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(login_app::serve(listener, app, async {
         let _ = stopped.await;

@@ -128,6 +128,7 @@ impl ReplayCache for MemoryReplayCache {
 #[derive(Clone)]
 pub struct Dpop {
     origin: Arc<str>,
+    other_origins: Vec<Arc<str>>,
     verifier: DpopVerifier,
     replay: Arc<dyn ReplayCache>,
     required: bool,
@@ -137,6 +138,7 @@ impl fmt::Debug for Dpop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Dpop")
             .field("origin", &self.origin)
+            .field("other_origins", &self.other_origins)
             .field("verifier", &self.verifier)
             .field("required", &self.required)
             .finish_non_exhaustive()
@@ -151,15 +153,23 @@ impl Dpop {
     /// # Errors
     /// [`ConfigError::InvalidOrigin`] unless it is an `http` or `https` origin (no path).
     pub fn new(public_origin: &str) -> Result<Self, ConfigError> {
-        let origin = normalize_htu(public_origin)
-            .filter(|o| o.ends_with('/') && o.matches('/').count() == 3)
-            .ok_or_else(|| ConfigError::InvalidOrigin(public_origin.to_owned()))?;
         Ok(Dpop {
-            origin: Arc::from(origin.trim_end_matches('/')),
+            origin: origin_of(public_origin)?,
+            other_origins: Vec::new(),
             verifier: DpopVerifier::new(),
             replay: Arc::new(MemoryReplayCache::default()),
             required: false,
         })
+    }
+
+    /// Also accepts proofs naming `origin` (the service reached under another name, such as
+    /// `http://localhost:3000` beside `http://127.0.0.1:3000`).
+    ///
+    /// # Errors
+    /// [`ConfigError::InvalidOrigin`] unless it is an `http` or `https` origin (no path).
+    pub fn with_origin(mut self, origin: &str) -> Result<Self, ConfigError> {
+        self.other_origins.push(origin_of(origin)?);
+        Ok(self)
     }
 
     /// Checks proofs with `verifier` (its window, its clock).
@@ -216,8 +226,14 @@ impl Dpop {
         let proof = proof.to_str().map_err(|_| {
             DpopCheckError::Proof(DpopError::Invalid("the DPoP proof is not a compact JWS"))
         })?;
-        let uri = format!("{}{}", self.origin, req.uri().path());
-        let mut request = ProofRequest::new(req.method().as_str(), &uri);
+        let path = req.uri().path();
+        let uri = format!("{}{path}", self.origin);
+        let others: Vec<String> = self
+            .other_origins
+            .iter()
+            .map(|o| format!("{o}{path}"))
+            .collect();
+        let mut request = ProofRequest::new(req.method().as_str(), &uri).with_other_uris(&others);
         if let Some(token) = access_token {
             request = request.with_access_token(token);
         }
@@ -243,6 +259,14 @@ impl Dpop {
             Err(unknown) => Err(DpopCheckError::ReplayUnknown(unknown)),
         }
     }
+}
+
+/// An origin as proofs name it: normalised, without the trailing `/`.
+fn origin_of(origin: &str) -> Result<Arc<str>, ConfigError> {
+    normalize_htu(origin)
+        .filter(|o| o.ends_with('/') && o.matches('/').count() == 3)
+        .map(|o| Arc::from(o.trim_end_matches('/')))
+        .ok_or_else(|| ConfigError::InvalidOrigin(origin.to_owned()))
 }
 
 /// Why [`Dpop::check`] refused a request.

@@ -71,6 +71,8 @@ pub struct ProofRequest<'a> {
     pub access_token: Option<&'a str>,
     /// The server nonce the proof must carry, when the server hands them out.
     pub nonce: Option<&'a str>,
+    /// Other target URIs the request is as well (a service reached under two names).
+    pub other_uris: &'a [String],
 }
 
 impl<'a> ProofRequest<'a> {
@@ -81,7 +83,15 @@ impl<'a> ProofRequest<'a> {
             uri,
             access_token: None,
             nonce: None,
+            other_uris: &[],
         }
+    }
+
+    /// Also accepts proofs naming any of `uris` (the same request under other names).
+    #[must_use]
+    pub fn with_other_uris(mut self, uris: &'a [String]) -> Self {
+        self.other_uris = uris;
+        self
     }
 
     /// The access token the proof must be bound to (`ath`).
@@ -278,8 +288,12 @@ impl DpopVerifier {
         if claims.htm != request.method {
             return Err(invalid("the DPoP proof is for another method"));
         }
-        let expected = normalize_htu(request.uri);
-        if expected.is_none() || normalize_htu(&claims.htu) != expected {
+        let htu = normalize_htu(&claims.htu);
+        let matches = htu.is_some()
+            && std::iter::once(request.uri)
+                .chain(request.other_uris.iter().map(String::as_str))
+                .any(|uri| normalize_htu(uri) == htu);
+        if !matches {
             return Err(invalid("the DPoP proof is for another URI"));
         }
         let now = self.clock.now();

@@ -73,6 +73,11 @@ pub struct Config {
     /// Signing out other devices and ending another device's session need a login (or a
     /// password entered again) within this long; `None`: no such requirement.
     pub recent_login: Option<Duration>,
+    /// The origins browsers reach the app at (`http://127.0.0.1:3000`): DPoP proofs must name
+    /// one of them. Empty: DPoP off.
+    pub public_urls: Vec<String>,
+    /// Refuse clients without DPoP (bearer-only).
+    pub require_dpop: bool,
 }
 
 impl Default for Config {
@@ -92,6 +97,8 @@ impl Default for Config {
             client_ip: baton::ClientIp::new(),
             network_change: NetworkChange::Record,
             recent_login: Some(Duration::from_secs(300)),
+            public_urls: Vec::new(),
+            require_dpop: false,
         }
     }
 }
@@ -400,6 +407,25 @@ fn configure<S: RefreshStore>(
         builder
     } else {
         builder.no_token_cache()
+    };
+    let builder = match config.public_urls.split_first() {
+        Some((first, others)) => {
+            let mut dpop =
+                baton::bearer::Dpop::new(first).map_err(|e| format!("--public-url: {e}"))?;
+            for other in others {
+                dpop = dpop
+                    .with_origin(other)
+                    .map_err(|e| format!("--public-url: {e}"))?;
+            }
+            if config.require_dpop {
+                dpop = dpop.required();
+            }
+            builder.dpop(dpop)
+        }
+        None if config.require_dpop => {
+            return Err("--require-dpop needs the public URL (--public-url)".to_owned());
+        }
+        None => builder,
     };
     let builder = match config.recent_login {
         Some(max_age) => builder.recent_login(baton::bearer::RecentLogin::within(max_age)),

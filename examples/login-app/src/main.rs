@@ -87,6 +87,15 @@ struct Args {
     /// password entered again) within this many seconds; 0 turns the requirement off.
     #[arg(long, env = "BATON_RECENT_LOGIN", default_value_t = 300)]
     recent_login: u64,
+    /// The origin browsers reach the app at (`https://login.example.com`), which DPoP proofs
+    /// must name; repeat for several. Default: `http://` and the listen address (and
+    /// `http://localhost:<port>` for a loopback address).
+    #[arg(long = "public-url", env = "BATON_PUBLIC_URLS", value_delimiter = ',')]
+    public_urls: Vec<String>,
+    /// Refuse clients without DPoP (bearer-only): every login, refresh and API call must
+    /// carry a proof from the client's key.
+    #[arg(long, env = "BATON_REQUIRE_DPOP")]
+    require_dpop: bool,
 }
 
 /// A CIDR range, or one address (a /32 or /128).
@@ -171,6 +180,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ => NetworkChange::Record,
         },
         recent_login: (args.recent_login > 0).then(|| Duration::from_secs(args.recent_login)),
+        public_urls: if args.public_urls.is_empty() {
+            let mut urls = vec![format!("http://{}", args.addr)];
+            if args.addr.ip().is_loopback() {
+                urls.push(format!("http://localhost:{}", args.addr.port()));
+            }
+            urls
+        } else {
+            args.public_urls.clone()
+        },
+        require_dpop: args.require_dpop,
     };
     if let Some(addr) = args.metrics_addr {
         let metrics = login_app::metrics_router()?;

@@ -5,6 +5,8 @@
   'use strict';
 
   let accessToken = null;
+  // 'DPoP' when the token is bound to this browser's key, 'Bearer' otherwise.
+  let tokenType = 'Bearer';
   let refreshing = null;
   let checks = 0;
   const $ = (id) => document.getElementById(id);
@@ -15,6 +17,84 @@
   }
 
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  // DPoP (RFC 9449): a P-256 key pair made here, its private half not extractable, kept in
+  // IndexedDB so a reload keeps it and every tab shares it. Every token request and API call
+  // carries a fresh proof signed with it, so a stolen token or refresh cookie is useless
+  // elsewhere. Without WebCrypto or IndexedDB the page falls back to plain bearer tokens.
+  const b64u = (bytes) =>
+    btoa(String.fromCharCode(...new Uint8Array(bytes)))
+      .replace(/\+/g, '-')
+      .replace(/\//g, '_')
+      .replace(/=+$/, '');
+  const utf8 = (text) => new TextEncoder().encode(text);
+  const dpopKey = (() => {
+    let loading = null;
+    const request = (r) =>
+      new Promise((resolve, reject) => {
+        r.onsuccess = () => resolve(r.result);
+        r.onerror = () => reject(r.error);
+      });
+    async function load() {
+      const open = indexedDB.open('baton-dpop', 1);
+      open.onupgradeneeded = () => open.result.createObjectStore('keys');
+      const db = await request(open);
+      let pair = await request(db.transaction('keys').objectStore('keys').get('pair'));
+      if (!pair) {
+        const made = await crypto.subtle.generateKey(
+          { name: 'ECDSA', namedCurve: 'P-256' },
+          false,
+          ['sign', 'verify'],
+        );
+        // `add` fails when another tab stored its key first: then that one is everyone's.
+        try {
+          await request(db.transaction('keys', 'readwrite').objectStore('keys').add(made, 'pair'));
+        } catch {
+          // another tab won
+        }
+        pair = await request(db.transaction('keys').objectStore('keys').get('pair'));
+      }
+      const jwk = await crypto.subtle.exportKey('jwk', pair.publicKey);
+      return { pair, jwk: { kty: jwk.kty, crv: jwk.crv, x: jwk.x, y: jwk.y } };
+    }
+    return () => {
+      if (!window.crypto || !crypto.subtle || !window.indexedDB) return Promise.resolve(null);
+      if (!loading) loading = load().catch(() => null);
+      return loading;
+    };
+  })();
+
+  // The DPoP header for `method` on `path`, bound to `token` when given; {} without a key.
+  async function dpopHeaders(method, path, token) {
+    const key = await dpopKey();
+    if (!key) return {};
+    const url = new URL(path, location.origin);
+    const jti = new Uint8Array(16);
+    crypto.getRandomValues(jti);
+    const claims = {
+      jti: b64u(jti),
+      htm: method,
+      htu: url.origin + url.pathname,
+      iat: Math.floor(Date.now() / 1000),
+    };
+    if (token) claims.ath = b64u(await crypto.subtle.digest('SHA-256', utf8(token)));
+    const header = { typ: 'dpop+jwt', alg: 'ES256', jwk: key.jwk };
+    const input = `${b64u(utf8(JSON.stringify(header)))}.${b64u(utf8(JSON.stringify(claims)))}`;
+    const signature = await crypto.subtle.sign(
+      { name: 'ECDSA', hash: 'SHA-256' },
+      key.pair.privateKey,
+      utf8(input),
+    );
+    return { DPoP: `${input}.${b64u(signature)}` };
+  }
+
+  // Takes the token of a token response (login, refresh, reauthenticate) and tells the other
+  // tabs.
+  function took(body) {
+    accessToken = body.access_token;
+    tokenType = body.token_type === 'DPoP' ? 'DPoP' : 'Bearer';
+    share({ type: 'token', token: accessToken, tokenType });
+  }
 
   // Tabs of this page agree: one refresh at a time across them (Web Locks), the new access
   // token handed to the others (BroadcastChannel, same origin only), and a sign-out in one
@@ -56,13 +136,16 @@
         for (let attempt = 1; ; attempt += 1) {
           let res = null;
           try {
-            res = await fetch('/auth/refresh', { method: 'POST', credentials: 'same-origin' });
+            res = await fetch('/auth/refresh', {
+              method: 'POST',
+              credentials: 'same-origin',
+              headers: await dpopHeaders('POST', '/auth/refresh'),
+            });
           } catch {
             res = null;
           }
           if (res && res.ok) {
-            accessToken = (await res.json()).access_token;
-            share({ type: 'token', token: accessToken });
+            took(await res.json());
             if (attempt > 1) status('');
             return 'ok';
           }
@@ -100,9 +183,14 @@
   // Every API call goes through here: on a 401 invalid_token it refreshes once and retries.
   // Resolves to the response and the refresh's outcome ('ok' when none was needed).
   async function api(path, options = {}) {
-    const send = () => {
+    const send = async () => {
       const headers = Object.assign({}, options.headers || {});
-      if (accessToken) headers.Authorization = 'Bearer ' + accessToken;
+      if (accessToken) {
+        headers.Authorization = `${tokenType} ${accessToken}`;
+        if (tokenType === 'DPoP') {
+          Object.assign(headers, await dpopHeaders(options.method || 'GET', path, accessToken));
+        }
+      }
       return fetch(path, Object.assign({}, options, { headers, credentials: 'same-origin' }));
     };
     const sentWith = accessToken;
@@ -167,8 +255,7 @@
         body: JSON.stringify({ password }),
       });
       if (call.res.ok) {
-        accessToken = (await call.res.json()).access_token;
-        share({ type: 'token', token: accessToken });
+        took(await call.res.json());
         return true;
       }
       let code = '';
@@ -207,9 +294,10 @@
   }
 
   async function postJson(path, body) {
+    const proof = path === '/auth/login' ? await dpopHeaders('POST', path) : {};
     return fetch(path, {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
+      headers: Object.assign({ 'Content-Type': 'application/json' }, proof),
       credentials: 'same-origin',
       body: JSON.stringify(body),
     });
@@ -241,6 +329,7 @@
       if (data && data.type === 'token' && typeof data.token === 'string') {
         const wasSignedOut = !accessToken;
         accessToken = data.token;
+        tokenType = data.tokenType === 'DPoP' ? 'DPoP' : 'Bearer';
         const waiters = tokenWaiters;
         tokenWaiters = [];
         waiters.forEach((resolve) => resolve());
@@ -330,8 +419,7 @@
   async function login(username, password) {
     const res = await postJson('/auth/login', { username, password });
     if (!res.ok) return status(await errorText(res), true);
-    accessToken = (await res.json()).access_token;
-    share({ type: 'token', token: accessToken });
+    took(await res.json());
     status('');
     await whoami();
     await devices();
