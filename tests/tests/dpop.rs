@@ -328,3 +328,68 @@ both_stores!(
     bearer_clients_are_unchanged: false,
     required_refuses_bearer_clients: true,
 );
+
+/// The Rust client with a DPoP key, against the login app over TCP with DPoP required: it
+/// logs in, calls the API, and refreshes when the access token expires, every request with a
+/// fresh proof; the same client without a key is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_proves_its_key_to_the_login_app() {
+    use baton::refresh::{HttpRefresher, RefreshOn401Layer, RetryBody};
+    use tower::{ServiceBuilder, ServiceExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let config = login_app::Config {
+        access_ttl: std::time::Duration::from_secs(1),
+        public_urls: vec![base.clone()],
+        require_dpop: true,
+        ..login_app::Config::default()
+    };
+    let app = login_app::app(&config).await.unwrap();
+    tokio::spawn(login_app::serve(listener, app, std::future::pending()));
+    let h = Harness {
+        origin: base.clone(),
+        _redis: None,
+    };
+    let credentials = json!({ "username": "alice", "password": "correct horse battery" });
+    let r = call(
+        &h,
+        Method::POST,
+        "/auth/register",
+        &[("content-type", "application/json")],
+        &credentials.to_string(),
+    )
+    .await;
+    assert!(r.status.is_success(), "{:?}", r.body);
+
+    let plain = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let refresh_uri: http::Uri = format!("{base}/auth/refresh").parse().unwrap();
+    let login_uri: http::Uri = format!("{base}/auth/login").parse().unwrap();
+    // Without a key: refused, DPoP is required.
+    let bare = HttpRefresher::new(plain.clone(), refresh_uri.clone());
+    assert!(bare.login(login_uri.clone(), &credentials).await.is_err());
+
+    let key = DpopKey::generate(Algorithm::EdDSA).unwrap();
+    let jkt = key.jkt().to_owned();
+    let refresher = HttpRefresher::new(plain, refresh_uri).with_dpop_key(key);
+    refresher.login(login_uri, &credentials).await.unwrap();
+    assert_eq!(jkt_of(&refresher.access_token().unwrap()), jkt.as_str());
+    let api = Client::builder(TokioExecutor::new()).build_http::<RetryBody<Full<Bytes>>>();
+    let service = ServiceBuilder::new()
+        .layer(RefreshOn401Layer::new(refresher.clone()))
+        .service(api);
+    let me = || {
+        Request::get(format!("{base}/api/me"))
+            .body(Full::default())
+            .unwrap()
+    };
+    let res = service.clone().oneshot(me()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(refresher.refreshes(), 0);
+    // Past the access token's life: one refresh, with a proof, and the call goes through.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let res = service.clone().oneshot(me()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(refresher.refreshes(), 1);
+    assert_eq!(jkt_of(&refresher.access_token().unwrap()), jkt.as_str());
+}

@@ -43,6 +43,8 @@ struct RetryPolicy {
 #[derive(Default)]
 struct Holder {
     access: RwLock<Option<(String, Option<Instant>)>>,
+    /// The current access token is DPoP-bound (the server said `token_type` `DPoP`).
+    bound: std::sync::atomic::AtomicBool,
     jar: Mutex<cookie_store::CookieStore>,
     refreshes: AtomicU64,
     /// A failed refresh and until when it stands for the next ones (no request meanwhile).
@@ -96,6 +98,8 @@ impl fmt::Display for LoginError {
 struct TokenResponse {
     access_token: String,
     expires_in: Option<u64>,
+    #[serde(default)]
+    token_type: Option<String>,
 }
 
 /// The client-side [`Refresher`]: an HTTP client `C` (any `tower::Service`, such as
@@ -120,6 +124,8 @@ pub struct HttpRefresher<C> {
     refresh_uri: Uri,
     holder: Arc<Holder>,
     retry: RetryPolicy,
+    #[cfg(feature = "dpop")]
+    dpop: Option<Arc<baton_token::DpopKey>>,
 }
 
 impl<C> fmt::Debug for HttpRefresher<C> {
@@ -142,7 +148,31 @@ impl<C> HttpRefresher<C> {
                 attempts: 3,
                 max_wait: Duration::from_secs(5),
             },
+            #[cfg(feature = "dpop")]
+            dpop: None,
         }
+    }
+
+    /// Proves `key` on every request (feature `dpop`, RFC 9449): login and refresh carry a
+    /// `DPoP` proof, so the server binds the session and its tokens to the key; requests to
+    /// this origin then carry `Authorization: DPoP <token>` and a fresh proof bound to it. A
+    /// stolen token or refresh cookie is useless without the key, which never leaves the
+    /// process.
+    #[cfg(feature = "dpop")]
+    #[must_use]
+    pub fn with_dpop_key(mut self, key: baton_token::DpopKey) -> Self {
+        self.dpop = Some(Arc::new(key));
+        self
+    }
+
+    /// A `DPoP` header for `method` on `uri`, bound to `token` when given.
+    #[cfg(feature = "dpop")]
+    fn proof(&self, method: &Method, uri: &Uri, token: Option<&str>) -> Option<HeaderValue> {
+        let key = self.dpop.as_ref()?;
+        let proof = key
+            .proof(method.as_str(), &uri.to_string(), token, None)
+            .ok()?;
+        HeaderValue::try_from(proof).ok()
     }
 
     /// How often a refresh answered 503 or 429 (or not answered at all) is tried in all (at least
@@ -241,6 +271,12 @@ where
         if let Some(cookies) = cookies {
             req = req.header(COOKIE, cookies);
         }
+        #[cfg(feature = "dpop")]
+        if let Some(uri) = req.uri_ref().cloned()
+            && let Some(proof) = self.proof(&Method::POST, &uri, None)
+        {
+            req = req.header("dpop", proof);
+        }
         let req = req
             .body(Full::new(body))
             .map_err(|e| LoginError::Transport(e.to_string()))?;
@@ -277,6 +313,10 @@ where
             serde_json::from_slice(body).map_err(|e| LoginError::BadResponse(e.to_string()))?;
         self.store_cookies(uri, headers);
         self.set_access_token(tokens.access_token, tokens.expires_in);
+        let bound = tokens
+            .token_type
+            .is_some_and(|t| t.eq_ignore_ascii_case("dpop"));
+        self.holder.bound.store(bound, Ordering::Relaxed);
         Ok(())
     }
 
@@ -413,6 +453,17 @@ where
     fn apply(&self, token: &String, parts: &mut request::Parts) {
         // The token goes to this origin only.
         if !self.is_own_origin(&parts.uri) {
+            return;
+        }
+        #[cfg(feature = "dpop")]
+        if self.holder.bound.load(Ordering::Relaxed) {
+            let proof = self.proof(&parts.method, &parts.uri, Some(token));
+            if let (Some(proof), Ok(value)) =
+                (proof, HeaderValue::try_from(format!("DPoP {token}")))
+            {
+                parts.headers.insert(AUTHORIZATION, value);
+                parts.headers.insert("dpop", proof);
+            }
             return;
         }
         if let Ok(value) = HeaderValue::try_from(format!("Bearer {token}")) {
