@@ -272,6 +272,69 @@ async fn bound_session_flow(h: Harness) {
     .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["revoked"], 1);
+
+    // Ending another device's session: one proof, checked once (the recent-login rule is
+    // applied to the claims already verified).
+    let other = login(&h, Some(&key)).await;
+    assert_eq!(other.status, StatusCode::OK);
+    let other_sid = {
+        let payload = other.access();
+        let payload = payload.split('.').nth(1).unwrap().to_owned();
+        let claims: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        claims["sid"].as_str().unwrap().to_owned()
+    };
+    let path = format!("/auth/sessions/{other_sid}");
+    let p = proof(&h, &key, "DELETE", &path, Some(&access));
+    let r = call(
+        &h,
+        Method::DELETE,
+        &path,
+        &[("authorization", &auth), ("dpop", &p)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+
+    // A logout with the stolen cookie but without the key only clears that cookie: the
+    // session goes on for the key's holder, who can end it.
+    let cookie = refresh(&h, &cookie_after(&h, &key).await, Some(&key))
+        .await
+        .refresh_cookie()
+        .unwrap();
+    let header = format!("__Secure-refresh={cookie}");
+    let r = call(&h, Method::POST, "/auth/logout", &[("cookie", &header)], "").await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = refresh(&h, &cookie, Some(&key)).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "the session survived: {:?}",
+        r.body
+    );
+    let cookie = r.refresh_cookie().unwrap();
+    let header = format!("__Secure-refresh={cookie}");
+    let p = proof(&h, &key, "POST", "/auth/logout", None);
+    let r = call(
+        &h,
+        Method::POST,
+        "/auth/logout",
+        &[("cookie", &header), ("dpop", &p)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        refresh(&h, &cookie, Some(&key)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+/// A fresh bound session's refresh cookie.
+async fn cookie_after(h: &Harness, key: &DpopKey) -> String {
+    let r = login(h, Some(key)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    r.refresh_cookie().unwrap()
 }
 
 /// Without a proof, the bearer flow is as before.

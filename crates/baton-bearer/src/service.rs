@@ -116,8 +116,16 @@ fn authenticate<C: DeserializeOwned + Clone + Send + Sync + 'static, B>(
         }
     }
     match (dpop, with_dpop, claims.dpop_jkt()) {
-        (Some(dpop), true, Some(jkt)) => match dpop.check(req, Some(token)) {
-            Ok(Some(proof)) if proof.jkt == jkt => {}
+        // The proof is checked, then matched with the token's key, and only then recorded:
+        // a proof from another key spends no place in the replay cache.
+        (Some(dpop), true, Some(jkt)) => match dpop.verify(req, Some(token)) {
+            Ok(Some(proof)) if proof.jkt == jkt => match dpop.record(&proof) {
+                Ok(()) => {}
+                Err(DpopCheckError::ReplayUnknown(_)) => {
+                    return Err(RejectionKind::DpopReplayUnknown);
+                }
+                Err(DpopCheckError::Proof(e)) => return Err(RejectionKind::InvalidDpopProof(e)),
+            },
             Ok(Some(_)) => {
                 return Err(RejectionKind::InvalidDpopProof(DpopError::Invalid(
                     "the DPoP proof is from another key than the token's",
@@ -153,15 +161,21 @@ fn authenticate<C: DeserializeOwned + Clone + Send + Sync + 'static, B>(
     {
         return Err(RejectionKind::InsufficientScope);
     }
-    if let Some(recent) = &config.recent_login
-        && !recent.is_met(&claims, config.verifier.clock().now())
-    {
-        return Err(RejectionKind::InsufficientUserAuthentication {
-            max_age: recent.max_age(),
-            acr_values: recent.challenge_acr(),
-        });
-    }
+    recent_login(config, &claims)?;
     Ok(Some(claims))
+}
+
+/// The layer's recent-login rule, if any, applied to verified claims.
+fn recent_login<C>(config: &Config, claims: &Claims<C>) -> Result<(), RejectionKind> {
+    match &config.recent_login {
+        Some(recent) if !recent.is_met(claims, config.verifier.clock().now()) => {
+            Err(RejectionKind::InsufficientUserAuthentication {
+                max_age: recent.max_age(),
+                acr_values: recent.challenge_acr(),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(feature = "tracing")]
@@ -247,6 +261,21 @@ where
         req: &Request<B>,
     ) -> Result<Option<Claims<C>>, Box<Response<bytes::Bytes>>> {
         authenticate::<C, B>(&self.config, req)
+            .map_err(|kind| Box::new(reject(&self.config, &self.rejection, kind, req)))
+    }
+
+    /// Applies only this layer's [`require_recent_login`](Self::require_recent_login) rule to
+    /// `claims` another check verified already (so a DPoP proof is not checked, and spent,
+    /// twice): `Ok` without a rule.
+    ///
+    /// # Errors
+    /// The 401 `insufficient_user_authentication` response.
+    pub fn check_recent_login<B, C2>(
+        &self,
+        req: &Request<B>,
+        claims: &Claims<C2>,
+    ) -> Result<(), Box<Response<bytes::Bytes>>> {
+        recent_login(&self.config, claims)
             .map_err(|kind| Box::new(reject(&self.config, &self.rejection, kind, req)))
     }
 }

@@ -312,11 +312,12 @@ where
         let tokens: TokenResponse =
             serde_json::from_slice(body).map_err(|e| LoginError::BadResponse(e.to_string()))?;
         self.store_cookies(uri, headers);
-        self.set_access_token(tokens.access_token, tokens.expires_in);
         let bound = tokens
             .token_type
             .is_some_and(|t| t.eq_ignore_ascii_case("dpop"));
-        self.holder.bound.store(bound, Ordering::Relaxed);
+        // The scheme before the token: a bound token never goes out as Bearer.
+        self.holder.bound.store(bound, Ordering::SeqCst);
+        self.set_access_token(tokens.access_token, tokens.expires_in);
         Ok(())
     }
 
@@ -456,7 +457,7 @@ where
             return;
         }
         #[cfg(feature = "dpop")]
-        if self.holder.bound.load(Ordering::Relaxed) {
+        if self.holder.bound.load(Ordering::SeqCst) {
             let proof = self.proof(&parts.method, &parts.uri, Some(token));
             if let (Some(proof), Ok(value)) =
                 (proof, HeaderValue::try_from(format!("DPoP {token}")))

@@ -183,11 +183,12 @@ impl Default for DpopVerifier {
 }
 
 impl DpopVerifier {
-    /// Proofs at most 60 s old and at most 5 s ahead of this clock, at most 4 KiB.
+    /// Proofs at most 60 s old and at most 60 s ahead of this clock (a client's clock may run
+    /// ahead; the server hands out no nonces yet), at most 4 KiB.
     pub fn new() -> Self {
         DpopVerifier {
             max_age: 60,
-            future_skew: 5,
+            future_skew: 60,
             max_len: 4096,
             clock: Arc::new(SystemClock),
         }
@@ -266,6 +267,20 @@ impl DpopVerifier {
         };
         let member = |name: &str| members.get(name).and_then(serde_json::Value::as_str);
         if member("kty") != Some(kty) || member("crv") != Some(crv) {
+            return Err(invalid("the DPoP proof's jwk does not fit its alg"));
+        }
+        // Coordinates of exactly the curve's size (RFC 7518 section 6.2.1.2, RFC 8037): a key
+        // spelled with shifted or padded coordinates would have another thumbprint.
+        let coordinate = |name: &str| {
+            member(name)
+                .and_then(|c| URL_SAFE_NO_PAD.decode(c).ok())
+                .is_some_and(|bytes| bytes.len() == 32)
+        };
+        let sized = match alg {
+            Algorithm::ES256 => coordinate("x") && coordinate("y"),
+            _ => coordinate("x"),
+        };
+        if !sized {
             return Err(invalid("the DPoP proof's jwk does not fit its alg"));
         }
         let jwk: Jwk = serde_json::from_value(serde_json::Value::Object(members))
@@ -516,10 +531,28 @@ pub fn normalize_htu(uri: &str) -> Option<String> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let valid_authority = !authority.is_empty()
-        && authority
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+    // A host name or address, or a bracketed IPv6 literal, then at most one `:port`.
+    let bracketed = authority.starts_with('[');
+    let (host, port) = if bracketed {
+        match authority[1..].split_once(']') {
+            Some((literal, port)) => (literal, port),
+            None => return None,
+        }
+    } else {
+        match authority.find(':') {
+            Some(i) => (&authority[..i], &authority[i..]),
+            None => (authority, ""),
+        }
+    };
+    let valid_host = !host.is_empty()
+        && host.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || (bracketed && b == b':')
+        });
+    let valid_port = port.is_empty()
+        || port.strip_prefix(':').is_some_and(|p| {
+            !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+        });
+    let valid_authority = valid_host && valid_port;
     let valid_path = path.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
     if !valid_authority || !valid_path {
         return None;
@@ -550,6 +583,11 @@ mod tests {
             "https:///x",
             "https://a b/",
             "https://a/\\",
+            "http://h:8080:80/x",
+            "http://h:/x",
+            "http://[::1/x",
+            "http://h[1]/x",
+            "http://h:123456/x",
         ] {
             assert_eq!(n(bad), None, "{bad}");
         }

@@ -195,6 +195,11 @@
     };
     const sentWith = accessToken;
     let res = await send();
+    // A proof refused (a clock far off, a cache that lost track) is not a sign-out: one more
+    // try with a fresh proof.
+    if (res.status === 401 && (res.headers.get('WWW-Authenticate') || '').includes('invalid_dpop_proof')) {
+      res = await send();
+    }
     let refreshed = 'ok';
     const challenge = res.headers.get('WWW-Authenticate') || '';
     if (res.status === 401 && (challenge.includes('invalid_token') || !accessToken)) {
@@ -445,7 +450,12 @@
   $('logout-button').addEventListener('click', async () => {
     let res = null;
     try {
-      res = await fetch('/auth/logout', { method: 'POST', credentials: 'same-origin' });
+      // A session bound to this browser's key ends only with a proof of it.
+      res = await fetch('/auth/logout', {
+        method: 'POST',
+        credentials: 'same-origin',
+        headers: await dpopHeaders('POST', '/auth/logout'),
+      });
     } catch {
       res = null;
     }

@@ -129,8 +129,9 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             Ok(device) => device,
             Err(res) => return res,
         };
-        let jkt = match self.token_request_proof(&req) {
-            Ok(jkt) => jkt,
+        // Checked now (the request is read below), recorded once the password is right.
+        let proof = match self.token_request_proof_unrecorded(&req) {
+            Ok(proof) => proof,
             Err(res) => return res,
         };
         let device_cookie = self
@@ -214,6 +215,12 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             }
             Err(_) => return self.unavailable("the user directory is unavailable"),
         };
+        if let Some(proof) = &proof
+            && let Err(res) = self.record_proof(proof)
+        {
+            return res;
+        }
+        let jkt = proof.map(|p| p.jkt);
         if let Err(_e) = principal.authentication.check() {
             // The application's own values: its bug, not the client's.
             #[cfg(feature = "tracing")]

@@ -383,17 +383,44 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
     /// section 5), a replay cache that cannot answer 503; no proof where DPoP is required is
     /// 400 too.
     fn token_request_proof<B>(&self, req: &Request<B>) -> Result<Option<String>, Response<Bytes>> {
+        let proof = self.token_request_proof_unrecorded(req)?;
+        match proof {
+            Some(proof) => self.record_proof(&proof).map(|()| Some(proof.jkt)),
+            None => Ok(None),
+        }
+    }
+
+    /// [`token_request_proof`](Self::token_request_proof) without recording the proof yet.
+    fn token_request_proof_unrecorded<B>(
+        &self,
+        req: &Request<B>,
+    ) -> Result<Option<baton_token::VerifiedProof>, Response<Bytes>> {
         let Some(dpop) = &self.dpop else {
             return Ok(None);
         };
-        match dpop.check(req, None) {
-            Ok(Some(proof)) => Ok(Some(proof.jkt)),
+        match dpop.verify(req, None) {
+            Ok(Some(proof)) => Ok(Some(proof)),
             Ok(None) if dpop.is_required() => Err(self.error(
                 StatusCode::BAD_REQUEST,
                 "invalid_dpop_proof",
                 "a DPoP proof is required",
             )),
             Ok(None) => Ok(None),
+            Err(baton_bearer::DpopCheckError::Proof(e)) => {
+                Err(self.error(StatusCode::BAD_REQUEST, e.code(), e.description()))
+            }
+            Err(_) => Err(self.unavailable("DPoP proofs cannot be checked now; retry")),
+        }
+    }
+
+    /// Records a proof checked by
+    /// [`token_request_proof_unrecorded`](Self::token_request_proof_unrecorded).
+    fn record_proof(&self, proof: &baton_token::VerifiedProof) -> Result<(), Response<Bytes>> {
+        let Some(dpop) = &self.dpop else {
+            return Ok(());
+        };
+        match dpop.record(proof) {
+            Ok(()) => Ok(()),
             Err(baton_bearer::DpopCheckError::Proof(e)) => {
                 Err(self.error(StatusCode::BAD_REQUEST, e.code(), e.description()))
             }

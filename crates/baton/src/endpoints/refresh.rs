@@ -27,6 +27,10 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             Ok(None) => return self.refresh_refused("no refresh token"),
             Err(e) => return self.error(e.status(), "invalid_request", e.to_string()),
         };
+        // A forged or junk cookie goes no further (and spends no place in the replay cache).
+        if self.store.keys().verify(&token).is_none() {
+            return self.refresh_refused("invalid refresh token");
+        }
         let jkt = match self.token_request_proof(&req) {
             Ok(jkt) => jkt,
             Err(res) => return res,
@@ -36,12 +40,16 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             context = context.with_dpop_jkt(jkt.clone());
         }
         match self.rotate(&token, context).await {
-            Ok((rotation, claims)) => self.token_response(
-                &rotation.session,
-                claims,
-                rotation.token.expose(),
-                jkt.as_deref(),
-            ),
+            // The token is bound as the session is (checked against the proof by the store).
+            Ok((rotation, claims)) => {
+                let bound = rotation.session.dpop_jkt.clone();
+                self.token_response(
+                    &rotation.session,
+                    claims,
+                    rotation.token.expose(),
+                    bound.as_deref(),
+                )
+            }
             Err(failure) => failure.into_response(self),
         }
     }

@@ -40,6 +40,15 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             // Recorded first, revoked second: a 503 leaves the session live, and a retry
             // finishes the job.
             match self.store.get(id).await {
+                // A session bound to a DPoP key is ended only by a request proving the key: a
+                // stolen cookie alone just loses its cookie.
+                Ok(Some(session))
+                    if session.dpop_jkt.is_some()
+                        && self.token_request_proof(&req).ok().flatten() != session.dpop_jkt =>
+                {
+                    #[cfg(feature = "tracing")]
+                    tracing::info!(target: "baton::auth", session = %id, "logout of a DPoP-bound session without its key: cookie cleared, session kept");
+                }
                 Ok(Some(session)) => {
                     if let Err(res) = self.record(&[Revocation::session(sid)]).await {
                         return res;
@@ -79,6 +88,17 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         req: &Request<B>,
     ) -> Result<Claims<A::Claims>, Response<Bytes>> {
         Self::bearer_with(&self.bearer_sensitive, req, &*self.errors)
+    }
+
+    /// The recent-login requirement on claims already checked (one proof check per request).
+    fn recent_enough<B>(
+        &self,
+        req: &Request<B>,
+        claims: &Claims<A::Claims>,
+    ) -> Result<(), Response<Bytes>> {
+        self.bearer_sensitive
+            .check_recent_login(req, claims)
+            .map_err(|res| *res)
     }
 
     fn bearer_with<B>(
@@ -234,7 +254,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         }
         // Ending another device's session is sensitive; ending one's own is a logout.
         if claims.sid.as_deref() != Some(id.to_string().as_str())
-            && let Err(res) = self.bearer_sensitive(&req)
+            && let Err(res) = self.recent_enough(&req, &claims)
         {
             return res;
         }
