@@ -3,55 +3,27 @@
 //! device's earlier session, the network-change policy (clients on 127.0.0.1 and 127.0.0.2),
 //! and recent login for sensitive actions (RFC 9470) with `POST /auth/reauthenticate`.
 
-use std::net::{IpAddr, SocketAddr};
+mod common;
+
+use common::{Reply, Users};
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use baton::Baton;
 use baton::bearer::{Authenticated, RecentLogin};
 use baton::store::{MemoryStore, NetworkChange, Policy, RefreshKeys, RefreshStore};
-use baton::token::{Algorithm, Key, KeyRing, KeySet, NoCustomClaims, TestClock};
-use baton::{AuthUnavailable, Authenticator, Baton, Principal};
+use baton::token::{Algorithm, Key, KeyRing, KeySet, TestClock};
 use baton_redis::{RedisOptions, RedisStore};
 use baton_test::RedisServer;
-use bytes::Bytes;
-use http::header::SET_COOKIE;
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 const ACCESS_TTL: u64 = 60;
 const RECENT: u64 = 300;
-
-struct Users;
-
-impl Authenticator for Users {
-    type Claims = NoCustomClaims;
-
-    async fn authenticate(
-        &self,
-        user: &str,
-        password: &str,
-    ) -> Result<Option<Principal<NoCustomClaims>>, AuthUnavailable> {
-        Ok((password == format!("{user}-password"))
-            .then(|| Principal::new(format!("id-{user}"), NoCustomClaims {})))
-    }
-
-    async fn check_password(&self, user_id: &str, password: &str) -> Result<bool, AuthUnavailable> {
-        let user = user_id.strip_prefix("id-").unwrap_or_default();
-        Ok(password == format!("{user}-password"))
-    }
-
-    async fn claims(&self, _: &str) -> Result<Option<NoCustomClaims>, AuthUnavailable> {
-        Ok(Some(NoCustomClaims {}))
-    }
-}
 
 struct Harness {
     addr: SocketAddr,
@@ -129,27 +101,6 @@ async fn redis(network: NetworkChange) -> Option<Harness> {
     Some(serve(store, clock, Some(server)).await)
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-}
-
-impl Reply {
-    fn refresh_cookie(&self) -> Option<String> {
-        self.headers
-            .get_all(SET_COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find(|v| v.starts_with("__Secure-refresh="))
-            .map(|v| v.split(';').next().unwrap()["__Secure-refresh=".len()..].to_owned())
-    }
-
-    fn access(&self) -> String {
-        self.body["access_token"].as_str().unwrap().to_owned()
-    }
-}
-
 /// One request from the client address `from` (a loopback address).
 async fn call(
     h: &Harness,
@@ -159,26 +110,15 @@ async fn call(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Reply {
-    let mut connector = HttpConnector::new();
-    connector.set_local_address(Some(from.parse::<IpAddr>().unwrap()));
-    let client = Client::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(connector);
-    let mut req = Request::builder()
-        .method(method)
-        .uri(format!("http://{}{path}", h.addr));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let res = client
-        .request(req.body(Full::from(body.to_owned())).unwrap())
-        .await
-        .unwrap();
-    let (parts, body) = res.into_parts();
-    let bytes = body.collect().await.unwrap().to_bytes();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    }
+    common::call(
+        &format!("http://{}", h.addr),
+        Some(from),
+        method,
+        path,
+        headers,
+        body,
+    )
+    .await
 }
 
 const JSON: (&str, &str) = ("content-type", "application/json");
@@ -216,8 +156,7 @@ async fn sessions(h: &Harness, token: &str) -> Vec<Value> {
 }
 
 fn claims(token: &str) -> Value {
-    let payload = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+    common::claims_of(token)
 }
 
 /// A native app that logs in again with the same `X-Device-Id` replaces its earlier session

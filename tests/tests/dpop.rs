@@ -4,49 +4,26 @@
 //! or access token is useless without the key; clients without DPoP work as before unless it
 //! is required.
 
+mod common;
+
+use common::{Reply, Users};
+
 use std::net::SocketAddr;
 
 use axum::Router;
 use axum::routing::get;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use baton::Baton;
 use baton::bearer::{Authenticated, Dpop};
 use baton::store::{MemoryStore, Policy, RefreshKeys, RefreshStore};
-use baton::token::{Algorithm, DpopKey, Key, KeyRing, KeySet, NoCustomClaims};
-use baton::{AuthUnavailable, Authenticator, Baton, Principal};
+use baton::token::{Algorithm, DpopKey, Key, KeyRing, KeySet};
 use baton_redis::{RedisOptions, RedisStore};
 use baton_test::RedisServer;
 use bytes::Bytes;
-use http::header::SET_COOKIE;
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-
-struct Users;
-
-impl Authenticator for Users {
-    type Claims = NoCustomClaims;
-
-    async fn authenticate(
-        &self,
-        user: &str,
-        password: &str,
-    ) -> Result<Option<Principal<NoCustomClaims>>, AuthUnavailable> {
-        Ok((password == format!("{user}-password"))
-            .then(|| Principal::new(format!("id-{user}"), NoCustomClaims {})))
-    }
-
-    async fn check_password(&self, user_id: &str, password: &str) -> Result<bool, AuthUnavailable> {
-        let user = user_id.strip_prefix("id-").unwrap_or_default();
-        Ok(password == format!("{user}-password"))
-    }
-
-    async fn claims(&self, _: &str) -> Result<Option<NoCustomClaims>, AuthUnavailable> {
-        Ok(Some(NoCustomClaims {}))
-    }
-}
 
 struct Harness {
     origin: String,
@@ -110,27 +87,6 @@ async fn redis(required: bool) -> Option<Harness> {
     Some(serve(store, Some(server), required).await)
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-}
-
-impl Reply {
-    fn refresh_cookie(&self) -> Option<String> {
-        self.headers
-            .get_all(SET_COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find(|v| v.starts_with("__Secure-refresh=v1."))
-            .map(|v| v.split(';').next().unwrap()["__Secure-refresh=".len()..].to_owned())
-    }
-
-    fn access(&self) -> String {
-        self.body["access_token"].as_str().unwrap().to_owned()
-    }
-}
-
 async fn call(
     h: &Harness,
     method: Method,
@@ -138,24 +94,7 @@ async fn call(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Reply {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut req = Request::builder()
-        .method(method)
-        .uri(format!("{}{path}", h.origin));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let res = client
-        .request(req.body(Full::from(body.to_owned())).unwrap())
-        .await
-        .unwrap();
-    let (parts, body) = res.into_parts();
-    let bytes = body.collect().await.unwrap().to_bytes();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    }
+    common::call(&h.origin, None, method, path, headers, body).await
 }
 
 fn proof(h: &Harness, key: &DpopKey, method: &str, path: &str, token: Option<&str>) -> String {
@@ -205,9 +144,7 @@ async fn api(h: &Harness, token: &str, key: Option<&DpopKey>) -> Reply {
 }
 
 fn jkt_of(token: &str) -> Value {
-    let payload = token.split('.').nth(1).unwrap();
-    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
-    claims["cnf"]["jkt"].clone()
+    common::claims_of(token)["cnf"]["jkt"].clone()
 }
 
 /// The whole bound flow, and what a thief holding the cookie and the token can do: nothing.
@@ -277,13 +214,10 @@ async fn bound_session_flow(h: Harness) {
     // applied to the claims already verified).
     let other = login(&h, Some(&key)).await;
     assert_eq!(other.status, StatusCode::OK);
-    let other_sid = {
-        let payload = other.access();
-        let payload = payload.split('.').nth(1).unwrap().to_owned();
-        let claims: Value =
-            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
-        claims["sid"].as_str().unwrap().to_owned()
-    };
+    let other_sid = common::claims_of(&other.access())["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let path = format!("/auth/sessions/{other_sid}");
     let p = proof(&h, &key, "DELETE", &path, Some(&access));
     let r = call(

@@ -90,6 +90,21 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         Self::bearer_with(&self.bearer_sensitive, req, &*self.errors)
     }
 
+    /// The session the access token names (400 when it names none).
+    fn own_session(&self, claims: &Claims<A::Claims>) -> Result<SessionId, Response<Bytes>> {
+        claims
+            .sid
+            .as_deref()
+            .and_then(|sid| sid.parse::<SessionId>().ok())
+            .ok_or_else(|| {
+                self.error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "the access token names no session",
+                )
+            })
+    }
+
     /// The recent-login requirement on claims already checked (one proof check per request).
     fn recent_enough<B>(
         &self,
@@ -162,16 +177,9 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             Ok(c) => c,
             Err(res) => return res,
         };
-        let Some(own) = claims
-            .sid
-            .as_deref()
-            .and_then(|sid| sid.parse::<SessionId>().ok())
-        else {
-            return self.error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "the access token names no session",
-            );
+        let own = match self.own_session(&claims) {
+            Ok(id) => id,
+            Err(res) => return res,
         };
         let others: Vec<SessionId> = match self.store.list(&claims.sub).await {
             Ok(sessions) => sessions
@@ -298,16 +306,9 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             Ok(c) => c,
             Err(res) => return res,
         };
-        let Some(sid) = claims
-            .sid
-            .as_deref()
-            .and_then(|sid| sid.parse::<SessionId>().ok())
-        else {
-            return self.error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "the access token names no session",
-            );
+        let sid = match self.own_session(&claims) {
+            Ok(id) => id,
+            Err(res) => return res,
         };
         let ip = client_ip(req.headers(), req.extensions(), &self.client_ip);
         let agent = user_agent(req.headers()).map(str::to_owned);
