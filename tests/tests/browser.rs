@@ -555,9 +555,13 @@ async fn the_page_in_a_real_browser() {
     if outcome.is_ok()
         && let Some(redis) = &redis
     {
+        // The app is told another public address than the one the browser uses: the page's
+        // proofs are refused as made out for another address, and it carries on with bearer
+        // tokens (the whole stall scenario runs that way).
         let config = login_app::Config {
             access_ttl: Duration::from_secs(ACCESS_TTL),
             redis_url: Some(redis.url()),
+            public_urls: vec!["http://login.example".to_owned()],
             ..login_app::Config::default()
         };
         let app = login_app::app(&config).await.unwrap();

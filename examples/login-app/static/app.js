@@ -64,8 +64,23 @@
     };
   })();
 
+  // Set when the server refused this page's proofs as made out for another address (the page
+  // reached under a name the server was not given with --public-url): the page goes on with
+  // bearer tokens, as a browser without WebCrypto would.
+  let dpopOff = false;
+  async function proofForAnotherAddress(res) {
+    if (dpopOff || !res || res.status !== 400) return false;
+    try {
+      const body = await res.clone().json();
+      return body.error === 'invalid_dpop_proof' && /another URI/.test(body.error_description || '');
+    } catch {
+      return false;
+    }
+  }
+
   // The DPoP header for `method` on `path`, bound to `token` when given; {} without a key.
   async function dpopHeaders(method, path, token) {
+    if (dpopOff) return {};
     const key = await dpopKey();
     if (!key) return {};
     const url = new URL(path, location.origin);
@@ -136,11 +151,17 @@
         for (let attempt = 1; ; attempt += 1) {
           let res = null;
           try {
-            res = await fetch('/auth/refresh', {
-              method: 'POST',
-              credentials: 'same-origin',
-              headers: await dpopHeaders('POST', '/auth/refresh'),
-            });
+            const send = async () =>
+              fetch('/auth/refresh', {
+                method: 'POST',
+                credentials: 'same-origin',
+                headers: await dpopHeaders('POST', '/auth/refresh'),
+              });
+            res = await send();
+            if (await proofForAnotherAddress(res)) {
+              dpopOff = true;
+              res = await send();
+            }
           } catch {
             res = null;
           }
@@ -299,13 +320,21 @@
   }
 
   async function postJson(path, body) {
-    const proof = path === '/auth/login' ? await dpopHeaders('POST', path) : {};
-    return fetch(path, {
-      method: 'POST',
-      headers: Object.assign({ 'Content-Type': 'application/json' }, proof),
-      credentials: 'same-origin',
-      body: JSON.stringify(body),
-    });
+    const send = async () => {
+      const proof = path === '/auth/login' ? await dpopHeaders('POST', path) : {};
+      return fetch(path, {
+        method: 'POST',
+        headers: Object.assign({ 'Content-Type': 'application/json' }, proof),
+        credentials: 'same-origin',
+        body: JSON.stringify(body),
+      });
+    };
+    let res = await send();
+    if (await proofForAnotherAddress(res)) {
+      dpopOff = true;
+      res = await send();
+    }
+    return res;
   }
 
   async function errorText(res) {
