@@ -77,7 +77,9 @@ fn is_quoted_safe(s: &str) -> bool {
         .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
 }
 
-fn is_scope_token(s: &str) -> bool {
+/// A non-empty run of printable ASCII without space, `"` or `\`: an RFC 6749 scope-token,
+/// and what a challenge's `acr_values` member carries.
+pub(crate) fn is_scope_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\')

@@ -87,11 +87,7 @@ impl RecentLogin {
     {
         for value in values {
             let value = value.into();
-            let ok = !value.is_empty()
-                && value
-                    .bytes()
-                    .all(|b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\');
-            if !ok {
+            if !crate::layer::is_scope_token(&value) {
                 return Err(ConfigError::InvalidAcr(value));
             }
             self.acr_values.push(value);

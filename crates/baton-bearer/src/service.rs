@@ -119,13 +119,7 @@ fn authenticate<C: DeserializeOwned + Clone + Send + Sync + 'static, B>(
         // The proof is checked, then matched with the token's key, and only then recorded:
         // a proof from another key spends no place in the replay cache.
         (Some(dpop), true, Some(jkt)) => match dpop.verify(req, Some(token)) {
-            Ok(Some(proof)) if proof.jkt == jkt => match dpop.record(&proof) {
-                Ok(()) => {}
-                Err(DpopCheckError::ReplayUnknown(_)) => {
-                    return Err(RejectionKind::DpopReplayUnknown);
-                }
-                Err(DpopCheckError::Proof(e)) => return Err(RejectionKind::InvalidDpopProof(e)),
-            },
+            Ok(Some(proof)) if proof.jkt == jkt => dpop.record(&proof).map_err(dpop_rejection)?,
             Ok(Some(_)) => {
                 return Err(RejectionKind::InvalidDpopProof(DpopError::Invalid(
                     "the DPoP proof is from another key than the token's",
@@ -136,8 +130,7 @@ fn authenticate<C: DeserializeOwned + Clone + Send + Sync + 'static, B>(
                     "a DPoP proof is required",
                 )));
             }
-            Err(DpopCheckError::ReplayUnknown(_)) => return Err(RejectionKind::DpopReplayUnknown),
-            Err(DpopCheckError::Proof(e)) => return Err(RejectionKind::InvalidDpopProof(e)),
+            Err(e) => return Err(dpop_rejection(e)),
         },
         (_, true, None) => {
             return Err(RejectionKind::WrongTokenScheme(
@@ -163,6 +156,15 @@ fn authenticate<C: DeserializeOwned + Clone + Send + Sync + 'static, B>(
     }
     recent_login(config, &claims)?;
     Ok(Some(claims))
+}
+
+/// A refused DPoP check as the layer answers it: 401 for the proof, 503 when the replay
+/// cache cannot tell.
+fn dpop_rejection(e: DpopCheckError) -> RejectionKind {
+    match e {
+        DpopCheckError::Proof(e) => RejectionKind::InvalidDpopProof(e),
+        DpopCheckError::ReplayUnknown(_) => RejectionKind::DpopReplayUnknown,
+    }
 }
 
 /// The layer's recent-login rule, if any, applied to verified claims.

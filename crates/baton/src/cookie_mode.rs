@@ -124,18 +124,18 @@ impl<S: RefreshStore, A: Authenticator> Refresher for CookieRefresher<S, A> {
             Err(RotateFailure::Store(_)) => return Refreshed::Refused,
             Err(RotateFailure::Refused(_)) => return Refreshed::Refused,
         };
-        let issued = self
-            .inner
-            .issue_access(&rotation.session, claims, None)
-            .and_then(|(access_token, _)| {
-                let set_cookies = self
-                    .inner
-                    .token_cookies(rotation.token.expose(), &access_token)?;
-                Some(CookieCredentials {
-                    access_token,
-                    set_cookies,
-                })
-            });
+        let issued =
+            self.inner
+                .issue_access(&rotation.session, claims)
+                .and_then(|(access_token, _)| {
+                    let set_cookies = self
+                        .inner
+                        .token_cookies(rotation.token.expose(), &access_token)?;
+                    Some(CookieCredentials {
+                        access_token,
+                        set_cookies,
+                    })
+                });
         match issued {
             Some(credentials) => Refreshed::Fresh(credentials),
             // The rotation happened: its successor must reach the browser.

@@ -272,12 +272,8 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         self.audit(event, ip, agent.as_deref());
         #[cfg(feature = "tracing")]
         tracing::info!(target: "baton::auth", session = %created.session.id, "login");
-        let mut res = self.token_response(
-            &created.session,
-            principal.claims,
-            created.token.expose(),
-            jkt.as_deref(),
-        );
+        let mut res =
+            self.token_response(&created.session, principal.claims, created.token.expose());
         if res.status() == StatusCode::OK
             && let Some(cookie) = self.device_cookie_for(&username)
         {

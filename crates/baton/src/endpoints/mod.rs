@@ -100,9 +100,14 @@ fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Byte
     res
 }
 
-/// `DPoP` for a token bound to a key, `Bearer` otherwise.
-fn token_type(jkt: Option<&str>) -> &'static str {
-    if jkt.is_some() { "DPoP" } else { "Bearer" }
+/// The type of the session's access tokens: `DPoP` when it is bound to a key, `Bearer`
+/// otherwise.
+fn token_type(session: &Session) -> &'static str {
+    if session.dpop_jkt.is_some() {
+        "DPoP"
+    } else {
+        "Bearer"
+    }
 }
 
 fn empty(status: StatusCode) -> Response<Bytes> {
@@ -306,12 +311,11 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
 
     /// Signs an access token for `session`, with when and how its user authenticated: the
     /// token and its lifetime in seconds.
-    /// Bound to the DPoP key `jkt` when given (`cnf.jkt`).
+    /// Bound to the session's DPoP key, if it has one (`cnf.jkt`).
     pub(crate) fn issue_access(
         &self,
         session: &Session,
         claims: A::Claims,
-        jkt: Option<&str>,
     ) -> Option<(String, u64)> {
         let mut access = self
             .issuer
@@ -323,8 +327,8 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                 session.acr.clone(),
             );
         access.sid = Some(session.id.to_string());
-        if let Some(jkt) = jkt {
-            access = access.with_dpop_jkt(jkt);
+        if let Some(jkt) = &session.dpop_jkt {
+            access = access.with_dpop_jkt(jkt.as_str());
         }
         match self.issuer.sign(&access) {
             Ok(token) => Some((
@@ -355,9 +359,8 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         session: &Session,
         claims: A::Claims,
         refresh: &str,
-        jkt: Option<&str>,
     ) -> Response<Bytes> {
-        let issued = self.issue_access(session, claims, jkt);
+        let issued = self.issue_access(session, claims);
         let cookies = issued
             .as_ref()
             .and_then(|(token, _)| self.token_cookies(refresh, token));
@@ -368,7 +371,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         };
         let mut res = json_response(
             StatusCode::OK,
-            &serde_json::json!({ "access_token": token, "token_type": token_type(jkt), "expires_in": expires_in }),
+            &serde_json::json!({ "access_token": token, "token_type": token_type(session), "expires_in": expires_in }),
         );
         res.headers_mut()
             .insert(PRAGMA, HeaderValue::from_static("no-cache"));
@@ -406,10 +409,18 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                 "a DPoP proof is required",
             )),
             Ok(None) => Ok(None),
-            Err(baton_bearer::DpopCheckError::Proof(e)) => {
-                Err(self.error(StatusCode::BAD_REQUEST, e.code(), e.description()))
+            Err(e) => Err(self.dpop_refused(e)),
+        }
+    }
+
+    /// A token endpoint's answer to a refused proof: 400 for the client's (RFC 9449 section
+    /// 5), 503 when the replay cache cannot tell.
+    fn dpop_refused(&self, e: baton_bearer::DpopCheckError) -> Response<Bytes> {
+        match e {
+            baton_bearer::DpopCheckError::Proof(e) => {
+                self.error(StatusCode::BAD_REQUEST, e.code(), e.description())
             }
-            Err(_) => Err(self.unavailable("DPoP proofs cannot be checked now; retry")),
+            _ => self.unavailable("DPoP proofs cannot be checked now; retry"),
         }
     }
 
@@ -419,13 +430,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         let Some(dpop) = &self.dpop else {
             return Ok(());
         };
-        match dpop.record(proof) {
-            Ok(()) => Ok(()),
-            Err(baton_bearer::DpopCheckError::Proof(e)) => {
-                Err(self.error(StatusCode::BAD_REQUEST, e.code(), e.description()))
-            }
-            Err(_) => Err(self.unavailable("DPoP proofs cannot be checked now; retry")),
-        }
+        dpop.record(proof).map_err(|e| self.dpop_refused(e))
     }
 
     fn jwks(&self) -> Response<Bytes> {

@@ -42,13 +42,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         match self.rotate(&token, context).await {
             // The token is bound as the session is (checked against the proof by the store).
             Ok((rotation, claims)) => {
-                let bound = rotation.session.dpop_jkt.clone();
-                self.token_response(
-                    &rotation.session,
-                    claims,
-                    rotation.token.expose(),
-                    bound.as_deref(),
-                )
+                self.token_response(&rotation.session, claims, rotation.token.expose())
             }
             Err(failure) => failure.into_response(self),
         }

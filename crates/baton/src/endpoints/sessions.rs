@@ -383,9 +383,8 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             }
             Err(_) => return self.unavailable("the user directory is unavailable"),
         };
-        // Bound to the same DPoP key as the token it replaces.
-        let jkt = claims.dpop_jkt();
-        let Some((token, expires_in)) = self.issue_access(&session, custom, jkt) else {
+        // Bound as the session is, like the token it replaces.
+        let Some((token, expires_in)) = self.issue_access(&session, custom) else {
             return self.unavailable("no access token could be issued; retry");
         };
         outcome("baton_reauthenticate_total", "ok");
@@ -398,7 +397,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         tracing::info!(target: "baton::auth", session = %sid, "reauthenticated");
         let mut res = json_response(
             StatusCode::OK,
-            &serde_json::json!({ "access_token": token, "token_type": super::token_type(jkt), "expires_in": expires_in }),
+            &serde_json::json!({ "access_token": token, "token_type": super::token_type(&session), "expires_in": expires_in }),
         );
         if let Some(cookie) = self
             .access_cookie
