@@ -86,6 +86,21 @@ async fn call(
         .unwrap()
 }
 
+/// `GET /orders` with `auth` and one proof.
+async fn orders(
+    layer: &BearerVerifyLayer,
+    auth: &str,
+    proof: &str,
+) -> Response<baton_bearer::ResponseBody<Full<Bytes>>> {
+    call(
+        layer,
+        Method::GET,
+        "/orders",
+        &[("authorization", auth), ("dpop", proof)],
+    )
+    .await
+}
+
 fn challenge(res: &Response<baton_bearer::ResponseBody<Full<Bytes>>>) -> String {
     res.headers()[header::WWW_AUTHENTICATE]
         .to_str()
@@ -181,13 +196,7 @@ async fn every_other_way_is_refused() {
         .unwrap()
         .with_clock(Arc::new(f.clock.clone()));
     let p = thief.proof("GET", &htu, Some(&token), None).unwrap();
-    let res = call(
-        &layer,
-        Method::GET,
-        "/orders",
-        &[("authorization", &auth), ("dpop", &p)],
-    )
-    .await;
+    let res = orders(&layer, &auth, &p).await;
     refused_proof(&res, "another key");
     // No proof at all, and two.
     let res = call(&layer, Method::GET, "/orders", &[("authorization", &auth)]).await;
@@ -206,62 +215,17 @@ async fn every_other_way_is_refused() {
     refused_proof(&res, "more than one");
     // A proof for another method, another path, or without the token's hash.
     let p = proof("POST", &htu, Some(&token));
-    refused_proof(
-        &call(
-            &layer,
-            Method::GET,
-            "/orders",
-            &[("authorization", &auth), ("dpop", &p)],
-        )
-        .await,
-        "method",
-    );
+    refused_proof(&orders(&layer, &auth, &p).await, "method");
     let p = proof("GET", &format!("{ORIGIN}/admin"), Some(&token));
-    refused_proof(
-        &call(
-            &layer,
-            Method::GET,
-            "/orders",
-            &[("authorization", &auth), ("dpop", &p)],
-        )
-        .await,
-        "URI",
-    );
+    refused_proof(&orders(&layer, &auth, &p).await, "URI");
     let p = proof("GET", "https://evil.example/orders", Some(&token));
-    refused_proof(
-        &call(
-            &layer,
-            Method::GET,
-            "/orders",
-            &[("authorization", &auth), ("dpop", &p)],
-        )
-        .await,
-        "URI",
-    );
+    refused_proof(&orders(&layer, &auth, &p).await, "URI");
     let p = proof("GET", &htu, None);
-    refused_proof(
-        &call(
-            &layer,
-            Method::GET,
-            "/orders",
-            &[("authorization", &auth), ("dpop", &p)],
-        )
-        .await,
-        "ath",
-    );
+    refused_proof(&orders(&layer, &auth, &p).await, "ath");
     // An old proof.
     let old = proof("GET", &htu, Some(&token));
     f.clock.advance(Duration::from_secs(61));
-    refused_proof(
-        &call(
-            &layer,
-            Method::GET,
-            "/orders",
-            &[("authorization", &auth), ("dpop", &old)],
-        )
-        .await,
-        "too old",
-    );
+    refused_proof(&orders(&layer, &auth, &old).await, "too old");
 
     // The bound token as Bearer: no downgrade, with or without a proof.
     let token = f.bound_token(&f.key);
@@ -341,24 +305,9 @@ async fn the_token_may_come_from_the_cache_the_proof_never_does() {
     let htu = format!("{ORIGIN}/orders");
     for _ in 0..3 {
         let p = f.key.proof("GET", &htu, Some(&token), None).unwrap();
-        let res = call(
-            &layer,
-            Method::GET,
-            "/orders",
-            &[("authorization", &auth), ("dpop", &p)],
-        )
-        .await;
+        let res = orders(&layer, &auth, &p).await;
         assert_eq!(res.status(), StatusCode::OK);
-        refused_proof(
-            &call(
-                &layer,
-                Method::GET,
-                "/orders",
-                &[("authorization", &auth), ("dpop", &p)],
-            )
-            .await,
-            "used before",
-        );
+        refused_proof(&orders(&layer, &auth, &p).await, "used before");
     }
     assert!(
         !layer.verifier().cache().unwrap().is_empty(),
@@ -374,41 +323,15 @@ async fn a_full_replay_cache_answers_503_not_a_pass() {
     let auth = format!("DPoP {token}");
     let htu = format!("{ORIGIN}/orders");
     let p = f.key.proof("GET", &htu, Some(&token), None).unwrap();
-    assert_eq!(
-        call(
-            &layer,
-            Method::GET,
-            "/orders",
-            &[("authorization", &auth), ("dpop", &p)]
-        )
-        .await
-        .status(),
-        StatusCode::OK
-    );
+    assert_eq!(orders(&layer, &auth, &p).await.status(), StatusCode::OK);
     let p = f.key.proof("GET", &htu, Some(&token), None).unwrap();
-    let res = call(
-        &layer,
-        Method::GET,
-        "/orders",
-        &[("authorization", &auth), ("dpop", &p)],
-    )
-    .await;
+    let res = orders(&layer, &auth, &p).await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(res.headers().contains_key(header::RETRY_AFTER));
     // Past the window (60 s back, 60 s ahead) the old entry goes and proofs pass again.
     f.clock.advance(Duration::from_secs(121));
     let p = f.key.proof("GET", &htu, Some(&token), None).unwrap();
-    assert_eq!(
-        call(
-            &layer,
-            Method::GET,
-            "/orders",
-            &[("authorization", &auth), ("dpop", &p)]
-        )
-        .await
-        .status(),
-        StatusCode::OK
-    );
+    assert_eq!(orders(&layer, &auth, &p).await.status(), StatusCode::OK);
     let body = res.into_body().collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&body).contains("temporarily_unavailable"));
 }

@@ -93,17 +93,21 @@ async fn post_from(
     }
 }
 
+/// A sink that keeps every record, and the records it keeps.
+fn recorder() -> (Arc<Mutex<Vec<AuditRecord>>>, impl baton::AuditSink) {
+    let records = Arc::new(Mutex::new(Vec::<AuditRecord>::new()));
+    let kept = records.clone();
+    let sink = move |record: &AuditRecord| kept.lock().unwrap().push(record.clone());
+    (records, sink)
+}
+
 #[tokio::test]
 async fn the_sink_sees_what_happened_and_no_secret() {
     let clock = TestClock::starting_now();
     let store = MemoryStore::new(RefreshKeys::generate().unwrap(), Policy::new())
         .with_clock(Arc::new(clock.clone()));
     let keys = KeyRing::new(KeySet::new(Key::generate("k", Algorithm::ES256).unwrap()).unwrap());
-    let records = Arc::new(Mutex::new(Vec::<AuditRecord>::new()));
-    let sink = {
-        let records = records.clone();
-        move |record: &AuditRecord| records.lock().unwrap().push(record.clone())
-    };
+    let (records, sink) = recorder();
     let baton = Baton::builder(store, Alice, keys)
         .clock(Arc::new(clock.clone()))
         .audit(sink)
@@ -229,11 +233,7 @@ async fn replaced_devices_network_changes_and_reauthentication_are_reported() {
     let store = MemoryStore::new(RefreshKeys::generate().unwrap(), policy)
         .with_clock(Arc::new(clock.clone()));
     let keys = KeyRing::new(KeySet::new(Key::generate("k", Algorithm::ES256).unwrap()).unwrap());
-    let records = Arc::new(Mutex::new(Vec::<AuditRecord>::new()));
-    let sink = {
-        let records = records.clone();
-        move |record: &AuditRecord| records.lock().unwrap().push(record.clone())
-    };
+    let (records, sink) = recorder();
     let baton = Baton::builder(store, Alice, keys)
         .clock(Arc::new(clock.clone()))
         .audit(sink)
