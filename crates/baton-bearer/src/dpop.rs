@@ -4,39 +4,16 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use aws_lc_rs::digest;
+use aws_lc_rs::{digest, hmac};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use baton_core::{ReplayCache, ReplayCheck, ReplayKey, ReplayUnknown};
 use baton_token::{DpopError, DpopVerifier, ProofRequest, VerifiedProof, normalize_htu};
-use http::Request;
+use http::{HeaderValue, Request};
 
 use crate::ConfigError;
-
-/// A proof's identity in a replay cache: SHA-256 of its key thumbprint and `jti`, cut to 16
-/// bytes (a collision needs 2^64 proofs).
-pub type ReplayKey = [u8; 16];
-
-/// The replay cache could not tell whether a proof was seen before (a shared cache that is
-/// down): the request is refused with 503, never let through.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("the DPoP replay cache cannot answer: {0}")]
-pub struct ReplayUnknown(pub &'static str);
-
-/// Remembers the proofs seen, so each is accepted once. The cache decides synchronously; one
-/// shared by several instances answers for all of them.
-pub trait ReplayCache: Send + Sync + 'static {
-    /// Records `key` as seen until `until_ms` (milliseconds since the epoch): `Ok(true)` the
-    /// first time, `Ok(false)` for a replay.
-    ///
-    /// # Errors
-    /// [`ReplayUnknown`] when the cache cannot tell (full of live entries, or unreachable).
-    fn first_use(&self, key: ReplayKey, until_ms: u64, now_ms: u64) -> Result<bool, ReplayUnknown>;
-}
-
-impl<T: ReplayCache> ReplayCache for Arc<T> {
-    fn first_use(&self, key: ReplayKey, until_ms: u64, now_ms: u64) -> Result<bool, ReplayUnknown> {
-        (**self).first_use(key, until_ms, now_ms)
-    }
-}
 
 /// A bounded replay cache in this process's memory. At most `max_entries` proofs are
 /// remembered, each until its window ends (about 64 bytes each: the 16-byte key and 8-byte
@@ -47,16 +24,21 @@ impl<T: ReplayCache> ReplayCache for Arc<T> {
 /// badly.
 ///
 /// It holds for one instance only: behind a load balancer, share one cache between the
-/// instances (a Redis one) or a proof replayed to another instance is accepted there.
+/// instances (`baton_redis::RedisReplayCache`) or a proof replayed to another instance is
+/// accepted there.
 ///
 /// ```
-/// use baton_bearer::{MemoryReplayCache, ReplayCache};
+/// use baton_bearer::{MemoryReplayCache, ReplayCache, ReplayCheck};
 /// let cache = MemoryReplayCache::new(2);
-/// assert_eq!(cache.first_use([1; 16], 1_000, 0), Ok(true));
-/// assert_eq!(cache.first_use([1; 16], 1_000, 500), Ok(false));
-/// assert_eq!(cache.first_use([2; 16], 1_000, 500), Ok(true));
-/// assert!(cache.first_use([3; 16], 1_000, 500).is_err(), "full of live entries");
-/// assert_eq!(cache.first_use([3; 16], 2_000, 1_000), Ok(true), "the others expired");
+/// let ready = |check| match check {
+///     ReplayCheck::Ready(answer) => answer,
+///     ReplayCheck::Pending(_) => unreachable!("a memory cache answers at once"),
+/// };
+/// assert_eq!(ready(cache.first_use([1; 16], 1_000, 0)), Ok(true));
+/// assert_eq!(ready(cache.first_use([1; 16], 1_000, 500)), Ok(false));
+/// assert_eq!(ready(cache.first_use([2; 16], 1_000, 500)), Ok(true));
+/// assert!(ready(cache.first_use([3; 16], 1_000, 500)).is_err(), "full of live entries");
+/// assert_eq!(ready(cache.first_use([3; 16], 2_000, 1_000)), Ok(true), "the others expired");
 /// ```
 pub struct MemoryReplayCache {
     max_entries: usize,
@@ -128,7 +110,13 @@ impl Default for MemoryReplayCache {
 }
 
 impl ReplayCache for MemoryReplayCache {
-    fn first_use(&self, key: ReplayKey, until_ms: u64, now_ms: u64) -> Result<bool, ReplayUnknown> {
+    fn first_use(&self, key: ReplayKey, until_ms: u64, now_ms: u64) -> ReplayCheck {
+        ReplayCheck::Ready(self.remember(key, until_ms, now_ms))
+    }
+}
+
+impl MemoryReplayCache {
+    fn remember(&self, key: ReplayKey, until_ms: u64, now_ms: u64) -> Result<bool, ReplayUnknown> {
         let mut seen = self
             .seen
             .lock()
@@ -148,8 +136,120 @@ impl ReplayCache for MemoryReplayCache {
     }
 }
 
+/// Server nonces (RFC 9449 section 8 and 9): every proof must carry one the server handed
+/// out recently, so a proof cannot be made ahead of time and its useful life is at most two
+/// periods whatever its `iat` says.
+///
+/// A nonce is an HMAC of the current period's number under a secret, so instances sharing the
+/// secret hand out and accept the same nonces with no state and no timer: the nonce rotates
+/// when the period does. The current period's nonce and the previous one are accepted (a
+/// client that fetched one just before the turn is not refused); a proof carrying the previous
+/// one is answered with the current one in `DPoP-Nonce`, so clients move on without a refusal.
+///
+/// ```
+/// use baton_bearer::DpopNonces;
+/// use std::time::Duration;
+///
+/// let nonces = DpopNonces::new(&[7; 32], Duration::from_secs(60))?;
+/// let now_ms = 1_699_999_980_000; // a period starts here
+/// let nonce = nonces.nonce_at(now_ms);
+/// assert!(nonces.accepts(&nonce, now_ms + 59_000));
+/// assert!(nonces.accepts(&nonce, now_ms + 119_000), "the previous period's is still good");
+/// assert!(!nonces.accepts(&nonce, now_ms + 200_000), "two periods on, it is not");
+/// # Ok::<(), baton_bearer::ConfigError>(())
+/// ```
+#[derive(Clone)]
+pub struct DpopNonces {
+    key: hmac::Key,
+    period_ms: u64,
+}
+
+impl fmt::Debug for DpopNonces {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DpopNonces")
+            .field("period_ms", &self.period_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a proof's nonce stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NonceAge {
+    Current,
+    Previous,
+    Refused,
+}
+
+impl DpopNonces {
+    /// Nonces made with `secret` (at least 32 bytes, the same on every instance), rotating
+    /// every `period` (at least one second; a minute or a few are usual).
+    ///
+    /// # Errors
+    /// [`ConfigError::InvalidNonces`] for a short secret or a period under a second.
+    pub fn new(secret: &[u8], period: Duration) -> Result<Self, ConfigError> {
+        if secret.len() < 32 {
+            return Err(ConfigError::InvalidNonces(
+                "the nonce secret must be at least 32 bytes",
+            ));
+        }
+        if period < Duration::from_secs(1) {
+            return Err(ConfigError::InvalidNonces(
+                "the nonce period must be at least one second",
+            ));
+        }
+        Ok(DpopNonces {
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            period_ms: u64::try_from(period.as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
+    /// Nonces with a random secret, for a single instance (others would not accept them).
+    ///
+    /// # Errors
+    /// [`ConfigError::InvalidNonces`] when the random generator fails or the period is under
+    /// a second.
+    pub fn random(period: Duration) -> Result<Self, ConfigError> {
+        use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+        let mut secret = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut secret)
+            .map_err(|_| ConfigError::InvalidNonces("the random generator failed"))?;
+        Self::new(&secret, period)
+    }
+
+    /// The nonce handed out at `now_ms` (milliseconds since the epoch).
+    pub fn nonce_at(&self, now_ms: u64) -> String {
+        self.of_period(now_ms / self.period_ms)
+    }
+
+    /// `true` when `nonce` is the nonce of the period of `now_ms` or of the one before.
+    pub fn accepts(&self, nonce: &str, now_ms: u64) -> bool {
+        self.age(Some(nonce), now_ms) != NonceAge::Refused
+    }
+
+    fn of_period(&self, period: u64) -> String {
+        let tag = hmac::sign(&self.key, &period.to_be_bytes());
+        URL_SAFE_NO_PAD.encode(&tag.as_ref()[..18])
+    }
+
+    fn age(&self, nonce: Option<&str>, now_ms: u64) -> NonceAge {
+        let Some(nonce) = nonce else {
+            return NonceAge::Refused;
+        };
+        let period = now_ms / self.period_ms;
+        // The values compared are public once handed out; the HMAC keeps them unforgeable.
+        if nonce == self.of_period(period) {
+            NonceAge::Current
+        } else if period > 0 && nonce == self.of_period(period - 1) {
+            NonceAge::Previous
+        } else {
+            NonceAge::Refused
+        }
+    }
+}
+
 /// What the verify layer needs for DPoP: the public origin proofs must name in `htu`, the
-/// proof checks, and the replay cache. Given to
+/// proof checks, the replay cache and, optionally, server nonces. Given to
 /// [`BearerVerifyLayer::with_dpop`](crate::BearerVerifyLayer::with_dpop).
 #[derive(Clone)]
 pub struct Dpop {
@@ -157,6 +257,7 @@ pub struct Dpop {
     other_origins: Vec<Arc<str>>,
     verifier: DpopVerifier,
     replay: Arc<dyn ReplayCache>,
+    nonces: Option<DpopNonces>,
     required: bool,
 }
 
@@ -166,6 +267,7 @@ impl fmt::Debug for Dpop {
             .field("origin", &self.origin)
             .field("other_origins", &self.other_origins)
             .field("verifier", &self.verifier)
+            .field("nonces", &self.nonces)
             .field("required", &self.required)
             .finish_non_exhaustive()
     }
@@ -184,6 +286,7 @@ impl Dpop {
             other_origins: Vec::new(),
             verifier: DpopVerifier::new(),
             replay: Arc::new(MemoryReplayCache::default()),
+            nonces: None,
             required: false,
         })
     }
@@ -205,10 +308,21 @@ impl Dpop {
         self
     }
 
-    /// Remembers proofs in `cache` (one shared by every instance, say).
+    /// Remembers proofs in `cache`: one shared by every instance behind a load balancer
+    /// (`baton_redis::RedisReplayCache`), so a proof replayed to another instance is refused
+    /// there too. A cache that cannot answer gets the request a 503, never a pass.
     #[must_use]
     pub fn with_replay_cache(mut self, cache: impl ReplayCache) -> Self {
         self.replay = Arc::new(cache);
+        self
+    }
+
+    /// Requires every proof to carry a recent server nonce; a proof without one (or with an
+    /// old one) is answered `use_dpop_nonce` with the nonce to use in `DPoP-Nonce`, and the
+    /// client sends its request again with it.
+    #[must_use]
+    pub fn with_nonces(mut self, nonces: DpopNonces) -> Self {
+        self.nonces = Some(nonces);
         self
     }
 
@@ -229,13 +343,35 @@ impl Dpop {
         &self.verifier
     }
 
+    /// The server nonces, when proofs must carry one.
+    pub fn nonces(&self) -> Option<&DpopNonces> {
+        self.nonces.as_ref()
+    }
+
+    /// The `DPoP-Nonce` value to send now, when the server hands out nonces.
+    pub fn current_nonce(&self) -> Option<HeaderValue> {
+        let nonces = self.nonces.as_ref()?;
+        HeaderValue::try_from(nonces.nonce_at(self.verifier.clock().now_millis())).ok()
+    }
+
+    /// The `DPoP-Nonce` to answer an accepted proof with: the current nonce when the proof
+    /// carried the previous period's (so the client moves on before it is refused), else
+    /// `None`.
+    pub fn next_nonce(&self, proof: &VerifiedProof) -> Option<HeaderValue> {
+        let nonces = self.nonces.as_ref()?;
+        let now = self.verifier.clock().now_millis();
+        (nonces.age(proof.nonce.as_deref(), now) == NonceAge::Previous)
+            .then(|| HeaderValue::try_from(nonces.nonce_at(now)).ok())
+            .flatten()
+    }
+
     /// Checks the request's one `DPoP` header as a proof for this request, bound to
     /// `access_token` when given (its `ath`), and records it in the replay cache. `Ok(None)`
     /// when the request carries no proof.
     ///
     /// # Errors
     /// [`DpopCheckError`]: a bad or replayed proof, or a replay cache that cannot answer.
-    pub fn check<B>(
+    pub async fn check<B>(
         &self,
         req: &Request<B>,
         access_token: Option<&str>,
@@ -243,7 +379,7 @@ impl Dpop {
         let Some(proof) = self.verify(req, access_token)? else {
             return Ok(None);
         };
-        self.record(&proof)?;
+        self.record(&proof).await?;
         Ok(Some(proof))
     }
 
@@ -253,7 +389,8 @@ impl Dpop {
     /// before acting on it.
     ///
     /// # Errors
-    /// [`DpopCheckError::Proof`] for a bad proof.
+    /// [`DpopCheckError::Proof`] for a bad proof (or one without a current nonce, when the
+    /// server hands them out).
     pub fn verify<B>(
         &self,
         req: &Request<B>,
@@ -282,10 +419,17 @@ impl Dpop {
         if let Some(token) = access_token {
             request = request.with_access_token(token);
         }
-        self.verifier
+        let proof = self
+            .verifier
             .verify(proof, &request)
-            .map(Some)
-            .map_err(DpopCheckError::Proof)
+            .map_err(DpopCheckError::Proof)?;
+        if let Some(nonces) = &self.nonces
+            && nonces.age(proof.nonce.as_deref(), self.verifier.clock().now_millis())
+                == NonceAge::Refused
+        {
+            return Err(DpopCheckError::Proof(DpopError::UseNonce));
+        }
+        Ok(Some(proof))
     }
 
     /// Records `verified` in the replay cache: `Ok` the first time.
@@ -293,7 +437,12 @@ impl Dpop {
     /// # Errors
     /// [`DpopCheckError::Proof`] for a proof used before, [`DpopCheckError::ReplayUnknown`]
     /// when the cache cannot tell.
-    pub fn record(&self, verified: &VerifiedProof) -> Result<(), DpopCheckError> {
+    pub async fn record(&self, verified: &VerifiedProof) -> Result<(), DpopCheckError> {
+        replay_outcome(self.first_use(verified).resolve().await)
+    }
+
+    /// Asks the replay cache about `verified` (the answer, or its future).
+    pub(crate) fn first_use(&self, verified: &VerifiedProof) -> ReplayCheck {
         let mut hasher = digest::Context::new(&digest::SHA256);
         hasher.update(verified.jkt.as_bytes());
         hasher.update(&[0x1f]);
@@ -304,13 +453,18 @@ impl Dpop {
             u64::try_from(self.verifier.replay_window().as_millis()).unwrap_or(u64::MAX);
         let until = verified.iat.saturating_mul(1000).saturating_add(window_ms);
         let now = self.verifier.clock().now_millis();
-        match self.replay.first_use(key, until, now) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(DpopCheckError::Proof(DpopError::Invalid(
-                "the DPoP proof was used before",
-            ))),
-            Err(unknown) => Err(DpopCheckError::ReplayUnknown(unknown)),
-        }
+        self.replay.first_use(key, until, now)
+    }
+}
+
+/// The replay cache's answer as a check's outcome.
+pub(crate) fn replay_outcome(answer: Result<bool, ReplayUnknown>) -> Result<(), DpopCheckError> {
+    match answer {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(DpopCheckError::Proof(DpopError::Invalid(
+            "the DPoP proof was used before",
+        ))),
+        Err(unknown) => Err(DpopCheckError::ReplayUnknown(unknown)),
     }
 }
 
@@ -331,5 +485,5 @@ pub enum DpopCheckError {
     Proof(DpopError),
     /// The replay cache could not tell (503).
     #[error(transparent)]
-    ReplayUnknown(ReplayUnknown),
+    ReplayUnknown(#[from] ReplayUnknown),
 }

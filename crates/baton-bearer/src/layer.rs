@@ -24,6 +24,8 @@ pub enum ConfigError {
     InvalidAcr(String),
     /// A public origin must be an `http` or `https` origin without a path.
     InvalidOrigin(String),
+    /// DPoP nonces need a secret of at least 32 bytes and a period of at least a second.
+    InvalidNonces(&'static str),
 }
 
 impl fmt::Display for ConfigError {
@@ -36,6 +38,7 @@ impl fmt::Display for ConfigError {
             ConfigError::InvalidCookieName(s) => write!(f, "invalid cookie name {s:?}"),
             ConfigError::InvalidAcr(s) => write!(f, "invalid acr value {s:?}"),
             ConfigError::InvalidOrigin(s) => write!(f, "invalid public origin {s:?}"),
+            ConfigError::InvalidNonces(s) => write!(f, "invalid DPoP nonces: {s}"),
         }
     }
 }

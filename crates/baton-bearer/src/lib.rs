@@ -96,7 +96,8 @@ pub use baton_core::{
     CheckRevocation, Revocation, RevocationList, Revoke, RevokeError, RevokeFuture, TokenIdentity,
 };
 pub use body::ResponseBody;
-pub use dpop::{Dpop, DpopCheckError, MemoryReplayCache, ReplayCache, ReplayKey, ReplayUnknown};
+pub use baton_core::{ReplayCache, ReplayCheck, ReplayFuture, ReplayKey, ReplayUnknown};
+pub use dpop::{Dpop, DpopCheckError, DpopNonces, MemoryReplayCache};
 pub use future::ResponseFuture;
 pub use layer::{BearerVerifyLayer, ConfigError};
 pub use recent::RecentLogin;

@@ -11,14 +11,18 @@ use http::{Request, Response};
 use serde::de::DeserializeOwned;
 use tower_service::Service;
 
+use crate::dpop::replay_outcome;
 use crate::extract::extract;
+use crate::future::Waiting;
 use crate::layer::Config;
 use crate::rejection::grpc_response;
 use crate::{
     BearerVerifyLayer, BuildRejection, DpopCheckError, JsonRejection, Rejection, RejectionKind,
     ResponseBody, ResponseFuture, TokenIdentity,
 };
+use baton_core::{ReplayCheck, ReplayFuture};
 use baton_token::DpopError;
+use http::HeaderValue;
 
 /// The middleware built by [`BearerVerifyLayer`].
 pub struct BearerVerify<S, C = baton_token::NoCustomClaims, R = JsonRejection> {
@@ -81,16 +85,33 @@ fn is_grpc<B>(req: &Request<B>) -> bool {
         .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
 }
 
-/// Checks the request; `Ok(None)` lets an anonymous request through in optional mode.
+/// A request that passed every check but, perhaps, a shared replay cache's answer.
+struct Checked<C> {
+    /// `None`: an anonymous request let through in optional mode.
+    claims: Option<Claims<C>>,
+    /// A shared replay cache's answer still to come.
+    replay: Option<ReplayFuture>,
+    /// The `DPoP-Nonce` to send back with the response.
+    nonce: Option<HeaderValue>,
+}
+
+/// Checks the request: every check, the DPoP proof's replay last (a request refused for
+/// another reason spends no place in the cache); a shared cache's answer is left to await.
 fn authenticate<C: DeserializeOwned + Clone + Send + Sync + 'static, B>(
     config: &Config,
     req: &Request<B>,
-) -> Result<Option<Claims<C>>, RejectionKind> {
+) -> Result<Checked<C>, RejectionKind> {
     let dpop = config.dpop.as_ref();
     let (token, with_dpop) = match extract(req.headers(), config.cookie.as_deref(), dpop.is_some())
     {
         Ok(Some(token)) => token,
-        Ok(None) if config.optional => return Ok(None),
+        Ok(None) if config.optional => {
+            return Ok(Checked {
+                claims: None,
+                replay: None,
+                nonce: None,
+            });
+        }
         Ok(None) => return Err(RejectionKind::MissingToken),
         Err(description) => return Err(RejectionKind::InvalidRequest(description)),
     };
@@ -115,11 +136,11 @@ fn authenticate<C: DeserializeOwned + Clone + Send + Sync + 'static, B>(
             return Err(RejectionKind::RevocationsUnknown);
         }
     }
-    match (dpop, with_dpop, claims.dpop_jkt()) {
-        // The proof is checked, then matched with the token's key, and only then recorded:
-        // a proof from another key spends no place in the replay cache.
+    let proof = match (dpop, with_dpop, claims.dpop_jkt()) {
+        // The proof is checked, then matched with the token's key, and recorded last: a
+        // proof from another key spends no place in the replay cache.
         (Some(dpop), true, Some(jkt)) => match dpop.verify(req, Some(token)) {
-            Ok(Some(proof)) if proof.jkt == jkt => dpop.record(&proof).map_err(dpop_rejection)?,
+            Ok(Some(proof)) if proof.jkt == jkt => Some((dpop, proof)),
             Ok(Some(_)) => {
                 return Err(RejectionKind::InvalidDpopProof(DpopError::Invalid(
                     "the DPoP proof is from another key than the token's",
@@ -147,15 +168,27 @@ fn authenticate<C: DeserializeOwned + Clone + Send + Sync + 'static, B>(
                 "this resource requires DPoP",
             ));
         }
-        _ => {}
-    }
+        _ => None,
+    };
     if !config.scopes.iter().all(|s| claims.has_scope(s))
         || !config.roles.iter().all(|r| claims.has_role(r))
     {
         return Err(RejectionKind::InsufficientScope);
     }
     recent_login(config, &claims)?;
-    Ok(Some(claims))
+    let mut checked = Checked {
+        claims: Some(claims),
+        replay: None,
+        nonce: None,
+    };
+    if let Some((dpop, proof)) = proof {
+        checked.nonce = dpop.next_nonce(&proof);
+        match dpop.first_use(&proof) {
+            ReplayCheck::Ready(answer) => replay_outcome(answer).map_err(dpop_rejection)?,
+            ReplayCheck::Pending(answer) => checked.replay = Some(answer),
+        }
+    }
+    Ok(checked)
 }
 
 /// A refused DPoP check as the layer answers it: 401 for the proof, 503 when the replay
@@ -196,13 +229,37 @@ fn trace_rejection(rejection: &Rejection) {
     tracing::debug!(target: "baton::bearer", kind, grpc = rejection.is_grpc(), "request rejected");
 }
 
+/// What a rejection needs of its request, read before the request goes anywhere.
+#[derive(Clone, Copy)]
+pub(crate) struct RequestFacts {
+    grpc: bool,
+    /// The request sent its token with the `DPoP` scheme.
+    dpop_scheme: bool,
+}
+
+impl RequestFacts {
+    fn of<B>(req: &Request<B>) -> Self {
+        RequestFacts {
+            grpc: is_grpc(req),
+            dpop_scheme: req
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .is_some_and(|v| {
+                    v.as_bytes()
+                        .get(..5)
+                        .is_some_and(|s| s.eq_ignore_ascii_case(b"dpop "))
+                }),
+        }
+    }
+}
+
 /// Builds the full rejection response (gRPC or the responder's), with the challenge and the
 /// `Rejection` in its extensions.
-fn reject<R: BuildRejection, B>(
+fn reject<R: BuildRejection>(
     config: &Config,
     responder: &R,
     kind: RejectionKind,
-    req: &Request<B>,
+    req: RequestFacts,
 ) -> Response<bytes::Bytes> {
     // A DPoP challenge for a refusal about DPoP, or a request that used it.
     let dpop = config.dpop.is_some()
@@ -211,19 +268,12 @@ fn reject<R: BuildRejection, B>(
             RejectionKind::InvalidDpopProof(_)
                 | RejectionKind::WrongTokenScheme(_)
                 | RejectionKind::DpopReplayUnknown
-        ) || req
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .is_some_and(|v| {
-                v.as_bytes()
-                    .get(..5)
-                    .is_some_and(|s| s.eq_ignore_ascii_case(b"dpop "))
-            }));
+        ) || req.dpop_scheme);
     let rejection = Rejection::new(
         kind,
         config.realm.clone(),
         config.scope_challenge.clone(),
-        is_grpc(req),
+        req.grpc,
     )
     .with_dpop(dpop);
     #[cfg(feature = "tracing")]
@@ -243,6 +293,11 @@ fn reject<R: BuildRejection, B>(
             http::HeaderValue::from_static("1"),
         );
     }
+    if matches!(rejection.kind(), RejectionKind::InvalidDpopProof(DpopError::UseNonce))
+        && let Some(nonce) = config.dpop.as_ref().and_then(crate::Dpop::current_nonce)
+    {
+        res.headers_mut().insert("dpop-nonce", nonce);
+    }
     res.extensions_mut().insert(rejection);
     res
 }
@@ -254,16 +309,30 @@ where
 {
     /// Checks `req` as the middleware would, without a service: the verified claims (`None`
     /// for an anonymous request in optional mode), or the rejection response. For handlers
-    /// that authenticate by hand (auth endpoints, say).
+    /// that authenticate by hand (auth endpoints, say). A DPoP proof is recorded in the
+    /// replay cache (awaited when the cache is shared).
     ///
     /// # Errors
-    /// The rejection response (400, 401 or 403, or the gRPC form).
+    /// The rejection response (400, 401, 403 or 503, or the gRPC form).
     pub fn check<B>(
         &self,
         req: &Request<B>,
-    ) -> Result<Option<Claims<C>>, Box<Response<bytes::Bytes>>> {
-        authenticate::<C, B>(&self.config, req)
-            .map_err(|kind| Box::new(reject(&self.config, &self.rejection, kind, req)))
+    ) -> impl Future<Output = Result<Option<Claims<C>>, Box<Response<bytes::Bytes>>>>
+    + Send
+    + use<'_, B, C, R> {
+        // Everything is read from the request now: the future holds none of it.
+        let facts = RequestFacts::of(req);
+        let checked = authenticate::<C, B>(&self.config, req);
+        async move {
+            let reject = |kind| Box::new(reject(&self.config, &self.rejection, kind, facts));
+            let checked = checked.map_err(reject)?;
+            if let Some(answer) = checked.replay {
+                replay_outcome(answer.await)
+                    .map_err(dpop_rejection)
+                    .map_err(reject)?;
+            }
+            Ok(checked.claims)
+        }
     }
 
     /// Applies only this layer's [`require_recent_login`](Self::require_recent_login) rule to
@@ -277,20 +346,26 @@ where
         req: &Request<B>,
         claims: &Claims<C2>,
     ) -> Result<(), Box<Response<bytes::Bytes>>> {
-        recent_login(&self.config, claims)
-            .map_err(|kind| Box::new(reject(&self.config, &self.rejection, kind, req)))
+        recent_login(&self.config, claims).map_err(|kind| {
+            Box::new(reject(
+                &self.config,
+                &self.rejection,
+                kind,
+                RequestFacts::of(req),
+            ))
+        })
     }
 }
 
 impl<S, C, R, ReqBody, ResBody> Service<Request<ReqBody>> for BearerVerify<S, C, R>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     C: DeserializeOwned + Clone + Send + Sync + 'static,
     R: BuildRejection,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S, ReqBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -298,13 +373,34 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         match authenticate::<C, _>(&self.config, &req) {
-            Ok(Some(claims)) => {
-                req.extensions_mut().insert(claims);
-                ResponseFuture::inner(self.inner.call(req))
+            Ok(checked) => {
+                if let Some(claims) = checked.claims {
+                    req.extensions_mut().insert(claims);
+                }
+                match checked.replay {
+                    None => ResponseFuture::inner(self.inner.call(req), checked.nonce),
+                    Some(answer) => {
+                        // The service made ready goes with the request; this one keeps a
+                        // clone (`poll_ready` is asked of it again before the next call).
+                        let clone = self.inner.clone();
+                        let inner = std::mem::replace(&mut self.inner, clone);
+                        let config = self.config.clone();
+                        let rejection = self.rejection.clone();
+                        let facts = RequestFacts::of(&req);
+                        let waiting = Waiting {
+                            inner,
+                            req,
+                            nonce: checked.nonce,
+                            reject: Box::new(move |e| {
+                                reject(&config, &rejection, dpop_rejection(e), facts)
+                            }),
+                        };
+                        ResponseFuture::replay(answer, waiting)
+                    }
+                }
             }
-            Ok(None) => ResponseFuture::inner(self.inner.call(req)),
             Err(kind) => {
-                let res = reject(&self.config, &self.rejection, kind, &req);
+                let res = reject(&self.config, &self.rejection, kind, RequestFacts::of(&req));
                 ResponseFuture::rejected(res)
             }
         }

@@ -5,6 +5,8 @@
 //! - Revocations: [`CheckRevocation`] (asked on every verified token), [`Revoke`] (where
 //!   logouts are recorded), [`Revocation`], and [`RevocationList`], the in-memory list both
 //!   point at. The Redis feed implements them without depending on the bearer layer.
+//! - DPoP replay: [`ReplayCache`] (each proof accepted once), implemented in memory by the
+//!   bearer layer and shared by the Redis crate, neither depending on the other.
 //! - Error responses: [`RenderError`] builds every layer's error body, [`Refusal`] is what a
 //!   layer refused, found in its response's extensions.
 //!
@@ -14,6 +16,7 @@
 
 mod clock;
 mod error;
+mod replay;
 mod revocation;
 mod revocation_list;
 #[cfg(feature = "test-util")]
@@ -21,6 +24,7 @@ mod test_clock;
 
 pub use clock::{Clock, SystemClock};
 pub use error::{ErrorChain, JsonErrors, Refusal, RenderError, retry_after_secs};
+pub use replay::{ReplayCache, ReplayCheck, ReplayFuture, ReplayKey, ReplayUnknown};
 pub use revocation::{CheckRevocation, TokenIdentity};
 pub use revocation_list::{Revocation, RevocationList, Revoke, RevokeError, RevokeFuture};
 #[cfg(feature = "test-util")]

@@ -1,5 +1,5 @@
-//! `RedisStore`: baton's refresh-token sessions in Redis, the revocation feed, and shared rate
-//! limits, all on one [`RedisConnection`].
+//! `RedisStore`: baton's refresh-token sessions in Redis, the revocation feed, shared rate
+//! limits and the shared DPoP replay cache, all on one [`RedisConnection`].
 //!
 //! Every store operation is one atomic Lua script (loaded once, then called by SHA) and one
 //! round trip: rotation checks the generation, detects reuse, applies the grace window, bumps
@@ -94,11 +94,13 @@
 mod conn;
 mod feed;
 mod gcra;
+mod replay;
 mod store;
 
 pub use conn::{ConnectionStats, DEADLINE_LUA, RedisConnection, RedisFailure};
 pub use feed::{DisconnectPolicy, FeedOptions, FeedStatus, RevocationFeed};
 pub use gcra::RedisGcra;
+pub use replay::RedisReplayCache;
 pub use store::{RedisStore, rotate_script_sha};
 
 use std::time::Duration;

@@ -49,6 +49,9 @@ struct Holder {
     refreshes: AtomicU64,
     /// A failed refresh and until when it stands for the next ones (no request meanwhile).
     failed: Mutex<Option<(Instant, Refreshed<String>)>>,
+    /// The origin's latest DPoP nonce (`DPoP-Nonce`), put in every proof.
+    #[cfg(feature = "dpop")]
+    dpop_nonce: Mutex<Option<String>>,
 }
 
 /// How long a refused refresh stands: until a new login, or this long.
@@ -169,10 +172,27 @@ impl<C> HttpRefresher<C> {
     #[cfg(feature = "dpop")]
     fn proof(&self, method: &Method, uri: &Uri, token: Option<&str>) -> Option<HeaderValue> {
         let key = self.dpop.as_ref()?;
+        let nonce = self.holder.dpop_nonce.lock().ok()?.clone();
         let proof = key
-            .proof(method.as_str(), &uri.to_string(), token, None)
+            .proof(method.as_str(), &uri.to_string(), token, nonce.as_deref())
             .ok()?;
         HeaderValue::try_from(proof).ok()
+    }
+
+    /// Keeps the `DPoP-Nonce` a response from this origin hands out; `true` when there was
+    /// one.
+    #[cfg(feature = "dpop")]
+    fn keep_nonce(&self, uri: &Uri, headers: &HeaderMap) -> bool {
+        let Some(nonce) = headers.get("dpop-nonce").and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        if self.dpop.is_none() || !self.is_own_origin(uri) {
+            return false;
+        }
+        if let Ok(mut kept) = self.holder.dpop_nonce.lock() {
+            *kept = Some(nonce.to_owned());
+        }
+        true
     }
 
     /// How often a refresh answered 503 or 429 (or not answered at all) is tried in all (at least
@@ -257,7 +277,27 @@ where
     RB::Data: Send,
     RB::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    /// `POST` to a token endpoint, with a proof when there is a key; sent once more with the
+    /// server's nonce when it asks for one (`use_dpop_nonce`, RFC 9449 section 8).
     async fn post(
+        &self,
+        uri: Uri,
+        body: Bytes,
+        json: bool,
+    ) -> Result<(u16, HeaderMap, Bytes), LoginError> {
+        let answer = self.post_once(uri.clone(), body.clone(), json).await?;
+        #[cfg(feature = "dpop")]
+        if self.keep_nonce(&uri, &answer.1)
+            && answer.0 == 400
+            && serde_json::from_slice::<serde_json::Value>(&answer.2)
+                .is_ok_and(|v| v["error"] == "use_dpop_nonce")
+        {
+            return self.post_once(uri, body, json).await;
+        }
+        Ok(answer)
+    }
+
+    async fn post_once(
         &self,
         uri: Uri,
         body: Bytes,
@@ -438,6 +478,26 @@ where
     fn prepare(&self, parts: &mut request::Parts) {
         if let Some(token) = self.access_token() {
             self.apply(&token, parts);
+        }
+    }
+
+    /// Keeps the nonce a response from this origin hands out (`DPoP-Nonce`), and asks for
+    /// the request to be sent again with it when the server refused the proof for the lack
+    /// of it (401 `use_dpop_nonce`, RFC 9449 section 9).
+    fn resend(&self, parts: &request::Parts, status: StatusCode, headers: &HeaderMap) -> bool {
+        #[cfg(feature = "dpop")]
+        {
+            self.keep_nonce(&parts.uri, headers)
+                && status == StatusCode::UNAUTHORIZED
+                && headers
+                    .get_all(http::header::WWW_AUTHENTICATE)
+                    .iter()
+                    .any(|v| v.to_str().is_ok_and(|v| v.contains("error=\"use_dpop_nonce\"")))
+        }
+        #[cfg(not(feature = "dpop"))]
+        {
+            let _ = (parts, status, headers);
+            false
         }
     }
 

@@ -120,6 +120,13 @@ pub trait Refresher: Clone + Send + Sync + 'static {
         false
     }
 
+    /// Looks at the response to a request's first attempt: `true` sends the request once
+    /// more, [`prepare`](Self::prepare)d again and without a refresh (a DPoP server asking
+    /// for a nonce, say). The default is `false`.
+    fn resend(&self, _parts: &request::Parts, _status: StatusCode, _headers: &HeaderMap) -> bool {
+        false
+    }
+
     /// Applies new credentials to a request about to be sent (again).
     fn apply(&self, credentials: &Self::Credentials, parts: &mut request::Parts);
 
@@ -365,6 +372,19 @@ where
             let mut response = inner
                 .oneshot(Request::from_parts(parts, first_body))
                 .await?;
+            if let (Some(retry_parts), Some(replay)) = (&retry_parts, &replay)
+                && refresher.resend(retry_parts, response.status(), response.headers())
+            {
+                let mut again = snapshot(retry_parts);
+                refresher.prepare(&mut again);
+                if let Some(credentials) = &proactive {
+                    refresher.apply(credentials, &mut again);
+                }
+                response = retry_service
+                    .clone()
+                    .oneshot(Request::from_parts(again, RetryBody::buffered(replay.clone())))
+                    .await?;
+            }
 
             let used = proactive;
             if (config.predicate)(response.status(), response.headers())

@@ -121,6 +121,9 @@ pub struct VerifiedProof {
     pub jti: String,
     /// When the proof was made, seconds since the epoch.
     pub iat: u64,
+    /// The server nonce the proof carries, if any (checked already when the request named
+    /// one; a server that accepts several checks it itself).
+    pub nonce: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -338,6 +341,7 @@ impl DpopVerifier {
             jkt,
             jti: claims.jti,
             iat: claims.iat,
+            nonce: claims.nonce,
         })
     }
 }

@@ -78,6 +78,9 @@ pub struct Config {
     pub public_urls: Vec<String>,
     /// Refuse clients without DPoP (bearer-only).
     pub require_dpop: bool,
+    /// DPoP proofs must carry a server nonce (`DPoP-Nonce`) of this period or the one
+    /// before; `None`: no nonces. In Redis mode every instance shares the nonce secret.
+    pub dpop_nonces: Option<Duration>,
 }
 
 impl Default for Config {
@@ -99,6 +102,7 @@ impl Default for Config {
             recent_login: Some(Duration::from_secs(300)),
             public_urls: Vec::new(),
             require_dpop: false,
+            dpop_nonces: None,
         }
     }
 }
@@ -355,7 +359,11 @@ pub async fn build(config: &Config) -> Result<Built, String> {
         None => {
             let users = Users::memory();
             let store = MemoryStore::new(keys.refresh, policy);
-            let baton = configure(Baton::builder(store, users.clone(), ring), config)?;
+            let dpop = Shared {
+                replay: None,
+                nonce_secret: None,
+            };
+            let baton = configure(Baton::builder(store, users.clone(), ring), config, dpop)?;
             let limiter: Arc<dyn RateLimiter> = Arc::new(baton::MemoryLimiter::new());
             Ok(Built {
                 router: router(&baton, users, limiter, config),
@@ -384,7 +392,15 @@ pub async fn build(config: &Config) -> Result<Built, String> {
             let builder = Baton::builder(store, users.clone(), ring)
                 .revocations(feed)
                 .rate_limiter(limiter.clone());
-            let baton = configure(builder, config)?;
+            // DPoP proofs are seen once by all instances, and their nonces are the same.
+            let dpop = Shared {
+                replay: Some(baton::redis::RedisReplayCache::new(redis.clone(), "baton-app:")),
+                nonce_secret: match config.dpop_nonces {
+                    Some(_) => Some(shared_nonce_secret(&redis).await?),
+                    None => None,
+                },
+            };
+            let baton = configure(builder, config, dpop)?;
             Ok(Built {
                 router: router(&baton, users, Arc::new(limiter), config),
                 keys: handle,
@@ -394,9 +410,45 @@ pub async fn build(config: &Config) -> Result<Built, String> {
     }
 }
 
+/// What the instances of one deployment share for DPoP: the replay cache and the nonce
+/// secret (`None`: this instance's own).
+struct Shared {
+    replay: Option<baton::redis::RedisReplayCache>,
+    nonce_secret: Option<Vec<u8>>,
+}
+
+/// The DPoP nonce secret every instance on this Redis uses: the first instance to start
+/// writes a random one, the others read it.
+async fn shared_nonce_secret(redis: &baton::redis::RedisConnection) -> Result<Vec<u8>, String> {
+    use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+    let mut fresh = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut fresh)
+        .map_err(|_| "the random generator failed".to_owned())?;
+    let fresh: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
+    let fresh = &fresh;
+    let secret: String = redis
+        .read("DPoP nonce secret", move |mut c| async move {
+            redis::cmd("SET")
+                .arg("baton-app:dpop-nonce-secret")
+                .arg(fresh)
+                .arg("NX")
+                .query_async::<()>(&mut c)
+                .await?;
+            redis::cmd("GET")
+                .arg("baton-app:dpop-nonce-secret")
+                .query_async(&mut c)
+                .await
+        })
+        .await
+        .map_err(|e| format!("redis: {}", baton::core::ErrorChain(&e)))?;
+    Ok(secret.into_bytes())
+}
+
 fn configure<S: RefreshStore>(
     builder: baton::BatonBuilder<S, Users>,
     config: &Config,
+    shared: Shared,
 ) -> Result<Baton<S, Users>, String> {
     let builder = builder
         .client_ip(config.client_ip.clone())
@@ -419,6 +471,16 @@ fn configure<S: RefreshStore>(
             }
             if config.require_dpop {
                 dpop = dpop.required();
+            }
+            if let Some(replay) = shared.replay {
+                dpop = dpop.with_replay_cache(replay);
+            }
+            if let Some(period) = config.dpop_nonces {
+                let nonces = match &shared.nonce_secret {
+                    Some(secret) => baton::bearer::DpopNonces::new(secret, period),
+                    None => baton::bearer::DpopNonces::random(period),
+                };
+                dpop = dpop.with_nonces(nonces.map_err(|e| format!("--dpop-nonces: {e}"))?);
             }
             builder.dpop(dpop)
         }

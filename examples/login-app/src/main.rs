@@ -96,6 +96,10 @@ struct Args {
     /// carry a proof from the client's key.
     #[arg(long, env = "BATON_REQUIRE_DPOP")]
     require_dpop: bool,
+    /// DPoP proofs must carry a server nonce (`DPoP-Nonce`) that turns every this many
+    /// seconds (RFC 9449 section 8); 0: no nonces. On Redis every instance shares them.
+    #[arg(long, env = "BATON_DPOP_NONCES", default_value_t = 0)]
+    dpop_nonces: u64,
 }
 
 /// A CIDR range, or one address (a /32 or /128).
@@ -190,6 +194,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             args.public_urls.clone()
         },
         require_dpop: args.require_dpop,
+        dpop_nonces: (args.dpop_nonces > 0).then(|| Duration::from_secs(args.dpop_nonces)),
     };
     if let Some(addr) = args.metrics_addr {
         let metrics = login_app::metrics_router()?;

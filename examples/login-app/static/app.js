@@ -78,6 +78,24 @@
     }
   }
 
+  // The server's latest DPoP nonce (sent in DPoP-Nonce when it hands them out), put in every
+  // proof.
+  let dpopNonce = null;
+  // Keeps the nonce `res` hands out; true when it refused the proof for the lack of a fresh
+  // one (400 from a token endpoint, 401 from the API): the request is then sent once more.
+  async function nonceAsked(res) {
+    const nonce = res && res.headers.get('DPoP-Nonce');
+    if (!nonce) return false;
+    dpopNonce = nonce;
+    if (res.status === 401) return (res.headers.get('WWW-Authenticate') || '').includes('use_dpop_nonce');
+    if (res.status !== 400) return false;
+    try {
+      return (await res.clone().json()).error === 'use_dpop_nonce';
+    } catch {
+      return false;
+    }
+  }
+
   // The DPoP header for `method` on `path`, bound to `token` when given; {} without a key.
   async function dpopHeaders(method, path, token) {
     if (dpopOff) return {};
@@ -93,6 +111,7 @@
       iat: Math.floor(Date.now() / 1000),
     };
     if (token) claims.ath = b64u(await crypto.subtle.digest('SHA-256', utf8(token)));
+    if (dpopNonce) claims.nonce = dpopNonce;
     const header = { typ: 'dpop+jwt', alg: 'ES256', jwk: key.jwk };
     const input = `${b64u(utf8(JSON.stringify(header)))}.${b64u(utf8(JSON.stringify(claims)))}`;
     const signature = await crypto.subtle.sign(
@@ -158,6 +177,7 @@
                 headers: await dpopHeaders('POST', '/auth/refresh'),
               });
             res = await send();
+            if (await nonceAsked(res)) res = await send();
             if (await proofForAnotherAddress(res)) {
               dpopOff = true;
               res = await send();
@@ -216,9 +236,12 @@
     };
     const sentWith = accessToken;
     let res = await send();
-    // A proof refused (a clock far off, a cache that lost track) is not a sign-out: one more
-    // try with a fresh proof.
-    if (res.status === 401 && (res.headers.get('WWW-Authenticate') || '').includes('invalid_dpop_proof')) {
+    // A proof refused (a clock far off, a cache that lost track, a nonce that turned) is not
+    // a sign-out: one more try with a fresh proof.
+    if (
+      (await nonceAsked(res)) ||
+      (res.status === 401 && (res.headers.get('WWW-Authenticate') || '').includes('invalid_dpop_proof'))
+    ) {
       res = await send();
     }
     let refreshed = 'ok';
@@ -330,6 +353,7 @@
       });
     };
     let res = await send();
+    if (await nonceAsked(res)) res = await send();
     if (await proofForAnotherAddress(res)) {
       dpopOff = true;
       res = await send();
@@ -480,11 +504,14 @@
     let res = null;
     try {
       // A session bound to this browser's key ends only with a proof of it.
-      res = await fetch('/auth/logout', {
-        method: 'POST',
-        credentials: 'same-origin',
-        headers: await dpopHeaders('POST', '/auth/logout'),
-      });
+      const send = async () =>
+        fetch('/auth/logout', {
+          method: 'POST',
+          credentials: 'same-origin',
+          headers: await dpopHeaders('POST', '/auth/logout'),
+        });
+      res = await send();
+      if (await nonceAsked(res)) res = await send();
     } catch {
       res = null;
     }

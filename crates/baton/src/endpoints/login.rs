@@ -130,7 +130,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             Err(res) => return res,
         };
         // Checked now (the request is read below), recorded once the password is right.
-        let proof = match self.token_request_proof_unrecorded(&req) {
+        let proof = match self.token_request_proof(&req) {
             Ok(proof) => proof,
             Err(res) => return res,
         };
@@ -216,7 +216,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             Err(_) => return self.unavailable("the user directory is unavailable"),
         };
         if let Some(proof) = &proof
-            && let Err(res) = self.record_proof(proof)
+            && let Err(res) = self.record_proof(proof).await
         {
             return res;
         }

@@ -381,20 +381,11 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         res
     }
 
-    /// The request's DPoP proof for a token request (login, refresh): the key it proves,
-    /// `None` without one. A bad or replayed proof is 400 `invalid_dpop_proof` (RFC 9449
-    /// section 5), a replay cache that cannot answer 503; no proof where DPoP is required is
-    /// 400 too.
-    fn token_request_proof<B>(&self, req: &Request<B>) -> Result<Option<String>, Response<Bytes>> {
-        let proof = self.token_request_proof_unrecorded(req)?;
-        match proof {
-            Some(proof) => self.record_proof(&proof).map(|()| Some(proof.jkt)),
-            None => Ok(None),
-        }
-    }
-
-    /// [`token_request_proof`](Self::token_request_proof) without recording the proof yet.
-    fn token_request_proof_unrecorded<B>(
+    /// The request's DPoP proof for a token request (login, refresh), checked but not yet
+    /// recorded: `None` without one. A bad proof is 400 `invalid_dpop_proof` (RFC 9449
+    /// section 5), and so is no proof where DPoP is required. Recorded by
+    /// [`recorded_jkt`](Self::recorded_jkt) or [`record_proof`](Self::record_proof).
+    fn token_request_proof<B>(
         &self,
         req: &Request<B>,
     ) -> Result<Option<baton_token::VerifiedProof>, Response<Bytes>> {
@@ -413,24 +404,45 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         }
     }
 
+    /// Records `proof` (when there is one) and gives the key it proves: a replayed proof is
+    /// 400, a replay cache that cannot answer 503.
+    async fn recorded_jkt(
+        &self,
+        proof: Option<baton_token::VerifiedProof>,
+    ) -> Result<Option<String>, Response<Bytes>> {
+        match proof {
+            Some(proof) => self.record_proof(&proof).await.map(|()| Some(proof.jkt)),
+            None => Ok(None),
+        }
+    }
+
     /// A token endpoint's answer to a refused proof: 400 for the client's (RFC 9449 section
     /// 5), 503 when the replay cache cannot tell.
     fn dpop_refused(&self, e: baton_bearer::DpopCheckError) -> Response<Bytes> {
         match e {
             baton_bearer::DpopCheckError::Proof(e) => {
-                self.error(StatusCode::BAD_REQUEST, e.code(), e.description())
+                let mut res = self.error(StatusCode::BAD_REQUEST, e.code(), e.description());
+                if matches!(e, baton_token::DpopError::UseNonce)
+                    && let Some(nonce) = self.dpop.as_ref().and_then(baton_bearer::Dpop::current_nonce)
+                {
+                    res.headers_mut().insert("dpop-nonce", nonce);
+                }
+                res
             }
             _ => self.unavailable("DPoP proofs cannot be checked now; retry"),
         }
     }
 
     /// Records a proof checked by
-    /// [`token_request_proof_unrecorded`](Self::token_request_proof_unrecorded).
-    fn record_proof(&self, proof: &baton_token::VerifiedProof) -> Result<(), Response<Bytes>> {
+    /// [`token_request_proof`](Self::token_request_proof).
+    async fn record_proof(
+        &self,
+        proof: &baton_token::VerifiedProof,
+    ) -> Result<(), Response<Bytes>> {
         let Some(dpop) = &self.dpop else {
             return Ok(());
         };
-        dpop.record(proof).map_err(|e| self.dpop_refused(e))
+        dpop.record(proof).await.map_err(|e| self.dpop_refused(e))
     }
 
     fn jwks(&self) -> Response<Bytes> {

@@ -31,7 +31,11 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         if self.store.keys().verify(&token).is_none() {
             return self.refresh_refused("invalid refresh token");
         }
-        let jkt = match self.token_request_proof(&req) {
+        let proof = match self.token_request_proof(&req) {
+            Ok(proof) => proof,
+            Err(res) => return res,
+        };
+        let jkt = match self.recorded_jkt(proof).await {
             Ok(jkt) => jkt,
             Err(res) => return res,
         };

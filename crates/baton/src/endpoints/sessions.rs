@@ -37,19 +37,39 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         if let Some(verified) = token.as_deref().and_then(|t| self.store.keys().verify(t)) {
             let id = verified.session_id;
             let sid = id.to_string();
-            // Recorded first, revoked second: a 503 leaves the session live, and a retry
-            // finishes the job.
-            match self.store.get(id).await {
-                // A session bound to a DPoP key is ended only by a request proving the key: a
-                // stolen cookie alone just loses its cookie.
-                Ok(Some(session))
-                    if session.dpop_jkt.is_some()
-                        && self.token_request_proof(&req).ok().flatten() != session.dpop_jkt =>
-                {
+            // Checked now (the future below holds nothing of the request), recorded only for
+            // a session bound to the key it proves.
+            let proof = self.dpop.as_ref().map(|dpop| dpop.verify(&req, None));
+            let session = match self.store.get(id).await {
+                Ok(session) => session,
+                Err(e) => return self.store_failed(e),
+            };
+            // A session bound to a DPoP key is ended only by a request proving the key: a
+            // stolen cookie alone just loses its cookie. A client asked for a fresh nonce, or
+            // whose proof cannot be recorded now, is told so and tries again.
+            let proven = match (&session, proof) {
+                (Some(session), proof) if session.dpop_jkt.is_some() => match proof {
+                    Some(Ok(Some(proof))) if Some(&proof.jkt) == session.dpop_jkt.as_ref() => {
+                        if let Err(res) = self.record_proof(&proof).await {
+                            return res;
+                        }
+                        true
+                    }
+                    Some(Err(
+                        e @ baton_bearer::DpopCheckError::Proof(baton_token::DpopError::UseNonce),
+                    )) => return self.dpop_refused(e),
+                    _ => false,
+                },
+                _ => true,
+            };
+            match session {
+                Some(_) if !proven => {
                     #[cfg(feature = "tracing")]
                     tracing::info!(target: "baton::auth", session = %id, "logout of a DPoP-bound session without its key: cookie cleared, session kept");
                 }
-                Ok(Some(session)) => {
+                // Recorded first, revoked second: a 503 leaves the session live, and a retry
+                // finishes the job.
+                Some(session) => {
                     if let Err(res) = self.record(&[Revocation::session(sid)]).await {
                         return res;
                     }
@@ -62,7 +82,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                 }
                 // Already gone: record it unless this instance already refuses it (a retry
                 // after a 503, or an instance that missed the first logout).
-                Ok(None) => {
+                None => {
                     let revocation = Revocation::session(sid);
                     if !self.revocations.is_recorded(&revocation)
                         && let Err(res) = self.record(&[revocation]).await
@@ -70,7 +90,6 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                         return res;
                     }
                 }
-                Err(e) => return self.store_failed(e),
             }
         }
         let mut res = empty(StatusCode::NO_CONTENT);
@@ -78,7 +97,11 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         res
     }
 
-    pub(super) fn bearer<B>(&self, req: &Request<B>) -> Result<Claims<A::Claims>, Response<Bytes>> {
+    pub(super) fn bearer<B>(
+        &self,
+        req: &Request<B>,
+    ) -> impl Future<Output = Result<Claims<A::Claims>, Response<Bytes>>> + Send + use<'_, B, S, A>
+    {
         Self::bearer_with(&self.bearer, req, &*self.errors)
     }
 
@@ -86,7 +109,8 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
     pub(super) fn bearer_sensitive<B>(
         &self,
         req: &Request<B>,
-    ) -> Result<Claims<A::Claims>, Response<Bytes>> {
+    ) -> impl Future<Output = Result<Claims<A::Claims>, Response<Bytes>>> + Send + use<'_, B, S, A>
+    {
         Self::bearer_with(&self.bearer_sensitive, req, &*self.errors)
     }
 
@@ -116,25 +140,30 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             .map_err(|res| *res)
     }
 
-    fn bearer_with<B>(
-        layer: &baton_bearer::BearerVerifyLayer<A::Claims, crate::RenderRejection>,
+    /// `layer`'s check of `req`; the future holds nothing of the request.
+    fn bearer_with<'a, B>(
+        layer: &'a baton_bearer::BearerVerifyLayer<A::Claims, crate::RenderRejection>,
         req: &Request<B>,
-        errors: &dyn crate::RenderError,
-    ) -> Result<Claims<A::Claims>, Response<Bytes>> {
-        match layer.check::<B>(req) {
-            Ok(Some(claims)) => Ok(claims),
-            Ok(None) => Err(Refusal::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "bearer token required",
-            )
-            .render(errors)),
-            Err(res) => Err(*res),
+        errors: &'a dyn crate::RenderError,
+    ) -> impl Future<Output = Result<Claims<A::Claims>, Response<Bytes>>> + Send + use<'a, B, S, A>
+    {
+        let check = layer.check::<B>(req);
+        async move {
+            match check.await {
+                Ok(Some(claims)) => Ok(claims),
+                Ok(None) => Err(Refusal::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "bearer token required",
+                )
+                .render(errors)),
+                Err(res) => Err(*res),
+            }
         }
     }
 
     pub(super) async fn logout_all<B>(&self, req: Request<B>) -> Response<Bytes> {
-        let claims = match self.bearer(&req) {
+        let claims = match self.bearer(&req).await {
             Ok(c) => c,
             Err(res) => return res,
         };
@@ -173,7 +202,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
     /// revocations reach (every instance, with a feed). Recorded first, revoked second: a 503
     /// leaves the other sessions live, and a repeat finishes the job.
     pub(super) async fn logout_others<B>(&self, req: Request<B>) -> Response<Bytes> {
-        let claims = match self.bearer_sensitive(&req) {
+        let claims = match self.bearer_sensitive(&req).await {
             Ok(c) => c,
             Err(res) => return res,
         };
@@ -218,7 +247,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
     }
 
     pub(super) async fn sessions<B>(&self, req: Request<B>) -> Response<Bytes> {
-        let claims = match self.bearer(&req) {
+        let claims = match self.bearer(&req).await {
             Ok(c) => c,
             Err(res) => return res,
         };
@@ -249,7 +278,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
     }
 
     pub(super) async fn delete_session<B>(&self, req: Request<B>, id: &str) -> Response<Bytes> {
-        let claims = match self.bearer(&req) {
+        let claims = match self.bearer(&req).await {
             Ok(c) => c,
             Err(res) => return res,
         };
@@ -302,7 +331,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         B: Body<Data = Bytes>,
         B::Error: Into<BoxError>,
     {
-        let claims = match self.bearer(&req) {
+        let claims = match self.bearer(&req).await {
             Ok(c) => c,
             Err(res) => return res,
         };
