@@ -16,7 +16,7 @@ use baton::Baton;
 use baton::bearer::{Authenticated, Dpop};
 use baton::store::{MemoryStore, Policy, RefreshKeys, RefreshStore};
 use baton::token::{Algorithm, DpopKey, Key, KeyRing, KeySet};
-use baton_redis::{RedisOptions, RedisStore};
+use baton_redis::{RedisConnection, RedisOptions, RedisReplayCache, RedisStore};
 use baton_test::RedisServer;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
@@ -34,18 +34,14 @@ async fn me(Authenticated(claims): Authenticated) -> axum::Json<Value> {
     axum::Json(json!({ "sub": claims.sub }))
 }
 
-async fn serve<S: RefreshStore + Clone>(
+/// Serves one instance on `listener`, with `dpop` and the signing `keys` (shared by the
+/// instances behind one load balancer).
+async fn instance<S: RefreshStore + Clone>(
+    listener: tokio::net::TcpListener,
     store: S,
-    redis: Option<RedisServer>,
-    required: bool,
-) -> Harness {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = format!("http://{}", listener.local_addr().unwrap());
-    let mut dpop = Dpop::new(&origin).unwrap();
-    if required {
-        dpop = dpop.required();
-    }
-    let keys = KeyRing::new(KeySet::new(Key::generate("k1", Algorithm::ES256).unwrap()).unwrap());
+    keys: KeyRing,
+    dpop: Dpop,
+) {
     let baton = Baton::builder(store, Users, keys)
         .dpop(dpop)
         .rate_limits(baton::RateLimits::none())
@@ -63,6 +59,24 @@ async fn serve<S: RefreshStore + Clone>(
         .await
         .unwrap();
     });
+}
+
+fn signing_keys() -> KeyRing {
+    KeyRing::new(KeySet::new(Key::generate("k1", Algorithm::ES256).unwrap()).unwrap())
+}
+
+async fn serve<S: RefreshStore + Clone>(
+    store: S,
+    redis: Option<RedisServer>,
+    required: bool,
+) -> Harness {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let mut dpop = Dpop::new(&origin).unwrap();
+    if required {
+        dpop = dpop.required();
+    }
+    instance(listener, store, signing_keys(), dpop).await;
     Harness {
         origin,
         _redis: redis,
@@ -337,9 +351,12 @@ async fn the_rust_client_proves_its_key_to_the_login_app() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let config = login_app::Config {
-        access_ttl: std::time::Duration::from_secs(1),
+        access_ttl: std::time::Duration::from_secs(3),
         public_urls: vec![base.clone()],
         require_dpop: true,
+        // Nonces that turn every second: the client is asked for them at the login, by the
+        // API once its nonce is two periods old, and at the refresh.
+        dpop_nonces: Some(std::time::Duration::from_secs(1)),
         ..login_app::Config::default()
     };
     let app = login_app::app(&config).await.unwrap();
@@ -367,6 +384,8 @@ async fn the_rust_client_proves_its_key_to_the_login_app() {
     assert!(bare.login(login_uri.clone(), &credentials).await.is_err());
 
     let key = DpopKey::generate(Algorithm::EdDSA).unwrap();
+    // Any key shows whether nonces are required (the nonce is checked before the key).
+    let key_for_check = DpopKey::generate(Algorithm::ES256).unwrap();
     let jkt = key.jkt().to_owned();
     let refresher = HttpRefresher::new(plain, refresh_uri).with_dpop_key(key);
     refresher.login(login_uri, &credentials).await.unwrap();
@@ -383,10 +402,146 @@ async fn the_rust_client_proves_its_key_to_the_login_app() {
     let res = service.clone().oneshot(me()).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(refresher.refreshes(), 0);
-    // Past the access token's life: one refresh, with a proof, and the call goes through.
+    // The server does require nonces: the same call with a proof that has none is refused.
+    let token = refresher.access_token().unwrap();
+    let p = key_for_check
+        .proof("GET", &format!("{base}/api/me"), Some(&token), None)
+        .unwrap();
+    let auth = format!("DPoP {token}");
+    let r = call(
+        &h,
+        Method::GET,
+        "/api/me",
+        &[("authorization", &auth), ("dpop", &p)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        r.headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("use_dpop_nonce")
+    );
+    assert!(r.headers.contains_key("dpop-nonce"));
+    // Two nonce periods on, the token still good: the API asks for a new nonce, the client
+    // sends the call again with it, no refresh.
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let res = service.clone().oneshot(me()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(refresher.refreshes(), 0);
+    // Past the access token's life: one refresh, with a proof, and the call goes through.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let res = service.clone().oneshot(me()).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(refresher.refreshes(), 1);
     assert_eq!(jkt_of(&refresher.access_token().unwrap()), jkt.as_str());
+}
+
+/// Two instances behind one load balancer (one public origin), on one Redis with the shared
+/// replay cache: a proof used at one is refused at the other, at the token endpoints and the
+/// API alike; with Redis gone the answer is 503 with `Retry-After` (never a pass), and with
+/// Redis back the instances answer again without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_on_one_redis_see_each_proof_once() {
+    const PUBLIC: &str = "https://api.example";
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let options = RedisOptions::new();
+    let conn = RedisConnection::connect(&server.url(), &options)
+        .await
+        .unwrap();
+    let store = RedisStore::new(
+        conn.clone(),
+        RefreshKeys::generate().unwrap(),
+        Policy::new(),
+        &options,
+    );
+    let replay = RedisReplayCache::new(conn, "t:");
+    let keys = signing_keys();
+    let mut origins = Vec::new();
+    for _ in 0..2 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        origins.push(format!("http://{}", listener.local_addr().unwrap()));
+        let dpop = Dpop::new(PUBLIC).unwrap().with_replay_cache(replay.clone());
+        instance(listener, store.clone(), keys.clone(), dpop).await;
+    }
+    let at = |i: usize| Harness {
+        origin: origins[i].clone(),
+        _redis: None,
+    };
+    let (a, b) = (at(0), at(1));
+    let key = DpopKey::generate(Algorithm::ES256).unwrap();
+    let public_proof = |method: &str, path: &str, token: Option<&str>| {
+        key.proof(method, &format!("{PUBLIC}{path}"), token, None)
+            .unwrap()
+    };
+
+    // A login proof, used at A, replayed at B.
+    let body = json!({ "username": "alice", "password": "alice-password" }).to_string();
+    let p = public_proof("POST", "/auth/login", None);
+    let headers = [("content-type", "application/json"), ("dpop", p.as_str())];
+    let r = call(&a, Method::POST, "/auth/login", &headers, &body).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let access = r.access();
+    let r = call(&b, Method::POST, "/auth/login", &headers, &body).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["error"], "invalid_dpop_proof");
+
+    // An API proof, used at A, replayed at B; a fresh one passes at B.
+    let auth = format!("DPoP {access}");
+    let p = public_proof("GET", "/api/me", Some(&access));
+    let headers = [("authorization", auth.as_str()), ("dpop", p.as_str())];
+    assert_eq!(
+        call(&a, Method::GET, "/api/me", &headers, "").await.status,
+        StatusCode::OK
+    );
+    let r = call(&b, Method::GET, "/api/me", &headers, "").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        r.headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_dpop_proof")
+    );
+    let fresh = |_: ()| public_proof("GET", "/api/me", Some(&access));
+    let p = fresh(());
+    let headers = [("authorization", auth.as_str()), ("dpop", p.as_str())];
+    assert_eq!(
+        call(&b, Method::GET, "/api/me", &headers, "").await.status,
+        StatusCode::OK
+    );
+
+    // Redis gone: the proof cannot be checked, so the request is refused, for now.
+    server.stop();
+    for h in [&a, &b] {
+        let p = fresh(());
+        let headers = [("authorization", auth.as_str()), ("dpop", p.as_str())];
+        let r = call(h, Method::GET, "/api/me", &headers, "").await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+        assert!(r.headers.contains_key("retry-after"));
+        let p = public_proof("POST", "/auth/login", None);
+        let headers = [("content-type", "application/json"), ("dpop", p.as_str())];
+        let r = call(h, Method::POST, "/auth/login", &headers, &body).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+    }
+
+    // Redis back: the same instances answer again.
+    server.restart();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let p = fresh(());
+        let headers = [("authorization", auth.as_str()), ("dpop", p.as_str())];
+        let r = call(&a, Method::GET, "/api/me", &headers, "").await;
+        if r.status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Redis is back but the instance is not"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

@@ -95,8 +95,8 @@ pub use crate::axum::{Authenticated, NotAuthenticated};
 pub use baton_core::{
     CheckRevocation, Revocation, RevocationList, Revoke, RevokeError, RevokeFuture, TokenIdentity,
 };
-pub use body::ResponseBody;
 pub use baton_core::{ReplayCache, ReplayCheck, ReplayFuture, ReplayKey, ReplayUnknown};
+pub use body::ResponseBody;
 pub use dpop::{Dpop, DpopCheckError, DpopNonces, MemoryReplayCache};
 pub use future::ResponseFuture;
 pub use layer::{BearerVerifyLayer, ConfigError};

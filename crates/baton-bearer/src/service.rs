@@ -293,8 +293,10 @@ fn reject<R: BuildRejection>(
             http::HeaderValue::from_static("1"),
         );
     }
-    if matches!(rejection.kind(), RejectionKind::InvalidDpopProof(DpopError::UseNonce))
-        && let Some(nonce) = config.dpop.as_ref().and_then(crate::Dpop::current_nonce)
+    if matches!(
+        rejection.kind(),
+        RejectionKind::InvalidDpopProof(DpopError::UseNonce)
+    ) && let Some(nonce) = config.dpop.as_ref().and_then(crate::Dpop::current_nonce)
     {
         res.headers_mut().insert("dpop-nonce", nonce);
     }

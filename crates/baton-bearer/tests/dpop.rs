@@ -348,3 +348,83 @@ fn the_public_origin_is_checked() {
     }
     assert!(Dpop::new("http://localhost:3000").is_ok());
 }
+
+/// Server nonces (RFC 9449 section 9): a proof without one is refused with the nonce to use;
+/// with it the request goes through; the previous period's nonce still passes and is answered
+/// with the new one; an older or made-up nonce is refused.
+#[tokio::test]
+async fn server_nonces_are_required_handed_out_and_turned() {
+    let f = fixture();
+    let nonces = baton_bearer::DpopNonces::new(&[5; 32], Duration::from_secs(60)).unwrap();
+    let layer = f.layer(f.dpop().with_nonces(nonces.clone()));
+    let token = f.bound_token(&f.key);
+    let auth = format!("DPoP {token}");
+    let url = format!("{ORIGIN}/orders");
+    let with_nonce = |nonce: Option<&str>| f.key.proof("GET", &url, Some(&token), nonce).unwrap();
+    let asked_for_nonce = |res: &Response<baton_bearer::ResponseBody<Full<Bytes>>>| {
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert!(
+            challenge(res).contains(r#"error="use_dpop_nonce""#),
+            "{}",
+            challenge(res)
+        );
+        let rejection = res.extensions().get::<Rejection>().unwrap();
+        assert!(matches!(
+            rejection.kind(),
+            RejectionKind::InvalidDpopProof(baton_token::DpopError::UseNonce)
+        ));
+        res.headers()["dpop-nonce"].to_str().unwrap().to_owned()
+    };
+
+    let nonce = asked_for_nonce(&orders(&layer, &auth, &with_nonce(None)).await);
+    assert!(nonces.accepts(&nonce, NOW * 1000));
+    let res = orders(&layer, &auth, &with_nonce(Some(&nonce))).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        res.headers().get("dpop-nonce").is_none(),
+        "the nonce is current"
+    );
+
+    // The next period: the old nonce passes, and the answer carries the new one.
+    f.clock.advance(Duration::from_secs(60));
+    let res = orders(&layer, &auth, &with_nonce(Some(&nonce))).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let turned = res.headers()["dpop-nonce"].to_str().unwrap().to_owned();
+    assert_ne!(turned, nonce);
+
+    // Two periods on: refused, with the current nonce.
+    f.clock.advance(Duration::from_secs(60));
+    let current = asked_for_nonce(&orders(&layer, &auth, &with_nonce(Some(&nonce))).await);
+    assert_ne!(current, turned);
+    assert_eq!(
+        orders(&layer, &auth, &with_nonce(Some(&current)))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    // A nonce of the caller's own making, or another secret's: refused.
+    asked_for_nonce(&orders(&layer, &auth, &with_nonce(Some("made-up"))).await);
+    let other = baton_bearer::DpopNonces::new(&[6; 32], Duration::from_secs(60)).unwrap();
+    let foreign = other.nonce_at(NOW * 1000 + 120_000);
+    asked_for_nonce(&orders(&layer, &auth, &with_nonce(Some(&foreign))).await);
+}
+
+#[test]
+fn nonce_settings_are_checked() {
+    use baton_bearer::{ConfigError, DpopNonces};
+    assert!(matches!(
+        DpopNonces::new(&[1; 31], Duration::from_secs(60)),
+        Err(ConfigError::InvalidNonces(_))
+    ));
+    assert!(matches!(
+        DpopNonces::new(&[1; 32], Duration::from_millis(999)),
+        Err(ConfigError::InvalidNonces(_))
+    ));
+    let random = DpopNonces::random(Duration::from_secs(60)).unwrap();
+    let again = DpopNonces::random(Duration::from_secs(60)).unwrap();
+    assert_ne!(
+        random.nonce_at(0),
+        again.nonce_at(0),
+        "secrets of their own"
+    );
+}

@@ -32,8 +32,16 @@ async fn a_proof_is_new_once_for_every_instance() {
     let a = cache_at(&server.url()).await;
     let b = cache_at(&server.url()).await;
     assert_eq!(first_use(&a, 1).await, Ok(true));
-    assert_eq!(first_use(&b, 1).await, Ok(false), "replayed to another instance");
-    assert_eq!(first_use(&a, 1).await, Ok(false), "replayed to the same one");
+    assert_eq!(
+        first_use(&b, 1).await,
+        Ok(false),
+        "replayed to another instance"
+    );
+    assert_eq!(
+        first_use(&a, 1).await,
+        Ok(false),
+        "replayed to the same one"
+    );
     assert_eq!(first_use(&b, 2).await, Ok(true));
     // Kept for the proof's window and no longer.
     let key = format!("t:dpop:{}", "01".repeat(16));
@@ -59,7 +67,11 @@ async fn a_check_whose_reply_is_lost_is_not_its_own_replay() {
     proxy.drop_next_reply();
     assert_eq!(first_use(&cache, 3).await, Ok(true));
     assert_eq!(proxy.dropped(), 1, "the reply was lost");
-    assert_eq!(first_use(&cache, 3).await, Ok(false), "a new call is a replay");
+    assert_eq!(
+        first_use(&cache, 3).await,
+        Ok(false),
+        "a new call is a replay"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,7 +84,11 @@ async fn a_redis_that_is_gone_refuses_and_one_that_is_back_answers() {
     server.stop();
     let started = Instant::now();
     assert!(first_use(&cache, 2).await.is_err(), "never let through");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     server.restart();
     // Back without restarting the application (the connection reconnects).
     let deadline = Instant::now() + Duration::from_secs(10);

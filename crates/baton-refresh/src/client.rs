@@ -492,7 +492,10 @@ where
                 && headers
                     .get_all(http::header::WWW_AUTHENTICATE)
                     .iter()
-                    .any(|v| v.to_str().is_ok_and(|v| v.contains("error=\"use_dpop_nonce\"")))
+                    .any(|v| {
+                        v.to_str()
+                            .is_ok_and(|v| v.contains("error=\"use_dpop_nonce\""))
+                    })
         }
         #[cfg(not(feature = "dpop"))]
         {

@@ -382,7 +382,10 @@ where
                 }
                 response = retry_service
                     .clone()
-                    .oneshot(Request::from_parts(again, RetryBody::buffered(replay.clone())))
+                    .oneshot(Request::from_parts(
+                        again,
+                        RetryBody::buffered(replay.clone()),
+                    ))
                     .await?;
             }
 

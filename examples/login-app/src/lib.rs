@@ -394,7 +394,10 @@ pub async fn build(config: &Config) -> Result<Built, String> {
                 .rate_limiter(limiter.clone());
             // DPoP proofs are seen once by all instances, and their nonces are the same.
             let dpop = Shared {
-                replay: Some(baton::redis::RedisReplayCache::new(redis.clone(), "baton-app:")),
+                replay: Some(baton::redis::RedisReplayCache::new(
+                    redis.clone(),
+                    "baton-app:",
+                )),
                 nonce_secret: match config.dpop_nonces {
                     Some(_) => Some(shared_nonce_secret(&redis).await?),
                     None => None,

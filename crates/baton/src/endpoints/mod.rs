@@ -423,7 +423,10 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             baton_bearer::DpopCheckError::Proof(e) => {
                 let mut res = self.error(StatusCode::BAD_REQUEST, e.code(), e.description());
                 if matches!(e, baton_token::DpopError::UseNonce)
-                    && let Some(nonce) = self.dpop.as_ref().and_then(baton_bearer::Dpop::current_nonce)
+                    && let Some(nonce) = self
+                        .dpop
+                        .as_ref()
+                        .and_then(baton_bearer::Dpop::current_nonce)
                 {
                     res.headers_mut().insert("dpop-nonce", nonce);
                 }
