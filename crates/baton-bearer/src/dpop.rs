@@ -16,10 +16,11 @@ use http::{HeaderValue, Request};
 use crate::ConfigError;
 
 /// A bounded replay cache in this process's memory. At most `max_entries` proofs are
-/// remembered, each until its window ends (about 64 bytes each: the 16-byte key and 8-byte
-/// deadline in a table and again in a queue ordered by deadline, with their overhead;
-/// the default 250,000 take about 16 MiB and, with the 120 s window, carry about 2,000 proofs a
-/// second). Expired entries leave in deadline order, a few at each insert, never by a scan.
+/// remembered, each until its window ends: the 16-byte key and 8-byte deadline in a hash table
+/// and again in a queue ordered by deadline, both grown by doubling, so about 80 bytes per
+/// proof at the bound (the default 250,000 take about 19 MiB and, with the 120 s window,
+/// carry about 2,000 proofs a second). Expired entries leave in deadline order, a few at each
+/// insert, never by a scan.
 /// When every entry is still live, new proofs are refused with 503 rather than remembered
 /// badly.
 ///

@@ -52,6 +52,15 @@ async fn a_proof_is_new_once_for_every_instance() {
         .parse()
         .unwrap();
     assert!((55_000..=60_000).contains(&ttl), "{ttl}");
+    // What one remembered proof costs Redis (the figure the docs give).
+    let bytes: u64 = server
+        .command(&["MEMORY", "USAGE", &key])
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    eprintln!("one remembered proof: {bytes} bytes of Redis memory");
+    assert!(bytes <= 128, "{bytes}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,9 @@
 //! DPoP proofs (RFC 9449): a client proves, request by request, that it holds the private key
 //! an access token is bound to.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use aws_lc_rs::digest;
@@ -167,6 +168,39 @@ pub struct DpopVerifier {
     future_skew: u64,
     max_len: usize,
     clock: Arc<dyn Clock>,
+    keys: Arc<KeyCache>,
+}
+
+/// A client's proof key, ready: parsed for aws-lc-rs, with its thumbprint.
+struct ProofKey {
+    key: Prepared,
+    jkt: String,
+}
+
+/// The proof keys seen lately, by their exact public coordinates: a client signs every proof
+/// with the same key, so the key is parsed (and the point checked, and the thumbprint hashed)
+/// once, not on every request. At most [`KeyCache::MAX`] keys (about 200 bytes each); when
+/// full it starts over, so a stream of new keys costs each its parse, as without the cache.
+#[derive(Default)]
+struct KeyCache {
+    keys: RwLock<HashMap<String, Arc<ProofKey>>>,
+}
+
+impl KeyCache {
+    const MAX: usize = 4096;
+
+    fn get(&self, coordinates: &str) -> Option<Arc<ProofKey>> {
+        self.keys.read().ok()?.get(coordinates).cloned()
+    }
+
+    fn insert(&self, coordinates: String, key: Arc<ProofKey>) {
+        if let Ok(mut keys) = self.keys.write() {
+            if keys.len() >= Self::MAX {
+                keys.clear();
+            }
+            keys.insert(coordinates, key);
+        }
+    }
 }
 
 impl fmt::Debug for DpopVerifier {
@@ -194,6 +228,7 @@ impl DpopVerifier {
             future_skew: 60,
             max_len: 4096,
             clock: Arc::new(SystemClock),
+            keys: Arc::default(),
         }
     }
 
@@ -286,11 +321,38 @@ impl DpopVerifier {
         if !sized {
             return Err(invalid("the DPoP proof's jwk does not fit its alg"));
         }
-        let jwk: Jwk = serde_json::from_value(serde_json::Value::Object(members))
-            .map_err(|_| invalid("the DPoP proof's jwk is not valid"))?;
-        let decoding = DecodingKey::from_jwk(&jwk)
-            .map_err(|_| invalid("the DPoP proof's jwk is not valid"))?;
-        let key = Prepared::new(alg, &decoding);
+        // The coordinates are canonical (exact size, and the decoder refuses stray bits), so
+        // equal text is an equal key.
+        let coordinates = match alg {
+            Algorithm::ES256 => format!(
+                "EC:{}:{}",
+                member("x").unwrap_or_default(),
+                member("y").unwrap_or_default()
+            ),
+            _ => format!("OKP:{}", member("x").unwrap_or_default()),
+        };
+        let proof_key = match self.keys.get(&coordinates) {
+            Some(known) => known,
+            None => {
+                let jwk: Jwk = serde_json::from_value(serde_json::Value::Object(members))
+                    .map_err(|_| invalid("the DPoP proof's jwk is not valid"))?;
+                let decoding = DecodingKey::from_jwk(&jwk)
+                    .map_err(|_| invalid("the DPoP proof's jwk is not valid"))?;
+                let jkt = jwk
+                    .thumbprint(ThumbprintHash::SHA256)
+                    .map_err(|_| invalid("the DPoP proof's jwk is not valid"))?;
+                let fresh = Arc::new(ProofKey {
+                    key: Prepared::new(alg, &decoding),
+                    jkt,
+                });
+                // A key that does not parse (a point off the curve) is not remembered.
+                if !matches!(fresh.key, Prepared::Unusable) {
+                    self.keys.insert(coordinates, fresh.clone());
+                }
+                fresh
+            }
+        };
+        let key = &proof_key.key;
         let signature = URL_SAFE_NO_PAD
             .decode(signature_b64)
             .map_err(|_| invalid("the DPoP proof's signature is not base64url"))?;
@@ -334,11 +396,8 @@ impl DpopVerifier {
         {
             return Err(DpopError::UseNonce);
         }
-        let jkt = jwk
-            .thumbprint(ThumbprintHash::SHA256)
-            .map_err(|_| invalid("the DPoP proof's jwk is not valid"))?;
         Ok(VerifiedProof {
-            jkt,
+            jkt: proof_key.jkt.clone(),
             jti: claims.jti,
             iat: claims.iat,
             nonce: claims.nonce,

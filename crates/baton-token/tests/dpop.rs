@@ -222,6 +222,35 @@ fn a_signature_by_another_key_is_refused() {
     refused(&parts.join("."), &request(), "signature");
 }
 
+/// The verifier remembers the keys it parsed: a remembered key still checks every
+/// signature, and each key keeps its own thumbprint.
+#[test]
+fn a_remembered_key_still_checks_every_signature() {
+    let (verifier, _) = verifier();
+    let victim = Forger::new();
+    let other = Forger::new();
+    let jkt_of = |f: &Forger| verifier.verify(&f.honest(), &request()).unwrap().jkt;
+    let (first, second) = (jkt_of(&victim), jkt_of(&other));
+    assert_ne!(first, second);
+    for _ in 0..3 {
+        assert_eq!(jkt_of(&victim), first);
+        assert_eq!(jkt_of(&other), second);
+    }
+    // The victim's key is remembered now; the thief's signature under it is still refused.
+    let forged = other.sign(&victim.header(), &victim.claims());
+    match verifier.verify(&forged, &request()) {
+        Err(e) => assert!(e.description().contains("signature"), "{e:?}"),
+        Ok(p) => panic!("a forged proof passed: {p:?}"),
+    }
+    // The same key with its members spelled in another order and extra members: the same key.
+    let mut header = victim.header();
+    header["jwk"] = json!({
+        "y": victim.jwk()["y"], "x": victim.jwk()["x"], "crv": "P-256", "kty": "EC", "kid": "k"
+    });
+    let proof = victim.sign(&header, &victim.claims());
+    assert_eq!(verifier.verify(&proof, &request()).unwrap().jkt, first);
+}
+
 #[test]
 fn htm_and_htu_must_match_the_request() {
     let f = Forger::new();
