@@ -262,6 +262,20 @@ async fn bound_session_flow(h: Harness) {
     );
     let cookie = r.refresh_cookie().unwrap();
     let header = format!("__Secure-refresh={cookie}");
+    // A proof of the key that does not hold (made out for another endpoint): told so, and
+    // the session is not ended behind the client's back, nor its cookie cleared.
+    let p = proof(&h, &key, "POST", "/auth/refresh", None);
+    let r = call(
+        &h,
+        Method::POST,
+        "/auth/logout",
+        &[("cookie", &header), ("dpop", &p)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    assert_eq!(r.body["error"], "invalid_dpop_proof");
+    assert!(r.refresh_cookie().is_none());
     let p = proof(&h, &key, "POST", "/auth/logout", None);
     let r = call(
         &h,
@@ -351,7 +365,8 @@ async fn the_rust_client_proves_its_key_to_the_login_app() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let config = login_app::Config {
-        access_ttl: std::time::Duration::from_secs(3),
+        // Long enough that the nonce step below (2.1 s in) is well within it on a busy machine.
+        access_ttl: std::time::Duration::from_secs(6),
         public_urls: vec![base.clone()],
         require_dpop: true,
         // Nonces that turn every second: the client is asked for them at the login, by the
@@ -387,6 +402,36 @@ async fn the_rust_client_proves_its_key_to_the_login_app() {
     // Any key shows whether nonces are required (the nonce is checked before the key).
     let key_for_check = DpopKey::generate(Algorithm::ES256).unwrap();
     let jkt = key.jkt().to_owned();
+    // By hand first: a login proof without a nonce is refused with the nonce to use; with it
+    // the login goes through, and the token response hands out the nonce to use next.
+    let login = |p: &str| {
+        let body = credentials.to_string();
+        let p = p.to_owned();
+        let h = &h;
+        async move {
+            call(
+                h,
+                Method::POST,
+                "/auth/login",
+                &[("content-type", "application/json"), ("dpop", &p)],
+                &body,
+            )
+            .await
+        }
+    };
+    let login_url = format!("{base}/auth/login");
+    let r = login(&key_for_check.proof("POST", &login_url, None, None).unwrap()).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["error"], "use_dpop_nonce");
+    let nonce = r.headers["dpop-nonce"].to_str().unwrap().to_owned();
+    let r = login(
+        &key_for_check
+            .proof("POST", &login_url, None, Some(&nonce))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert!(r.headers.contains_key("dpop-nonce"));
     let refresher = HttpRefresher::new(plain, refresh_uri).with_dpop_key(key);
     refresher.login(login_uri, &credentials).await.unwrap();
     assert_eq!(jkt_of(&refresher.access_token().unwrap()), jkt.as_str());
@@ -431,7 +476,7 @@ async fn the_rust_client_proves_its_key_to_the_login_app() {
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(refresher.refreshes(), 0);
     // Past the access token's life: one refresh, with a proof, and the call goes through.
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(4500)).await;
     let res = service.clone().oneshot(me()).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(refresher.refreshes(), 1);

@@ -17,10 +17,12 @@ use crate::ConfigError;
 
 /// A bounded replay cache in this process's memory. At most `max_entries` proofs are
 /// remembered, each until its window ends: the 16-byte key and 8-byte deadline in a hash table
-/// and again in a queue ordered by deadline, both grown by doubling, so about 80 bytes per
-/// proof at the bound (the default 250,000 take about 19 MiB and, with the 120 s window,
-/// carry about 2,000 proofs a second). Expired entries leave in deadline order, a few at each
-/// insert, never by a scan.
+/// and again in a queue in arrival order, both grown by doubling, so about 80 bytes per proof
+/// at the bound (the default 250,000 take about 19 MiB and, with the 120 s window, carry about
+/// 2,000 proofs a second). Expired entries leave from the front of the queue, a few at each
+/// insert, never by a scan; as deadlines follow the proofs' `iat`, which may differ from the
+/// arrival order by up to the window, an expired entry can wait behind a live one and count
+/// toward the bound a little longer (near the bound, the 503 comes that much earlier).
 /// When every entry is still live, new proofs are refused with 503 rather than remembered
 /// badly.
 ///
@@ -372,16 +374,21 @@ impl Dpop {
     ///
     /// # Errors
     /// [`DpopCheckError`]: a bad or replayed proof, or a replay cache that cannot answer.
-    pub async fn check<B>(
+    pub fn check<B>(
         &self,
         req: &Request<B>,
         access_token: Option<&str>,
-    ) -> Result<Option<VerifiedProof>, DpopCheckError> {
-        let Some(proof) = self.verify(req, access_token)? else {
-            return Ok(None);
-        };
-        self.record(&proof).await?;
-        Ok(Some(proof))
+    ) -> impl Future<Output = Result<Option<VerifiedProof>, DpopCheckError>> + Send + use<'_, B>
+    {
+        // Verified now: the future holds nothing of the request (its body need not be `Sync`).
+        let verified = self.verify(req, access_token);
+        async move {
+            let Some(proof) = verified? else {
+                return Ok(None);
+            };
+            self.record(&proof).await?;
+            Ok(Some(proof))
+        }
     }
 
     /// [`check`](Self::check) without the replay cache: for a caller that records the proof

@@ -38,6 +38,11 @@ return 0
 /// refused with 503 and `Retry-After` (the proof might have been seen: it is never let
 /// through unchecked).
 ///
+/// What it needs of Redis, as the store does: `maxmemory-policy noeviction` (every key here
+/// carries a TTL, so a `volatile-*` policy evicts these first, and an evicted proof can be
+/// replayed), and a primary that keeps what it answered (a failover that loses unreplicated
+/// writes forgets the last proofs seen, which could then be replayed within their window).
+///
 /// ```no_run
 /// use baton_redis::{RedisConnection, RedisOptions, RedisReplayCache};
 ///

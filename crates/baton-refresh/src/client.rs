@@ -484,10 +484,10 @@ where
     /// Keeps the nonce a response from this origin hands out (`DPoP-Nonce`), and asks for
     /// the request to be sent again with it when the server refused the proof for the lack
     /// of it (401 `use_dpop_nonce`, RFC 9449 section 9).
-    fn resend(&self, parts: &request::Parts, status: StatusCode, headers: &HeaderMap) -> bool {
+    fn resend(&self, uri: &Uri, status: StatusCode, headers: &HeaderMap) -> bool {
         #[cfg(feature = "dpop")]
         {
-            self.keep_nonce(&parts.uri, headers)
+            self.keep_nonce(uri, headers)
                 && status == StatusCode::UNAUTHORIZED
                 && headers
                     .get_all(http::header::WWW_AUTHENTICATE)
@@ -499,7 +499,7 @@ where
         }
         #[cfg(not(feature = "dpop"))]
         {
-            let _ = (parts, status, headers);
+            let _ = (uri, status, headers);
             false
         }
     }

@@ -55,7 +55,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::WWW_AUTHENTICATE;
-use http::{HeaderMap, Request, Response, StatusCode, request};
+use http::{HeaderMap, Request, Response, StatusCode, Uri, request};
 use http_body::Body;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
@@ -120,10 +120,12 @@ pub trait Refresher: Clone + Send + Sync + 'static {
         false
     }
 
-    /// Looks at the response to a request's first attempt: `true` sends the request once
-    /// more, [`prepare`](Self::prepare)d again and without a refresh (a DPoP server asking
-    /// for a nonce, say). The default is `false`.
-    fn resend(&self, _parts: &request::Parts, _status: StatusCode, _headers: &HeaderMap) -> bool {
+    /// Looks at every response to a request to `uri` (a DPoP client keeps the server's
+    /// nonce here): `true` asks for the request to be sent once more,
+    /// [`prepare`](Self::prepare)d again and without a refresh (a DPoP server asking for a
+    /// fresh nonce, say). Only a first attempt whose body could be kept is sent again. The
+    /// default is `false`.
+    fn resend(&self, _uri: &Uri, _status: StatusCode, _headers: &HeaderMap) -> bool {
         false
     }
 
@@ -369,12 +371,12 @@ where
                 (RetryBody::stream(body), None)
             };
             let retry_parts = replay.as_ref().map(|_| snapshot(&parts));
+            let uri = parts.uri.clone();
             let mut response = inner
                 .oneshot(Request::from_parts(parts, first_body))
                 .await?;
-            if let (Some(retry_parts), Some(replay)) = (&retry_parts, &replay)
-                && refresher.resend(retry_parts, response.status(), response.headers())
-            {
+            let resend = refresher.resend(&uri, response.status(), response.headers());
+            if let (true, Some(retry_parts), Some(replay)) = (resend, &retry_parts, &replay) {
                 let mut again = snapshot(retry_parts);
                 refresher.prepare(&mut again);
                 if let Some(credentials) = &proactive {
@@ -387,6 +389,7 @@ where
                         RetryBody::buffered(replay.clone()),
                     ))
                     .await?;
+                refresher.resend(&uri, response.status(), response.headers());
             }
 
             let used = proactive;
@@ -426,6 +429,8 @@ where
                         RetryBody::buffered(replay),
                     ))
                     .await?;
+                // Its nonce is kept for the next request; this one is answered as it is.
+                refresher.resend(&uri, response.status(), response.headers());
                 refresher.finish(&credentials, response.headers_mut());
                 return Ok(response);
             }

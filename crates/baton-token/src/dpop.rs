@@ -177,10 +177,11 @@ struct ProofKey {
     jkt: String,
 }
 
-/// The proof keys seen lately, by their exact public coordinates: a client signs every proof
-/// with the same key, so the key is parsed (and the point checked, and the thumbprint hashed)
-/// once, not on every request. At most [`KeyCache::MAX`] keys (about 200 bytes each); when
-/// full it starts over, so a stream of new keys costs each its parse, as without the cache.
+/// The proof keys seen lately, by their JWK exactly as sent: a client signs every proof with
+/// the same key, so the key is parsed (and the point checked, and the thumbprint hashed) once,
+/// not on every request. At most [`KeyCache::MAX`] keys (a few hundred bytes each with
+/// aws-lc-rs's own key memory); when full it starts over, so a stream of new keys costs each
+/// its parse, as without the cache.
 #[derive(Default)]
 struct KeyCache {
     keys: RwLock<HashMap<String, Arc<ProofKey>>>,
@@ -189,16 +190,16 @@ struct KeyCache {
 impl KeyCache {
     const MAX: usize = 4096;
 
-    fn get(&self, coordinates: &str) -> Option<Arc<ProofKey>> {
-        self.keys.read().ok()?.get(coordinates).cloned()
+    fn get(&self, jwk: &str) -> Option<Arc<ProofKey>> {
+        self.keys.read().ok()?.get(jwk).cloned()
     }
 
-    fn insert(&self, coordinates: String, key: Arc<ProofKey>) {
+    fn insert(&self, jwk: String, key: Arc<ProofKey>) {
         if let Ok(mut keys) = self.keys.write() {
             if keys.len() >= Self::MAX {
                 keys.clear();
             }
-            keys.insert(coordinates, key);
+            keys.insert(jwk, key);
         }
     }
 }
@@ -321,17 +322,11 @@ impl DpopVerifier {
         if !sized {
             return Err(invalid("the DPoP proof's jwk does not fit its alg"));
         }
-        // The coordinates are canonical (exact size, and the decoder refuses stray bits), so
-        // equal text is an equal key.
-        let coordinates = match alg {
-            Algorithm::ES256 => format!(
-                "EC:{}:{}",
-                member("x").unwrap_or_default(),
-                member("y").unwrap_or_default()
-            ),
-            _ => format!("OKP:{}", member("x").unwrap_or_default()),
-        };
-        let proof_key = match self.keys.get(&coordinates) {
+        // Remembered by the whole JWK as sent (every member, not only the coordinates), so a
+        // JWK the full parse would refuse is never taken for one it accepted.
+        let jwk_text = serde_json::to_string(&members)
+            .map_err(|_| invalid("the DPoP proof's jwk is not valid"))?;
+        let proof_key = match self.keys.get(&jwk_text) {
             Some(known) => known,
             None => {
                 let jwk: Jwk = serde_json::from_value(serde_json::Value::Object(members))
@@ -347,7 +342,7 @@ impl DpopVerifier {
                 });
                 // A key that does not parse (a point off the curve) is not remembered.
                 if !matches!(fresh.key, Prepared::Unusable) {
-                    self.keys.insert(coordinates, fresh.clone());
+                    self.keys.insert(jwk_text, fresh.clone());
                 }
                 fresh
             }

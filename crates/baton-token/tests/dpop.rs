@@ -249,6 +249,16 @@ fn a_remembered_key_still_checks_every_signature() {
     });
     let proof = victim.sign(&header, &victim.claims());
     assert_eq!(verifier.verify(&proof, &request()).unwrap().jkt, first);
+    // A remembered key with an ill-typed member the full parse refuses: refused warm as cold.
+    let mut header = victim.header();
+    header["jwk"]["key_ops"] = json!(5);
+    let proof = victim.sign(&header, &victim.claims());
+    let cold = verifier.verify(&proof, &request()).unwrap_err();
+    assert!(cold.description().contains("jwk"), "{cold:?}");
+    assert!(
+        verifier.verify(&proof, &request()).is_err(),
+        "and again, warm"
+    );
 }
 
 #[test]

@@ -190,9 +190,10 @@
             if (attempt > 1) status('');
             return 'ok';
           }
-          // Only a refusal of the refresh token itself signs out; a timeout, a limit or a
-          // server or proxy in trouble (408, 429, 5xx) is waited out.
-          if (res && [400, 401, 403].includes(res.status)) {
+          // Only a refusal of the refresh token itself signs out; a timeout, a limit, a
+          // server or proxy in trouble (408, 429, 5xx) or a nonce that turned again (instances
+          // a little apart at the turn) is waited out.
+          if (res && [400, 401, 403].includes(res.status) && !(await nonceAsked(res))) {
             accessToken = null;
             share({ type: 'signed-out' });
             return 'signed-out';
@@ -257,7 +258,8 @@
   // What a failed call means: signed out only when the refresh was refused, not when the
   // server was busy (refresh() has said so already).
   async function failed({ res, refreshed }) {
-    if (res.status === 401 && refreshed !== 'unavailable') return signedOut('Please log in.');
+    const nonce = (res.headers.get('WWW-Authenticate') || '').includes('use_dpop_nonce');
+    if (res.status === 401 && refreshed !== 'unavailable' && !nonce) return signedOut('Please log in.');
     if (refreshed !== 'unavailable') status(await errorText(res), true);
   }
 

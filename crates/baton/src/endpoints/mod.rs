@@ -375,6 +375,15 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         );
         res.headers_mut()
             .insert(PRAGMA, HeaderValue::from_static("no-cache"));
+        // The nonce to use next (when the server hands them out): the client's following
+        // proofs need no refusal to learn it.
+        if let Some(nonce) = self
+            .dpop
+            .as_ref()
+            .and_then(baton_bearer::Dpop::current_nonce)
+        {
+            res.headers_mut().insert("dpop-nonce", nonce);
+        }
         for cookie in cookies {
             res.headers_mut().append(SET_COOKIE, cookie);
         }

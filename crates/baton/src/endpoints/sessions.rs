@@ -45,8 +45,10 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                 Err(e) => return self.store_failed(e),
             };
             // A session bound to a DPoP key is ended only by a request proving the key: a
-            // stolen cookie alone just loses its cookie. A client asked for a fresh nonce, or
-            // whose proof cannot be recorded now, is told so and tries again.
+            // stolen cookie alone (or with a proof from another key) just loses its cookie. A
+            // proof that does not hold (a clock far off, an old nonce), or that cannot be
+            // recorded now, is answered as such (400 or 503), so the client tries again rather
+            // than believe the session ended.
             let proven = match (&session, proof) {
                 (Some(session), proof) if session.dpop_jkt.is_some() => match proof {
                     Some(Ok(Some(proof))) if Some(&proof.jkt) == session.dpop_jkt.as_ref() => {
@@ -55,9 +57,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                         }
                         true
                     }
-                    Some(Err(
-                        e @ baton_bearer::DpopCheckError::Proof(baton_token::DpopError::UseNonce),
-                    )) => return self.dpop_refused(e),
+                    Some(Err(e)) => return self.dpop_refused(e),
                     _ => false,
                 },
                 _ => true,
