@@ -4,6 +4,9 @@
 //! When no `redis-server` binary exists, [`RedisServer::start`] prints a loud message and
 //! returns `None` (the test then skips), unless `BATON_REQUIRE_REDIS=1`, when it panics.
 //! `BATON_REDIS_SERVER` names another binary.
+//!
+//! [`OidcServer`]: a real OpenID provider (`oidc-provider` on node) over HTTPS, for the
+//! sign-in tests (`BATON_REQUIRE_OIDC=1` makes a missing node fail them).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -12,6 +15,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+mod oidc;
+
+pub use oidc::{OidcClient, OidcServer};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 

@@ -1,0 +1,656 @@
+//! Sign in with an OpenID Connect provider (Google, Kakao, any certified provider), ending in
+//! the application's own sessions: the authorization code flow with PKCE (S256), `state` and
+//! `nonce`, the ID token checked by the `openidconnect` crate (issuer, audience, expiry,
+//! nonce, and the signature with the keys from the provider's discovery document, fetched over
+//! HTTPS), and the identity `(issuer, subject)` mapped to a local user by [`Accounts`].
+//!
+//! ```text
+//!  browser                         application (baton)                     provider
+//!     |  GET {base}/oidc/google/start?return_to=/account                         |
+//!     |-------------------------------->|                                        |
+//!     |                                 | state, nonce, PKCE verifier: sealed    |
+//!     |  302 to the provider            | into a cookie for the callback path    |
+//!     |  Set-Cookie: baton-oidc=<sealed>; Path={base}/oidc/google/callback;      |
+//!     |              HttpOnly; Secure; SameSite=Lax; Max-Age=600                 |
+//!     |<--------------------------------|                                        |
+//!     |  GET /authorize?response_type=code&client_id&redirect_uri&scope=openid   |
+//!     |      &state&nonce&code_challenge&code_challenge_method=S256              |
+//!     |------------------------------------------------------------------------>|
+//!     |                     the user signs in and consents at the provider       |
+//!     |  302 to {redirect_uri}?code&state                                        |
+//!     |<------------------------------------------------------------------------|
+//!     |  GET {base}/oidc/google/callback?code&state (the cookie comes along:     |
+//!     |  a top-level navigation, SameSite=Lax)                                   |
+//!     |-------------------------------->|  state = the sealed state?             |
+//!     |                                 |  POST /token code + verifier + secret  |
+//!     |                                 |--------------------------------------->|
+//!     |                                 |  id_token (+ access token)             |
+//!     |                                 |<---------------------------------------|
+//!     |                                 |  ID token: signature (JWKS), iss, aud, |
+//!     |                                 |  exp, nonce; (iss, sub) -> local user  |
+//!     |  303 to return_to (same origin) |  an ordinary session: refresh cookie   |
+//!     |<--------------------------------|                                        |
+//! ```
+//!
+//! Every failure (the user cancelled, a state that does not match, a replayed code, an ID
+//! token for another client or issuer, an expired one, a provider that is down) ends the flow
+//! with an [`OidcFailure`] naming it; the facade turns it into a redirect to the page with
+//! `?oidc_error=<code>`, never a 500. `return_to` accepts same-origin paths only.
+//!
+//! The facade (`baton`, feature `oidc`) serves the two endpoints; this crate holds the flow,
+//! for applications that serve them themselves.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+mod accounts;
+mod http;
+mod seal;
+
+use std::fmt;
+use std::time::Duration;
+
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreProviderMetadata};
+use openidconnect::{
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
+    EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+    TokenResponse as _,
+};
+use subtle::ConstantTimeEq as _;
+
+pub use accounts::{Accounts, AccountsUnavailable, Link, MemoryAccounts};
+pub use http::HttpError;
+use seal::{FlowState, Sealer};
+
+/// The name of the cookie that carries a flow from its start to its callback.
+pub const FLOW_COOKIE: &str = "baton-oidc";
+
+/// A client of a discovered provider.
+type Client = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// The chain of an error's sources, for messages.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// A configuration that cannot be used (a bad issuer URL, a provider whose discovery document
+/// cannot be fetched or read, a bad root certificate).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OidcError {
+    /// The settings themselves.
+    #[error("OpenID Connect configuration: {0}")]
+    Config(String),
+    /// The provider's discovery document (or its keys) could not be fetched or read.
+    #[error("OpenID Connect discovery of {issuer}: {reason}")]
+    Discovery {
+        /// The issuer asked.
+        issuer: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Why a sign-in did not complete. [`code`](Self::code) is what the page is told.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OidcFailure {
+    /// No provider by that name.
+    #[error("unknown provider")]
+    UnknownProvider,
+    /// The user cancelled at the provider, or the provider refused (`error=...`).
+    #[error("the provider answered {0}")]
+    Provider(String),
+    /// No flow cookie, or one that is not this server's, expired, or for another provider.
+    #[error("the sign-in expired or was not started here")]
+    NoFlow,
+    /// The callback's `state` is not the flow's.
+    #[error("the state does not match")]
+    StateMismatch,
+    /// The callback has no code (or a malformed query).
+    #[error("the callback is malformed")]
+    BadCallback,
+    /// The provider refused the code (used before, expired, or for another client).
+    #[error("the provider refused the code: {0}")]
+    CodeRefused(String),
+    /// The ID token failed a check (signature, issuer, audience, expiry, nonce), or none came.
+    #[error("the ID token is not valid: {0}")]
+    InvalidIdToken(String),
+    /// The provider could not be reached (or timed out): try again.
+    #[error("the provider is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl OidcFailure {
+    /// A short code for the page (`?oidc_error=`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            OidcFailure::UnknownProvider => "unknown_provider",
+            OidcFailure::Provider(e) if e == "access_denied" => "access_denied",
+            OidcFailure::Provider(_) => "provider_error",
+            OidcFailure::NoFlow => "expired",
+            OidcFailure::StateMismatch => "state_mismatch",
+            OidcFailure::BadCallback => "bad_callback",
+            OidcFailure::CodeRefused(_) => "code_refused",
+            OidcFailure::InvalidIdToken(_) => "invalid_id_token",
+            OidcFailure::Unavailable(_) => "provider_unavailable",
+        }
+    }
+}
+
+/// One provider to sign in with.
+#[derive(Clone)]
+pub struct ProviderConfig {
+    id: String,
+    display_name: String,
+    issuer: String,
+    client_id: String,
+    client_secret: Option<String>,
+    scopes: Vec<String>,
+}
+
+impl fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("id", &self.id)
+            .field("display_name", &self.display_name)
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProviderConfig {
+    /// The provider `id` (in URLs: `a-z`, `0-9`, `-`, up to 32), shown as `display_name`,
+    /// found at `issuer` (its discovery document at
+    /// `{issuer}/.well-known/openid-configuration`), where this application is `client_id`.
+    /// Scopes: `openid email profile`.
+    pub fn new(
+        id: impl Into<String>,
+        display_name: impl Into<String>,
+        issuer: impl Into<String>,
+        client_id: impl Into<String>,
+    ) -> Self {
+        ProviderConfig {
+            id: id.into(),
+            display_name: display_name.into(),
+            issuer: issuer.into(),
+            client_id: client_id.into(),
+            client_secret: None,
+            scopes: vec!["email".to_owned(), "profile".to_owned()],
+        }
+    }
+
+    /// The client secret (a confidential client: `client_secret_basic`).
+    #[must_use]
+    pub fn with_secret(mut self, secret: impl Into<String>) -> Self {
+        self.client_secret = Some(secret.into());
+        self
+    }
+
+    /// Scopes besides `openid`.
+    #[must_use]
+    pub fn with_scopes(mut self, scopes: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.scopes = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
+/// Settings for reaching providers and keeping flows.
+#[derive(Clone, Debug)]
+pub struct OidcOptions {
+    roots: Vec<Vec<u8>>,
+    timeout: Duration,
+    flow_ttl: Duration,
+}
+
+impl Default for OidcOptions {
+    fn default() -> Self {
+        OidcOptions {
+            roots: Vec::new(),
+            timeout: Duration::from_secs(10),
+            flow_ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+impl OidcOptions {
+    /// The platform's root certificates, 10 s per exchange with a provider, 10 minutes to
+    /// finish a sign-in.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Trusts this certificate authority (DER) instead of the platform's roots.
+    #[must_use]
+    pub fn with_root_certificate(mut self, der: impl Into<Vec<u8>>) -> Self {
+        self.roots.push(der.into());
+        self
+    }
+
+    /// The longest wait for one exchange with a provider.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How long a user has between the start and the callback.
+    #[must_use]
+    pub fn with_flow_ttl(mut self, ttl: Duration) -> Self {
+        self.flow_ttl = ttl;
+        self
+    }
+}
+
+struct Provider {
+    config: ProviderConfig,
+    client: Client,
+    issuer: String,
+}
+
+/// A sign-in's start: send the browser to `redirect` with `set_cookie`.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Started {
+    /// The provider's authorization URL.
+    pub redirect: String,
+    /// The `Set-Cookie` value carrying the flow to the callback.
+    pub set_cookie: String,
+}
+
+/// Who signed in at the provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Identity {
+    /// The provider's issuer identifier.
+    pub issuer: String,
+    /// The user's subject at that issuer (stable, unique per issuer).
+    pub subject: String,
+    /// The e-mail the provider gives, if any (never used to merge accounts).
+    pub email: Option<String>,
+    /// Whether the provider verified that e-mail.
+    pub email_verified: Option<bool>,
+    /// A display name, if any.
+    pub name: Option<String>,
+    /// How the provider authenticated the user (`amr`), if it says.
+    pub amr: Vec<String>,
+}
+
+/// A completed sign-in.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Finished {
+    /// Who signed in.
+    pub identity: Identity,
+    /// The ID token as received (for `id_token_hint` at the provider's logout, say).
+    pub id_token: String,
+    /// The same-origin path to go to now.
+    pub return_to: String,
+    /// For a linking flow: the signed-in user that began it.
+    pub link_user: Option<String>,
+}
+
+/// The providers an application signs in with, and the flows between them and it.
+pub struct Oidc {
+    providers: Vec<Provider>,
+    http: http::HttpsClient,
+    sealer: Sealer,
+    callback_base: String,
+    flow_ttl: Duration,
+}
+
+impl fmt::Debug for Oidc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Oidc")
+            .field(
+                "providers",
+                &self
+                    .providers
+                    .iter()
+                    .map(|p| &p.config.id)
+                    .collect::<Vec<_>>(),
+            )
+            .field("callback_base", &self.callback_base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `true` for a provider id usable in paths.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// `return_to` when it is a path of this origin (`/...`, not `//host` or `/\host`), else `/`.
+pub fn same_origin_path(return_to: Option<&str>) -> String {
+    match return_to {
+        Some(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && !path.starts_with("/\\")
+                && path.len() <= 512
+                && !path.bytes().any(|b| b.is_ascii_control() || b == b'\\') =>
+        {
+            path.to_owned()
+        }
+        _ => "/".to_owned(),
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Oidc {
+    /// Discovers each provider (its discovery document and keys, over HTTPS) for an
+    /// application reached at `public_origin` (`https://app.example`), whose callbacks are
+    /// `{public_origin}{base_path}/oidc/{id}/callback` (register exactly that redirect URI at
+    /// each provider). `flow_key` (32 random bytes, the same on every instance) seals the
+    /// flows.
+    ///
+    /// # Errors
+    /// [`OidcError`] naming the provider or setting that cannot be used.
+    pub async fn discover(
+        public_origin: &str,
+        base_path: &str,
+        providers: Vec<ProviderConfig>,
+        flow_key: &[u8; 32],
+        options: OidcOptions,
+    ) -> Result<Self, OidcError> {
+        let http = http::HttpsClient::new(&options.roots, options.timeout)?;
+        let origin = public_origin.trim_end_matches('/');
+        if !(origin.starts_with("https://") || origin.starts_with("http://")) {
+            return Err(OidcError::Config(format!(
+                "the public origin must be an http(s) origin: {public_origin:?}"
+            )));
+        }
+        let callback_base = format!("{origin}{}", base_path.trim_end_matches('/'));
+        let send = |req| http.send(req);
+        let mut discovered = Vec::new();
+        for config in providers {
+            if !valid_id(&config.id) {
+                return Err(OidcError::Config(format!(
+                    "provider id {:?}: use a-z, 0-9 and -, up to 32",
+                    config.id
+                )));
+            }
+            if discovered
+                .iter()
+                .any(|p: &Provider| p.config.id == config.id)
+            {
+                return Err(OidcError::Config(format!(
+                    "provider id {:?} given twice",
+                    config.id
+                )));
+            }
+            let discovery = |reason: String| OidcError::Discovery {
+                issuer: config.issuer.clone(),
+                reason,
+            };
+            let issuer =
+                IssuerUrl::new(config.issuer.clone()).map_err(|e| discovery(e.to_string()))?;
+            let metadata = CoreProviderMetadata::discover_async(issuer, &send)
+                .await
+                .map_err(|e| discovery(chain(&e)))?;
+            let redirect = RedirectUrl::new(format!("{callback_base}/oidc/{}/callback", config.id))
+                .map_err(|e| OidcError::Config(format!("redirect URI: {e}")))?;
+            let issuer = metadata.issuer().to_string();
+            let client = CoreClient::from_provider_metadata(
+                metadata,
+                ClientId::new(config.client_id.clone()),
+                config.client_secret.clone().map(ClientSecret::new),
+            )
+            .set_redirect_uri(redirect);
+            discovered.push(Provider {
+                config,
+                client,
+                issuer,
+            });
+        }
+        Ok(Oidc {
+            providers: discovered,
+            http,
+            sealer: Sealer::new(flow_key)?,
+            callback_base,
+            flow_ttl: options.flow_ttl,
+        })
+    }
+
+    /// The providers, as `(id, display name)`.
+    pub fn providers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.providers
+            .iter()
+            .map(|p| (p.config.id.as_str(), p.config.display_name.as_str()))
+    }
+
+    fn provider(&self, id: &str) -> Result<&Provider, OidcFailure> {
+        self.providers
+            .iter()
+            .find(|p| p.config.id == id)
+            .ok_or(OidcFailure::UnknownProvider)
+    }
+
+    /// The path the flow cookie is scoped to: the provider's callback.
+    fn cookie_path(&self, id: &str) -> String {
+        let base = self
+            .callback_base
+            .splitn(4, '/')
+            .nth(3)
+            .map(|p| format!("/{p}"))
+            .unwrap_or_default();
+        format!("{base}/oidc/{id}/callback")
+    }
+
+    /// Starts a sign-in at provider `id`, to land on `return_to` (a same-origin path; anything
+    /// else lands on `/`). For linking, `link_user` is the signed-in user the identity is
+    /// for.
+    ///
+    /// # Errors
+    /// [`OidcFailure::UnknownProvider`]; [`OidcFailure::Unavailable`] when no random numbers.
+    pub fn start(
+        &self,
+        id: &str,
+        return_to: Option<&str>,
+        link_user: Option<&str>,
+    ) -> Result<Started, OidcFailure> {
+        let provider = self.provider(id)?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut request = provider.client.authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        );
+        for scope in &provider.config.scopes {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        let (url, state, nonce) = request.set_pkce_challenge(challenge).url();
+        let flow = FlowState {
+            provider: id.to_owned(),
+            state: state.secret().clone(),
+            nonce: nonce.secret().clone(),
+            verifier: verifier.secret().clone(),
+            return_to: same_origin_path(return_to),
+            link_user: link_user.map(str::to_owned),
+            expires: now() + self.flow_ttl.as_secs(),
+        };
+        let sealed = self
+            .sealer
+            .seal(&flow)
+            .map_err(|e| OidcFailure::Unavailable(e.to_string()))?;
+        let cookie = cookie::Cookie::build((FLOW_COOKIE, sealed))
+            .path(self.cookie_path(id))
+            .http_only(true)
+            .secure(true)
+            .same_site(cookie::SameSite::Lax)
+            .max_age(cookie::time::Duration::seconds(
+                i64::try_from(self.flow_ttl.as_secs()).unwrap_or(600),
+            ));
+        Ok(Started {
+            redirect: url.to_string(),
+            set_cookie: cookie.to_string(),
+        })
+    }
+
+    /// The `Set-Cookie` value that ends provider `id`'s flow cookie.
+    pub fn clear_cookie(&self, id: &str) -> String {
+        cookie::Cookie::build((FLOW_COOKIE, ""))
+            .path(self.cookie_path(id))
+            .http_only(true)
+            .secure(true)
+            .same_site(cookie::SameSite::Lax)
+            .max_age(cookie::time::Duration::ZERO)
+            .to_string()
+    }
+
+    /// Finishes a sign-in at provider `id` from its callback: the query string and the
+    /// request's `Cookie` headers. The flow cookie is spent either way (clear it with
+    /// [`clear_cookie`](Self::clear_cookie)).
+    ///
+    /// # Errors
+    /// [`OidcFailure`] naming what failed.
+    pub async fn finish<'a>(
+        &self,
+        id: &str,
+        query: Option<&str>,
+        cookies: impl Iterator<Item = &'a str>,
+    ) -> Result<Finished, OidcFailure> {
+        let provider = self.provider(id)?;
+        let params: Vec<(String, String)> = serde_urlencoded_pairs(query.unwrap_or_default())?;
+        let param = |name: &str| {
+            let mut found = params
+                .iter()
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str());
+            match (found.next(), found.next()) {
+                (Some(v), None) => Some(v),
+                _ => None,
+            }
+        };
+        let flow = cookies
+            .flat_map(|line| cookie::Cookie::split_parse(line.to_owned()))
+            .filter_map(Result::ok)
+            .filter(|c| c.name() == FLOW_COOKIE)
+            .find_map(|c| self.sealer.open(c.value(), id, now()));
+        if let Some(error) = param("error") {
+            // The user cancelled, or the provider refused: only a known error code is kept.
+            let code = if error
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && error.len() <= 64
+            {
+                error.to_owned()
+            } else {
+                "invalid".to_owned()
+            };
+            return Err(OidcFailure::Provider(code));
+        }
+        let flow = flow.ok_or(OidcFailure::NoFlow)?;
+        let state = param("state").ok_or(OidcFailure::StateMismatch)?;
+        if !bool::from(state.as_bytes().ct_eq(flow.state.as_bytes())) {
+            return Err(OidcFailure::StateMismatch);
+        }
+        let code = param("code").ok_or(OidcFailure::BadCallback)?;
+        let send = |req| self.http.send(req);
+        let tokens = provider
+            .client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .map_err(|e| OidcFailure::Unavailable(e.to_string()))?
+            .set_pkce_verifier(PkceCodeVerifier::new(flow.verifier.clone()))
+            .request_async(&send)
+            .await
+            .map_err(|e| match e {
+                openidconnect::RequestTokenError::ServerResponse(r) => {
+                    OidcFailure::CodeRefused(r.error().to_string())
+                }
+                other => OidcFailure::Unavailable(chain(&other)),
+            })?;
+        let id_token = tokens
+            .id_token()
+            .ok_or_else(|| OidcFailure::InvalidIdToken("no ID token".to_owned()))?;
+        let identity = identity_of(provider, id_token, &flow.nonce)?;
+        Ok(Finished {
+            identity,
+            id_token: id_token.to_string(),
+            return_to: flow.return_to,
+            link_user: flow.link_user,
+        })
+    }
+
+    /// Checks an ID token of provider `id` as the callback does (signature with the
+    /// provider's keys, issuer, audience: this client, expiry, and `nonce`), for an
+    /// application that receives ID tokens another way (a native client's sign-in, say).
+    ///
+    /// # Errors
+    /// [`OidcFailure::UnknownProvider`], or [`OidcFailure::InvalidIdToken`] naming the check
+    /// that failed.
+    pub fn check_id_token(
+        &self,
+        id: &str,
+        token: &str,
+        nonce: &str,
+    ) -> Result<Identity, OidcFailure> {
+        let provider = self.provider(id)?;
+        let token: CoreIdToken = token
+            .parse()
+            .map_err(|e: serde_json::Error| OidcFailure::InvalidIdToken(e.to_string()))?;
+        identity_of(provider, &token, nonce)
+    }
+}
+
+/// The identity in `token`, once every check passed.
+fn identity_of(
+    provider: &Provider,
+    token: &CoreIdToken,
+    nonce: &str,
+) -> Result<Identity, OidcFailure> {
+    let claims = token
+        .claims(
+            &provider.client.id_token_verifier(),
+            &Nonce::new(nonce.to_owned()),
+        )
+        .map_err(|e| OidcFailure::InvalidIdToken(chain(&e)))?;
+    Ok(Identity {
+        issuer: provider.issuer.clone(),
+        subject: claims.subject().to_string(),
+        email: claims.email().map(|e| e.to_string()),
+        email_verified: claims.email_verified(),
+        name: claims
+            .name()
+            .and_then(|n| n.get(None))
+            .map(|n| n.to_string()),
+        amr: claims
+            .auth_method_refs()
+            .map(|amr| amr.iter().map(|m| m.to_string()).collect())
+            .unwrap_or_default(),
+    })
+}
+
+/// A query string's pairs, percent-decoded.
+fn serde_urlencoded_pairs(query: &str) -> Result<Vec<(String, String)>, OidcFailure> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| Ok((k.into_owned(), v.into_owned())))
+        .collect()
+}

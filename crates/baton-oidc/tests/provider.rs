@@ -1,0 +1,373 @@
+//! The sign-in flow against a real OpenID provider (`oidc-provider` on node, over HTTPS on a
+//! loopback port, started by the test): discovery, the code flow with PKCE, state and nonce,
+//! the ID token checked; and each attack refused: a wrong or missing state, a replayed code,
+//! a flow cookie of another provider, an ID token for another client, another issuer's
+//! provider, an expired ID token, `return_to` off-site, the user cancelling.
+
+use std::time::Duration;
+
+use baton_oidc::{Oidc, OidcFailure, OidcOptions, ProviderConfig};
+use baton_test::{OidcClient, OidcServer};
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+const APP: &str = "http://127.0.0.1:3000";
+const KEY: [u8; 32] = [7; 32];
+
+fn client(id: &str) -> OidcClient {
+    OidcClient {
+        id: id.to_owned(),
+        secret: format!("{id}-secret"),
+        redirect_uri: format!("{APP}/auth/oidc/test/callback"),
+    }
+}
+
+async fn oidc_for(server: &OidcServer, id: &str) -> Oidc {
+    let config = ProviderConfig::new("test", "Test", server.issuer(), id)
+        .with_secret(format!("{id}-secret"));
+    Oidc::discover(
+        APP,
+        "/auth",
+        vec![config],
+        &KEY,
+        OidcOptions::new().with_root_certificate(server.ca_der().to_vec()),
+    )
+    .await
+    .unwrap()
+}
+
+/// A user agent for the provider's pages: keeps its cookies, follows its redirects, fills in
+/// its development login and consent forms, and stops at the redirect to the application.
+struct Browser {
+    http: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    cookies: Vec<(String, String)>,
+}
+
+impl Browser {
+    fn new(ca: &[u8]) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from(ca.to_vec()))
+            .unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .build();
+        Browser {
+            http: Client::builder(TokioExecutor::new()).build(https),
+            cookies: Vec::new(),
+        }
+    }
+
+    async fn send(
+        &mut self,
+        method: Method,
+        url: &str,
+        form: Option<&str>,
+    ) -> (StatusCode, String, String) {
+        let mut req = Request::builder().method(method).uri(url);
+        if !self.cookies.is_empty() {
+            let line: Vec<String> = self
+                .cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            req = req.header(header::COOKIE, line.join("; "));
+        }
+        if form.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        }
+        let body = Full::new(Bytes::from(form.unwrap_or_default().to_owned()));
+        let res = match self.http.request(req.body(body).unwrap()).await {
+            Ok(res) => res,
+            Err(e) => panic!("{url}: {e:?}"),
+        };
+        for set in res.headers().get_all(header::SET_COOKIE) {
+            let c = cookie::Cookie::parse(set.to_str().unwrap().to_owned()).unwrap();
+            self.cookies.retain(|(k, _)| k != c.name());
+            if !c.value().is_empty() {
+                self.cookies
+                    .push((c.name().to_owned(), c.value().to_owned()));
+            }
+        }
+        let status = res.status();
+        let location = res
+            .headers()
+            .get(header::LOCATION)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = String::from_utf8_lossy(&res.into_body().collect().await.unwrap().to_bytes())
+            .into_owned();
+        (status, location, body)
+    }
+
+    /// Goes from the authorization URL through the provider's login (as `login`) and consent
+    /// (or its cancel) to the redirect back to the application: that redirect's query.
+    async fn sign_in(
+        &mut self,
+        issuer: &str,
+        authorize: &str,
+        login: &str,
+        cancel: bool,
+    ) -> String {
+        let mut url = authorize.to_owned();
+        for _ in 0..12 {
+            let absolute = if url.starts_with('/') {
+                format!("{issuer}{url}")
+            } else {
+                url.clone()
+            };
+            if absolute.starts_with(APP) {
+                return absolute
+                    .split_once('?')
+                    .map(|(_, q)| q.to_owned())
+                    .unwrap_or_default();
+            }
+            let (status, location, body) = self.send(Method::GET, &absolute, None).await;
+            if status.is_redirection() {
+                url = location;
+                continue;
+            }
+            assert_eq!(status, StatusCode::OK, "{absolute}: {body}");
+            let form = if body.contains(r#"name="prompt" value="login""#) {
+                format!("prompt=login&login={login}&password=any")
+            } else if cancel {
+                let (_, location, _) = self
+                    .send(Method::GET, &format!("{absolute}/abort"), None)
+                    .await;
+                url = location;
+                continue;
+            } else {
+                "prompt=consent".to_owned()
+            };
+            let (status, location, body) = self.send(Method::POST, &absolute, Some(&form)).await;
+            assert!(status.is_redirection(), "{status}: {body}");
+            url = location;
+        }
+        panic!("the provider never sent the browser back");
+    }
+}
+
+/// The flow cookie's value from a `Set-Cookie`, as the callback's `Cookie` header.
+fn cookie_line(set_cookie: &str) -> String {
+    let c = cookie::Cookie::parse(set_cookie.to_owned()).unwrap();
+    format!("{}={}", c.name(), c.value())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_signs_in_and_the_same_identity_comes_back() {
+    let Some(server) = OidcServer::start(&[client("app")], Duration::from_secs(3600)) else {
+        return;
+    };
+    let oidc = oidc_for(&server, "app").await;
+    assert_eq!(oidc.providers().collect::<Vec<_>>(), vec![("test", "Test")]);
+    let mut browser = Browser::new(server.ca_der());
+
+    let started = oidc
+        .start("test", Some("/account?tab=devices"), None)
+        .unwrap();
+    assert!(
+        started.redirect.contains("code_challenge_method=S256"),
+        "{}",
+        started.redirect
+    );
+    assert!(started.set_cookie.contains("HttpOnly"));
+    assert!(started.set_cookie.contains("SameSite=Lax"));
+    assert!(started.set_cookie.contains("Path=/auth/oidc/test/callback"));
+    let query = browser
+        .sign_in(&server.issuer(), &started.redirect, "alice", false)
+        .await;
+    let cookie = cookie_line(&started.set_cookie);
+    let finished = oidc
+        .finish("test", Some(&query), [cookie.as_str()].into_iter())
+        .await
+        .unwrap();
+    assert_eq!(finished.identity.issuer, server.issuer());
+    assert_eq!(finished.identity.subject, "alice");
+    assert_eq!(
+        finished.identity.email.as_deref(),
+        Some("alice@example.test")
+    );
+    assert_eq!(finished.return_to, "/account?tab=devices");
+
+    // The same code again (a replay): the provider refuses it.
+    let again = oidc
+        .finish("test", Some(&query), [cookie.as_str()].into_iter())
+        .await;
+    assert!(
+        matches!(again, Err(OidcFailure::CodeRefused(_))),
+        "{again:?}"
+    );
+
+    // A second sign-in: the same subject, so the same local user.
+    let started = oidc
+        .start("test", Some("https://evil.example/"), None)
+        .unwrap();
+    let query = browser
+        .sign_in(&server.issuer(), &started.redirect, "alice", false)
+        .await;
+    let cookie = cookie_line(&started.set_cookie);
+    let second = oidc
+        .finish("test", Some(&query), [cookie.as_str()].into_iter())
+        .await
+        .unwrap();
+    assert_eq!(second.identity.subject, "alice");
+    assert_eq!(
+        second.return_to, "/",
+        "an off-site return_to lands on the home page"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_without_its_flow_or_with_another_state_is_refused() {
+    let Some(server) = OidcServer::start(&[client("app")], Duration::from_secs(3600)) else {
+        return;
+    };
+    let oidc = oidc_for(&server, "app").await;
+    let mut browser = Browser::new(server.ca_der());
+    let started = oidc.start("test", None, None).unwrap();
+    let query = browser
+        .sign_in(&server.issuer(), &started.redirect, "bob", false)
+        .await;
+    let cookie = cookie_line(&started.set_cookie);
+    // No flow cookie (a callback forged into another browser): refused.
+    let r = oidc.finish("test", Some(&query), std::iter::empty()).await;
+    assert!(matches!(r, Err(OidcFailure::NoFlow)), "{r:?}");
+    // Another flow's cookie: its state is not this callback's.
+    let other = oidc.start("test", None, None).unwrap();
+    let other_cookie = cookie_line(&other.set_cookie);
+    let r = oidc
+        .finish("test", Some(&query), [other_cookie.as_str()].into_iter())
+        .await;
+    assert!(matches!(r, Err(OidcFailure::StateMismatch)), "{r:?}");
+    // The state taken out of the callback.
+    let stripped: String = query
+        .split('&')
+        .filter(|p| !p.starts_with("state="))
+        .collect::<Vec<_>>()
+        .join("&");
+    let r = oidc
+        .finish("test", Some(&stripped), [cookie.as_str()].into_iter())
+        .await;
+    assert!(matches!(r, Err(OidcFailure::StateMismatch)), "{r:?}");
+    // A cookie sealed for another provider id does not open here.
+    let r = oidc
+        .finish("other", Some(&query), [cookie.as_str()].into_iter())
+        .await;
+    assert!(matches!(r, Err(OidcFailure::UnknownProvider)), "{r:?}");
+    // The real pair still works (nothing above spent the code).
+    let r = oidc
+        .finish("test", Some(&query), [cookie.as_str()].into_iter())
+        .await;
+    assert_eq!(r.unwrap().identity.subject, "bob");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_user_cancelling_is_access_denied() {
+    let Some(server) = OidcServer::start(&[client("app")], Duration::from_secs(3600)) else {
+        return;
+    };
+    let oidc = oidc_for(&server, "app").await;
+    let mut browser = Browser::new(server.ca_der());
+    let started = oidc.start("test", None, None).unwrap();
+    let query = browser
+        .sign_in(&server.issuer(), &started.redirect, "carol", true)
+        .await;
+    let cookie = cookie_line(&started.set_cookie);
+    let r = oidc
+        .finish("test", Some(&query), [cookie.as_str()].into_iter())
+        .await;
+    let failure = r.unwrap_err();
+    assert_eq!(failure.code(), "access_denied", "{failure:?}");
+}
+
+/// The `nonce` claim of a real ID token (read, not checked: the test hands it back).
+fn nonce_of(id_token: &str) -> String {
+    use base64::Engine as _;
+    let payload = id_token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    claims["nonce"].as_str().unwrap().to_owned()
+}
+
+/// A real ID token: a whole sign-in of `login` through `oidc`.
+async fn id_token(server: &OidcServer, oidc: &Oidc, login: &str) -> String {
+    let mut browser = Browser::new(server.ca_der());
+    let started = oidc.start("test", None, None).unwrap();
+    let query = browser
+        .sign_in(&server.issuer(), &started.redirect, login, false)
+        .await;
+    let cookie = cookie_line(&started.set_cookie);
+    oidc.finish("test", Some(&query), [cookie.as_str()].into_iter())
+        .await
+        .unwrap()
+        .id_token
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_token_for_another_client_issuer_nonce_or_expired_is_refused() {
+    let Some(server) = OidcServer::start(&[client("app"), client("other")], Duration::from_secs(2))
+    else {
+        return;
+    };
+    let Some(elsewhere) = OidcServer::start(&[client("app")], Duration::from_secs(3600)) else {
+        return;
+    };
+    let app = oidc_for(&server, "app").await;
+    let other = oidc_for(&server, "other").await;
+    let app_elsewhere = oidc_for(&elsewhere, "app").await;
+    let refused = |r: Result<baton_oidc::Identity, OidcFailure>, why: &str| match r {
+        Err(OidcFailure::InvalidIdToken(e)) => eprintln!("{why}: refused ({e})"),
+        other => panic!("{why}: expected an invalid ID token, got {other:?}"),
+    };
+
+    let own = id_token(&server, &app, "frank").await;
+    let nonce = nonce_of(&own);
+    assert_eq!(
+        app.check_id_token("test", &own, &nonce).unwrap().subject,
+        "frank"
+    );
+    refused(
+        app.check_id_token("test", &own, "another-nonce"),
+        "wrong nonce",
+    );
+    // The provider's own, real token, but for another client (audience).
+    let foreign = id_token(&server, &other, "frank").await;
+    refused(
+        app.check_id_token("test", &foreign, &nonce_of(&foreign)),
+        "another client",
+    );
+    // Another issuer's real token, for a client of the same name.
+    let elsewhere_token = id_token(&elsewhere, &app_elsewhere, "frank").await;
+    refused(
+        app.check_id_token("test", &elsewhere_token, &nonce_of(&elsewhere_token)),
+        "another issuer",
+    );
+    // A signature that is not the provider's: the token with its last byte changed.
+    let (signed, signature) = own.rsplit_once('.').unwrap();
+    let mut signature: Vec<char> = signature.chars().collect();
+    signature[5] = if signature[5] == 'A' { 'B' } else { 'A' };
+    let forged = format!("{signed}.{}", signature.into_iter().collect::<String>());
+    refused(
+        app.check_id_token("test", &forged, &nonce),
+        "forged signature",
+    );
+    // Expired: this provider's tokens live 2 s.
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    refused(app.check_id_token("test", &own, &nonce), "expired");
+}
