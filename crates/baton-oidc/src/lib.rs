@@ -388,7 +388,7 @@ impl Oidc {
             )));
         }
         let callback_base = format!("{origin}{}", base_path.trim_end_matches('/'));
-        let send = |req| http.send(req);
+        let send = sender(&http);
         let mut discovered = Vec::new();
         for config in providers {
             if !valid_id(&config.id) {
@@ -526,16 +526,16 @@ impl Oidc {
     }
 
     /// Finishes a sign-in at provider `id` from its callback: the query string and the
-    /// request's `Cookie` headers. The flow cookie is spent either way (clear it with
+    /// request's `Cookie` header lines. The flow cookie is spent either way (clear it with
     /// [`clear_cookie`](Self::clear_cookie)).
     ///
     /// # Errors
     /// [`OidcFailure`] naming what failed.
-    pub async fn finish<'a>(
+    pub async fn finish(
         &self,
         id: &str,
         query: Option<&str>,
-        cookies: impl Iterator<Item = &'a str>,
+        cookies: &[&str],
     ) -> Result<Finished, OidcFailure> {
         let provider = self.provider(id)?;
         let params: Vec<(String, String)> = serde_urlencoded_pairs(query.unwrap_or_default())?;
@@ -550,7 +550,8 @@ impl Oidc {
             }
         };
         let flow = cookies
-            .flat_map(|line| cookie::Cookie::split_parse(line.to_owned()))
+            .iter()
+            .flat_map(|line| cookie::Cookie::split_parse(*line))
             .filter_map(Result::ok)
             .filter(|c| c.name() == FLOW_COOKIE)
             .find_map(|c| self.sealer.open(c.value(), id, now()));
@@ -573,7 +574,7 @@ impl Oidc {
             return Err(OidcFailure::StateMismatch);
         }
         let code = param("code").ok_or(OidcFailure::BadCallback)?;
-        let send = |req| self.http.send(req);
+        let send = sender(&self.http);
         let tokens = provider
             .client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
@@ -648,9 +649,34 @@ fn identity_of(
     })
 }
 
+/// The exchange function `openidconnect` calls: each call's future owns its client (a
+/// borrowed one would make the sign-in's future `Send` for one lifetime only).
+fn sender(
+    http: &http::HttpsClient,
+) -> impl Fn(
+    openidconnect::HttpRequest,
+) -> std::pin::Pin<
+    Box<dyn Future<Output = Result<openidconnect::HttpResponse, HttpError>> + Send>,
+> + use<> {
+    let http = http.clone();
+    move |req| {
+        let http = http.clone();
+        Box::pin(async move { http.send(req).await })
+    }
+}
+
 /// A query string's pairs, percent-decoded.
 fn serde_urlencoded_pairs(query: &str) -> Result<Vec<(String, String)>, OidcFailure> {
     url::form_urlencoded::parse(query.as_bytes())
         .map(|(k, v)| Ok((k.into_owned(), v.into_owned())))
         .collect()
+}
+
+#[cfg(test)]
+mod send_check {
+    #[allow(dead_code)]
+    fn finish_is_send(o: &super::Oidc) {
+        fn is_send<T: Send>(_: T) {}
+        is_send(o.finish("x", None, &[]));
+    }
 }

@@ -7,13 +7,7 @@
 use std::time::Duration;
 
 use baton_oidc::{Oidc, OidcFailure, OidcOptions, ProviderConfig};
-use baton_test::{OidcClient, OidcServer};
-use bytes::Bytes;
-use http::{Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use baton_test::{OidcClient, OidcServer, ProviderBrowser as Browser};
 
 const APP: &str = "http://127.0.0.1:3000";
 const KEY: [u8; 32] = [7; 32];
@@ -40,125 +34,6 @@ async fn oidc_for(server: &OidcServer, id: &str) -> Oidc {
     .unwrap()
 }
 
-/// A user agent for the provider's pages: keeps its cookies, follows its redirects, fills in
-/// its development login and consent forms, and stops at the redirect to the application.
-struct Browser {
-    http: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
-    cookies: Vec<(String, String)>,
-}
-
-impl Browser {
-    fn new(ca: &[u8]) -> Self {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(rustls::pki_types::CertificateDer::from(ca.to_vec()))
-            .unwrap();
-        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_only()
-            .enable_http1()
-            .build();
-        Browser {
-            http: Client::builder(TokioExecutor::new()).build(https),
-            cookies: Vec::new(),
-        }
-    }
-
-    async fn send(
-        &mut self,
-        method: Method,
-        url: &str,
-        form: Option<&str>,
-    ) -> (StatusCode, String, String) {
-        let mut req = Request::builder().method(method).uri(url);
-        if !self.cookies.is_empty() {
-            let line: Vec<String> = self
-                .cookies
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            req = req.header(header::COOKIE, line.join("; "));
-        }
-        if form.is_some() {
-            req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-        }
-        let body = Full::new(Bytes::from(form.unwrap_or_default().to_owned()));
-        let res = match self.http.request(req.body(body).unwrap()).await {
-            Ok(res) => res,
-            Err(e) => panic!("{url}: {e:?}"),
-        };
-        for set in res.headers().get_all(header::SET_COOKIE) {
-            let c = cookie::Cookie::parse(set.to_str().unwrap().to_owned()).unwrap();
-            self.cookies.retain(|(k, _)| k != c.name());
-            if !c.value().is_empty() {
-                self.cookies
-                    .push((c.name().to_owned(), c.value().to_owned()));
-            }
-        }
-        let status = res.status();
-        let location = res
-            .headers()
-            .get(header::LOCATION)
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        let body = String::from_utf8_lossy(&res.into_body().collect().await.unwrap().to_bytes())
-            .into_owned();
-        (status, location, body)
-    }
-
-    /// Goes from the authorization URL through the provider's login (as `login`) and consent
-    /// (or its cancel) to the redirect back to the application: that redirect's query.
-    async fn sign_in(
-        &mut self,
-        issuer: &str,
-        authorize: &str,
-        login: &str,
-        cancel: bool,
-    ) -> String {
-        let mut url = authorize.to_owned();
-        for _ in 0..12 {
-            let absolute = if url.starts_with('/') {
-                format!("{issuer}{url}")
-            } else {
-                url.clone()
-            };
-            if absolute.starts_with(APP) {
-                return absolute
-                    .split_once('?')
-                    .map(|(_, q)| q.to_owned())
-                    .unwrap_or_default();
-            }
-            let (status, location, body) = self.send(Method::GET, &absolute, None).await;
-            if status.is_redirection() {
-                url = location;
-                continue;
-            }
-            assert_eq!(status, StatusCode::OK, "{absolute}: {body}");
-            let form = if body.contains(r#"name="prompt" value="login""#) {
-                format!("prompt=login&login={login}&password=any")
-            } else if cancel {
-                let (_, location, _) = self
-                    .send(Method::GET, &format!("{absolute}/abort"), None)
-                    .await;
-                url = location;
-                continue;
-            } else {
-                "prompt=consent".to_owned()
-            };
-            let (status, location, body) = self.send(Method::POST, &absolute, Some(&form)).await;
-            assert!(status.is_redirection(), "{status}: {body}");
-            url = location;
-        }
-        panic!("the provider never sent the browser back");
-    }
-}
-
 /// The flow cookie's value from a `Set-Cookie`, as the callback's `Cookie` header.
 fn cookie_line(set_cookie: &str) -> String {
     let c = cookie::Cookie::parse(set_cookie.to_owned()).unwrap();
@@ -172,7 +47,7 @@ async fn a_user_signs_in_and_the_same_identity_comes_back() {
     };
     let oidc = oidc_for(&server, "app").await;
     assert_eq!(oidc.providers().collect::<Vec<_>>(), vec![("test", "Test")]);
-    let mut browser = Browser::new(server.ca_der());
+    let mut browser = Browser::new(server.ca_der(), APP);
 
     let started = oidc
         .start("test", Some("/account?tab=devices"), None)
@@ -190,7 +65,7 @@ async fn a_user_signs_in_and_the_same_identity_comes_back() {
         .await;
     let cookie = cookie_line(&started.set_cookie);
     let finished = oidc
-        .finish("test", Some(&query), [cookie.as_str()].into_iter())
+        .finish("test", Some(&query), &[cookie.as_str()])
         .await
         .unwrap();
     assert_eq!(finished.identity.issuer, server.issuer());
@@ -202,9 +77,7 @@ async fn a_user_signs_in_and_the_same_identity_comes_back() {
     assert_eq!(finished.return_to, "/account?tab=devices");
 
     // The same code again (a replay): the provider refuses it.
-    let again = oidc
-        .finish("test", Some(&query), [cookie.as_str()].into_iter())
-        .await;
+    let again = oidc.finish("test", Some(&query), &[cookie.as_str()]).await;
     assert!(
         matches!(again, Err(OidcFailure::CodeRefused(_))),
         "{again:?}"
@@ -219,7 +92,7 @@ async fn a_user_signs_in_and_the_same_identity_comes_back() {
         .await;
     let cookie = cookie_line(&started.set_cookie);
     let second = oidc
-        .finish("test", Some(&query), [cookie.as_str()].into_iter())
+        .finish("test", Some(&query), &[cookie.as_str()])
         .await
         .unwrap();
     assert_eq!(second.identity.subject, "alice");
@@ -235,20 +108,20 @@ async fn a_callback_without_its_flow_or_with_another_state_is_refused() {
         return;
     };
     let oidc = oidc_for(&server, "app").await;
-    let mut browser = Browser::new(server.ca_der());
+    let mut browser = Browser::new(server.ca_der(), APP);
     let started = oidc.start("test", None, None).unwrap();
     let query = browser
         .sign_in(&server.issuer(), &started.redirect, "bob", false)
         .await;
     let cookie = cookie_line(&started.set_cookie);
     // No flow cookie (a callback forged into another browser): refused.
-    let r = oidc.finish("test", Some(&query), std::iter::empty()).await;
+    let r = oidc.finish("test", Some(&query), &[]).await;
     assert!(matches!(r, Err(OidcFailure::NoFlow)), "{r:?}");
     // Another flow's cookie: its state is not this callback's.
     let other = oidc.start("test", None, None).unwrap();
     let other_cookie = cookie_line(&other.set_cookie);
     let r = oidc
-        .finish("test", Some(&query), [other_cookie.as_str()].into_iter())
+        .finish("test", Some(&query), &[other_cookie.as_str()])
         .await;
     assert!(matches!(r, Err(OidcFailure::StateMismatch)), "{r:?}");
     // The state taken out of the callback.
@@ -258,18 +131,14 @@ async fn a_callback_without_its_flow_or_with_another_state_is_refused() {
         .collect::<Vec<_>>()
         .join("&");
     let r = oidc
-        .finish("test", Some(&stripped), [cookie.as_str()].into_iter())
+        .finish("test", Some(&stripped), &[cookie.as_str()])
         .await;
     assert!(matches!(r, Err(OidcFailure::StateMismatch)), "{r:?}");
     // A cookie sealed for another provider id does not open here.
-    let r = oidc
-        .finish("other", Some(&query), [cookie.as_str()].into_iter())
-        .await;
+    let r = oidc.finish("other", Some(&query), &[cookie.as_str()]).await;
     assert!(matches!(r, Err(OidcFailure::UnknownProvider)), "{r:?}");
     // The real pair still works (nothing above spent the code).
-    let r = oidc
-        .finish("test", Some(&query), [cookie.as_str()].into_iter())
-        .await;
+    let r = oidc.finish("test", Some(&query), &[cookie.as_str()]).await;
     assert_eq!(r.unwrap().identity.subject, "bob");
 }
 
@@ -279,15 +148,13 @@ async fn the_user_cancelling_is_access_denied() {
         return;
     };
     let oidc = oidc_for(&server, "app").await;
-    let mut browser = Browser::new(server.ca_der());
+    let mut browser = Browser::new(server.ca_der(), APP);
     let started = oidc.start("test", None, None).unwrap();
     let query = browser
         .sign_in(&server.issuer(), &started.redirect, "carol", true)
         .await;
     let cookie = cookie_line(&started.set_cookie);
-    let r = oidc
-        .finish("test", Some(&query), [cookie.as_str()].into_iter())
-        .await;
+    let r = oidc.finish("test", Some(&query), &[cookie.as_str()]).await;
     let failure = r.unwrap_err();
     assert_eq!(failure.code(), "access_denied", "{failure:?}");
 }
@@ -307,13 +174,13 @@ fn nonce_of(id_token: &str) -> String {
 
 /// A real ID token: a whole sign-in of `login` through `oidc`.
 async fn id_token(server: &OidcServer, oidc: &Oidc, login: &str) -> String {
-    let mut browser = Browser::new(server.ca_der());
+    let mut browser = Browser::new(server.ca_der(), APP);
     let started = oidc.start("test", None, None).unwrap();
     let query = browser
         .sign_in(&server.issuer(), &started.redirect, login, false)
         .await;
     let cookie = cookie_line(&started.set_cookie);
-    oidc.finish("test", Some(&query), [cookie.as_str()].into_iter())
+    oidc.finish("test", Some(&query), &[cookie.as_str()])
         .await
         .unwrap()
         .id_token

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 mod oidc;
 
-pub use oidc::{OidcClient, OidcServer};
+pub use oidc::{OidcClient, OidcServer, ProviderBrowser};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 

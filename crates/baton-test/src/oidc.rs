@@ -12,6 +12,13 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
 use crate::{COUNTER, free_port};
 
 fn required() -> bool {
@@ -224,4 +231,137 @@ fn certificates() -> (Vec<u8>, String, String) {
         .signed_by(&key, &ca)
         .expect("server certificate");
     (ca.der().to_vec(), cert.pem(), key.serialize_pem())
+}
+
+/// A user agent for the provider's pages: keeps its cookies, follows its redirects, fills in
+/// its development login and consent forms, and stops at the redirect to the application.
+pub struct ProviderBrowser {
+    http: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    cookies: Vec<(String, String)>,
+    app: String,
+}
+
+impl std::fmt::Debug for ProviderBrowser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderBrowser")
+            .field("app", &self.app)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProviderBrowser {
+    /// A browser trusting `ca` (the provider's test authority) that stops at the redirect
+    /// to `app` (the application's origin).
+    pub fn new(ca: &[u8], app: &str) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from(ca.to_vec()))
+            .unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .build();
+        ProviderBrowser {
+            http: Client::builder(TokioExecutor::new()).build(https),
+            cookies: Vec::new(),
+            app: app.to_owned(),
+        }
+    }
+
+    async fn send(
+        &mut self,
+        method: Method,
+        url: &str,
+        form: Option<&str>,
+    ) -> (StatusCode, String, String) {
+        let mut req = Request::builder().method(method).uri(url);
+        if !self.cookies.is_empty() {
+            let line: Vec<String> = self
+                .cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            req = req.header(header::COOKIE, line.join("; "));
+        }
+        if form.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        }
+        let body = Full::new(Bytes::from(form.unwrap_or_default().to_owned()));
+        let res = match self.http.request(req.body(body).unwrap()).await {
+            Ok(res) => res,
+            Err(e) => panic!("{url}: {e:?}"),
+        };
+        for set in res.headers().get_all(header::SET_COOKIE) {
+            let c = cookie::Cookie::parse(set.to_str().unwrap().to_owned()).unwrap();
+            self.cookies.retain(|(k, _)| k != c.name());
+            if !c.value().is_empty() {
+                self.cookies
+                    .push((c.name().to_owned(), c.value().to_owned()));
+            }
+        }
+        let status = res.status();
+        let location = res
+            .headers()
+            .get(header::LOCATION)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = String::from_utf8_lossy(&res.into_body().collect().await.unwrap().to_bytes())
+            .into_owned();
+        (status, location, body)
+    }
+
+    /// Goes from the authorization URL through the provider's login (as `login`) and consent
+    /// (or its cancel) to the redirect back to the application: that redirect's query.
+    /// # Panics
+    /// When the provider answers something other than its pages and redirects.
+    pub async fn sign_in(
+        &mut self,
+        issuer: &str,
+        authorize: &str,
+        login: &str,
+        cancel: bool,
+    ) -> String {
+        let mut url = authorize.to_owned();
+        for _ in 0..12 {
+            let absolute = if url.starts_with('/') {
+                format!("{issuer}{url}")
+            } else {
+                url.clone()
+            };
+            if absolute.starts_with(&self.app) {
+                return absolute
+                    .split_once('?')
+                    .map(|(_, q)| q.to_owned())
+                    .unwrap_or_default();
+            }
+            let (status, location, body) = self.send(Method::GET, &absolute, None).await;
+            if status.is_redirection() {
+                url = location;
+                continue;
+            }
+            assert_eq!(status, StatusCode::OK, "{absolute}: {body}");
+            let form = if body.contains(r#"name="prompt" value="login""#) {
+                format!("prompt=login&login={login}&password=any")
+            } else if cancel {
+                let (_, location, _) = self
+                    .send(Method::GET, &format!("{absolute}/abort"), None)
+                    .await;
+                url = location;
+                continue;
+            } else {
+                "prompt=consent".to_owned()
+            };
+            let (status, location, body) = self.send(Method::POST, &absolute, Some(&form)).await;
+            assert!(status.is_redirection(), "{status}: {body}");
+            url = location;
+        }
+        panic!("the provider never sent the browser back");
+    }
 }

@@ -111,6 +111,10 @@ pub use errors::{JsonErrors, Refusal, RenderError, RenderRejection};
 pub use limit::{LimitFuture, MemoryLimiter, RateLimiter, RateLimits, Rule};
 pub use username::canonical_username;
 
+/// Sign-in with OpenID Connect providers (feature `oidc`).
+#[cfg(feature = "oidc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "oidc")))]
+pub use baton_oidc as oidc;
 /// The Redis store (feature `redis`).
 #[cfg(feature = "redis")]
 pub use baton_redis as redis;
@@ -160,6 +164,8 @@ pub(crate) struct Inner<S, A: Authenticator> {
     pub(crate) limits: RateLimits,
     pub(crate) limiter: Arc<dyn RateLimiter>,
     pub(crate) clock: Arc<dyn Clock>,
+    #[cfg(feature = "oidc")]
+    pub(crate) oidc: Option<endpoints::oidc::OidcSetup>,
 }
 
 /// Where revocations go and are checked: this process's [`RevocationList`] by default, or a
@@ -220,6 +226,8 @@ pub struct BatonBuilder<S, A> {
     recent_login: Option<RecentLogin>,
     device_id_header: String,
     dpop: Option<baton_bearer::Dpop>,
+    #[cfg(feature = "oidc")]
+    oidc: Option<endpoints::oidc::OidcSetup>,
 }
 
 impl<S, A> fmt::Debug for BatonBuilder<S, A> {
@@ -264,6 +272,8 @@ impl<S: RefreshStore, A: Authenticator> Baton<S, A> {
             recent_login: None,
             device_id_header: BatonBuilder::<S, A>::DEFAULT_DEVICE_ID_HEADER.to_owned(),
             dpop: None,
+            #[cfg(feature = "oidc")]
+            oidc: None,
         }
     }
 
@@ -548,6 +558,20 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
         self
     }
 
+    /// Sign-in with OpenID Connect providers (feature `oidc`): `GET {base}/oidc/providers`
+    /// lists them, `GET {base}/oidc/{id}/start?return_to=/path` sends the browser to the
+    /// provider, and `GET {base}/oidc/{id}/callback` (the redirect URI to register) opens an
+    /// ordinary session for the user `accounts` links the identity to (the refresh cookie, as
+    /// a login sets it; the page then refreshes for an access token) and sends the browser to
+    /// `return_to`. Every failure sends it to `/?oidc_error=<code>`. The authenticator's
+    /// `claims` must know the users `accounts` names.
+    #[cfg(feature = "oidc")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "oidc")))]
+    pub fn oidc(mut self, oidc: baton_oidc::Oidc, accounts: impl baton_oidc::Accounts) -> Self {
+        self.oidc = Some(endpoints::oidc::OidcSetup::new(oidc, accounts));
+        self
+    }
+
     /// The default header a native app sends its stable device identifier in.
     pub const DEFAULT_DEVICE_ID_HEADER: &'static str = "x-device-id";
 
@@ -651,6 +675,8 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
                 bearer_sensitive,
                 device_id_header,
                 dpop: self.dpop,
+                #[cfg(feature = "oidc")]
+                oidc: self.oidc,
                 refresh_cookie,
                 device_cookie,
                 access_cookie,

@@ -235,9 +235,35 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         if let Some(jkt) = &jkt {
             login = login.with_dpop_jkt(jkt.clone());
         }
-        let created = match self.store.create(&principal.user_id, login).await {
+        let created = match self
+            .open_session(&principal.user_id, login, ip, agent.as_deref())
+            .await
+        {
+            Ok(created) => created,
+            Err(res) => return res,
+        };
+        let mut res =
+            self.token_response(&created.session, principal.claims, created.token.expose());
+        if res.status() == StatusCode::OK
+            && let Some(cookie) = self.device_cookie_for(&username)
+        {
+            res.headers_mut().append(SET_COOKIE, cookie);
+        }
+        res
+    }
+
+    /// Opens a session for `user_id` (a login that passed): the sessions it evicts or
+    /// replaces are revoked everywhere and audited, and the login is counted and audited.
+    pub(super) async fn open_session(
+        &self,
+        user_id: &str,
+        login: baton_store::Login,
+        ip: Option<std::net::IpAddr>,
+        agent: Option<&str>,
+    ) -> Result<baton_store::Created, Response<Bytes>> {
+        let created = match self.store.create(user_id, login).await {
             Ok(c) => c,
-            Err(e) => return self.store_failed(e),
+            Err(e) => return Err(self.store_failed(e)),
         };
         let ended = created
             .evicted
@@ -257,28 +283,21 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             self.record_made(&revocations).await;
             for (id, reason) in ended {
                 let event = crate::AuditEvent::SessionRevoked {
-                    user: principal.user_id.clone(),
+                    user: user_id.to_owned(),
                     session: *id,
                     reason,
                 };
-                self.audit(event, ip, agent.as_deref());
+                self.audit(event, ip, agent);
             }
         }
         outcome("baton_login_total", "ok");
         let event = crate::AuditEvent::LoginSucceeded {
-            user: principal.user_id.clone(),
+            user: user_id.to_owned(),
             session: created.session.id,
         };
-        self.audit(event, ip, agent.as_deref());
+        self.audit(event, ip, agent);
         #[cfg(feature = "tracing")]
         tracing::info!(target: "baton::auth", session = %created.session.id, "login");
-        let mut res =
-            self.token_response(&created.session, principal.claims, created.token.expose());
-        if res.status() == StatusCode::OK
-            && let Some(cookie) = self.device_cookie_for(&username)
-        {
-            res.headers_mut().append(SET_COOKIE, cookie);
-        }
-        res
+        Ok(created)
     }
 }

@@ -31,6 +31,8 @@ use crate::device::{client_ip, user_agent};
 use crate::{Authenticator, Inner};
 
 mod login;
+#[cfg(feature = "oidc")]
+pub(crate) mod oidc;
 mod refresh;
 mod sessions;
 
@@ -502,6 +504,11 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             ("/logout-others", Method::POST) => self.logout_others(req).await,
             ("/reauthenticate", Method::POST) => self.reauthenticate(req).await,
             ("/sessions", Method::GET) => self.sessions(req).await,
+            #[cfg(feature = "oidc")]
+            (r, Method::GET) if r.starts_with("/oidc/") => {
+                let r = r["/oidc/".len()..].to_owned();
+                self.oidc(req, &r).await
+            }
             (r, Method::DELETE) if r.starts_with("/sessions/") => {
                 let id = r["/sessions/".len()..].to_owned();
                 self.delete_session(req, &id).await

@@ -1,0 +1,197 @@
+//! Sign-in with OpenID Connect providers (feature `oidc`): `GET {base}/oidc/providers`,
+//! `GET {base}/oidc/{id}/start?return_to=/path` and `GET {base}/oidc/{id}/callback`. A
+//! completed sign-in opens an ordinary session (the refresh cookie) and sends the browser to
+//! `return_to`; every failure sends it to the page with `?oidc_error=<code>`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use baton_oidc::{Accounts, AccountsUnavailable, Identity, Oidc, OidcFailure};
+use baton_store::RefreshStore;
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, COOKIE, LOCATION, SET_COOKIE};
+use http::{HeaderValue, Request, Response, StatusCode};
+
+use super::json_response;
+use crate::{Authenticator, Inner};
+
+type AccountsFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<String, AccountsUnavailable>> + Send + 'a>>;
+
+/// [`Accounts`] behind a pointer (its methods return `impl Future`).
+trait DynAccounts: Send + Sync {
+    fn sign_in<'a>(&'a self, identity: &'a Identity) -> AccountsFuture<'a>;
+}
+
+impl<T: Accounts> DynAccounts for T {
+    fn sign_in<'a>(&'a self, identity: &'a Identity) -> AccountsFuture<'a> {
+        Box::pin(Accounts::sign_in(self, identity))
+    }
+}
+
+/// The providers and the account directory the facade signs in with.
+pub(crate) struct OidcSetup {
+    oidc: Oidc,
+    accounts: Arc<dyn DynAccounts>,
+}
+
+impl OidcSetup {
+    pub(crate) fn new(oidc: Oidc, accounts: impl Accounts) -> Self {
+        OidcSetup {
+            oidc,
+            accounts: Arc::new(accounts),
+        }
+    }
+}
+
+/// A `303 See Other` to `location`, never cached.
+fn see_other(location: &str) -> Response<Bytes> {
+    let mut res = Response::new(Bytes::new());
+    *res.status_mut() = StatusCode::SEE_OTHER;
+    if let Ok(value) = HeaderValue::try_from(location) {
+        res.headers_mut().insert(LOCATION, value);
+    }
+    res.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
+    /// `GET {base}/oidc/...`.
+    pub(super) async fn oidc<B>(&self, req: Request<B>, rest: &str) -> Response<Bytes> {
+        let Some(setup) = &self.oidc else {
+            return self.error(StatusCode::NOT_FOUND, "not_found", "no such endpoint");
+        };
+        if rest == "providers" {
+            let list: Vec<serde_json::Value> = setup
+                .oidc
+                .providers()
+                .map(|(id, name)| {
+                    serde_json::json!({
+                        "id": id,
+                        "name": name,
+                        "start": format!("{}/oidc/{id}/start", self.base),
+                    })
+                })
+                .collect();
+            return json_response(StatusCode::OK, &serde_json::json!({ "providers": list }));
+        }
+        match rest.split_once('/') {
+            Some((id, "start")) => self.oidc_start(setup, &req, id),
+            Some((id, "callback")) => self.oidc_callback(setup, req, id).await,
+            _ => self.error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
+        }
+    }
+
+    fn oidc_start<B>(&self, setup: &OidcSetup, req: &Request<B>, id: &str) -> Response<Bytes> {
+        let return_to = req.uri().query().and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "return_to")
+                .map(|(_, v)| v.into_owned())
+        });
+        match setup.oidc.start(id, return_to.as_deref(), None) {
+            Ok(started) => {
+                let mut res = see_other(&started.redirect);
+                if let Ok(cookie) = HeaderValue::try_from(started.set_cookie) {
+                    res.headers_mut().insert(SET_COOKIE, cookie);
+                }
+                res
+            }
+            Err(failure) => self.oidc_failed(setup, id, &failure),
+        }
+    }
+
+    async fn oidc_callback<B>(
+        &self,
+        setup: &OidcSetup,
+        req: Request<B>,
+        id: &str,
+    ) -> Response<Bytes> {
+        let device = self.device_of(&req);
+        let (ip, agent) = (device.ip, device.user_agent.clone());
+        // Each callback may cost an exchange with the provider: the login limit applies.
+        if let Err(res) = self
+            .limit(
+                "login-ip",
+                &Self::ip_key(ip),
+                self.limits.login_per_ip,
+                true,
+                ip,
+            )
+            .await
+        {
+            return res;
+        }
+        let cookies: Vec<String> = req
+            .headers()
+            .get_all(COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect();
+        let query = req.uri().query().map(str::to_owned);
+        let cookie_lines: Vec<&str> = cookies.iter().map(String::as_str).collect();
+        let finished = match setup.oidc.finish(id, query.as_deref(), &cookie_lines).await {
+            Ok(finished) => finished,
+            Err(failure) => return self.oidc_failed(setup, id, &failure),
+        };
+        let user_id = match setup.accounts.sign_in(&finished.identity).await {
+            Ok(user) => user,
+            Err(_e) => {
+                #[cfg(feature = "tracing")]
+                tracing::error!(target: "baton::auth", error = %_e, "the account directory is unavailable");
+                return self.oidc_redirect_error(setup, id, "unavailable");
+            }
+        };
+        if !matches!(self.auth.claims(&user_id).await, Ok(Some(_))) {
+            #[cfg(feature = "tracing")]
+            tracing::error!(target: "baton::auth", user = %user_id, "the authenticator has no claims for a signed-in provider identity");
+            return self.oidc_redirect_error(setup, id, "unavailable");
+        }
+        // The provider's own methods, when it names them and they fit; otherwise none.
+        let amr: Vec<&str> = finished
+            .identity
+            .amr
+            .iter()
+            .map(String::as_str)
+            .filter(|m| baton_store::Authentication::new([*m]).check().is_ok())
+            .take(baton_store::MAX_AMR_VALUES)
+            .collect();
+        let login = baton_store::Login::new(device, baton_store::Authentication::new(amr));
+        let created = match self
+            .open_session(&user_id, login, ip, agent.as_deref())
+            .await
+        {
+            Ok(created) => created,
+            Err(_) => return self.oidc_redirect_error(setup, id, "unavailable"),
+        };
+        let mut res = see_other(&finished.return_to);
+        match self.refresh_cookie.set(created.token.expose()) {
+            Ok(cookie) => {
+                res.headers_mut().append(SET_COOKIE, cookie);
+            }
+            Err(_) => return self.oidc_redirect_error(setup, id, "unavailable"),
+        }
+        if let Ok(clear) = HeaderValue::try_from(setup.oidc.clear_cookie(id)) {
+            res.headers_mut().append(SET_COOKIE, clear);
+        }
+        res
+    }
+
+    /// A failed sign-in: to the page, with its code, the flow cookie cleared.
+    fn oidc_failed(&self, setup: &OidcSetup, id: &str, failure: &OidcFailure) -> Response<Bytes> {
+        #[cfg(feature = "tracing")]
+        tracing::info!(target: "baton::auth", provider = id, error = %failure, "sign-in with a provider failed");
+        self.oidc_redirect_error(setup, id, failure.code())
+    }
+
+    fn oidc_redirect_error(&self, setup: &OidcSetup, id: &str, code: &str) -> Response<Bytes> {
+        let mut res = see_other(&format!("/?oidc_error={code}"));
+        if setup.oidc.providers().any(|(p, _)| p == id)
+            && let Ok(clear) = HeaderValue::try_from(setup.oidc.clear_cookie(id))
+        {
+            res.headers_mut().append(SET_COOKIE, clear);
+        }
+        res
+    }
+}
