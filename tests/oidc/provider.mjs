@@ -7,6 +7,7 @@
 //   TLS_CERT     PEM certificate for 127.0.0.1; TLS_KEY its PEM key
 //   CLIENTS      JSON array of oidc-provider client metadata
 //   ID_TOKEN_TTL seconds an ID token lives (default 3600)
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import https from 'node:https';
 import Provider from 'oidc-provider';
@@ -15,8 +16,13 @@ const port = Number(process.env.PORT);
 const issuer = `https://127.0.0.1:${port}`;
 const accounts = new Map();
 
+// A signing key of this start's own: a restarted provider has rotated its keys.
+const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const signing = { ...privateKey.export({ format: 'jwk' }), kid: randomUUID(), alg: 'RS256', use: 'sig' };
+
 const provider = new Provider(issuer, {
   clients: JSON.parse(process.env.CLIENTS),
+  jwks: { keys: [signing] },
   // Authorization code with PKCE (S256) for every client, secret or not.
   pkce: { required: () => true },
   cookies: { keys: ['baton-test-only'] },

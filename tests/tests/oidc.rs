@@ -93,7 +93,7 @@ async fn sign_in(app: &App, return_to: &str, login: &str, cancel: bool) -> Reply
     )
     .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
-    let flow = set_cookie(&r, "baton-oidc").expect("the flow cookie");
+    let flow = set_cookie(&r, "__Host-baton-oidc-test").expect("the flow cookie");
     let mut browser = ProviderBrowser::new(app.server.ca_der(), &app.origin);
     let query = browser
         .sign_in(&app.server.issuer(), &location(&r), login, cancel)
@@ -196,12 +196,41 @@ async fn every_failure_lands_on_the_page_with_its_code() {
     let r = get(&app, &callback, None).await;
     assert_eq!(location(&r), "/?oidc_error=expired");
     assert!(set_cookie(&r, "__Secure-refresh").is_none());
+    // A forged `?error=` link while a sign-in is in progress: it neither cancels nor spends
+    // the flow, which then completes.
+    let r = get(&app, "/auth/oidc/test/start", None).await;
+    let flow = set_cookie(&r, "__Host-baton-oidc-test").unwrap();
+    let query = browser
+        .sign_in(&app.server.issuer(), &location(&r), "carol", false)
+        .await;
+    let r = get(
+        &app,
+        "/auth/oidc/test/callback?error=access_denied",
+        Some(&flow),
+    )
+    .await;
+    assert_eq!(location(&r), "/?oidc_error=state_mismatch");
+    assert!(
+        set_cookie(&r, "__Host-baton-oidc-test").is_none(),
+        "the flow cookie is kept"
+    );
+    let r = get(
+        &app,
+        &format!("/auth/oidc/test/callback?{query}"),
+        Some(&flow),
+    )
+    .await;
+    assert_eq!(location(&r), "/");
+    assert!(
+        set_cookie(&r, "__Host-baton-oidc-test").is_none()
+            && set_cookie(&r, "__Secure-refresh").is_some()
+    );
     // An unknown provider.
     let r = get(&app, "/auth/oidc/nope/start", None).await;
     assert_eq!(location(&r), "/?oidc_error=unknown_provider");
     // The provider down between the start and the callback.
     let r = get(&app, "/auth/oidc/test/start", None).await;
-    let flow = set_cookie(&r, "baton-oidc").unwrap();
+    let flow = set_cookie(&r, "__Host-baton-oidc-test").unwrap();
     let query = browser
         .sign_in(&app.server.issuer(), &location(&r), "carol", false)
         .await;

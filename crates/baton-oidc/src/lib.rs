@@ -9,9 +9,9 @@
 //!     |  GET {base}/oidc/google/start?return_to=/account                         |
 //!     |-------------------------------->|                                        |
 //!     |                                 | state, nonce, PKCE verifier: sealed    |
-//!     |  302 to the provider            | into a cookie for the callback path    |
-//!     |  Set-Cookie: baton-oidc=<sealed>; Path={base}/oidc/google/callback;      |
-//!     |              HttpOnly; Secure; SameSite=Lax; Max-Age=600                 |
+//!     |  303 to the provider            | into a cookie of this host only        |
+//!     |  Set-Cookie: __Host-baton-oidc-google=<sealed>; Path=/; HttpOnly;        |
+//!     |              Secure; SameSite=Lax; Max-Age=600                           |
 //!     |<--------------------------------|                                        |
 //!     |  GET /authorize?response_type=code&client_id&redirect_uri&scope=openid   |
 //!     |      &state&nonce&code_challenge&code_challenge_method=S256              |
@@ -51,13 +51,14 @@ mod http;
 mod seal;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreProviderMetadata};
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
-    EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
-    TokenResponse as _,
+    AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, Scope, TokenResponse as _,
 };
 use subtle::ConstantTimeEq as _;
 
@@ -65,8 +66,14 @@ pub use accounts::{Accounts, AccountsUnavailable, Link, MemoryAccounts};
 pub use http::HttpError;
 use seal::{FlowState, Sealer};
 
-/// The name of the cookie that carries a flow from its start to its callback.
-pub const FLOW_COOKIE: &str = "baton-oidc";
+/// The prefix of the cookie that carries a flow from its start to its callback
+/// (`__Host-baton-oidc-{id}`): `__Host-` so no other host (a sibling subdomain, a plain-HTTP
+/// neighbour) can plant one for a victim's browser.
+pub const FLOW_COOKIE_PREFIX: &str = "__Host-baton-oidc-";
+
+fn flow_cookie(id: &str) -> String {
+    format!("{FLOW_COOKIE_PREFIX}{id}")
+}
 
 /// A client of a discovered provider.
 type Client = CoreClient<
@@ -262,8 +269,69 @@ impl OidcOptions {
 
 struct Provider {
     config: ProviderConfig,
+    redirect: RedirectUrl,
+    /// The discovery document's client, swapped when the provider's keys are fetched again.
+    current: std::sync::RwLock<Arc<Discovered>>,
+    /// When the keys were last fetched again (at most once a minute).
+    refetched: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// A provider as its discovery document describes it.
+struct Discovered {
     client: Client,
     issuer: String,
+}
+
+/// How often a provider's discovery document (and keys) may be fetched again when an ID token
+/// names a key it does not have (the provider rotated its keys).
+const REFETCH_EVERY: Duration = Duration::from_secs(60);
+
+impl Provider {
+    fn current(&self) -> Arc<Discovered> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// `true` (and the time noted) when a refetch is allowed now.
+    fn may_refetch(&self) -> bool {
+        let mut last = self
+            .refetched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < REFETCH_EVERY) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+}
+
+/// Fetches `config`'s discovery document and keys.
+async fn discover_one(
+    config: &ProviderConfig,
+    redirect: &RedirectUrl,
+    http: &http::HttpsClient,
+) -> Result<Discovered, OidcError> {
+    let discovery = |reason: String| OidcError::Discovery {
+        issuer: config.issuer.clone(),
+        reason,
+    };
+    let issuer = IssuerUrl::new(config.issuer.clone()).map_err(|e| discovery(e.to_string()))?;
+    let send = sender(http);
+    let metadata = CoreProviderMetadata::discover_async(issuer, &send)
+        .await
+        .map_err(|e| discovery(chain(&e)))?;
+    let issuer = metadata.issuer().to_string();
+    let client = CoreClient::from_provider_metadata(
+        metadata,
+        ClientId::new(config.client_id.clone()),
+        config.client_secret.clone().map(ClientSecret::new),
+    )
+    .set_redirect_uri(redirect.clone());
+    Ok(Discovered { client, issuer })
 }
 
 /// A sign-in's start: send the browser to `redirect` with `set_cookie`.
@@ -342,19 +410,45 @@ fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
-/// `return_to` when it is a path of this origin (`/...`, not `//host` or `/\host`), else `/`.
+/// `return_to` when it is a path of this origin, else `/`. Refused: anything not starting with
+/// one `/` (`//host`, `/\\host`), backslashes, control characters, and the encoded forms of
+/// `/`, `\\` and control characters (`%2F`, `%5C`, `%09`, ...) and dot segments, which a
+/// later decoding or normalising step could turn into another origin; at most 512 bytes.
+///
+/// ```
+/// use baton_oidc::same_origin_path;
+/// assert_eq!(same_origin_path(Some("/account?tab=devices")), "/account?tab=devices");
+/// for bad in ["https://evil.example/", "//evil.example", "/\\evil.example", "/%2F/evil",
+///             "/%5cevil", "/./evil", "/a/../evil", "/\tx", "evil", ""] {
+///     assert_eq!(same_origin_path(Some(bad)), "/", "{bad:?}");
+/// }
+/// assert_eq!(same_origin_path(None), "/");
+/// ```
 pub fn same_origin_path(return_to: Option<&str>) -> String {
-    match return_to {
-        Some(path)
-            if path.starts_with('/')
-                && !path.starts_with("//")
-                && !path.starts_with("/\\")
-                && path.len() <= 512
-                && !path.bytes().any(|b| b.is_ascii_control() || b == b'\\') =>
-        {
-            path.to_owned()
-        }
-        _ => "/".to_owned(),
+    let Some(path) = return_to else {
+        return "/".to_owned();
+    };
+    let lower = path.to_ascii_lowercase();
+    let encoded_danger = ["%2f", "%5c", "%09", "%0a", "%0d", "%00"]
+        .iter()
+        .any(|e| lower.contains(e));
+    let route = path.split(['?', '#']).next().unwrap_or_default();
+    let dot_segment = route.split('/').any(|segment| {
+        segment == "."
+            || segment == ".."
+            || segment.eq_ignore_ascii_case("%2e")
+            || segment.eq_ignore_ascii_case("%2e%2e")
+    });
+    let fine = path.starts_with('/')
+        && !path.starts_with("//")
+        && path.len() <= 512
+        && !path.bytes().any(|b| b.is_ascii_control() || b == b'\\')
+        && !encoded_danger
+        && !dot_segment;
+    if fine {
+        path.to_owned()
+    } else {
+        "/".to_owned()
     }
 }
 
@@ -387,8 +481,28 @@ impl Oidc {
                 "the public origin must be an http(s) origin: {public_origin:?}"
             )));
         }
+        let local = ["http://localhost", "http://127.0.0.1", "http://[::1]"]
+            .iter()
+            .any(|l| origin == *l || origin.starts_with(&format!("{l}:")));
+        if origin.starts_with("http://") && !local {
+            return Err(OidcError::Config(format!(
+                "the public origin must be https (the flow cookie is Secure), or http on \
+                 localhost: {public_origin:?}"
+            )));
+        }
+        if !base_path.starts_with('/') {
+            return Err(OidcError::Config(format!(
+                "the base path must start with /: {base_path:?}"
+            )));
+        }
+        if options.flow_ttl < Duration::from_secs(30)
+            || options.flow_ttl > Duration::from_secs(3600)
+        {
+            return Err(OidcError::Config(
+                "the flow lifetime must be between 30 s and one hour".to_owned(),
+            ));
+        }
         let callback_base = format!("{origin}{}", base_path.trim_end_matches('/'));
-        let send = sender(&http);
         let mut discovered = Vec::new();
         for config in providers {
             if !valid_id(&config.id) {
@@ -406,28 +520,14 @@ impl Oidc {
                     config.id
                 )));
             }
-            let discovery = |reason: String| OidcError::Discovery {
-                issuer: config.issuer.clone(),
-                reason,
-            };
-            let issuer =
-                IssuerUrl::new(config.issuer.clone()).map_err(|e| discovery(e.to_string()))?;
-            let metadata = CoreProviderMetadata::discover_async(issuer, &send)
-                .await
-                .map_err(|e| discovery(chain(&e)))?;
             let redirect = RedirectUrl::new(format!("{callback_base}/oidc/{}/callback", config.id))
                 .map_err(|e| OidcError::Config(format!("redirect URI: {e}")))?;
-            let issuer = metadata.issuer().to_string();
-            let client = CoreClient::from_provider_metadata(
-                metadata,
-                ClientId::new(config.client_id.clone()),
-                config.client_secret.clone().map(ClientSecret::new),
-            )
-            .set_redirect_uri(redirect);
+            let current = discover_one(&config, &redirect, &http).await?;
             discovered.push(Provider {
                 config,
-                client,
-                issuer,
+                redirect,
+                current: std::sync::RwLock::new(Arc::new(current)),
+                refetched: std::sync::Mutex::new(None),
             });
         }
         Ok(Oidc {
@@ -453,17 +553,6 @@ impl Oidc {
             .ok_or(OidcFailure::UnknownProvider)
     }
 
-    /// The path the flow cookie is scoped to: the provider's callback.
-    fn cookie_path(&self, id: &str) -> String {
-        let base = self
-            .callback_base
-            .splitn(4, '/')
-            .nth(3)
-            .map(|p| format!("/{p}"))
-            .unwrap_or_default();
-        format!("{base}/oidc/{id}/callback")
-    }
-
     /// Starts a sign-in at provider `id`, to land on `return_to` (a same-origin path; anything
     /// else lands on `/`). For linking, `link_user` is the signed-in user the identity is
     /// for.
@@ -478,7 +567,8 @@ impl Oidc {
     ) -> Result<Started, OidcFailure> {
         let provider = self.provider(id)?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-        let mut request = provider.client.authorize_url(
+        let current = provider.current();
+        let mut request = current.client.authorize_url(
             CoreAuthenticationFlow::AuthorizationCode,
             CsrfToken::new_random,
             Nonce::new_random,
@@ -494,14 +584,14 @@ impl Oidc {
             verifier: verifier.secret().clone(),
             return_to: same_origin_path(return_to),
             link_user: link_user.map(str::to_owned),
-            expires: now() + self.flow_ttl.as_secs(),
+            expires: now().saturating_add(self.flow_ttl.as_secs()),
         };
         let sealed = self
             .sealer
             .seal(&flow)
             .map_err(|e| OidcFailure::Unavailable(e.to_string()))?;
-        let cookie = cookie::Cookie::build((FLOW_COOKIE, sealed))
-            .path(self.cookie_path(id))
+        let cookie = cookie::Cookie::build((flow_cookie(id), sealed))
+            .path("/")
             .http_only(true)
             .secure(true)
             .same_site(cookie::SameSite::Lax)
@@ -516,8 +606,8 @@ impl Oidc {
 
     /// The `Set-Cookie` value that ends provider `id`'s flow cookie.
     pub fn clear_cookie(&self, id: &str) -> String {
-        cookie::Cookie::build((FLOW_COOKIE, ""))
-            .path(self.cookie_path(id))
+        cookie::Cookie::build((flow_cookie(id), ""))
+            .path("/")
             .http_only(true)
             .secure(true)
             .same_site(cookie::SameSite::Lax)
@@ -526,8 +616,9 @@ impl Oidc {
     }
 
     /// Finishes a sign-in at provider `id` from its callback: the query string and the
-    /// request's `Cookie` header lines. The flow cookie is spent either way (clear it with
-    /// [`clear_cookie`](Self::clear_cookie)).
+    /// request's `Cookie` header lines. Clear the browser's flow cookie afterwards with
+    /// [`clear_cookie`](Self::clear_cookie) (the cookie itself stays valid until it expires,
+    /// but the provider takes each code once, so a copy of it finishes nothing).
     ///
     /// # Errors
     /// [`OidcFailure`] naming what failed.
@@ -553,14 +644,21 @@ impl Oidc {
             .iter()
             .flat_map(|line| cookie::Cookie::split_parse(*line))
             .filter_map(Result::ok)
-            .filter(|c| c.name() == FLOW_COOKIE)
+            .filter(|c| c.name() == flow_cookie(id))
             .find_map(|c| self.sealer.open(c.value(), id, now()));
+        // The flow and its state first: a callback that is not this browser's flow (a link
+        // anyone can send, `?error=...` included) neither finishes nor cancels it.
+        let flow = flow.ok_or(OidcFailure::NoFlow)?;
+        let state = param("state").ok_or(OidcFailure::StateMismatch)?;
+        if !bool::from(state.as_bytes().ct_eq(flow.state.as_bytes())) {
+            return Err(OidcFailure::StateMismatch);
+        }
         if let Some(error) = param("error") {
-            // The user cancelled, or the provider refused: only a known error code is kept.
-            let code = if error
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                && error.len() <= 64
+            // The user cancelled, or the provider refused: only a plain error code is kept.
+            let code = if error.len() <= 64
+                && error
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
             {
                 error.to_owned()
             } else {
@@ -568,14 +666,10 @@ impl Oidc {
             };
             return Err(OidcFailure::Provider(code));
         }
-        let flow = flow.ok_or(OidcFailure::NoFlow)?;
-        let state = param("state").ok_or(OidcFailure::StateMismatch)?;
-        if !bool::from(state.as_bytes().ct_eq(flow.state.as_bytes())) {
-            return Err(OidcFailure::StateMismatch);
-        }
         let code = param("code").ok_or(OidcFailure::BadCallback)?;
         let send = sender(&self.http);
-        let tokens = provider
+        let current = provider.current();
+        let tokens = current
             .client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .map_err(|e| OidcFailure::Unavailable(e.to_string()))?
@@ -591,7 +685,23 @@ impl Oidc {
         let id_token = tokens
             .id_token()
             .ok_or_else(|| OidcFailure::InvalidIdToken("no ID token".to_owned()))?;
-        let identity = identity_of(provider, id_token, &flow.nonce)?;
+        let identity = match identity_of(&current, id_token, &flow.nonce) {
+            // A key the provider's document did not have when it was read: the provider may
+            // have rotated its keys. Read it again (at most once a minute) and check again.
+            Err(ClaimsVerificationError::SignatureVerification(_)) if provider.may_refetch() => {
+                let fresh = discover_one(&provider.config, &provider.redirect, &self.http)
+                    .await
+                    .map_err(|e| OidcFailure::Unavailable(e.to_string()))?;
+                let fresh = Arc::new(fresh);
+                *provider
+                    .current
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh.clone();
+                identity_of(&fresh, id_token, &flow.nonce)
+            }
+            other => other,
+        }
+        .map_err(|e| OidcFailure::InvalidIdToken(chain(&e)))?;
         Ok(Finished {
             identity,
             id_token: id_token.to_string(),
@@ -602,7 +712,9 @@ impl Oidc {
 
     /// Checks an ID token of provider `id` as the callback does (signature with the
     /// provider's keys, issuer, audience: this client, expiry, and `nonce`), for an
-    /// application that receives ID tokens another way (a native client's sign-in, say).
+    /// application that receives ID tokens another way (a native client of the same
+    /// `client_id`, say). The nonce is the only replay guard here: it must be one this server
+    /// issued, used once.
     ///
     /// # Errors
     /// [`OidcFailure::UnknownProvider`], or [`OidcFailure::InvalidIdToken`] naming the check
@@ -617,22 +729,21 @@ impl Oidc {
         let token: CoreIdToken = token
             .parse()
             .map_err(|e: serde_json::Error| OidcFailure::InvalidIdToken(e.to_string()))?;
-        identity_of(provider, &token, nonce)
+        identity_of(&provider.current(), &token, nonce)
+            .map_err(|e| OidcFailure::InvalidIdToken(chain(&e)))
     }
 }
 
 /// The identity in `token`, once every check passed.
 fn identity_of(
-    provider: &Provider,
+    provider: &Discovered,
     token: &CoreIdToken,
     nonce: &str,
-) -> Result<Identity, OidcFailure> {
-    let claims = token
-        .claims(
-            &provider.client.id_token_verifier(),
-            &Nonce::new(nonce.to_owned()),
-        )
-        .map_err(|e| OidcFailure::InvalidIdToken(chain(&e)))?;
+) -> Result<Identity, ClaimsVerificationError> {
+    let claims = token.claims(
+        &provider.client.id_token_verifier(),
+        &Nonce::new(nonce.to_owned()),
+    )?;
     Ok(Identity {
         issuer: provider.issuer.clone(),
         subject: claims.subject().to_string(),

@@ -59,7 +59,9 @@ async fn a_user_signs_in_and_the_same_identity_comes_back() {
     );
     assert!(started.set_cookie.contains("HttpOnly"));
     assert!(started.set_cookie.contains("SameSite=Lax"));
-    assert!(started.set_cookie.contains("Path=/auth/oidc/test/callback"));
+    assert!(started.set_cookie.starts_with("__Host-baton-oidc-test="));
+    assert!(started.set_cookie.contains("Path=/"));
+    assert!(started.set_cookie.contains("Secure"));
     let query = browser
         .sign_in(&server.issuer(), &started.redirect, "alice", false)
         .await;
@@ -237,4 +239,32 @@ async fn an_id_token_for_another_client_issuer_nonce_or_expired_is_refused() {
     // Expired: this provider's tokens live 2 s.
     tokio::time::sleep(Duration::from_millis(3100)).await;
     refused(app.check_id_token("test", &own, &nonce), "expired");
+}
+
+/// The provider rotates its signing keys (restarted with new ones): the next sign-in's ID
+/// token names a key the document read at start did not have, so the keys are fetched again
+/// and the sign-in goes through, with no restart of the application.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_provider_keys_are_fetched_when_a_token_names_one() {
+    let Some(mut server) = OidcServer::start(&[client("app")], Duration::from_secs(3600)) else {
+        return;
+    };
+    let oidc = oidc_for(&server, "app").await;
+    assert_eq!(id_token_subject(&server, &oidc, "gina").await, "gina");
+    server.restart();
+    assert_eq!(id_token_subject(&server, &oidc, "gina").await, "gina");
+}
+
+async fn id_token_subject(server: &OidcServer, oidc: &Oidc, login: &str) -> String {
+    let mut browser = Browser::new(server.ca_der(), APP);
+    let started = oidc.start("test", None, None).unwrap();
+    let query = browser
+        .sign_in(&server.issuer(), &started.redirect, login, false)
+        .await;
+    let cookie = cookie_line(&started.set_cookie);
+    oidc.finish("test", Some(&query), &[cookie.as_str()])
+        .await
+        .unwrap()
+        .identity
+        .subject
 }

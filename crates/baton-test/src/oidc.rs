@@ -84,6 +84,8 @@ pub struct OidcServer {
     port: u16,
     ca_der: Vec<u8>,
     dir: PathBuf,
+    clients: String,
+    id_token_ttl: Duration,
 }
 
 impl OidcServer {
@@ -131,46 +133,16 @@ impl OidcServer {
         let clients = format!("[{}]", clients.join(","));
         for _ in 0..5 {
             let port = free_port();
-            // The provider's output goes to a file (a pipe nobody reads would kill it at its
-            // first notice); "ready" there says it listens.
-            let log = dir.join(format!("provider-{port}.log"));
-            let out = std::fs::File::create(&log).expect("the provider's log");
-            let mut child = Command::new("node")
-                .arg(provider_dir().join("provider.mjs"))
-                .env("PORT", port.to_string())
-                .env("TLS_CERT", dir.join("cert.pem"))
-                .env("TLS_KEY", dir.join("key.pem"))
-                .env("CLIENTS", &clients)
-                .env("ID_TOKEN_TTL", id_token_ttl.as_secs().max(1).to_string())
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().expect("the provider's log"))
-                .stderr(out)
-                .spawn()
-                .expect("spawn node");
-            let deadline = Instant::now() + Duration::from_secs(30);
-            let ready = loop {
-                if std::fs::read_to_string(&log).is_ok_and(|l| l.contains("ready https://")) {
-                    break true;
-                }
-                if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
-                    break false;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            };
-            if ready {
+            if let Some(child) = spawn(&dir, port, &clients, id_token_ttl) {
                 return Some(OidcServer {
                     child,
                     port,
                     ca_der,
                     dir,
+                    clients,
+                    id_token_ttl,
                 });
             }
-            let _ = child.kill();
-            let _ = child.wait();
-            eprintln!(
-                "oidc-provider on port {port} did not start:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
         }
         panic!("oidc-provider did not start");
     }
@@ -190,6 +162,27 @@ impl OidcServer {
         self.child.id()
     }
 
+    /// Stops the provider and starts it again on the same port: a provider restarted with
+    /// new signing keys (its development keys are made at start), as after a key rotation.
+    ///
+    /// # Panics
+    /// When it does not start again.
+    pub fn restart(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(child) = spawn(&self.dir, self.port, &self.clients, self.id_token_ttl) {
+                self.child = child;
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "oidc-provider did not start again"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Stops the provider (the test's "provider is down").
     pub fn stop(&mut self) {
         let _ = self.child.kill();
@@ -202,6 +195,43 @@ impl Drop for OidcServer {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Starts the provider on `port`, waiting until it listens; `None` when it does not.
+fn spawn(dir: &std::path::Path, port: u16, clients: &str, id_token_ttl: Duration) -> Option<Child> {
+    // The provider's output goes to a file (a pipe nobody reads would kill it at its first
+    // notice); "ready" there says it listens.
+    let log = dir.join(format!("provider-{port}.log"));
+    let out = std::fs::File::create(&log).expect("the provider's log");
+    let mut child = Command::new("node")
+        .arg(provider_dir().join("provider.mjs"))
+        .env("PORT", port.to_string())
+        .env("TLS_CERT", dir.join("cert.pem"))
+        .env("TLS_KEY", dir.join("key.pem"))
+        .env("CLIENTS", clients)
+        .env("ID_TOKEN_TTL", id_token_ttl.as_secs().max(1).to_string())
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("the provider's log"))
+        .stderr(out)
+        .spawn()
+        .expect("spawn node");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if std::fs::read_to_string(&log).is_ok_and(|l| l.contains("ready https://")) {
+            return Some(child);
+        }
+        if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    eprintln!(
+        "oidc-provider on port {port} did not start:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    None
 }
 
 fn json_string(s: &str) -> String {

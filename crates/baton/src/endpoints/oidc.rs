@@ -110,8 +110,9 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
     ) -> Response<Bytes> {
         let device = self.device_of(&req);
         let (ip, agent) = (device.ip, device.user_agent.clone());
-        // Each callback may cost an exchange with the provider: the login limit applies.
-        if let Err(res) = self
+        // Each callback may cost an exchange with the provider: the login limit applies (and
+        // a refusal lands on the page like every other failure).
+        if self
             .limit(
                 "login-ip",
                 &Self::ip_key(ip),
@@ -120,8 +121,9 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                 ip,
             )
             .await
+            .is_err()
         {
-            return res;
+            return self.oidc_redirect_error(setup, id, "too_many_requests", false);
         }
         let cookies: Vec<String> = req
             .headers()
@@ -140,37 +142,33 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             Err(_e) => {
                 #[cfg(feature = "tracing")]
                 tracing::error!(target: "baton::auth", error = %_e, "the account directory is unavailable");
-                return self.oidc_redirect_error(setup, id, "unavailable");
+                return self.oidc_redirect_error(setup, id, "unavailable", true);
             }
         };
         if !matches!(self.auth.claims(&user_id).await, Ok(Some(_))) {
             #[cfg(feature = "tracing")]
             tracing::error!(target: "baton::auth", user = %user_id, "the authenticator has no claims for a signed-in provider identity");
-            return self.oidc_redirect_error(setup, id, "unavailable");
+            return self.oidc_redirect_error(setup, id, "unavailable", true);
         }
-        // The provider's own methods, when it names them and they fit; otherwise none.
-        let amr: Vec<&str> = finished
-            .identity
-            .amr
-            .iter()
-            .map(String::as_str)
-            .filter(|m| baton_store::Authentication::new([*m]).check().is_ok())
-            .take(baton_store::MAX_AMR_VALUES)
-            .collect();
-        let login = baton_store::Login::new(device, baton_store::Authentication::new(amr));
+        // No methods of ours: the provider's own `amr` is its word about its own login, which
+        // this server has not checked (a step-up rule must not pass on it).
+        let login = baton_store::Login::new(
+            device,
+            baton_store::Authentication::new(Vec::<String>::new()),
+        );
         let created = match self
             .open_session(&user_id, login, ip, agent.as_deref())
             .await
         {
             Ok(created) => created,
-            Err(_) => return self.oidc_redirect_error(setup, id, "unavailable"),
+            Err(_) => return self.oidc_redirect_error(setup, id, "unavailable", true),
         };
         let mut res = see_other(&finished.return_to);
         match self.refresh_cookie.set(created.token.expose()) {
             Ok(cookie) => {
                 res.headers_mut().append(SET_COOKIE, cookie);
             }
-            Err(_) => return self.oidc_redirect_error(setup, id, "unavailable"),
+            Err(_) => return self.oidc_redirect_error(setup, id, "unavailable", true),
         }
         if let Ok(clear) = HeaderValue::try_from(setup.oidc.clear_cookie(id)) {
             res.headers_mut().append(SET_COOKIE, clear);
@@ -182,12 +180,26 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
     fn oidc_failed(&self, setup: &OidcSetup, id: &str, failure: &OidcFailure) -> Response<Bytes> {
         #[cfg(feature = "tracing")]
         tracing::info!(target: "baton::auth", provider = id, error = %failure, "sign-in with a provider failed");
-        self.oidc_redirect_error(setup, id, failure.code())
+        // A callback that is not this browser's flow leaves the flow alone (a forged link
+        // must not cancel a sign-in in progress).
+        let spent = !matches!(
+            failure,
+            OidcFailure::NoFlow | OidcFailure::StateMismatch | OidcFailure::UnknownProvider
+        );
+        self.oidc_redirect_error(setup, id, failure.code(), spent)
     }
 
-    fn oidc_redirect_error(&self, setup: &OidcSetup, id: &str, code: &str) -> Response<Bytes> {
+    /// To the page with `code`; the flow cookie cleared when `spent`.
+    fn oidc_redirect_error(
+        &self,
+        setup: &OidcSetup,
+        id: &str,
+        code: &str,
+        spent: bool,
+    ) -> Response<Bytes> {
         let mut res = see_other(&format!("/?oidc_error={code}"));
-        if setup.oidc.providers().any(|(p, _)| p == id)
+        if spent
+            && setup.oidc.providers().any(|(p, _)| p == id)
             && let Ok(clear) = HeaderValue::try_from(setup.oidc.clear_cookie(id))
         {
             res.headers_mut().append(SET_COOKIE, clear);
