@@ -40,6 +40,22 @@ fn cookie_line(set_cookie: &str) -> String {
     format!("{}={}", c.name(), c.value())
 }
 
+/// Starts a sign-in at `oidc` and goes through the provider's pages as `login` (or cancels):
+/// the callback's query and the flow cookie to present with it.
+async fn through_provider(
+    server: &OidcServer,
+    oidc: &Oidc,
+    return_to: Option<&str>,
+    login: &str,
+    cancel: bool,
+) -> (String, String) {
+    let started = oidc.start("test", return_to, None).unwrap();
+    let query = Browser::new(server.ca_der(), APP)
+        .sign_in(&server.issuer(), &started.redirect, login, cancel)
+        .await;
+    (query, cookie_line(&started.set_cookie))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_signs_in_and_the_same_identity_comes_back() {
     let Some(server) = OidcServer::start(&[client("app")], Duration::from_secs(3600)) else {
@@ -86,13 +102,14 @@ async fn a_user_signs_in_and_the_same_identity_comes_back() {
     );
 
     // A second sign-in: the same subject, so the same local user.
-    let started = oidc
-        .start("test", Some("https://evil.example/"), None)
-        .unwrap();
-    let query = browser
-        .sign_in(&server.issuer(), &started.redirect, "alice", false)
-        .await;
-    let cookie = cookie_line(&started.set_cookie);
+    let (query, cookie) = through_provider(
+        &server,
+        &oidc,
+        Some("https://evil.example/"),
+        "alice",
+        false,
+    )
+    .await;
     let second = oidc
         .finish("test", Some(&query), &[cookie.as_str()])
         .await
@@ -110,12 +127,7 @@ async fn a_callback_without_its_flow_or_with_another_state_is_refused() {
         return;
     };
     let oidc = oidc_for(&server, "app").await;
-    let mut browser = Browser::new(server.ca_der(), APP);
-    let started = oidc.start("test", None, None).unwrap();
-    let query = browser
-        .sign_in(&server.issuer(), &started.redirect, "bob", false)
-        .await;
-    let cookie = cookie_line(&started.set_cookie);
+    let (query, cookie) = through_provider(&server, &oidc, None, "bob", false).await;
     // No flow cookie (a callback forged into another browser): refused.
     let r = oidc.finish("test", Some(&query), &[]).await;
     assert!(matches!(r, Err(OidcFailure::NoFlow)), "{r:?}");
@@ -150,12 +162,7 @@ async fn the_user_cancelling_is_access_denied() {
         return;
     };
     let oidc = oidc_for(&server, "app").await;
-    let mut browser = Browser::new(server.ca_der(), APP);
-    let started = oidc.start("test", None, None).unwrap();
-    let query = browser
-        .sign_in(&server.issuer(), &started.redirect, "carol", true)
-        .await;
-    let cookie = cookie_line(&started.set_cookie);
+    let (query, cookie) = through_provider(&server, &oidc, None, "carol", true).await;
     let r = oidc.finish("test", Some(&query), &[cookie.as_str()]).await;
     let failure = r.unwrap_err();
     assert_eq!(failure.code(), "access_denied", "{failure:?}");
@@ -174,18 +181,17 @@ fn nonce_of(id_token: &str) -> String {
     claims["nonce"].as_str().unwrap().to_owned()
 }
 
-/// A real ID token: a whole sign-in of `login` through `oidc`.
-async fn id_token(server: &OidcServer, oidc: &Oidc, login: &str) -> String {
-    let mut browser = Browser::new(server.ca_der(), APP);
-    let started = oidc.start("test", None, None).unwrap();
-    let query = browser
-        .sign_in(&server.issuer(), &started.redirect, login, false)
-        .await;
-    let cookie = cookie_line(&started.set_cookie);
+/// A whole sign-in of `login` through `oidc`.
+async fn signed_in(server: &OidcServer, oidc: &Oidc, login: &str) -> baton_oidc::Finished {
+    let (query, cookie) = through_provider(server, oidc, None, login, false).await;
     oidc.finish("test", Some(&query), &[cookie.as_str()])
         .await
         .unwrap()
-        .id_token
+}
+
+/// A real ID token: a whole sign-in of `login` through `oidc`.
+async fn id_token(server: &OidcServer, oidc: &Oidc, login: &str) -> String {
+    signed_in(server, oidc, login).await.id_token
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,15 +262,5 @@ async fn new_provider_keys_are_fetched_when_a_token_names_one() {
 }
 
 async fn id_token_subject(server: &OidcServer, oidc: &Oidc, login: &str) -> String {
-    let mut browser = Browser::new(server.ca_der(), APP);
-    let started = oidc.start("test", None, None).unwrap();
-    let query = browser
-        .sign_in(&server.issuer(), &started.redirect, login, false)
-        .await;
-    let cookie = cookie_line(&started.set_cookie);
-    oidc.finish("test", Some(&query), &[cookie.as_str()])
-        .await
-        .unwrap()
-        .identity
-        .subject
+    signed_in(server, oidc, login).await.identity.subject
 }

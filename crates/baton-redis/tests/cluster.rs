@@ -83,8 +83,23 @@ async fn a_failed_over_master_is_handled_by_the_cluster_client() {
     let master = cluster
         .master_of(&store.user_key("frank"))
         .expect("a master for the key");
-    // Let the replica catch up before the master dies (replication is asynchronous).
-    let _ = cluster.nodes()[master].command(&["WAIT", "1", "2000"]);
+    // Let the replica catch up before the master dies: replication is asynchronous, and a
+    // failover loses what the replica had not received (the crate docs say so). On a busy
+    // machine the replica may still be syncing: ask until it acknowledges, for 20 s at most.
+    let started = Instant::now();
+    loop {
+        let acked = cluster.nodes()[master]
+            .command(&["WAIT", "1", "1000"])
+            .and_then(|o| o.trim().parse::<u32>().ok())
+            .unwrap_or(0);
+        if acked >= 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the replica never acknowledged the session"
+        );
+    }
     cluster.nodes_mut()[master].stop();
 
     let deadline = Instant::now() + Duration::from_secs(30);
