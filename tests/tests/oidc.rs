@@ -244,3 +244,98 @@ async fn every_failure_lands_on_the_page_with_its_code() {
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     assert_eq!(location(&r), "/?oidc_error=provider_unavailable");
 }
+
+/// A signed-in user links a provider identity: later sign-ins with it are that user. An
+/// identity linked to someone else is never moved; linking needs the user's bearer token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_in_user_links_a_provider_identity() {
+    let Some(app) = app().await else {
+        return;
+    };
+    let login = |user: &'static str| {
+        let body = format!(r#"{{"username":"{user}","password":"{user}-password"}}"#);
+        let origin = app.origin.clone();
+        async move {
+            common::call(
+                &origin,
+                None,
+                Method::POST,
+                "/auth/login",
+                &[("content-type", "application/json")],
+                &body,
+            )
+            .await
+            .access()
+        }
+    };
+    let link = |token: Option<String>| {
+        let origin = app.origin.clone();
+        async move {
+            let auth = token.map(|t| format!("Bearer {t}"));
+            let headers: Vec<(&str, &str)> =
+                auth.iter().map(|a| ("authorization", a.as_str())).collect();
+            common::call(
+                &origin,
+                None,
+                Method::POST,
+                "/auth/oidc/test/link?return_to=/account",
+                &headers,
+                "",
+            )
+            .await
+        }
+    };
+    assert_eq!(link(None).await.status, StatusCode::UNAUTHORIZED);
+
+    // alice links the provider identity "zed".
+    let r = link(Some(login("alice").await)).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let flow = set_cookie(&r, "__Host-baton-oidc-test").unwrap();
+    let mut browser = ProviderBrowser::new(app.server.ca_der(), &app.origin);
+    let query = browser
+        .sign_in(
+            &app.server.issuer(),
+            r.body["redirect"].as_str().unwrap(),
+            "zed",
+            false,
+        )
+        .await;
+    let r = get(
+        &app,
+        &format!("/auth/oidc/test/callback?{query}"),
+        Some(&flow),
+    )
+    .await;
+    assert_eq!(location(&r), "/account");
+    assert!(
+        set_cookie(&r, "__Secure-refresh").is_none(),
+        "no new session"
+    );
+
+    // Signing in as "zed" is now signing in as alice.
+    let r = sign_in(&app, "/", "zed", false).await;
+    let r = refresh(&app, &set_cookie(&r, "__Secure-refresh").unwrap()).await;
+    assert_eq!(common::claims_of(&r.access())["sub"], "id-alice");
+
+    // bob cannot take "zed" over.
+    let r = link(Some(login("bob").await)).await;
+    let flow = set_cookie(&r, "__Host-baton-oidc-test").unwrap();
+    let query = browser
+        .sign_in(
+            &app.server.issuer(),
+            r.body["redirect"].as_str().unwrap(),
+            "zed",
+            false,
+        )
+        .await;
+    let r = get(
+        &app,
+        &format!("/auth/oidc/test/callback?{query}"),
+        Some(&flow),
+    )
+    .await;
+    assert_eq!(location(&r), "/?oidc_error=identity_taken");
+    let r = sign_in(&app, "/", "zed", false).await;
+    let r = refresh(&app, &set_cookie(&r, "__Secure-refresh").unwrap()).await;
+    assert_eq!(common::claims_of(&r.access())["sub"], "id-alice");
+}

@@ -564,7 +564,12 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
     /// ordinary session for the user `accounts` links the identity to (the refresh cookie, as
     /// a login sets it; the page then refreshes for an access token) and sends the browser to
     /// `return_to`. Every failure sends it to `/?oidc_error=<code>`. The authenticator's
-    /// `claims` must know the users `accounts` names.
+    /// `claims` must know the users `accounts` names. A signed-in user links another
+    /// provider's identity with `POST {base}/oidc/{id}/link?return_to=/path` (its bearer
+    /// token, with the [recent login](Self::recent_login) the facade asks for): the answer is
+    /// `{"redirect": "<provider URL>"}` for the page to go to, and the callback links the
+    /// identity (never one linked to another user: `?oidc_error=identity_taken`) instead of
+    /// opening a session.
     #[cfg(feature = "oidc")]
     #[cfg_attr(docsrs, doc(cfg(feature = "oidc")))]
     pub fn oidc(mut self, oidc: baton_oidc::Oidc, accounts: impl baton_oidc::Accounts) -> Self {

@@ -509,6 +509,11 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                 let r = r["/oidc/".len()..].to_owned();
                 self.oidc(req, &r).await
             }
+            #[cfg(feature = "oidc")]
+            (r, Method::POST) if r.starts_with("/oidc/") => {
+                let r = r["/oidc/".len()..].to_owned();
+                self.oidc_link(req, &r).await
+            }
             (r, Method::DELETE) if r.starts_with("/sessions/") => {
                 let id = r["/sessions/".len()..].to_owned();
                 self.delete_session(req, &id).await

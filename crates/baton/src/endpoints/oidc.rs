@@ -1,13 +1,16 @@
 //! Sign-in with OpenID Connect providers (feature `oidc`): `GET {base}/oidc/providers`,
 //! `GET {base}/oidc/{id}/start?return_to=/path` and `GET {base}/oidc/{id}/callback`. A
 //! completed sign-in opens an ordinary session (the refresh cookie) and sends the browser to
-//! `return_to`; every failure sends it to the page with `?oidc_error=<code>`.
+//! `return_to`; every failure sends it to the page with `?oidc_error=<code>`. A signed-in
+//! user links another provider with `POST {base}/oidc/{id}/link?return_to=/path` (a bearer
+//! token, and a recent login when the facade asks for one): the answer names the provider
+//! URL to go to, and the callback links the identity instead of opening a session.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use baton_oidc::{Accounts, AccountsUnavailable, Identity, Oidc, OidcFailure};
+use baton_oidc::{Accounts, AccountsUnavailable, Identity, Link, Oidc, OidcFailure};
 use baton_store::RefreshStore;
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, COOKIE, LOCATION, SET_COOKIE};
@@ -16,17 +19,23 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use super::json_response;
 use crate::{Authenticator, Inner};
 
+type LinkFuture<'a> = Pin<Box<dyn Future<Output = Result<Link, AccountsUnavailable>> + Send + 'a>>;
 type AccountsFuture<'a> =
     Pin<Box<dyn Future<Output = Result<String, AccountsUnavailable>> + Send + 'a>>;
 
 /// [`Accounts`] behind a pointer (its methods return `impl Future`).
 trait DynAccounts: Send + Sync {
     fn sign_in<'a>(&'a self, identity: &'a Identity) -> AccountsFuture<'a>;
+    fn link<'a>(&'a self, user_id: &'a str, identity: &'a Identity) -> LinkFuture<'a>;
 }
 
 impl<T: Accounts> DynAccounts for T {
     fn sign_in<'a>(&'a self, identity: &'a Identity) -> AccountsFuture<'a> {
         Box::pin(Accounts::sign_in(self, identity))
+    }
+
+    fn link<'a>(&'a self, user_id: &'a str, identity: &'a Identity) -> LinkFuture<'a> {
+        Box::pin(Accounts::link(self, user_id, identity))
     }
 }
 
@@ -45,6 +54,15 @@ impl OidcSetup {
     }
 }
 
+/// The request's `return_to` query parameter, if any.
+fn return_to<B>(req: &Request<B>) -> Option<String> {
+    req.uri().query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "return_to")
+            .map(|(_, v)| v.into_owned())
+    })
+}
+
 /// A `303 See Other` to `location`, never cached.
 fn see_other(location: &str) -> Response<Bytes> {
     let mut res = Response::new(Bytes::new());
@@ -58,6 +76,35 @@ fn see_other(location: &str) -> Response<Bytes> {
 }
 
 impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
+    /// `POST {base}/oidc/{id}/link`.
+    pub(super) async fn oidc_link<B>(&self, req: Request<B>, rest: &str) -> Response<Bytes> {
+        let (Some(setup), Some((id, "link"))) = (&self.oidc, rest.split_once('/')) else {
+            return self.error(StatusCode::NOT_FOUND, "not_found", "no such endpoint");
+        };
+        let claims = match self.bearer_sensitive(&req).await {
+            Ok(claims) => claims,
+            Err(res) => return res,
+        };
+        match setup
+            .oidc
+            .start(id, return_to(&req).as_deref(), Some(&claims.sub))
+        {
+            Ok(started) => {
+                let mut res = json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({ "redirect": started.redirect }),
+                );
+                if let Ok(cookie) = HeaderValue::try_from(started.set_cookie) {
+                    res.headers_mut().insert(SET_COOKIE, cookie);
+                }
+                res.headers_mut()
+                    .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                res
+            }
+            Err(failure) => self.error(StatusCode::NOT_FOUND, "not_found", failure.to_string()),
+        }
+    }
+
     /// `GET {base}/oidc/...`.
     pub(super) async fn oidc<B>(&self, req: Request<B>, rest: &str) -> Response<Bytes> {
         let Some(setup) = &self.oidc else {
@@ -85,12 +132,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
     }
 
     fn oidc_start<B>(&self, setup: &OidcSetup, req: &Request<B>, id: &str) -> Response<Bytes> {
-        let return_to = req.uri().query().and_then(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == "return_to")
-                .map(|(_, v)| v.into_owned())
-        });
-        match setup.oidc.start(id, return_to.as_deref(), None) {
+        match setup.oidc.start(id, return_to(req).as_deref(), None) {
             Ok(started) => {
                 let mut res = see_other(&started.redirect);
                 if let Ok(cookie) = HeaderValue::try_from(started.set_cookie) {
@@ -137,6 +179,22 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             Ok(finished) => finished,
             Err(failure) => return self.oidc_failed(setup, id, &failure),
         };
+        if let Some(user) = &finished.link_user {
+            // Linking: no new session; the user is signed in already.
+            let code = match setup.accounts.link(user, &finished.identity).await {
+                Ok(Link::Linked | Link::AlreadyLinked) => None,
+                Ok(_) => Some("identity_taken"),
+                Err(_) => Some("unavailable"),
+            };
+            let mut res = match code {
+                None => see_other(&finished.return_to),
+                Some(code) => see_other(&format!("/?oidc_error={code}")),
+            };
+            if let Ok(clear) = HeaderValue::try_from(setup.oidc.clear_cookie(id)) {
+                res.headers_mut().append(SET_COOKIE, clear);
+            }
+            return res;
+        }
         let user_id = match setup.accounts.sign_in(&finished.identity).await {
             Ok(user) => user,
             Err(_e) => {
