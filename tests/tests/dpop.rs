@@ -136,20 +136,22 @@ async fn refresh(h: &Harness, cookie: &str, key: Option<&DpopKey>) -> Reply {
     call(h, Method::POST, "/auth/refresh", &headers, "").await
 }
 
+/// `GET /api/me` with a DPoP-bound `token` and `proof`.
+async fn me_with(h: &Harness, token: &str, proof: &str) -> Reply {
+    let auth = format!("DPoP {token}");
+    call(
+        h,
+        Method::GET,
+        "/api/me",
+        &[("authorization", &auth), ("dpop", proof)],
+        "",
+    )
+    .await
+}
+
 async fn api(h: &Harness, token: &str, key: Option<&DpopKey>) -> Reply {
     match key {
-        Some(k) => {
-            let p = proof(h, k, "GET", "/api/me", Some(token));
-            let auth = format!("DPoP {token}");
-            call(
-                h,
-                Method::GET,
-                "/api/me",
-                &[("authorization", &auth), ("dpop", &p)],
-                "",
-            )
-            .await
-        }
+        Some(k) => me_with(h, token, &proof(h, k, "GET", "/api/me", Some(token))).await,
         None => {
             let auth = format!("Bearer {token}");
             call(h, Method::GET, "/api/me", &[("authorization", &auth)], "").await
@@ -435,10 +437,10 @@ async fn the_rust_client_proves_its_key_to_the_login_app() {
     let refresher = HttpRefresher::new(plain, refresh_uri).with_dpop_key(key);
     refresher.login(login_uri, &credentials).await.unwrap();
     assert_eq!(jkt_of(&refresher.access_token().unwrap()), jkt.as_str());
-    let api = Client::builder(TokioExecutor::new()).build_http::<RetryBody<Full<Bytes>>>();
+    let http = Client::builder(TokioExecutor::new()).build_http::<RetryBody<Full<Bytes>>>();
     let service = ServiceBuilder::new()
         .layer(RefreshOn401Layer::new(refresher.clone()))
-        .service(api);
+        .service(http);
     let me = || {
         Request::get(format!("{base}/api/me"))
             .body(Full::default())
@@ -449,18 +451,7 @@ async fn the_rust_client_proves_its_key_to_the_login_app() {
     assert_eq!(refresher.refreshes(), 0);
     // The server does require nonces: the same call with a proof that has none is refused.
     let token = refresher.access_token().unwrap();
-    let p = key_for_check
-        .proof("GET", &format!("{base}/api/me"), Some(&token), None)
-        .unwrap();
-    let auth = format!("DPoP {token}");
-    let r = call(
-        &h,
-        Method::GET,
-        "/api/me",
-        &[("authorization", &auth), ("dpop", &p)],
-        "",
-    )
-    .await;
+    let r = api(&h, &token, Some(&key_for_check)).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(
         r.headers["www-authenticate"]
@@ -535,14 +526,10 @@ async fn instances_on_one_redis_see_each_proof_once() {
     assert_eq!(r.body["error"], "invalid_dpop_proof");
 
     // An API proof, used at A, replayed at B; a fresh one passes at B.
-    let auth = format!("DPoP {access}");
-    let p = public_proof("GET", "/api/me", Some(&access));
-    let headers = [("authorization", auth.as_str()), ("dpop", p.as_str())];
-    assert_eq!(
-        call(&a, Method::GET, "/api/me", &headers, "").await.status,
-        StatusCode::OK
-    );
-    let r = call(&b, Method::GET, "/api/me", &headers, "").await;
+    let fresh = || public_proof("GET", "/api/me", Some(&access));
+    let p = fresh();
+    assert_eq!(me_with(&a, &access, &p).await.status, StatusCode::OK);
+    let r = me_with(&b, &access, &p).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(
         r.headers["www-authenticate"]
@@ -550,20 +537,12 @@ async fn instances_on_one_redis_see_each_proof_once() {
             .unwrap()
             .contains("invalid_dpop_proof")
     );
-    let fresh = |_: ()| public_proof("GET", "/api/me", Some(&access));
-    let p = fresh(());
-    let headers = [("authorization", auth.as_str()), ("dpop", p.as_str())];
-    assert_eq!(
-        call(&b, Method::GET, "/api/me", &headers, "").await.status,
-        StatusCode::OK
-    );
+    assert_eq!(me_with(&b, &access, &fresh()).await.status, StatusCode::OK);
 
     // Redis gone: the proof cannot be checked, so the request is refused, for now.
     server.stop();
     for h in [&a, &b] {
-        let p = fresh(());
-        let headers = [("authorization", auth.as_str()), ("dpop", p.as_str())];
-        let r = call(h, Method::GET, "/api/me", &headers, "").await;
+        let r = me_with(h, &access, &fresh()).await;
         assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
         assert!(r.headers.contains_key("retry-after"));
         let p = public_proof("POST", "/auth/login", None);
@@ -576,9 +555,7 @@ async fn instances_on_one_redis_see_each_proof_once() {
     server.restart();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let p = fresh(());
-        let headers = [("authorization", auth.as_str()), ("dpop", p.as_str())];
-        let r = call(&a, Method::GET, "/api/me", &headers, "").await;
+        let r = me_with(&a, &access, &fresh()).await;
         if r.status == StatusCode::OK {
             break;
         }

@@ -83,6 +83,15 @@ fn set_cookie(r: &Reply, name: &str) -> Option<String> {
         .map(|v| v.split(';').next().unwrap().to_owned())
 }
 
+/// `true` when `r` clears the cookie named `name` (sets it empty).
+fn clears_cookie(r: &Reply, name: &str) -> bool {
+    r.headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.starts_with(&format!("{name}=;")))
+}
+
 /// Starts a sign-in, goes through the provider as `login`, and comes back to the callback:
 /// the callback's reply.
 async fn sign_in(app: &App, return_to: &str, login: &str, cancel: bool) -> Reply {
@@ -94,16 +103,30 @@ async fn sign_in(app: &App, return_to: &str, login: &str, cancel: bool) -> Reply
     .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     let flow = set_cookie(&r, "__Host-baton-oidc-test").expect("the flow cookie");
+    through_provider(app, &location(&r), &flow, login, cancel).await
+}
+
+/// From the provider's authorization URL `to`, through its pages as `login`, back to the
+/// callback with the `flow` cookie: the callback's reply.
+async fn through_provider(app: &App, to: &str, flow: &str, login: &str, cancel: bool) -> Reply {
     let mut browser = ProviderBrowser::new(app.server.ca_der(), &app.origin);
     let query = browser
-        .sign_in(&app.server.issuer(), &location(&r), login, cancel)
+        .sign_in(&app.server.issuer(), to, login, cancel)
         .await;
     get(
         app,
         &format!("/auth/oidc/test/callback?{query}"),
-        Some(&flow),
+        Some(flow),
     )
     .await
+}
+
+/// The user a callback reply signed in: its refresh cookie refreshed, the access token's `sub`.
+async fn user_of(app: &App, callback: &Reply) -> serde_json::Value {
+    let cookie = set_cookie(callback, "__Secure-refresh").expect("a session");
+    let r = refresh(app, &cookie).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    common::claims_of(&r.access())["sub"].clone()
 }
 
 async fn refresh(app: &App, cookie: &str) -> Reply {
@@ -147,13 +170,10 @@ async fn a_provider_sign_in_opens_an_ordinary_session() {
 
     // The same identity again: the same local user, a second session.
     let r = sign_in(&app, "/", "alice", false).await;
-    let second = set_cookie(&r, "__Secure-refresh").unwrap();
-    let r = refresh(&app, &second).await;
-    assert_eq!(common::claims_of(&r.access())["sub"], user.as_str());
+    assert_eq!(user_of(&app, &r).await, user.as_str());
     // Another identity: another user.
     let r = sign_in(&app, "/", "bob", false).await;
-    let r = refresh(&app, &set_cookie(&r, "__Secure-refresh").unwrap()).await;
-    assert_ne!(common::claims_of(&r.access())["sub"], user.as_str());
+    assert_ne!(user_of(&app, &r).await, user.as_str());
 
     // Logout ends the session like any other.
     let r = common::call(
@@ -211,7 +231,7 @@ async fn every_failure_lands_on_the_page_with_its_code() {
     .await;
     assert_eq!(location(&r), "/?oidc_error=state_mismatch");
     assert!(
-        set_cookie(&r, "__Host-baton-oidc-test").is_none(),
+        !clears_cookie(&r, "__Host-baton-oidc-test"),
         "the flow cookie is kept"
     );
     let r = get(
@@ -222,9 +242,10 @@ async fn every_failure_lands_on_the_page_with_its_code() {
     .await;
     assert_eq!(location(&r), "/");
     assert!(
-        set_cookie(&r, "__Host-baton-oidc-test").is_none()
-            && set_cookie(&r, "__Secure-refresh").is_some()
+        clears_cookie(&r, "__Host-baton-oidc-test"),
+        "the flow is spent"
     );
+    assert!(set_cookie(&r, "__Secure-refresh").is_some());
     // An unknown provider.
     let r = get(&app, "/auth/oidc/nope/start", None).await;
     assert_eq!(location(&r), "/?oidc_error=unknown_provider");
@@ -291,21 +312,8 @@ async fn a_signed_in_user_links_a_provider_identity() {
     let r = link(Some(login("alice").await)).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let flow = set_cookie(&r, "__Host-baton-oidc-test").unwrap();
-    let mut browser = ProviderBrowser::new(app.server.ca_der(), &app.origin);
-    let query = browser
-        .sign_in(
-            &app.server.issuer(),
-            r.body["redirect"].as_str().unwrap(),
-            "zed",
-            false,
-        )
-        .await;
-    let r = get(
-        &app,
-        &format!("/auth/oidc/test/callback?{query}"),
-        Some(&flow),
-    )
-    .await;
+    let to = r.body["redirect"].as_str().unwrap().to_owned();
+    let r = through_provider(&app, &to, &flow, "zed", false).await;
     assert_eq!(location(&r), "/account");
     assert!(
         set_cookie(&r, "__Secure-refresh").is_none(),
@@ -314,28 +322,14 @@ async fn a_signed_in_user_links_a_provider_identity() {
 
     // Signing in as "zed" is now signing in as alice.
     let r = sign_in(&app, "/", "zed", false).await;
-    let r = refresh(&app, &set_cookie(&r, "__Secure-refresh").unwrap()).await;
-    assert_eq!(common::claims_of(&r.access())["sub"], "id-alice");
+    assert_eq!(user_of(&app, &r).await, "id-alice");
 
     // bob cannot take "zed" over.
     let r = link(Some(login("bob").await)).await;
     let flow = set_cookie(&r, "__Host-baton-oidc-test").unwrap();
-    let query = browser
-        .sign_in(
-            &app.server.issuer(),
-            r.body["redirect"].as_str().unwrap(),
-            "zed",
-            false,
-        )
-        .await;
-    let r = get(
-        &app,
-        &format!("/auth/oidc/test/callback?{query}"),
-        Some(&flow),
-    )
-    .await;
+    let to = r.body["redirect"].as_str().unwrap().to_owned();
+    let r = through_provider(&app, &to, &flow, "zed", false).await;
     assert_eq!(location(&r), "/?oidc_error=identity_taken");
     let r = sign_in(&app, "/", "zed", false).await;
-    let r = refresh(&app, &set_cookie(&r, "__Secure-refresh").unwrap()).await;
-    assert_eq!(common::claims_of(&r.access())["sub"], "id-alice");
+    assert_eq!(user_of(&app, &r).await, "id-alice");
 }

@@ -78,7 +78,7 @@ impl HttpsClient {
                 .client
                 .request(req)
                 .await
-                .map_err(|e| HttpError::Transport(crate::chain(&e)))?;
+                .map_err(|e| HttpError::Transport(baton_core::ErrorChain(&e).to_string()))?;
             let (parts, body) = res.into_parts();
             let body = Limited::new(body, MAX_RESPONSE)
                 .collect()

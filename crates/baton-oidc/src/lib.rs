@@ -54,6 +54,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use baton_core::ErrorChain;
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreProviderMetadata};
 use openidconnect::{
     AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken,
@@ -84,18 +85,6 @@ type Client = CoreClient<
     EndpointMaybeSet,
     EndpointMaybeSet,
 >;
-
-/// The chain of an error's sources, for messages.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
 
 /// A configuration that cannot be used (a bad issuer URL, a provider whose discovery document
 /// cannot be fetched or read, a bad root certificate).
@@ -323,7 +312,7 @@ async fn discover_one(
     let send = sender(http);
     let metadata = CoreProviderMetadata::discover_async(issuer, &send)
         .await
-        .map_err(|e| discovery(chain(&e)))?;
+        .map_err(|e| discovery(ErrorChain(&e).to_string()))?;
     let issuer = metadata.issuer().to_string();
     let client = CoreClient::from_provider_metadata(
         metadata,
@@ -629,7 +618,10 @@ impl Oidc {
         cookies: &[&str],
     ) -> Result<Finished, OidcFailure> {
         let provider = self.provider(id)?;
-        let params: Vec<(String, String)> = serde_urlencoded_pairs(query.unwrap_or_default())?;
+        let params: Vec<(String, String)> =
+            url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect();
         let param = |name: &str| {
             let mut found = params
                 .iter()
@@ -680,7 +672,7 @@ impl Oidc {
                 openidconnect::RequestTokenError::ServerResponse(r) => {
                     OidcFailure::CodeRefused(r.error().to_string())
                 }
-                other => OidcFailure::Unavailable(chain(&other)),
+                other => OidcFailure::Unavailable(ErrorChain(&other).to_string()),
             })?;
         let id_token = tokens
             .id_token()
@@ -701,7 +693,7 @@ impl Oidc {
             }
             other => other,
         }
-        .map_err(|e| OidcFailure::InvalidIdToken(chain(&e)))?;
+        .map_err(|e| OidcFailure::InvalidIdToken(ErrorChain(&e).to_string()))?;
         Ok(Finished {
             identity,
             id_token: id_token.to_string(),
@@ -730,7 +722,7 @@ impl Oidc {
             .parse()
             .map_err(|e: serde_json::Error| OidcFailure::InvalidIdToken(e.to_string()))?;
         identity_of(&provider.current(), &token, nonce)
-            .map_err(|e| OidcFailure::InvalidIdToken(chain(&e)))
+            .map_err(|e| OidcFailure::InvalidIdToken(ErrorChain(&e).to_string()))
     }
 }
 
@@ -774,13 +766,6 @@ fn sender(
         let http = http.clone();
         Box::pin(async move { http.send(req).await })
     }
-}
-
-/// A query string's pairs, percent-decoded.
-fn serde_urlencoded_pairs(query: &str) -> Result<Vec<(String, String)>, OidcFailure> {
-    url::form_urlencoded::parse(query.as_bytes())
-        .map(|(k, v)| Ok((k.into_owned(), v.into_owned())))
-        .collect()
 }
 
 #[cfg(test)]
