@@ -48,6 +48,7 @@ struct ReadmeDoctests;
 
 mod accounts;
 mod http;
+mod plain;
 mod seal;
 
 use std::fmt;
@@ -55,7 +56,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baton_core::ErrorChain;
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreProviderMetadata};
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreClientAuthMethod, CoreIdToken, CoreProviderMetadata,
+};
 use openidconnect::{
     AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken,
     EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge,
@@ -65,6 +68,7 @@ use subtle::ConstantTimeEq as _;
 
 pub use accounts::{Accounts, AccountsUnavailable, Link, MemoryAccounts};
 pub use http::HttpError;
+pub use plain::OAuth2Endpoints;
 use seal::{FlowState, Sealer};
 
 /// The prefix of the cookie that carries a flow from its start to its callback
@@ -132,6 +136,9 @@ pub enum OidcFailure {
     /// The provider could not be reached (or timed out): try again.
     #[error("the provider is unavailable: {0}")]
     Unavailable(String),
+    /// A plain OAuth 2.0 provider's user-info answer was refused or did not name the user.
+    #[error("the user info is not usable: {0}")]
+    UserInfo(String),
 }
 
 impl OidcFailure {
@@ -147,6 +154,7 @@ impl OidcFailure {
             OidcFailure::CodeRefused(_) => "code_refused",
             OidcFailure::InvalidIdToken(_) => "invalid_id_token",
             OidcFailure::Unavailable(_) => "provider_unavailable",
+            OidcFailure::UserInfo(_) => "invalid_user_info",
         }
     }
 }
@@ -160,6 +168,8 @@ pub struct ProviderConfig {
     client_id: String,
     client_secret: Option<String>,
     scopes: Vec<String>,
+    /// For a plain OAuth 2.0 provider: its endpoints and user-info fields.
+    plain: Option<OAuth2Endpoints>,
 }
 
 impl fmt::Debug for ProviderConfig {
@@ -191,6 +201,28 @@ impl ProviderConfig {
             client_id: client_id.into(),
             client_secret: None,
             scopes: vec!["email".to_owned(), "profile".to_owned()],
+            plain: None,
+        }
+    }
+
+    /// A plain OAuth 2.0 provider (no ID token, no discovery: Naver's kind) `id`, shown as
+    /// `display_name`, reached at `endpoints`, where this application is `client_id`. Who
+    /// signed in comes from its user-info endpoint. No scopes unless
+    /// [`with_scopes`](Self::with_scopes) names some.
+    pub fn oauth2(
+        id: impl Into<String>,
+        display_name: impl Into<String>,
+        client_id: impl Into<String>,
+        endpoints: OAuth2Endpoints,
+    ) -> Self {
+        ProviderConfig {
+            id: id.into(),
+            display_name: display_name.into(),
+            issuer: endpoints.authorization.clone(),
+            client_id: client_id.into(),
+            client_secret: None,
+            scopes: Vec::new(),
+            plain: Some(endpoints),
         }
     }
 
@@ -201,7 +233,7 @@ impl ProviderConfig {
         self
     }
 
-    /// Scopes besides `openid`.
+    /// Scopes (besides `openid`, which an OpenID Connect provider is always asked for).
     #[must_use]
     pub fn with_scopes(mut self, scopes: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.scopes = scopes.into_iter().map(Into::into).collect();
@@ -259,10 +291,24 @@ impl OidcOptions {
 struct Provider {
     config: ProviderConfig,
     redirect: RedirectUrl,
-    /// The discovery document's client, swapped when the provider's keys are fetched again.
-    current: std::sync::RwLock<Arc<Discovered>>,
-    /// When the keys were last fetched again (at most once a minute).
-    refetched: std::sync::Mutex<Option<std::time::Instant>>,
+    flavor: Flavor,
+}
+
+enum Flavor {
+    /// OpenID Connect: discovered, and the ID token says who signed in.
+    Oidc {
+        /// The discovery document's client, swapped when the provider's keys are fetched
+        /// again.
+        current: std::sync::RwLock<Arc<Discovered>>,
+        /// When the keys were last fetched again (at most once a minute).
+        refetched: std::sync::Mutex<Option<std::time::Instant>>,
+    },
+    /// Plain OAuth 2.0: the user-info endpoint says who signed in.
+    Plain {
+        client: Box<plain::PlainClient>,
+        endpoints: OAuth2Endpoints,
+        issuer: String,
+    },
 }
 
 /// A provider as its discovery document describes it.
@@ -275,18 +321,17 @@ struct Discovered {
 /// names a key it does not have (the provider rotated its keys).
 const REFETCH_EVERY: Duration = Duration::from_secs(60);
 
-impl Provider {
-    fn current(&self) -> Arc<Discovered> {
-        self.current
+impl Flavor {
+    fn current(current: &std::sync::RwLock<Arc<Discovered>>) -> Arc<Discovered> {
+        current
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
 
     /// `true` (and the time noted) when a refetch is allowed now.
-    fn may_refetch(&self) -> bool {
-        let mut last = self
-            .refetched
+    fn may_refetch(refetched: &std::sync::Mutex<Option<std::time::Instant>>) -> bool {
+        let mut last = refetched
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = std::time::Instant::now();
@@ -314,12 +359,25 @@ async fn discover_one(
         .await
         .map_err(|e| discovery(ErrorChain(&e).to_string()))?;
     let issuer = metadata.issuer().to_string();
+    // The client secret goes where the provider takes it: HTTP Basic (the default when the
+    // document says nothing), or the request body when that is all it lists (Kakao).
+    let body_only = metadata
+        .token_endpoint_auth_methods_supported()
+        .is_some_and(|methods| {
+            !methods.contains(&CoreClientAuthMethod::ClientSecretBasic)
+                && methods.contains(&CoreClientAuthMethod::ClientSecretPost)
+        });
     let client = CoreClient::from_provider_metadata(
         metadata,
         ClientId::new(config.client_id.clone()),
         config.client_secret.clone().map(ClientSecret::new),
     )
-    .set_redirect_uri(redirect.clone());
+    .set_redirect_uri(redirect.clone())
+    .set_auth_type(if body_only {
+        openidconnect::AuthType::RequestBody
+    } else {
+        openidconnect::AuthType::BasicAuth
+    });
     Ok(Discovered { client, issuer })
 }
 
@@ -357,8 +415,9 @@ pub struct Identity {
 pub struct Finished {
     /// Who signed in.
     pub identity: Identity,
-    /// The ID token as received (for `id_token_hint` at the provider's logout, say).
-    pub id_token: String,
+    /// The ID token as received (for `id_token_hint` at the provider's logout, say); `None`
+    /// from a plain OAuth 2.0 provider.
+    pub id_token: Option<String>,
     /// The same-origin path to go to now.
     pub return_to: String,
     /// For a linking flow: the signed-in user that began it.
@@ -511,12 +570,27 @@ impl Oidc {
             }
             let redirect = RedirectUrl::new(format!("{callback_base}/oidc/{}/callback", config.id))
                 .map_err(|e| OidcError::Config(format!("redirect URI: {e}")))?;
-            let current = discover_one(&config, &redirect, &http).await?;
+            let flavor = match &config.plain {
+                Some(endpoints) => Flavor::Plain {
+                    client: Box::new(endpoints.client(
+                        &config.client_id,
+                        config.client_secret.as_deref(),
+                        redirect.clone(),
+                    )?),
+                    issuer: endpoints.issuer()?,
+                    endpoints: endpoints.clone(),
+                },
+                None => Flavor::Oidc {
+                    current: std::sync::RwLock::new(Arc::new(
+                        discover_one(&config, &redirect, &http).await?,
+                    )),
+                    refetched: std::sync::Mutex::new(None),
+                },
+            };
             discovered.push(Provider {
                 config,
                 redirect,
-                current: std::sync::RwLock::new(Arc::new(current)),
-                refetched: std::sync::Mutex::new(None),
+                flavor,
             });
         }
         Ok(Oidc {
@@ -556,20 +630,35 @@ impl Oidc {
     ) -> Result<Started, OidcFailure> {
         let provider = self.provider(id)?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-        let current = provider.current();
-        let mut request = current.client.authorize_url(
-            CoreAuthenticationFlow::AuthorizationCode,
-            CsrfToken::new_random,
-            Nonce::new_random,
-        );
-        for scope in &provider.config.scopes {
-            request = request.add_scope(Scope::new(scope.clone()));
-        }
-        let (url, state, nonce) = request.set_pkce_challenge(challenge).url();
+        let scopes = provider.config.scopes.iter().cloned().map(Scope::new);
+        let (url, state, nonce) = match &provider.flavor {
+            Flavor::Oidc { current, .. } => {
+                let (url, state, nonce) = Flavor::current(current)
+                    .client
+                    .authorize_url(
+                        CoreAuthenticationFlow::AuthorizationCode,
+                        CsrfToken::new_random,
+                        Nonce::new_random,
+                    )
+                    .add_scopes(scopes)
+                    .set_pkce_challenge(challenge)
+                    .url();
+                (url, state, nonce.secret().clone())
+            }
+            Flavor::Plain { client, .. } => {
+                let (url, state) = client
+                    .authorize_url(CsrfToken::new_random)
+                    .add_scopes(scopes)
+                    .set_pkce_challenge(challenge)
+                    .url();
+                // No ID token, so no nonce to check it against.
+                (url, state, String::new())
+            }
+        };
         let flow = FlowState {
             provider: id.to_owned(),
             state: state.secret().clone(),
-            nonce: nonce.secret().clone(),
+            nonce,
             verifier: verifier.secret().clone(),
             return_to: same_origin_path(return_to),
             link_user: link_user.map(str::to_owned),
@@ -658,48 +747,119 @@ impl Oidc {
             };
             return Err(OidcFailure::Provider(code));
         }
-        let code = param("code").ok_or(OidcFailure::BadCallback)?;
+        let code =
+            AuthorizationCode::new(param("code").ok_or(OidcFailure::BadCallback)?.to_owned());
+        let verifier = PkceCodeVerifier::new(flow.verifier.clone());
+        let (identity, id_token) = match &provider.flavor {
+            Flavor::Oidc { current, refetched } => {
+                self.finish_oidc(provider, current, refetched, code, verifier, &flow.nonce)
+                    .await?
+            }
+            Flavor::Plain {
+                client,
+                endpoints,
+                issuer,
+            } => {
+                let identity = self
+                    .finish_plain(client, endpoints, issuer, code, verifier)
+                    .await?;
+                (identity, None)
+            }
+        };
+        Ok(Finished {
+            identity,
+            id_token,
+            return_to: flow.return_to,
+            link_user: flow.link_user,
+        })
+    }
+
+    /// An OpenID Connect provider's code for tokens; the ID token checked.
+    async fn finish_oidc(
+        &self,
+        provider: &Provider,
+        current: &std::sync::RwLock<Arc<Discovered>>,
+        refetched: &std::sync::Mutex<Option<std::time::Instant>>,
+        code: AuthorizationCode,
+        verifier: PkceCodeVerifier,
+        nonce: &str,
+    ) -> Result<(Identity, Option<String>), OidcFailure> {
         let send = sender(&self.http);
-        let current = provider.current();
-        let tokens = current
+        let discovered = Flavor::current(current);
+        let tokens = discovered
             .client
-            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .exchange_code(code)
             .map_err(|e| OidcFailure::Unavailable(e.to_string()))?
-            .set_pkce_verifier(PkceCodeVerifier::new(flow.verifier.clone()))
+            .set_pkce_verifier(verifier)
             .request_async(&send)
             .await
-            .map_err(|e| match e {
-                openidconnect::RequestTokenError::ServerResponse(r) => {
-                    OidcFailure::CodeRefused(r.error().to_string())
-                }
-                other => OidcFailure::Unavailable(ErrorChain(&other).to_string()),
-            })?;
+            .map_err(token_failure)?;
         let id_token = tokens
             .id_token()
             .ok_or_else(|| OidcFailure::InvalidIdToken("no ID token".to_owned()))?;
-        let identity = match identity_of(&current, id_token, &flow.nonce) {
+        let identity = match identity_of(&discovered, id_token, nonce) {
             // A key the provider's document did not have when it was read: the provider may
             // have rotated its keys. Read it again (at most once a minute) and check again.
-            Err(ClaimsVerificationError::SignatureVerification(_)) if provider.may_refetch() => {
+            Err(ClaimsVerificationError::SignatureVerification(_))
+                if Flavor::may_refetch(refetched) =>
+            {
                 let fresh = discover_one(&provider.config, &provider.redirect, &self.http)
                     .await
                     .map_err(|e| OidcFailure::Unavailable(e.to_string()))?;
                 let fresh = Arc::new(fresh);
-                *provider
-                    .current
+                *current
                     .write()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh.clone();
-                identity_of(&fresh, id_token, &flow.nonce)
+                identity_of(&fresh, id_token, nonce)
             }
             other => other,
         }
         .map_err(|e| OidcFailure::InvalidIdToken(ErrorChain(&e).to_string()))?;
-        Ok(Finished {
-            identity,
-            id_token: id_token.to_string(),
-            return_to: flow.return_to,
-            link_user: flow.link_user,
-        })
+        Ok((identity, Some(id_token.to_string())))
+    }
+
+    /// A plain OAuth 2.0 provider's code for an access token, and that for the user info.
+    async fn finish_plain(
+        &self,
+        client: &plain::PlainClient,
+        endpoints: &OAuth2Endpoints,
+        issuer: &str,
+        code: AuthorizationCode,
+        verifier: PkceCodeVerifier,
+    ) -> Result<Identity, OidcFailure> {
+        use openidconnect::OAuth2TokenResponse as _;
+        let send = sender(&self.http);
+        let tokens = client
+            .exchange_code(code)
+            .set_pkce_verifier(verifier)
+            .request_async(&send)
+            .await
+            .map_err(token_failure)?;
+        let request = ::http::Request::get(&endpoints.userinfo)
+            .header(::http::header::ACCEPT, "application/json")
+            .header(
+                ::http::header::AUTHORIZATION,
+                format!("Bearer {}", tokens.access_token().secret()),
+            )
+            .body(Vec::new())
+            .map_err(|e| OidcFailure::Unavailable(e.to_string()))?;
+        let answer = self
+            .http
+            .send(request)
+            .await
+            .map_err(|e| OidcFailure::Unavailable(e.to_string()))?;
+        let status = answer.status();
+        if status.is_server_error() {
+            return Err(OidcFailure::Unavailable(format!(
+                "the user-info endpoint answered {status}"
+            )));
+        }
+        if !status.is_success() {
+            return Err(OidcFailure::UserInfo(format!(
+                "the user-info endpoint answered {status}"
+            )));
+        }
+        endpoints.identity(issuer, answer.body())
     }
 
     /// Checks an ID token of provider `id` as the callback does (signature with the
@@ -717,12 +877,28 @@ impl Oidc {
         token: &str,
         nonce: &str,
     ) -> Result<Identity, OidcFailure> {
-        let provider = self.provider(id)?;
+        let Flavor::Oidc { current, .. } = &self.provider(id)?.flavor else {
+            return Err(OidcFailure::InvalidIdToken(
+                "a plain OAuth 2.0 provider gives no ID tokens".to_owned(),
+            ));
+        };
         let token: CoreIdToken = token
             .parse()
             .map_err(|e: serde_json::Error| OidcFailure::InvalidIdToken(e.to_string()))?;
-        identity_of(&provider.current(), &token, nonce)
+        identity_of(&Flavor::current(current), &token, nonce)
             .map_err(|e| OidcFailure::InvalidIdToken(ErrorChain(&e).to_string()))
+    }
+}
+
+/// A token request's failure: the provider refusing the code, or not answering.
+fn token_failure<RE: std::error::Error + 'static, T: openidconnect::ErrorResponse + 'static>(
+    e: openidconnect::RequestTokenError<RE, T>,
+) -> OidcFailure {
+    match e {
+        openidconnect::RequestTokenError::ServerResponse(r) => {
+            OidcFailure::CodeRefused(r.to_string())
+        }
+        other => OidcFailure::Unavailable(ErrorChain(&other).to_string()),
     }
 }
 

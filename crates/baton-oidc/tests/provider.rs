@@ -2,11 +2,12 @@
 //! loopback port, started by the test): discovery, the code flow with PKCE, state and nonce,
 //! the ID token checked; and each attack refused: a wrong or missing state, a replayed code,
 //! a flow cookie of another provider, an ID token for another client, another issuer's
-//! provider, an expired ID token, `return_to` off-site, the user cancelling.
+//! provider, an expired ID token, `return_to` off-site, the user cancelling; and the same
+//! provider taken as a plain OAuth 2.0 one (no ID token read: its user-info endpoint).
 
 use std::time::Duration;
 
-use baton_oidc::{Oidc, OidcFailure, OidcOptions, ProviderConfig};
+use baton_oidc::{OAuth2Endpoints, Oidc, OidcFailure, OidcOptions, ProviderConfig};
 use baton_test::{OidcClient, OidcServer, ProviderBrowser as Browser};
 
 const APP: &str = "http://127.0.0.1:3000";
@@ -191,7 +192,7 @@ async fn signed_in(server: &OidcServer, oidc: &Oidc, login: &str) -> baton_oidc:
 
 /// A real ID token: a whole sign-in of `login` through `oidc`.
 async fn id_token(server: &OidcServer, oidc: &Oidc, login: &str) -> String {
-    signed_in(server, oidc, login).await.id_token
+    signed_in(server, oidc, login).await.id_token.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,4 +264,102 @@ async fn new_provider_keys_are_fetched_when_a_token_names_one() {
 
 async fn id_token_subject(server: &OidcServer, oidc: &Oidc, login: &str) -> String {
     signed_in(server, oidc, login).await.identity.subject
+}
+
+/// The provider as a plain OAuth 2.0 one: `/auth`, `/token`, and its user-info endpoint `/me`,
+/// the fields at `endpoints`.
+async fn plain_for(server: &OidcServer, endpoints: OAuth2Endpoints) -> Oidc {
+    let config = ProviderConfig::oauth2("test", "Plain", "app", endpoints)
+        .with_secret("app-secret")
+        // The provider's user info answers access tokens issued for `openid`.
+        .with_scopes(["openid", "email", "profile"]);
+    Oidc::discover(
+        APP,
+        "/auth",
+        vec![config],
+        &KEY,
+        OidcOptions::new().with_root_certificate(server.ca_der().to_vec()),
+    )
+    .await
+    .unwrap()
+}
+
+fn endpoints_of(server: &OidcServer) -> OAuth2Endpoints {
+    let issuer = server.issuer();
+    OAuth2Endpoints::new(
+        format!("{issuer}/auth"),
+        format!("{issuer}/token"),
+        format!("{issuer}/me"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_oauth2_provider_names_the_user_through_its_user_info() {
+    let Some(server) = OidcServer::start(&[client("app")], Duration::from_secs(3600)) else {
+        return;
+    };
+    let oidc = plain_for(&server, endpoints_of(&server)).await;
+    let started = oidc.start("test", Some("/after"), None).unwrap();
+    assert!(started.redirect.contains("code_challenge_method=S256"));
+    assert!(
+        !started.redirect.contains("nonce="),
+        "no ID token, so no nonce: {}",
+        started.redirect
+    );
+    let (query, cookie) = through_provider(&server, &oidc, Some("/after"), "hana", false).await;
+    let finished = oidc
+        .finish("test", Some(&query), &[cookie.as_str()])
+        .await
+        .unwrap();
+    assert_eq!(finished.identity.issuer, server.issuer());
+    assert_eq!(finished.identity.subject, "hana");
+    assert_eq!(
+        finished.identity.email.as_deref(),
+        Some("hana@example.test")
+    );
+    assert_eq!(finished.identity.name.as_deref(), Some("hana"));
+    assert_eq!(finished.identity.email_verified, None);
+    assert_eq!(finished.id_token, None);
+    assert_eq!(finished.return_to, "/after");
+    // The code again: refused by the provider, as with OpenID Connect.
+    let again = oidc.finish("test", Some(&query), &[cookie.as_str()]).await;
+    assert!(
+        matches!(again, Err(OidcFailure::CodeRefused(_))),
+        "{again:?}"
+    );
+    // The state is checked the same way.
+    let other = oidc.start("test", None, None).unwrap();
+    let other_cookie = cookie_line(&other.set_cookie);
+    let r = oidc
+        .finish("test", Some(&query), &[other_cookie.as_str()])
+        .await;
+    assert!(matches!(r, Err(OidcFailure::StateMismatch)), "{r:?}");
+    // No ID tokens to check from such a provider.
+    let r = oidc.check_id_token("test", "a.b.c", "nonce");
+    assert!(matches!(r, Err(OidcFailure::InvalidIdToken(_))), "{r:?}");
+
+    // A mapping that names a field the answer does not have: a clear failure, no user.
+    let wrong = plain_for(&server, endpoints_of(&server).subject_at("/response/id")).await;
+    let (query, cookie) = through_provider(&server, &wrong, None, "hana", false).await;
+    let r = wrong.finish("test", Some(&query), &[cookie.as_str()]).await;
+    let failure = r.unwrap_err();
+    assert_eq!(failure.code(), "invalid_user_info", "{failure:?}");
+
+    // A user-info endpoint that refuses the token (here: one that does not exist).
+    let issuer = server.issuer();
+    let refusing = plain_for(
+        &server,
+        OAuth2Endpoints::new(
+            format!("{issuer}/auth"),
+            format!("{issuer}/token"),
+            format!("{issuer}/no-such-endpoint"),
+        ),
+    )
+    .await;
+    let (query, cookie) = through_provider(&server, &refusing, None, "hana", false).await;
+    let r = refusing
+        .finish("test", Some(&query), &[cookie.as_str()])
+        .await;
+    let failure = r.unwrap_err();
+    assert_eq!(failure.code(), "invalid_user_info", "{failure:?}");
 }

@@ -116,9 +116,29 @@ fn parse(alg: Algorithm, text: &str) -> Result<(Key, Vec<u8>, Vec<u8>), String> 
     Ok((key, canonical(alg, &der)?, text.as_bytes().to_vec()))
 }
 
-/// Reads an existing key file through one handle, after checking that handle: owned by this
-/// process's user (on Linux), and neither writable by group or others nor readable by others.
+/// Reads a client secret kept in a file (a provider's `--oidc-client-secret-file`), with the
+/// key file's checks: this user's own, not writable by group or others nor readable by others.
+/// Surrounding whitespace (the file's last newline) is not part of the secret.
+///
+/// # Errors
+/// A message for a file that cannot be read, is open to other users, or is empty.
+pub fn read_secret_file(path: &Path) -> Result<String, String> {
+    let text = read_private_file(path, "a client secret")?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(secret.to_owned())
+}
+
 fn read_key_file(path: &Path) -> Result<String, String> {
+    read_private_file(path, "the signing key")
+}
+
+/// Reads an existing private file through one handle, after checking that handle: owned by
+/// this process's user (on Linux), and neither writable by group or others nor readable by
+/// others. `what` names what it holds, for the messages.
+fn read_private_file(path: &Path, what: &str) -> Result<String, String> {
     use std::io::Read;
     let mut file =
         std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -131,7 +151,7 @@ fn read_key_file(path: &Path) -> Result<String, String> {
         let mode = meta.mode() & 0o777;
         if mode & 0o026 != 0 {
             return Err(format!(
-                "{} holds the signing key but is open to other users (mode {mode:o}); chmod 600 it",
+                "{} holds {what} but is open to other users (mode {mode:o}); chmod 600 it",
                 path.display()
             ));
         }
@@ -140,7 +160,7 @@ fn read_key_file(path: &Path) -> Result<String, String> {
             && meta.uid() != me.uid()
         {
             return Err(format!(
-                "{} is owned by another user (uid {}); the key file must be this user's own",
+                "{} is owned by another user (uid {}); the file holding {what} must be this user's own",
                 path.display(),
                 meta.uid()
             ));

@@ -81,6 +81,56 @@ pub struct Config {
     /// DPoP proofs must carry a server nonce (`DPoP-Nonce`) of this period or the one
     /// before; `None`: no nonces. In Redis mode every instance shares the nonce secret.
     pub dpop_nonces: Option<Duration>,
+    /// OpenID Connect providers to sign in with (a "Sign in with ..." button each). Their
+    /// redirect URI is `{first public URL}/auth/oidc/{id}/callback`.
+    pub oidc: Vec<OidcProvider>,
+    /// Certificate authorities (DER) trusted for reaching the providers instead of the
+    /// platform's roots (a private provider). Empty: the platform's roots.
+    pub oidc_roots: Vec<Vec<u8>>,
+}
+
+/// One OpenID Connect provider of the login app.
+#[derive(Clone)]
+pub struct OidcProvider {
+    /// The name on its button ("Google"); its id in URLs is made from it (`google`).
+    pub name: String,
+    /// Its issuer URL (`https://accounts.google.com`).
+    pub issuer: String,
+    /// This app's client id there.
+    pub client_id: String,
+    /// This app's client secret there.
+    pub client_secret: Option<String>,
+}
+
+impl std::fmt::Debug for OidcProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcProvider")
+            .field("name", &self.name)
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OidcProvider {
+    /// The provider's id in URLs: its name in lower case, every run of other characters
+    /// than `a-z` and `0-9` a `-` ("Kakao Login" is `kakao-login`), at most 32.
+    pub fn id(&self) -> String {
+        let mut id = String::new();
+        for c in self.name.chars().flat_map(char::to_lowercase) {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                id.push(c);
+            } else if !id.is_empty() && !id.ends_with('-') {
+                id.push('-');
+            }
+        }
+        let id = id.trim_end_matches('-');
+        id.chars()
+            .take(32)
+            .collect::<String>()
+            .trim_end_matches('-')
+            .to_owned()
+    }
 }
 
 impl Default for Config {
@@ -103,6 +153,8 @@ impl Default for Config {
             public_urls: Vec::new(),
             require_dpop: false,
             dpop_nonces: None,
+            oidc: Vec::new(),
+            oidc_roots: Vec::new(),
         }
     }
 }
@@ -359,11 +411,17 @@ pub async fn build(config: &Config) -> Result<Built, String> {
         None => {
             let users = Users::memory();
             let store = MemoryStore::new(keys.refresh, policy);
-            let dpop = Shared {
+            let shared = Shared {
                 replay: None,
                 nonce_secret: None,
+                oidc: oidc(config, &random_secret()?).await?,
             };
-            let baton = configure(Baton::builder(store, users.clone(), ring), config, dpop)?;
+            let baton = configure(
+                Baton::builder(store, users.clone(), ring),
+                config,
+                shared,
+                &users,
+            )?;
             let limiter: Arc<dyn RateLimiter> = Arc::new(baton::MemoryLimiter::new());
             Ok(Built {
                 router: router(&baton, users, limiter, config),
@@ -393,17 +451,23 @@ pub async fn build(config: &Config) -> Result<Built, String> {
                 .revocations(feed)
                 .rate_limiter(limiter.clone());
             // DPoP proofs are seen once by all instances, and their nonces are the same.
-            let dpop = Shared {
+            // Sign-in flows started on one instance finish on any.
+            let shared = Shared {
                 replay: Some(baton::redis::RedisReplayCache::new(
                     redis.clone(),
                     "baton-app:",
                 )),
                 nonce_secret: match config.dpop_nonces {
-                    Some(_) => Some(shared_nonce_secret(&redis).await?),
+                    Some(_) => Some(shared_secret(&redis, "dpop-nonce").await?),
                     None => None,
                 },
+                oidc: if config.oidc.is_empty() {
+                    None
+                } else {
+                    oidc(config, &shared_secret(&redis, "oidc-flow").await?).await?
+                },
             };
-            let baton = configure(builder, config, dpop)?;
+            let baton = configure(builder, config, shared, &users)?;
             Ok(Built {
                 router: router(&baton, users, Arc::new(limiter), config),
                 keys: handle,
@@ -413,46 +477,104 @@ pub async fn build(config: &Config) -> Result<Built, String> {
     }
 }
 
-/// What the instances of one deployment share for DPoP: the replay cache and the nonce
-/// secret (`None`: this instance's own).
+/// What the instances of one deployment share: the DPoP replay cache and nonce secret
+/// (`None`: this instance's own), and the sign-in providers with their flow key.
 struct Shared {
     replay: Option<baton::redis::RedisReplayCache>,
-    nonce_secret: Option<Vec<u8>>,
+    nonce_secret: Option<[u8; 32]>,
+    oidc: Option<baton::oidc::Oidc>,
 }
 
-/// The DPoP nonce secret every instance on this Redis uses: the first instance to start
-/// writes a random one, the others read it.
-async fn shared_nonce_secret(redis: &baton::redis::RedisConnection) -> Result<Vec<u8>, String> {
+fn random_secret() -> Result<[u8; 32], String> {
     use aws_lc_rs::rand::{SecureRandom, SystemRandom};
     let mut fresh = [0u8; 32];
     SystemRandom::new()
         .fill(&mut fresh)
         .map_err(|_| "the random generator failed".to_owned())?;
-    let fresh: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
-    let fresh = &fresh;
+    Ok(fresh)
+}
+
+/// The secret `name` every instance on this Redis uses (`baton-app:secret:{name}`): the first
+/// instance to start writes a random one, the others read it.
+async fn shared_secret(
+    redis: &baton::redis::RedisConnection,
+    name: &str,
+) -> Result<[u8; 32], String> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let fresh = b64.encode(random_secret()?);
+    let key = format!("baton-app:secret:{name}");
+    let (fresh, key) = (&fresh, &key);
     let secret: String = redis
-        .read("DPoP nonce secret", move |mut c| async move {
+        .read("shared secret", move |mut c| async move {
             redis::cmd("SET")
-                .arg("baton-app:dpop-nonce-secret")
+                .arg(key)
                 .arg(fresh)
                 .arg("NX")
                 .query_async::<()>(&mut c)
                 .await?;
-            redis::cmd("GET")
-                .arg("baton-app:dpop-nonce-secret")
-                .query_async(&mut c)
-                .await
+            redis::cmd("GET").arg(key).query_async(&mut c).await
         })
         .await
         .map_err(|e| format!("redis: {}", baton::core::ErrorChain(&e)))?;
-    Ok(secret.into_bytes())
+    b64.decode(&secret)
+        .ok()
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .ok_or_else(|| format!("redis: {key} is not 32 bytes in base64; delete it"))
+}
+
+/// The sign-in providers, discovered (their documents and keys fetched) for callbacks at the
+/// first public URL; `None` when there are none.
+async fn oidc(config: &Config, flow_key: &[u8; 32]) -> Result<Option<baton::oidc::Oidc>, String> {
+    use baton::oidc::{Oidc, OidcOptions, ProviderConfig};
+    if config.oidc.is_empty() {
+        return Ok(None);
+    }
+    let origin = config.public_urls.first().ok_or(
+        "signing in with a provider needs the app's public URL (--public-url), which the \
+         provider sends the browser back to",
+    )?;
+    let providers = config
+        .oidc
+        .iter()
+        .map(|p| {
+            let config = ProviderConfig::new(p.id(), &p.name, &p.issuer, &p.client_id);
+            match &p.client_secret {
+                Some(secret) => config.with_secret(secret),
+                None => config,
+            }
+        })
+        .collect();
+    let options = config
+        .oidc_roots
+        .iter()
+        .fold(OidcOptions::new(), |options, der| {
+            options.with_root_certificate(der.clone())
+        });
+    let oidc = Oidc::discover(origin, "/auth", providers, flow_key, options)
+        .await
+        .map_err(|e| baton::core::ErrorChain(&e).to_string())?;
+    for (id, _) in oidc.providers() {
+        tracing::info!(
+            target: "login_app",
+            provider = id,
+            redirect_uri = %format!("{}/auth/oidc/{id}/callback", origin.trim_end_matches('/')),
+            "sign-in provider ready"
+        );
+    }
+    Ok(Some(oidc))
 }
 
 fn configure<S: RefreshStore>(
     builder: baton::BatonBuilder<S, Users>,
     config: &Config,
     shared: Shared,
+    users: &Users,
 ) -> Result<Baton<S, Users>, String> {
+    let builder = match shared.oidc {
+        Some(oidc) => builder.oidc(oidc, users.clone()),
+        None => builder,
+    };
     let builder = builder
         .client_ip(config.client_ip.clone())
         .access_ttl(config.access_ttl)

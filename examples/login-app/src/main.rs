@@ -100,6 +100,75 @@ struct Args {
     /// seconds (RFC 9449 section 8); 0: no nonces. On Redis every instance shares them.
     #[arg(long, env = "BATON_DPOP_NONCES", default_value_t = 0)]
     dpop_nonces: u64,
+    /// The name on a "Sign in with ..." button (`Google`); give one per provider, in the same
+    /// order as its `--oidc-issuer`, `--oidc-client-id` and `--oidc-client-secret-file`.
+    #[arg(long = "oidc-name")]
+    oidc_names: Vec<String>,
+    /// An OpenID Connect provider's issuer URL (`https://accounts.google.com`); repeat per
+    /// provider.
+    #[arg(long = "oidc-issuer")]
+    oidc_issuers: Vec<String>,
+    /// This app's client id at the provider; repeat per provider.
+    #[arg(long = "oidc-client-id")]
+    oidc_client_ids: Vec<String>,
+    /// A file holding this app's client secret at the provider (one line; not group- or
+    /// world-readable); repeat per provider.
+    #[arg(long = "oidc-client-secret-file")]
+    oidc_secret_files: Vec<PathBuf>,
+    /// A certificate authority (PEM) to trust for the providers instead of the platform's
+    /// roots (a provider with a private certificate).
+    #[arg(long, env = "BATON_OIDC_CA_FILE")]
+    oidc_ca_file: Option<PathBuf>,
+}
+
+/// The providers the `--oidc-*` flags describe: one of each flag per provider, in order.
+fn oidc_providers(args: &Args) -> Result<Vec<login_app::OidcProvider>, String> {
+    let n = args.oidc_issuers.len();
+    if args.oidc_names.len() != n
+        || args.oidc_client_ids.len() != n
+        || args.oidc_secret_files.len() != n
+    {
+        return Err(format!(
+            "give --oidc-name, --oidc-issuer, --oidc-client-id and --oidc-client-secret-file \
+             once per provider (got {}, {n}, {} and {})",
+            args.oidc_names.len(),
+            args.oidc_client_ids.len(),
+            args.oidc_secret_files.len()
+        ));
+    }
+    let mut providers = Vec::new();
+    for (((name, issuer), client_id), file) in args
+        .oidc_names
+        .iter()
+        .zip(&args.oidc_issuers)
+        .zip(&args.oidc_client_ids)
+        .zip(&args.oidc_secret_files)
+    {
+        let secret = login_app::keys::read_secret_file(file)
+            .map_err(|e| format!("--oidc-client-secret-file {}: {e}", file.display()))?;
+        providers.push(login_app::OidcProvider {
+            name: name.clone(),
+            issuer: issuer.clone(),
+            client_id: client_id.clone(),
+            client_secret: Some(secret),
+        });
+    }
+    Ok(providers)
+}
+
+/// The certificate authorities in a PEM file, as DER.
+fn pem_certificates(path: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
+    let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let blocks = pem::parse_many(text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let certs: Vec<Vec<u8>> = blocks
+        .into_iter()
+        .filter(|b| b.tag() == "CERTIFICATE")
+        .map(pem::Pem::into_contents)
+        .collect();
+    if certs.is_empty() {
+        return Err(format!("{}: no CERTIFICATE in it", path.display()));
+    }
+    Ok(certs)
 }
 
 /// A CIDR range, or one address (a /32 or /128).
@@ -147,6 +216,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let args = Args::parse();
+    let oidc = oidc_providers(&args)?;
     let config = Config {
         redis_url: args.redis_url,
         access_ttl: Duration::from_secs(args.access_ttl),
@@ -195,6 +265,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         require_dpop: args.require_dpop,
         dpop_nonces: (args.dpop_nonces > 0).then(|| Duration::from_secs(args.dpop_nonces)),
+        oidc,
+        oidc_roots: match &args.oidc_ca_file {
+            Some(path) => pem_certificates(path).map_err(|e| format!("--oidc-ca-file {e}"))?,
+            None => Vec::new(),
+        },
     };
     if let Some(addr) = args.metrics_addr {
         let metrics = login_app::metrics_router()?;

@@ -1,4 +1,5 @@
-//! Users: argon2-hashed passwords, in memory or in Redis.
+//! Users: argon2-hashed passwords, and identities at OpenID Connect providers linked to
+//! users, in memory or in Redis.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -8,6 +9,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use baton::oidc::{Accounts, AccountsUnavailable, Identity, Link};
 use baton::redis::RedisConnection;
 use baton::{AuthUnavailable, Authenticator, Principal};
 use serde::{Deserialize, Serialize};
@@ -28,13 +30,26 @@ struct User {
     hash: String,
 }
 
+/// Users in memory: by canonical name, display names by id, and provider identities
+/// `(issuer, subject)` by the user they are linked to.
+#[derive(Clone, Default)]
+struct Memory {
+    users: Arc<RwLock<HashMap<String, User>>>,
+    ids: Arc<RwLock<HashMap<String, String>>>,
+    links: Arc<RwLock<HashMap<(String, String), String>>>,
+}
+
+/// The scripts the Redis backend writes with (each behind the deadline check).
+struct Scripts {
+    register: redis::Script,
+    sign_in: redis::Script,
+    link: redis::Script,
+}
+
 #[derive(Clone)]
 enum Backend {
-    Memory(
-        Arc<RwLock<HashMap<String, User>>>,
-        Arc<RwLock<HashMap<String, String>>>,
-    ),
-    Redis(RedisConnection, Arc<redis::Script>),
+    Memory(Memory),
+    Redis(RedisConnection, Arc<Scripts>),
 }
 
 /// Registers a user atomically: the name and the id together, or nothing. Sent again after a
@@ -50,6 +65,28 @@ end
 redis.call("SET", KEYS[1], ARGV[1])
 redis.call("SET", KEYS[2], ARGV[2])
 return 1
+"#;
+
+/// The first sign-in of a provider identity: its link and its user together. Sent again after
+/// a lost reply, it finds the link it made and answers the same user.
+/// KEYS: the identity's link key, the new user's id key. ARGV: the new id, its display name.
+const SIGN_IN_LUA: &str = r#"
+local existing = redis.call("GET", KEYS[1])
+if existing then return existing end
+redis.call("SET", KEYS[1], ARGV[1])
+redis.call("SET", KEYS[2], ARGV[2])
+return ARGV[1]
+"#;
+
+/// Links an identity to a signed-in user unless it is another user's: 0 linked now, 1 linked
+/// to this user already (a retry after a lost reply included), 2 another user's.
+/// KEYS: the identity's link key. ARGV: the user id.
+const LINK_LUA: &str = r#"
+local existing = redis.call("GET", KEYS[1])
+if existing == ARGV[1] then return 1 end
+if existing then return 2 end
+redis.call("SET", KEYS[1], ARGV[1])
+return 0
 "#;
 
 /// Why a registration failed.
@@ -106,6 +143,37 @@ fn hash_with(argon: &Argon2<'static>, password: &str) -> String {
 
 const USER_PREFIX: &str = "baton-app:user:";
 const ID_PREFIX: &str = "baton-app:uid:";
+const LINK_PREFIX: &str = "baton-app:oidc:";
+
+/// The Redis key of a provider identity's link: the issuer and the subject, each
+/// length-prefixed so no pair can be spelled as another.
+fn link_key(identity: &Identity) -> String {
+    format!(
+        "{LINK_PREFIX}{}:{}:{}",
+        identity.issuer.len(),
+        identity.issuer,
+        identity.subject
+    )
+}
+
+/// How a user made by a provider sign-in is shown: the provider's name for them (or their
+/// e-mail, or their id there) and the provider's host, so it cannot pass for a local
+/// username. At most 64 characters of the name.
+fn display_name(identity: &Identity) -> String {
+    let name = identity
+        .name
+        .as_deref()
+        .or(identity.email.as_deref())
+        .unwrap_or(&identity.subject);
+    let name: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
+    let host = identity
+        .issuer
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(str::to_owned))
+        .unwrap_or_else(|| identity.issuer.clone());
+    format!("{name} ({host})")
+}
 
 impl Users {
     fn with_backend(backend: Backend) -> Self {
@@ -124,14 +192,20 @@ impl Users {
 
     /// Users in process memory.
     pub fn memory() -> Self {
-        Users::with_backend(Backend::Memory(Arc::default(), Arc::default()))
+        Users::with_backend(Backend::Memory(Memory::default()))
     }
 
     /// Users in Redis (`baton-app:user:<name>` and `baton-app:uid:<id>`), on the connection
     /// the sessions, the revocation feed and the limits share.
     pub fn redis(conn: RedisConnection) -> Self {
-        let script = format!("{}{REGISTER_LUA}", baton::redis::DEADLINE_LUA);
-        Users::with_backend(Backend::Redis(conn, Arc::new(redis::Script::new(&script))))
+        let script =
+            |body: &str| redis::Script::new(&format!("{}{body}", baton::redis::DEADLINE_LUA));
+        let scripts = Scripts {
+            register: script(REGISTER_LUA),
+            sign_in: script(SIGN_IN_LUA),
+            link: script(LINK_LUA),
+        };
+        Users::with_backend(Backend::Redis(conn, Arc::new(scripts)))
     }
 
     async fn hash(&self, password: &str) -> Result<String, Busy> {
@@ -171,7 +245,7 @@ impl Users {
             .await
             .map_err(|Busy| RegisterError::Busy)?;
         match &self.backend {
-            Backend::Memory(users, ids) => {
+            Backend::Memory(Memory { users, ids, .. }) => {
                 let mut users = users.write().map_err(|_| RegisterError::Unavailable)?;
                 if users.contains_key(username) {
                     return Err(RegisterError::Taken);
@@ -187,14 +261,14 @@ impl Users {
                     .map_err(|_| RegisterError::Unavailable)?
                     .insert(id.clone(), display.to_owned());
             }
-            Backend::Redis(conn, script) => {
+            Backend::Redis(conn, scripts) => {
                 let keys = [
                     format!("{USER_PREFIX}{username}"),
                     format!("{ID_PREFIX}{id}"),
                 ];
                 let args = [format!("{id}\u{1f}{hash}"), display.to_owned(), id.clone()];
                 let created: i64 = conn
-                    .write_script("register", script, &keys, &args)
+                    .write_script("register", &scripts.register, &keys, &args)
                     .await
                     .map_err(|_| RegisterError::Unavailable)?;
                 if created == 0 {
@@ -207,7 +281,7 @@ impl Users {
 
     async fn find(&self, username: &str) -> Result<Option<User>, AuthUnavailable> {
         match &self.backend {
-            Backend::Memory(users, _) => Ok(users
+            Backend::Memory(Memory { users, .. }) => Ok(users
                 .read()
                 .map_err(|_| AuthUnavailable("lock".into()))?
                 .get(username)
@@ -234,7 +308,7 @@ impl Users {
 
     async fn username_of(&self, id: &str) -> Result<Option<String>, AuthUnavailable> {
         match &self.backend {
-            Backend::Memory(_, ids) => Ok(ids
+            Backend::Memory(Memory { ids, .. }) => Ok(ids
                 .read()
                 .map_err(|_| AuthUnavailable("lock".into()))?
                 .get(id)
@@ -317,5 +391,71 @@ impl Authenticator for Users {
             .username_of(user_id)
             .await?
             .map(|username| AppClaims { username }))
+    }
+}
+
+/// Provider identities linked to the app's users: the first sign-in makes a user (shown by the
+/// provider's name for them and the provider's host; it has no password), later ones find
+/// it; a signed-in user links another identity. Never merged by e-mail.
+impl Accounts for Users {
+    async fn sign_in(&self, identity: &Identity) -> Result<String, AccountsUnavailable> {
+        let new_id = format!("u_{}", random_b64(12));
+        let display = display_name(identity);
+        match &self.backend {
+            Backend::Memory(Memory { ids, links, .. }) => {
+                let lock = || AccountsUnavailable("lock".to_owned());
+                let mut links = links.write().map_err(|_| lock())?;
+                let key = (identity.issuer.clone(), identity.subject.clone());
+                if let Some(user) = links.get(&key) {
+                    return Ok(user.clone());
+                }
+                ids.write()
+                    .map_err(|_| lock())?
+                    .insert(new_id.clone(), display);
+                links.insert(key, new_id.clone());
+                Ok(new_id)
+            }
+            Backend::Redis(conn, scripts) => {
+                let keys = [link_key(identity), format!("{ID_PREFIX}{new_id}")];
+                conn.write_script("oidc sign-in", &scripts.sign_in, &keys, &[new_id, display])
+                    .await
+                    .map_err(|e| AccountsUnavailable(baton::core::ErrorChain(&e).to_string()))
+            }
+        }
+    }
+
+    async fn link(&self, user_id: &str, identity: &Identity) -> Result<Link, AccountsUnavailable> {
+        match &self.backend {
+            Backend::Memory(Memory { links, .. }) => {
+                let mut links = links
+                    .write()
+                    .map_err(|_| AccountsUnavailable("lock".to_owned()))?;
+                let key = (identity.issuer.clone(), identity.subject.clone());
+                Ok(match links.get(&key) {
+                    Some(user) if user == user_id => Link::AlreadyLinked,
+                    Some(_) => Link::TakenByAnother,
+                    None => {
+                        links.insert(key, user_id.to_owned());
+                        Link::Linked
+                    }
+                })
+            }
+            Backend::Redis(conn, scripts) => {
+                let done: i64 = conn
+                    .write_script(
+                        "oidc link",
+                        &scripts.link,
+                        &[link_key(identity)],
+                        &[user_id.to_owned()],
+                    )
+                    .await
+                    .map_err(|e| AccountsUnavailable(baton::core::ErrorChain(&e).to_string()))?;
+                Ok(match done {
+                    0 => Link::Linked,
+                    1 => Link::AlreadyLinked,
+                    _ => Link::TakenByAnother,
+                })
+            }
+        }
     }
 }
