@@ -2,7 +2,9 @@
 //! tokens invisible to scripts, silent refresh after the access token expires, reload stays
 //! logged in, two tabs share one refresh and one logout, logout sticks; and, on a
 //! test-started Redis that stalls, a refresh answered 503 is waited out without signing the
-//! user out.
+//! user out; and, with a real OpenID provider (`oidc-provider` on node, started by the test),
+//! "Sign in with ..." through the provider's own pages back to the app, signed in, the device
+//! list showing the session, and a cancelled sign-in told on the page.
 //!
 //! Needs Debian's `chromium` and `chromium-driver`. Without them the test skips loudly, unless
 //! `BATON_REQUIRE_BROWSER=1` (`.ci/run` sets it and installs them). On failure a screenshot is
@@ -109,6 +111,107 @@ async fn script(client: &Client, source: &str) -> Result<serde_json::Value, Stri
         .execute(source, vec![])
         .await
         .map_err(|e| e.to_string())
+}
+
+async fn css_click(client: &Client, css: &str) -> Result<(), String> {
+    client
+        .find(Locator::Css(css))
+        .await
+        .map_err(|e| format!("{css}: {e}"))?
+        .click()
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn present(client: &Client, css: &str) -> bool {
+    client.find(Locator::Css(css)).await.is_ok()
+}
+
+/// "Sign in with Test Provider" on the page, the provider's own login and consent pages (in
+/// this browser, over HTTPS), and back on the page signed in, the device list showing the
+/// session; then a sign-in cancelled at the provider lands on the page with a message.
+async fn oidc_scenario(client: &Client, url: &str, issuer: &str) -> Result<(), String> {
+    client.goto(url).await.map_err(|e| e.to_string())?;
+    eventually("the provider's button", || {
+        displayed(client, "oidc-test-provider")
+    })
+    .await?;
+    click(client, "oidc-test-provider").await?;
+    eventually("the provider's login page", || {
+        present(client, "input[name=login]")
+    })
+    .await?;
+    let login = client
+        .find(Locator::Css("input[name=login]"))
+        .await
+        .map_err(|e| e.to_string())?;
+    login.send_keys("zoe").await.map_err(|e| e.to_string())?;
+    let password = client
+        .find(Locator::Css("input[name=password]"))
+        .await
+        .map_err(|e| e.to_string())?;
+    password.send_keys("any").await.map_err(|e| e.to_string())?;
+    css_click(client, "button[type=submit]").await?;
+    eventually("the provider's consent page", || {
+        present(client, "input[name=prompt][value=consent]")
+    })
+    .await?;
+    css_click(client, "button[type=submit]").await?;
+    eventually("back on the app, signed in as zoe", || async {
+        text(client, "whoami-output")
+            .await
+            .contains("Signed in as zoe (127.0.0.1)")
+    })
+    .await?;
+    eventually("the device list shows the session", || async {
+        text(client, "devices").await.contains("this device")
+    })
+    .await?;
+
+    // Signed in at the provider still: the next sign-in comes straight back.
+    click(client, "logout-button").await?;
+    eventually("logged out", || displayed(client, "login-form")).await?;
+    click(client, "oidc-test-provider").await?;
+    eventually("back at once, signed in as zoe", || async {
+        text(client, "whoami-output")
+            .await
+            .contains("Signed in as zoe (127.0.0.1)")
+    })
+    .await?;
+
+    // Signed out at the provider too (its cookies gone): it asks again, and the user cancels.
+    click(client, "logout-button").await?;
+    eventually("logged out", || displayed(client, "login-form")).await?;
+    client
+        .goto(&format!("{issuer}/.well-known/openid-configuration"))
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .delete_all_cookies()
+        .await
+        .map_err(|e| e.to_string())?;
+    client.goto(url).await.map_err(|e| e.to_string())?;
+    eventually("the provider's button", || {
+        displayed(client, "oidc-test-provider")
+    })
+    .await?;
+    click(client, "oidc-test-provider").await?;
+    eventually("the provider's login page again", || {
+        present(client, "a[href$='/abort']")
+    })
+    .await?;
+    css_click(client, "a[href$='/abort']").await?;
+    eventually("the page says the sign-in was cancelled", || async {
+        text(client, "status")
+            .await
+            .contains("Sign-in was cancelled.")
+    })
+    .await?;
+    let address = client.current_url().await.map_err(|e| e.to_string())?;
+    if address.query().is_some() {
+        return Err(format!("the error code stayed in the address: {address}"));
+    }
+    Ok(())
 }
 
 /// One request from a client that has the page's token and refresh cookie but not its key.
@@ -543,6 +646,8 @@ async fn the_page_in_a_real_browser() {
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
                 "--window-size=1024,860",
+                // The test provider's certificate is from an authority made by the test.
+                "--ignore-certificate-errors",
                 format!("--user-data-dir={}", profile.display()),
             ],
         }),
@@ -554,6 +659,35 @@ async fn the_page_in_a_real_browser() {
         .expect("a WebDriver session");
 
     let mut outcome = scenario(&client, &url).await;
+    // Sign-in with a real OpenID provider.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let oidc_origin = format!("http://localhost:{}", listener.local_addr().unwrap().port());
+    let provider = baton_test::OidcServer::start(
+        &[baton_test::OidcClient {
+            id: "app".to_owned(),
+            secret: "app-secret".to_owned(),
+            redirect_uri: format!("{oidc_origin}/auth/oidc/test-provider/callback"),
+        }],
+        Duration::from_secs(3600),
+    );
+    if outcome.is_ok()
+        && let Some(provider) = &provider
+    {
+        let config = login_app::Config {
+            public_urls: vec![oidc_origin.clone()],
+            oidc: vec![login_app::OidcProvider {
+                name: "Test Provider".to_owned(),
+                issuer: provider.issuer(),
+                client_id: "app".to_owned(),
+                client_secret: Some("app-secret".to_owned()),
+            }],
+            oidc_roots: vec![provider.ca_der().to_vec()],
+            ..login_app::Config::default()
+        };
+        let app = login_app::app(&config).await.unwrap();
+        tokio::spawn(login_app::serve(listener, app, std::future::pending()));
+        outcome = oidc_scenario(&client, &format!("{oidc_origin}/"), &provider.issuer()).await;
+    }
     // The same page on Redis, which stalls mid-session.
     let redis = baton_test::RedisServer::start();
     if outcome.is_ok()

@@ -541,6 +541,48 @@
     devices();
   });
 
+  // Sign-in with OpenID Connect providers: a link per provider the server lists (none: the
+  // card stays hidden). The provider sends the browser back through the server, which opens
+  // the session (the refresh cookie) and lands here; a failure lands here with ?oidc_error=.
+  const oidcErrors = {
+    access_denied: 'Sign-in was cancelled.',
+    expired: 'The sign-in took too long or was not started here; try again.',
+    state_mismatch: 'The sign-in could not be verified; try again.',
+    provider_unavailable: 'The provider did not answer; try again later.',
+    too_many_requests: 'Too many sign-ins; wait a minute and try again.',
+    unavailable: 'The service is busy; try again in a moment.',
+    identity_taken: 'That account at the provider belongs to another user here.',
+  };
+
+  async function providers() {
+    let list = [];
+    try {
+      const res = await fetch('/auth/oidc/providers', { credentials: 'same-origin' });
+      if (res.ok) list = (await res.json()).providers || [];
+    } catch {
+      list = [];
+    }
+    const buttons = list
+      .filter((p) => typeof p.id === 'string' && typeof p.start === 'string')
+      .map((p) => {
+        const a = document.createElement('a');
+        a.className = 'button';
+        a.id = `oidc-${p.id}`;
+        a.href = `${p.start}?return_to=/`;
+        a.textContent = `Sign in with ${p.name}`;
+        return a;
+      });
+    $('provider-buttons').replaceChildren(...buttons);
+    $('providers').hidden = buttons.length === 0;
+  }
+
+  function oidcOutcome() {
+    const code = new URLSearchParams(location.search).get('oidc_error');
+    if (code === null) return '';
+    history.replaceState(null, '', location.pathname);
+    return oidcErrors[code] || `Sign-in failed (${code.replace(/[^a-z_]/g, '')}).`;
+  }
+
   // A reload keeps the user logged in: the refresh cookie gets a new access token. While the
   // server is busy the page keeps trying, and never shows the login form for it.
   async function start() {
@@ -553,6 +595,9 @@
     } else {
       signedOut('');
     }
+    if (failure) status(failure, true);
   }
+  const failure = oidcOutcome();
+  providers();
   start();
 })();
