@@ -3,7 +3,7 @@
 //! redirect out, the provider's login and consent, the callback opening an ordinary session
 //! (refresh, the same user on a second sign-in, logout), and every failure landing on the page
 //! with its code: no flow cookie, an off-site `return_to`, the user cancelling, an unknown
-//! provider, the provider down.
+//! provider, the provider down, too many callbacks from one address.
 
 mod common;
 
@@ -26,6 +26,10 @@ struct App {
 }
 
 async fn app() -> Option<App> {
+    app_with(baton::RateLimits::none()).await
+}
+
+async fn app_with(limits: baton::RateLimits) -> Option<App> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = format!("http://{}", listener.local_addr().unwrap());
     let client = OidcClient {
@@ -49,7 +53,7 @@ async fn app() -> Option<App> {
     let keys = KeyRing::new(KeySet::new(Key::generate("k1", Algorithm::ES256).unwrap()).unwrap());
     let baton = Baton::builder(store, Users, keys)
         .oidc(oidc, MemoryAccounts::new())
-        .rate_limits(baton::RateLimits::none())
+        .rate_limits(limits)
         .build()
         .unwrap();
     let router = Router::new().merge(baton.router());
@@ -332,4 +336,39 @@ async fn a_signed_in_user_links_a_provider_identity() {
     assert_eq!(location(&r), "/?oidc_error=identity_taken");
     let r = sign_in(&app, "/", "zed", false).await;
     assert_eq!(user_of(&app, &r).await, "id-alice");
+}
+
+/// Each callback may cost an exchange with the provider, so callbacks count against the login
+/// limit per address: past it, the browser lands on the page with `too_many_requests` (not a
+/// JSON 429 in the middle of a navigation), and its flow cookie is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_callbacks_from_one_address_land_on_the_page() {
+    let limits = baton::RateLimits::none().with_login_per_ip(Some(baton::Rule::new(3, 3)));
+    let Some(app) = app_with(limits).await else {
+        return;
+    };
+    let r = get(&app, "/auth/oidc/test/start", None).await;
+    let flow = set_cookie(&r, "__Host-baton-oidc-test").unwrap();
+    let mut codes = Vec::new();
+    for _ in 0..10 {
+        let r = get(&app, "/auth/oidc/test/callback?code=x&state=y", Some(&flow)).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER);
+        let code = location(&r);
+        if code == "/?oidc_error=too_many_requests" {
+            assert!(
+                !clears_cookie(&r, "__Host-baton-oidc-test"),
+                "a refused callback leaves the flow alone"
+            );
+            codes.push(code);
+            break;
+        }
+        codes.push(code);
+    }
+    let (last, before) = codes.split_last().unwrap();
+    assert_eq!(last, "/?oidc_error=too_many_requests", "{codes:?}");
+    assert!(
+        (3..=4).contains(&before.len())
+            && before.iter().all(|c| c == "/?oidc_error=state_mismatch"),
+        "{codes:?}"
+    );
 }

@@ -235,3 +235,58 @@ fn provider_ids_come_from_their_names() {
     assert_eq!(id("  My -- IdP!  "), "my-idp");
     assert_eq!(id(&"x".repeat(40)), "x".repeat(32));
 }
+
+/// Redis stops answering (paused) while the provider sends the browser back: the callback
+/// lands on the page with `unavailable` (no session, no 500) within the store's timeouts, and
+/// once Redis answers again the same identity signs in, to one user, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_paused_during_the_callback() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (listener, base) = listener().await;
+    let Some(server) = OidcServer::start(&client_for(&base), Duration::from_secs(3600)) else {
+        return;
+    };
+    serve(listener, &config_for(&server, &base, Some(redis.url()))).await;
+
+    let (status, authorize, cookies) = get(
+        &format!("{base}/auth/oidc/test-provider/start?return_to=/"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let flow = cookies
+        .iter()
+        .find(|c| c.starts_with("__Host-baton-oidc-test-provider="))
+        .unwrap()
+        .clone();
+    let query = ProviderBrowser::new(server.ca_der(), &base)
+        .sign_in(&server.issuer(), &authorize, "ines", false)
+        .await;
+    redis.pause();
+    let callback = tokio::time::timeout(
+        Duration::from_secs(30),
+        get(
+            &format!("{base}/auth/oidc/test-provider/callback?{query}"),
+            Some(&flow),
+        ),
+    )
+    .await;
+    redis.resume();
+    let (status, landing, cookies) = callback.expect("the callback answers while Redis is paused");
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(landing, "/?oidc_error=unavailable");
+    assert!(
+        cookies.iter().all(|c| !c.starts_with("__Secure-refresh")),
+        "{cookies:?}"
+    );
+
+    let (landing, refresh) = sign_in(&server, &base, &base, &base, "ines").await;
+    assert_eq!(landing, "/");
+    let (name, first) = username(&base, &refresh.expect("a session")).await;
+    assert_eq!(name, "ines (127.0.0.1)");
+    let (_, refresh) = sign_in(&server, &base, &base, &base, "ines").await;
+    let (_, second) = username(&base, &refresh.expect("a session")).await;
+    assert_eq!(first, second, "one user for the identity after the stall");
+}
