@@ -95,51 +95,107 @@ async fn a_user_signs_in_and_the_same_identity_comes_back() {
     );
     assert_eq!(finished.return_to, "/account?tab=devices");
 
-    // The same code again (a replay): the provider refuses it.
-    let again = oidc.finish("test", Some(&query), &[cookie.as_str()]).await;
-    assert!(
-        matches!(again, Err(OidcFailure::CodeRefused(_))),
-        "{again:?}"
-    );
-
     // A second sign-in: the same subject, so the same local user.
-    let (query, cookie) = through_provider(
-        &server,
-        &oidc,
-        Some("https://evil.example/"),
-        "alice",
-        false,
-    )
-    .await;
+    let (query, cookie) = through_provider(&server, &oidc, None, "alice", false).await;
     let second = oidc
         .finish("test", Some(&query), &[cookie.as_str()])
         .await
         .unwrap();
     assert_eq!(second.identity.subject, "alice");
-    assert_eq!(
-        second.return_to, "/",
-        "an off-site return_to lands on the home page"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_callback_without_its_flow_or_with_another_state_is_refused() {
+async fn a_replayed_code_is_refused() {
     let Some(server) = OidcServer::start(&[client("app")], Duration::from_secs(3600)) else {
         return;
     };
     let oidc = oidc_for(&server, "app").await;
+    let (query, cookie) = through_provider(&server, &oidc, None, "alice", false).await;
+    let first = oidc.finish("test", Some(&query), &[cookie.as_str()]).await;
+    assert_eq!(first.unwrap().identity.subject, "alice");
+    // The same callback again, flow cookie and all: the provider takes each code once.
+    let again = oidc.finish("test", Some(&query), &[cookie.as_str()]).await;
+    assert!(
+        matches!(again, Err(OidcFailure::CodeRefused(_))),
+        "{again:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_off_site_return_to_lands_on_the_home_page() {
+    let Some(server) = OidcServer::start(&[client("app")], Duration::from_secs(3600)) else {
+        return;
+    };
+    let oidc = oidc_for(&server, "app").await;
+    for off_site in [
+        "https://evil.example/",
+        "//evil.example/x",
+        "/\\evil.example",
+    ] {
+        let (query, cookie) =
+            through_provider(&server, &oidc, Some(off_site), "alice", false).await;
+        let finished = oidc
+            .finish("test", Some(&query), &[cookie.as_str()])
+            .await
+            .unwrap();
+        assert_eq!(finished.return_to, "/", "{off_site}");
+    }
+}
+
+/// A provider, the app, and a sign-in of "bob" through the provider: its callback query and
+/// flow cookie, not yet presented.
+async fn bob() -> Option<(OidcServer, Oidc, String, String)> {
+    let server = OidcServer::start(&[client("app")], Duration::from_secs(3600))?;
+    let oidc = oidc_for(&server, "app").await;
     let (query, cookie) = through_provider(&server, &oidc, None, "bob", false).await;
-    // No flow cookie (a callback forged into another browser): refused.
+    Some((server, oidc, query, cookie))
+}
+
+/// After a refused callback, the real pair still works: nothing refused spent the code.
+async fn still_finishes(oidc: &Oidc, query: &str, cookie: &str) {
+    let r = oidc.finish("test", Some(query), &[cookie]).await;
+    assert_eq!(r.unwrap().identity.subject, "bob");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_without_its_flow_cookie_is_refused() {
+    let Some((_server, oidc, query, cookie)) = bob().await else {
+        return;
+    };
+    // A callback forged into another browser, or replayed without the cookie.
     let r = oidc.finish("test", Some(&query), &[]).await;
     assert!(matches!(r, Err(OidcFailure::NoFlow)), "{r:?}");
-    // Another flow's cookie: its state is not this callback's.
+    // A cookie sealed for another provider id does not open there.
+    let r = oidc.finish("other", Some(&query), &[cookie.as_str()]).await;
+    assert!(matches!(r, Err(OidcFailure::UnknownProvider)), "{r:?}");
+    // A cookie that is not sealed by this server.
+    let r = oidc
+        .finish("test", Some(&query), &["__Host-baton-oidc-test=forged"])
+        .await;
+    assert!(matches!(r, Err(OidcFailure::NoFlow)), "{r:?}");
+    still_finishes(&oidc, &query, &cookie).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_with_another_state_is_refused() {
+    let Some((_server, oidc, query, cookie)) = bob().await else {
+        return;
+    };
+    // Another flow's cookie (the attacker's own flow, planted): its state is not this one's.
     let other = oidc.start("test", None, None).unwrap();
     let other_cookie = cookie_line(&other.set_cookie);
     let r = oidc
         .finish("test", Some(&query), &[other_cookie.as_str()])
         .await;
     assert!(matches!(r, Err(OidcFailure::StateMismatch)), "{r:?}");
-    // The state taken out of the callback.
+    still_finishes(&oidc, &query, &cookie).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_without_a_state_is_refused() {
+    let Some((_server, oidc, query, cookie)) = bob().await else {
+        return;
+    };
     let stripped: String = query
         .split('&')
         .filter(|p| !p.starts_with("state="))
@@ -149,12 +205,13 @@ async fn a_callback_without_its_flow_or_with_another_state_is_refused() {
         .finish("test", Some(&stripped), &[cookie.as_str()])
         .await;
     assert!(matches!(r, Err(OidcFailure::StateMismatch)), "{r:?}");
-    // A cookie sealed for another provider id does not open here.
-    let r = oidc.finish("other", Some(&query), &[cookie.as_str()]).await;
-    assert!(matches!(r, Err(OidcFailure::UnknownProvider)), "{r:?}");
-    // The real pair still works (nothing above spent the code).
-    let r = oidc.finish("test", Some(&query), &[cookie.as_str()]).await;
-    assert_eq!(r.unwrap().identity.subject, "bob");
+    // The state given twice (the right one and another): refused too.
+    let doubled = format!("{query}&state=another");
+    let r = oidc
+        .finish("test", Some(&doubled), &[cookie.as_str()])
+        .await;
+    assert!(matches!(r, Err(OidcFailure::StateMismatch)), "{r:?}");
+    still_finishes(&oidc, &query, &cookie).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,46 +252,75 @@ async fn id_token(server: &OidcServer, oidc: &Oidc, login: &str) -> String {
     signed_in(server, oidc, login).await.id_token.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_id_token_for_another_client_issuer_nonce_or_expired_is_refused() {
-    let Some(server) = OidcServer::start(&[client("app"), client("other")], Duration::from_secs(2))
-    else {
-        return;
-    };
-    let Some(elsewhere) = OidcServer::start(&[client("app")], Duration::from_secs(3600)) else {
-        return;
-    };
-    let app = oidc_for(&server, "app").await;
-    let other = oidc_for(&server, "other").await;
-    let app_elsewhere = oidc_for(&elsewhere, "app").await;
-    let refused = |r: Result<baton_oidc::Identity, OidcFailure>, why: &str| match r {
+fn refused(r: Result<baton_oidc::Identity, OidcFailure>, why: &str) {
+    match r {
         Err(OidcFailure::InvalidIdToken(e)) => eprintln!("{why}: refused ({e})"),
         other => panic!("{why}: expected an invalid ID token, got {other:?}"),
-    };
+    }
+}
 
+/// A provider (its ID tokens living `ttl`) with a client "app" and "other", the app's
+/// sign-in, and a real ID token of "frank" for the app with its nonce.
+async fn frank(ttl: Duration) -> Option<(OidcServer, Oidc, String, String)> {
+    let server = OidcServer::start(&[client("app"), client("other")], ttl)?;
+    let app = oidc_for(&server, "app").await;
     let own = id_token(&server, &app, "frank").await;
     let nonce = nonce_of(&own);
     assert_eq!(
         app.check_id_token("test", &own, &nonce).unwrap().subject,
         "frank"
     );
+    Some((server, app, own, nonce))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_token_with_another_nonce_is_refused() {
+    let Some((_server, app, own, _)) = frank(Duration::from_secs(3600)).await else {
+        return;
+    };
     refused(
         app.check_id_token("test", &own, "another-nonce"),
         "wrong nonce",
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_token_for_another_client_is_refused() {
+    let Some((server, app, _, _)) = frank(Duration::from_secs(3600)).await else {
+        return;
+    };
     // The provider's own, real token, but for another client (audience).
+    let other = oidc_for(&server, "other").await;
     let foreign = id_token(&server, &other, "frank").await;
     refused(
         app.check_id_token("test", &foreign, &nonce_of(&foreign)),
         "another client",
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_token_of_another_issuer_is_refused() {
+    let Some((_server, app, _, _)) = frank(Duration::from_secs(3600)).await else {
+        return;
+    };
     // Another issuer's real token, for a client of the same name.
+    let Some(elsewhere) = OidcServer::start(&[client("app")], Duration::from_secs(3600)) else {
+        return;
+    };
+    let app_elsewhere = oidc_for(&elsewhere, "app").await;
     let elsewhere_token = id_token(&elsewhere, &app_elsewhere, "frank").await;
     refused(
         app.check_id_token("test", &elsewhere_token, &nonce_of(&elsewhere_token)),
         "another issuer",
     );
-    // A signature that is not the provider's: the token with its last byte changed.
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_token_with_a_forged_signature_is_refused() {
+    let Some((_server, app, own, nonce)) = frank(Duration::from_secs(3600)).await else {
+        return;
+    };
+    // A signature that is not the provider's: one character of it changed.
     let (signed, signature) = own.rsplit_once('.').unwrap();
     let mut signature: Vec<char> = signature.chars().collect();
     signature[5] = if signature[5] == 'A' { 'B' } else { 'A' };
@@ -243,7 +329,14 @@ async fn an_id_token_for_another_client_issuer_nonce_or_expired_is_refused() {
         app.check_id_token("test", &forged, &nonce),
         "forged signature",
     );
-    // Expired: this provider's tokens live 2 s.
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_id_token_is_refused() {
+    // This provider's tokens live 2 s.
+    let Some((_server, app, own, nonce)) = frank(Duration::from_secs(2)).await else {
+        return;
+    };
     tokio::time::sleep(Duration::from_millis(3100)).await;
     refused(app.check_id_token("test", &own, &nonce), "expired");
 }
