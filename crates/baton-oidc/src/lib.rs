@@ -409,6 +409,41 @@ pub struct Identity {
     pub amr: Vec<String>,
 }
 
+impl Identity {
+    /// The identity `subject` at `issuer`, nothing else known (to test an [`Accounts`]).
+    ///
+    /// ```
+    /// use baton_oidc::Identity;
+    /// let zoe = Identity::new("https://accounts.example", "s-1").with_name("Zoe");
+    /// assert_eq!(zoe.name.as_deref(), Some("Zoe"));
+    /// ```
+    pub fn new(issuer: impl Into<String>, subject: impl Into<String>) -> Self {
+        Identity {
+            issuer: issuer.into(),
+            subject: subject.into(),
+            email: None,
+            email_verified: None,
+            name: None,
+            amr: Vec::new(),
+        }
+    }
+
+    /// With this display name.
+    #[must_use]
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// With this e-mail, verified or not (or not said).
+    #[must_use]
+    pub fn with_email(mut self, email: impl Into<String>, verified: Option<bool>) -> Self {
+        self.email = Some(email.into());
+        self.email_verified = verified;
+        self
+    }
+}
+
 /// A completed sign-in.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -592,6 +627,26 @@ impl Oidc {
                 redirect,
                 flavor,
             });
+        }
+        // Each provider's users are their own namespace: two providers with one issuer would
+        // let a user of one sign in as the other's user of the same subject.
+        let issuers: Vec<(String, &str)> = discovered
+            .iter()
+            .map(|p| {
+                let issuer = match &p.flavor {
+                    Flavor::Oidc { current, .. } => Flavor::current(current).issuer.clone(),
+                    Flavor::Plain { issuer, .. } => issuer.clone(),
+                };
+                (issuer, p.config.id.as_str())
+            })
+            .collect();
+        for (i, (issuer, id)) in issuers.iter().enumerate() {
+            if let Some((_, other)) = issuers[..i].iter().find(|(seen, _)| seen == issuer) {
+                return Err(OidcError::Config(format!(
+                    "providers {other:?} and {id:?} share the issuer {issuer:?}: their users \
+                     would be one; give a plain provider its own (OAuth2Endpoints::identified_as)"
+                )));
+            }
         }
         Ok(Oidc {
             providers: discovered,

@@ -17,7 +17,8 @@ pub(crate) type PlainClient = oauth2::basic::BasicClient<
 /// Where a plain OAuth 2.0 provider (one that gives no ID token) is reached, and where its
 /// user-info answer keeps the user's fields: JSON pointers (RFC 6901) into that answer.
 ///
-/// The identity's issuer is the authorization endpoint's origin (`https://nid.naver.com`);
+/// The identity's issuer is the authorization endpoint's origin (`https://nid.naver.com`,
+/// or as [`identified_as`](Self::identified_as) says);
 /// its subject is the field at [`subject_at`](Self::subject_at) (a string or an integer).
 ///
 /// ```
@@ -46,6 +47,7 @@ pub struct OAuth2Endpoints {
     pub(crate) email: Option<String>,
     pub(crate) name: Option<String>,
     pub(crate) secret_in_body: bool,
+    pub(crate) issuer: Option<String>,
 }
 
 impl OAuth2Endpoints {
@@ -65,7 +67,18 @@ impl OAuth2Endpoints {
             email: Some("/email".to_owned()),
             name: Some("/name".to_owned()),
             secret_in_body: false,
+            issuer: None,
         }
+    }
+
+    /// The identity namespace of this provider's users, instead of the authorization
+    /// endpoint's origin: for two providers (two tenants, two realms) on one host, whose
+    /// subjects must not be taken for each other's. Two providers of one application never
+    /// share one ([`Oidc::discover`](crate::Oidc::discover) refuses it).
+    #[must_use]
+    pub fn identified_as(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
     }
 
     /// The user's stable id at the provider (`/response/id`).
@@ -97,8 +110,11 @@ impl OAuth2Endpoints {
         self
     }
 
-    /// The identity namespace: the authorization endpoint's origin.
+    /// The identity namespace: as set, or the authorization endpoint's origin.
     pub(crate) fn issuer(&self) -> Result<String, OidcError> {
+        if let Some(issuer) = &self.issuer {
+            return Ok(issuer.clone());
+        }
         let url = url::Url::parse(&self.authorization)
             .map_err(|e| OidcError::Config(format!("authorization endpoint: {e}")))?;
         Ok(url.origin().ascii_serialization())

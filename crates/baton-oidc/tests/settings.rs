@@ -67,6 +67,51 @@ async fn bad_settings_are_refused_with_what_is_wrong() {
     );
     let err = refused("https://app.example", "/auth", vec![http_endpoint], o()).await;
     assert!(err.contains("token endpoint must be https"), "{err}");
+    // Two providers, one identity namespace: refused.
+    let twin = |id: &str| {
+        ProviderConfig::oauth2(
+            id,
+            "Tenant",
+            "client",
+            OAuth2Endpoints::new(
+                format!("https://idp.example/{id}/a"),
+                "https://idp.example/t",
+                "https://idp.example/me",
+            ),
+        )
+    };
+    let err = refused(
+        "https://app.example",
+        "/auth",
+        vec![twin("a"), twin("b")],
+        o(),
+    )
+    .await;
+    assert!(err.contains("share the issuer"), "{err}");
+    let own = |id: &str| {
+        ProviderConfig::oauth2(
+            id,
+            "Tenant",
+            "client",
+            OAuth2Endpoints::new(
+                format!("https://idp.example/{id}/a"),
+                "https://idp.example/t",
+                "https://idp.example/me",
+            )
+            .identified_as(format!("https://idp.example/{id}")),
+        )
+    };
+    assert!(
+        Oidc::discover(
+            "https://app.example",
+            "/auth",
+            vec![own("a"), own("b")],
+            &[1; 32],
+            o()
+        )
+        .await
+        .is_ok()
+    );
     // Local development over plain HTTP is allowed.
     assert!(
         Oidc::discover(

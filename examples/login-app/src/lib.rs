@@ -458,7 +458,7 @@ pub async fn build(config: &Config) -> Result<Built, String> {
                     "baton-app:",
                 )),
                 nonce_secret: match config.dpop_nonces {
-                    Some(_) => Some(shared_secret(&redis, "dpop-nonce").await?),
+                    Some(_) => Some(shared_nonce_secret(&redis).await?),
                     None => None,
                 },
                 oidc: if config.oidc.is_empty() {
@@ -481,8 +481,34 @@ pub async fn build(config: &Config) -> Result<Built, String> {
 /// (`None`: this instance's own), and the sign-in providers with their flow key.
 struct Shared {
     replay: Option<baton::redis::RedisReplayCache>,
-    nonce_secret: Option<[u8; 32]>,
+    nonce_secret: Option<Vec<u8>>,
     oidc: Option<baton::oidc::Oidc>,
+}
+
+/// The DPoP nonce secret every instance on this Redis uses: the first instance to start
+/// writes a random one, the others read it.
+async fn shared_nonce_secret(redis: &baton::redis::RedisConnection) -> Result<Vec<u8>, String> {
+    let fresh: String = random_secret()?
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let fresh = &fresh;
+    let secret: String = redis
+        .read("DPoP nonce secret", move |mut c| async move {
+            redis::cmd("SET")
+                .arg("baton-app:dpop-nonce-secret")
+                .arg(fresh)
+                .arg("NX")
+                .query_async::<()>(&mut c)
+                .await?;
+            redis::cmd("GET")
+                .arg("baton-app:dpop-nonce-secret")
+                .query_async(&mut c)
+                .await
+        })
+        .await
+        .map_err(|e| format!("redis: {}", baton::core::ErrorChain(&e)))?;
+    Ok(secret.into_bytes())
 }
 
 fn random_secret() -> Result<[u8; 32], String> {

@@ -156,16 +156,30 @@ fn link_key(identity: &Identity) -> String {
     )
 }
 
+/// Keeps what shows of a provider's name for a user: no control or invisible formatting
+/// characters (bidirectional overrides, zero-width joiners), surrounding spaces trimmed, at
+/// most 64 characters; `None` when nothing is left.
+fn visible(text: &str) -> Option<String> {
+    let invisible = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}')
+    };
+    let kept: String = text.chars().filter(|c| !invisible(*c)).take(64).collect();
+    let kept = kept.trim();
+    (!kept.is_empty()).then(|| kept.to_owned())
+}
+
 /// How a user made by a provider sign-in is shown: the provider's name for them (or their
 /// e-mail, or their id there) and the provider's host, so it cannot pass for a local
-/// username. At most 64 characters of the name.
+/// username. A display name only: two people may carry the same one, and what identifies a
+/// user is the token's `sub`.
 fn display_name(identity: &Identity) -> String {
-    let name = identity
-        .name
-        .as_deref()
-        .or(identity.email.as_deref())
-        .unwrap_or(&identity.subject);
-    let name: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
+    let name = [identity.name.as_deref(), identity.email.as_deref()]
+        .into_iter()
+        .flatten()
+        .find_map(visible)
+        .or_else(|| visible(&identity.subject))
+        .unwrap_or_else(|| "user".to_owned());
     let host = identity
         .issuer
         .parse::<http::Uri>()
@@ -457,5 +471,43 @@ impl Accounts for Users {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(name: Option<&str>, email: Option<&str>) -> Identity {
+        let mut identity = Identity::new("https://accounts.example", "s-123");
+        if let Some(name) = name {
+            identity = identity.with_name(name);
+        }
+        if let Some(email) = email {
+            identity = identity.with_email(email, Some(true));
+        }
+        identity
+    }
+
+    #[test]
+    fn provider_names_show_without_invisible_characters() {
+        assert_eq!(
+            display_name(&identity(Some("Zoe"), None)),
+            "Zoe (accounts.example)"
+        );
+        // Right-to-left override and zero-width characters are dropped.
+        assert_eq!(
+            display_name(&identity(Some("ali\u{202e}ce\u{200b}"), None)),
+            "alice (accounts.example)"
+        );
+        // An empty or invisible name falls back to the e-mail, then the subject.
+        assert_eq!(
+            display_name(&identity(Some(" \u{200b} "), Some("z@example.test"))),
+            "z@example.test (accounts.example)"
+        );
+        assert_eq!(
+            display_name(&identity(Some(""), None)),
+            "s-123 (accounts.example)"
+        );
     }
 }

@@ -580,7 +580,9 @@
     const code = new URLSearchParams(location.search).get('oidc_error');
     if (code === null) return '';
     history.replaceState(null, '', location.pathname);
-    return oidcErrors[code] || `Sign-in failed (${code.replace(/[^a-z_]/g, '')}).`;
+    return Object.hasOwn(oidcErrors, code)
+      ? oidcErrors[code]
+      : `Sign-in failed (${code.replace(/[^a-z_]/g, '')}).`;
   }
 
   // A reload keeps the user logged in: the refresh cookie gets a new access token. While the
