@@ -16,6 +16,7 @@
 
 mod clock;
 mod error;
+mod feed;
 mod replay;
 mod revocation;
 mod revocation_list;
@@ -24,6 +25,7 @@ mod test_clock;
 
 pub use clock::{Clock, SystemClock};
 pub use error::{ErrorChain, JsonErrors, Refusal, RenderError, retry_after_secs};
+pub use feed::{DisconnectPolicy, FeedStatus};
 pub use replay::{ReplayCache, ReplayCheck, ReplayFuture, ReplayKey, ReplayUnknown};
 pub use revocation::{CheckRevocation, TokenIdentity};
 pub use revocation_list::{Revocation, RevocationList, Revoke, RevokeError, RevokeFuture};

@@ -97,8 +97,9 @@ mod gcra;
 mod replay;
 mod store;
 
+pub use baton_core::{DisconnectPolicy, FeedStatus};
 pub use conn::{ConnectionStats, DEADLINE_LUA, RedisConnection, RedisFailure};
-pub use feed::{DisconnectPolicy, FeedOptions, FeedStatus, RevocationFeed};
+pub use feed::{FeedOptions, RevocationFeed};
 pub use gcra::RedisGcra;
 pub use replay::RedisReplayCache;
 pub use store::{RedisStore, rotate_script_sha};

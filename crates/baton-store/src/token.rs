@@ -59,6 +59,28 @@ impl SessionId {
     pub fn belongs_to(&self, user_id: &str) -> bool {
         self.0[..TAG_LEN] == user_tag(user_id)
     }
+
+    /// The id's 24 bytes (a store keeping them in a binary column).
+    pub fn as_bytes(&self) -> &[u8; SID_LEN] {
+        &self.0
+    }
+
+    /// The id from its 24 bytes, as [`as_bytes`](Self::as_bytes) gave them.
+    ///
+    /// # Errors
+    /// [`InvalidSessionId`] when `bytes` is not 24 bytes long.
+    ///
+    /// ```
+    /// use baton_store::SessionId;
+    /// let id = SessionId::generate("alice").unwrap();
+    /// assert_eq!(SessionId::from_bytes(id.as_bytes()).unwrap(), id);
+    /// assert!(SessionId::from_bytes(&[0; 23]).is_err());
+    /// ```
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, InvalidSessionId> {
+        <[u8; SID_LEN]>::try_from(bytes)
+            .map(SessionId)
+            .map_err(|_| InvalidSessionId)
+    }
 }
 
 /// The user tag: the first 9 bytes of SHA-256 over a context string and the user id.

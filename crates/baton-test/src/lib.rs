@@ -7,6 +7,9 @@
 //!
 //! [`OidcServer`]: a real OpenID provider (`oidc-provider` on node) over HTTPS, for the
 //! sign-in tests (`BATON_REQUIRE_OIDC=1` makes a missing node fail them).
+//!
+//! [`PgServer`]: a real PostgreSQL server (`initdb`, `pg_ctl`) on a loopback port
+//! (`BATON_REQUIRE_POSTGRES=1` makes missing binaries fail the tests).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -17,8 +20,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 mod oidc;
+mod postgres;
 
 pub use oidc::{OidcClient, OidcServer, ProviderBrowser};
+pub use postgres::PgServer;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use baton_core::{
     CheckRevocation, Revocation, RevocationList, Revoke, RevokeError, RevokeFuture, TokenIdentity,
 };
-use baton_core::{Clock, SystemClock};
+use baton_core::{Clock, DisconnectPolicy, FeedStatus, SystemClock};
 use baton_store::StoreError;
 use futures_util::StreamExt;
 use redis::{Script, Value};
@@ -20,32 +20,6 @@ use tasks::{poll, subscribe};
 
 mod event;
 mod tasks;
-
-/// What an instance does while it cannot read the revocation log.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum DisconnectPolicy {
-    /// Keep serving with the revocations known so far (availability first).
-    #[default]
-    KeepServing,
-    /// Refuse every access token until the log can be read again and is caught up (safety
-    /// first: any token may have been revoked meanwhile). The bearer layer answers 503 with
-    /// `Retry-After` meanwhile (not 401: clients wait rather than refresh or sign out).
-    RefuseAll,
-}
-
-/// Whether the feed is hearing revocations.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum FeedStatus {
-    /// The log was read within the last [`FeedOptions::with_poll_period`] x 4 (at least 1 s).
-    Connected,
-    /// The log has not been read since this time (ms since the epoch).
-    Disconnected {
-        /// The last successful read, or when the feed started.
-        since_ms: u64,
-    },
-}
 
 /// Settings of a [`RevocationFeed`].
 #[derive(Clone, Debug)]
