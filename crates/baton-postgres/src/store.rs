@@ -338,7 +338,8 @@ impl PostgresStore {
             clock: Arc::new(SystemClock),
             sql: Arc::new(Statements::new(&options.prefix)),
             options: Arc::new(options),
-            last_sweep: Arc::default(),
+            // The first sweep one period after the start.
+            last_sweep: Arc::new(AtomicU64::new(SystemClock.now_millis())),
             skew_ms,
         })
     }
@@ -346,6 +347,7 @@ impl PostgresStore {
     /// Reads time from `clock`.
     #[must_use]
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.last_sweep = Arc::new(AtomicU64::new(clock.now_millis()));
         self.clock = clock;
         self
     }

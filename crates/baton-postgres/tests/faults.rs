@@ -268,3 +268,90 @@ async fn the_sweep_removes_dead_rows_a_batch_at_a_time() {
     let left = server.psql(&database(&url), "SELECT count(*) FROM baton_sessions");
     assert_eq!(left.trim(), "0");
 }
+
+/// Waits until the pool's connection is back and idle: the pool checks a released connection
+/// with a round trip of its own, whose reply must not be the one lost.
+async fn idle(store: &PostgresStore) {
+    let started = Instant::now();
+    while store.pool().num_idle() < store.pool().size() as usize {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the connection stays busy"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// PostgreSQL's `ReadyForQuery`, idle: the end of a reply whose transaction committed.
+const READY: &[u8] = b"Z\0\0\0\x05I";
+
+/// A relay that loses the server's reply to a write (and the connection with it): the write
+/// committed, the store never heard. The store sends it again on a fresh connection with the
+/// same attempt id and gets the first try's outcome: no false reuse, no second session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_reply_is_lost_happens_once() {
+    let Some(server) = PgServer::start() else {
+        return;
+    };
+    let url = server.create_database();
+    let proxy = baton_test::FaultProxy::start(server.port());
+    let through = url.replace(
+        &format!("127.0.0.1:{}", server.port()),
+        &format!("127.0.0.1:{}", proxy.port()),
+    );
+    // One connection, so each statement below is prepared on it before its reply is lost.
+    let store = PostgresStore::connect(
+        &through,
+        RefreshKeys::generate().unwrap(),
+        strictest(),
+        PostgresOptions::new()
+            .with_timeout(Duration::from_secs(5))
+            .with_max_connections(1),
+    )
+    .await
+    .unwrap();
+    let created = store.create("kim", Device::default()).await.unwrap();
+    // A first rotation prepares the statement.
+    let live = store
+        .rotate(created.token.expose(), RotateContext::default())
+        .await
+        .unwrap()
+        .token;
+
+    idle(&store).await;
+    proxy.drop_next_reply_ending_with(READY);
+    let r = store
+        .rotate(live.expose(), RotateContext::default())
+        .await
+        .expect("the repeat answers with the first try's outcome");
+    assert_eq!(proxy.dropped(), 1, "the first reply was lost");
+    assert_eq!(r.session.generation, 2, "rotated once, not twice");
+    assert_eq!(r.kind, RotationKind::Graced, "the first try rotated");
+    let next = store
+        .rotate(r.token.expose(), RotateContext::default())
+        .await
+        .unwrap();
+    assert_eq!(next.kind, RotationKind::Rotated, "its successor is live");
+
+    // Prepared on this connection first.
+    store.create("kim", Device::default()).await.unwrap();
+    idle(&store).await;
+    proxy.drop_next_reply_ending_with(READY);
+    let again = store.create("kim", Device::default()).await.unwrap();
+    assert_eq!(proxy.dropped(), 2);
+    let sessions = store.list("kim").await.unwrap();
+    assert_eq!(sessions.len(), 3, "one session created, not two");
+    assert!(sessions.iter().any(|s| s.id == again.session.id));
+
+    // Prepared first (a session that does not exist: false).
+    let nobody = baton_store::SessionId::generate("kim").unwrap();
+    assert!(!store.revoke("kim", nobody).await.unwrap());
+    idle(&store).await;
+    proxy.drop_next_reply_ending_with(READY);
+    assert!(
+        store.revoke("kim", again.session.id).await.unwrap(),
+        "revoked, once"
+    );
+    assert_eq!(proxy.dropped(), 3);
+    assert_eq!(store.list("kim").await.unwrap().len(), 2);
+}

@@ -445,6 +445,8 @@ impl RedisServer {
 pub struct FaultProxy {
     port: u16,
     armed: Arc<AtomicBool>,
+    /// When set, only a reply chunk ending with these bytes is lost (the others pass).
+    ending: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
     dropped: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
@@ -463,13 +465,15 @@ impl FaultProxy {
         let proxy = FaultProxy {
             port,
             armed: Arc::default(),
+            ending: Arc::default(),
             dropped: Arc::default(),
             stop: Arc::default(),
         };
-        let (armed, dropped, stop) = (
+        let (armed, dropped, stop, ending) = (
             proxy.armed.clone(),
             proxy.dropped.clone(),
             proxy.stop.clone(),
+            proxy.ending.clone(),
         );
         std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
@@ -477,7 +481,13 @@ impl FaultProxy {
                     Ok((client, _)) => {
                         let _ = client.set_nonblocking(false);
                         if let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) {
-                            relay(client, server, armed.clone(), dropped.clone());
+                            relay(
+                                client,
+                                server,
+                                armed.clone(),
+                                dropped.clone(),
+                                ending.clone(),
+                            );
                         }
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -499,6 +509,22 @@ impl FaultProxy {
 
     /// Loses the next reply the server sends on any connection, and that connection with it.
     pub fn drop_next_reply(&self) {
+        *self
+            .ending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Loses the next reply chunk that ends with `suffix` (earlier chunks pass), and that
+    /// connection with it: for a protocol whose reply to one request comes in parts, the part
+    /// that says the request is done (PostgreSQL's `ReadyForQuery`, `Z\0\0\0\x05I`: the
+    /// transaction committed).
+    pub fn drop_next_reply_ending_with(&self, suffix: &[u8]) {
+        *self
+            .ending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(suffix.to_vec());
         self.armed.store(true, Ordering::SeqCst);
     }
 
@@ -514,7 +540,13 @@ impl Drop for FaultProxy {
     }
 }
 
-fn relay(client: TcpStream, server: TcpStream, armed: Arc<AtomicBool>, dropped: Arc<AtomicUsize>) {
+fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    armed: Arc<AtomicBool>,
+    dropped: Arc<AtomicUsize>,
+    ending: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+) {
     let (Ok(mut client_read), Ok(mut server_write)) = (client.try_clone(), server.try_clone())
     else {
         return;
@@ -540,7 +572,12 @@ fn relay(client: TcpStream, server: TcpStream, armed: Arc<AtomicBool>, dropped: 
             match server_read.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if armed.swap(false, Ordering::SeqCst) {
+                    let matches = ending
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .as_ref()
+                        .is_none_or(|suffix| buf[..n].ends_with(suffix));
+                    if matches && armed.swap(false, Ordering::SeqCst) {
                         dropped.fetch_add(1, Ordering::SeqCst);
                         break;
                     }
