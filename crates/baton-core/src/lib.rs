@@ -17,6 +17,7 @@
 mod clock;
 mod error;
 mod feed;
+mod limit;
 mod replay;
 mod revocation;
 mod revocation_list;
@@ -26,6 +27,7 @@ mod test_clock;
 pub use clock::{Clock, SystemClock};
 pub use error::{ErrorChain, JsonErrors, Refusal, RenderError, retry_after_secs};
 pub use feed::{DisconnectPolicy, FeedStatus};
+pub use limit::{LimitFuture, RateLimiter, Rule};
 pub use replay::{ReplayCache, ReplayCheck, ReplayFuture, ReplayKey, ReplayUnknown};
 pub use revocation::{CheckRevocation, TokenIdentity};
 pub use revocation_list::{Revocation, RevocationList, Revoke, RevokeError, RevokeFuture};

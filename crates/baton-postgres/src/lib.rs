@@ -20,6 +20,7 @@
 //! - [`PgRevocationFeed`] shares revocations between instances through the same database
 //!   (a log table, `LISTEN`/`NOTIFY` for speed, reconnect and catch-up), with the guarantees
 //!   of the Redis feed: a logout is acknowledged only once it is recorded.
+//! - [`PgLimiter`] shares rate limits between instances (one atomic statement per check).
 //!
 //! ```no_run
 //! use baton_postgres::{PostgresOptions, PostgresStore};
@@ -54,7 +55,9 @@
 struct ReadmeDoctests;
 
 mod feed;
+mod limit;
 mod store;
 
 pub use feed::{PgFeedOptions, PgRevocationFeed};
+pub use limit::PgLimiter;
 pub use store::{PostgresError, PostgresOptions, PostgresStore};

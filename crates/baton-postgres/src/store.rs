@@ -229,7 +229,7 @@ fn unavailable(e: sqlx::Error) -> StoreError {
     StoreError::unavailable(e)
 }
 
-fn at(ms: u64) -> OffsetDateTime {
+pub(crate) fn at(ms: u64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }

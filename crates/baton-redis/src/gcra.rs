@@ -154,3 +154,35 @@ impl RedisGcra {
         }
     }
 }
+
+impl baton_core::RateLimiter for RedisGcra {
+    fn check<'a>(
+        &'a self,
+        bucket: &'static str,
+        key: &'a str,
+        rule: baton_core::Rule,
+    ) -> baton_core::LimitFuture<'a> {
+        Box::pin(RedisGcra::check(
+            self,
+            bucket,
+            key,
+            Duration::from_millis(rule.interval_ms()),
+            rule.burst,
+        ))
+    }
+
+    fn peek<'a>(
+        &'a self,
+        bucket: &'static str,
+        key: &'a str,
+        rule: baton_core::Rule,
+    ) -> baton_core::LimitFuture<'a> {
+        Box::pin(RedisGcra::peek(
+            self,
+            bucket,
+            key,
+            Duration::from_millis(rule.interval_ms()),
+            rule.burst,
+        ))
+    }
+}

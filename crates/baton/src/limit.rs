@@ -3,38 +3,14 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
 use std::num::NonZeroU32;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use baton_core::{LimitFuture, RateLimiter, Rule};
+
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
-
-/// A limit: `per_minute` requests a minute on average, bursts of up to `burst`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Rule {
-    /// Sustained rate.
-    pub per_minute: u32,
-    /// Requests allowed at once before the rate applies.
-    pub burst: u32,
-}
-
-impl Rule {
-    /// `per_minute` a minute, bursts of `burst` (both at least 1).
-    pub fn new(per_minute: u32, burst: u32) -> Self {
-        Rule {
-            per_minute: per_minute.max(1),
-            burst: burst.max(1),
-        }
-    }
-
-    /// Milliseconds between two requests at the sustained rate.
-    pub fn interval_ms(&self) -> u64 {
-        60_000 / u64::from(self.per_minute.max(1))
-    }
-}
 
 /// Which limits apply. Defaults: login attempts 10/min (burst 10) per client network; failed
 /// logins 5/min (burst 5) per username and client network, and 30/min (burst 30) per username
@@ -111,25 +87,6 @@ impl RateLimits {
     pub fn with_refresh_per_ip(mut self, rule: Option<Rule>) -> Self {
         self.refresh_per_ip = rule;
         self
-    }
-}
-
-/// A boxed future of a limiter's answer.
-pub type LimitFuture<'a> = Pin<Box<dyn Future<Output = Result<(), Duration>> + Send + 'a>>;
-
-/// Counts requests per key. `Err(wait)` refuses one and says when to come back.
-///
-/// [`MemoryLimiter`] is per process; `baton::redis::RedisLimiter` shares the limits between
-/// every instance, so adding instances does not multiply an attacker's budget.
-pub trait RateLimiter: Send + Sync + 'static {
-    /// Counts one request of `key` in `bucket` (`"login-ip"`, ...) under `rule`.
-    fn check<'a>(&'a self, bucket: &'static str, key: &'a str, rule: Rule) -> LimitFuture<'a>;
-
-    /// Whether `key` is over `rule` in `bucket` now, without counting (limits that count
-    /// failures only peek before and [`check`](Self::check) after a failure). By default,
-    /// never over.
-    fn peek<'a>(&'a self, _bucket: &'static str, _key: &'a str, _rule: Rule) -> LimitFuture<'a> {
-        Box::pin(std::future::ready(Ok(())))
     }
 }
 
@@ -210,28 +167,5 @@ impl RateLimiter for MemoryLimiter {
             .map(|until| until.saturating_duration_since(std::time::Instant::now()))
             .filter(|left| !left.is_zero());
         Box::pin(std::future::ready(left.map_or(Ok(()), Err)))
-    }
-}
-
-#[cfg(feature = "redis")]
-impl RateLimiter for baton_redis::RedisGcra {
-    fn check<'a>(&'a self, bucket: &'static str, key: &'a str, rule: Rule) -> LimitFuture<'a> {
-        Box::pin(baton_redis::RedisGcra::check(
-            self,
-            bucket,
-            key,
-            Duration::from_millis(rule.interval_ms()),
-            rule.burst,
-        ))
-    }
-
-    fn peek<'a>(&'a self, bucket: &'static str, key: &'a str, rule: Rule) -> LimitFuture<'a> {
-        Box::pin(baton_redis::RedisGcra::peek(
-            self,
-            bucket,
-            key,
-            Duration::from_millis(rule.interval_ms()),
-            rule.burst,
-        ))
     }
 }
