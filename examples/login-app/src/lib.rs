@@ -43,6 +43,8 @@ pub use users::{AppClaims, Users};
 pub struct Config {
     /// Redis for sessions and users; in memory when absent.
     pub redis_url: Option<String>,
+    /// PostgreSQL for users, sessions, the revocation feed and the limits (instead of Redis).
+    pub database_url: Option<String>,
     /// Access-token lifetime.
     pub access_ttl: Duration,
     /// Refresh-token (session idle) lifetime.
@@ -137,6 +139,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             redis_url: None,
+            database_url: None,
             access_ttl: Duration::from_secs(900),
             refresh_ttl: Duration::from_secs(1_209_600),
             refresh_grace: Duration::from_secs(10),
@@ -407,6 +410,17 @@ pub async fn build(config: &Config) -> Result<Built, String> {
         .network_change(config.network_change)
         .build()
         .map_err(|e| e.to_string())?;
+    if let Some(url) = &config.database_url {
+        if config.redis_url.is_some() {
+            return Err("give --database-url or --redis-url, not both".to_owned());
+        }
+        let router = on_postgres(url, keys.refresh, policy, ring, config).await?;
+        return Ok(Built {
+            router,
+            keys: handle,
+            redis: None,
+        });
+    }
     match &config.redis_url {
         None => {
             let users = Users::memory();
@@ -475,6 +489,55 @@ pub async fn build(config: &Config) -> Result<Built, String> {
             })
         }
     }
+}
+
+/// The app on PostgreSQL: one pool for users, sessions, revocations and limits.
+async fn on_postgres(
+    url: &str,
+    refresh: baton::store::RefreshKeys,
+    policy: Policy,
+    ring: KeyRing,
+    config: &Config,
+) -> Result<Router, String> {
+    use baton_postgres::{
+        PgFeedOptions, PgLimiter, PgRevocationFeed, PostgresOptions, PostgresStore,
+    };
+    let error =
+        |e: baton_postgres::PostgresError| format!("postgres: {}", baton::core::ErrorChain(&e));
+    let store = PostgresStore::connect(url, refresh, policy, PostgresOptions::new())
+        .await
+        .map_err(error)?;
+    let pool = store.pool().clone();
+    let users = Users::postgres(pool.clone()).await?;
+    // Revocations reach every instance on this database within a second.
+    let feed = PgRevocationFeed::start_on(
+        pool.clone(),
+        PgFeedOptions::new(config.access_ttl + config.leeway),
+    )
+    .await
+    .map_err(error)?;
+    let limiter = PgLimiter::new(pool.clone(), "baton_")
+        .await
+        .map_err(error)?;
+    let builder = Baton::builder(store, users.clone(), ring)
+        .revocations(feed)
+        .rate_limiter(limiter.clone());
+    let shared = Shared {
+        // DPoP proofs are remembered per instance (a shared replay cache needs Redis); the
+        // nonces and the sign-in flows are the same everywhere.
+        replay: None,
+        nonce_secret: match config.dpop_nonces {
+            Some(_) => Some(users::shared_secret_pg(&pool, "dpop-nonce").await?.to_vec()),
+            None => None,
+        },
+        oidc: if config.oidc.is_empty() {
+            None
+        } else {
+            oidc(config, &users::shared_secret_pg(&pool, "oidc-flow").await?).await?
+        },
+    };
+    let baton = configure(builder, config, shared, &users)?;
+    Ok(router(&baton, users, Arc::new(limiter), config))
 }
 
 /// What the instances of one deployment share: the DPoP replay cache and nonce secret

@@ -20,6 +20,10 @@ struct Args {
     /// Redis for sessions and users (absent: in memory).
     #[arg(long, env = "REDIS_URL")]
     redis_url: Option<String>,
+    /// PostgreSQL for users, sessions, revocations and limits (`postgres://user@host/db`),
+    /// instead of Redis.
+    #[arg(long, env = "DATABASE_URL", conflicts_with = "redis_url")]
+    database_url: Option<String>,
     /// Access-token lifetime, seconds.
     #[arg(long, env = "BATON_ACCESS_TTL", default_value_t = 900)]
     access_ttl: u64,
@@ -219,6 +223,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let oidc = oidc_providers(&args)?;
     let config = Config {
         redis_url: args.redis_url,
+        database_url: args.database_url,
         access_ttl: Duration::from_secs(args.access_ttl),
         refresh_ttl: Duration::from_secs(args.refresh_ttl),
         refresh_grace: Duration::from_secs(args.refresh_grace),
@@ -285,6 +290,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     let store = if config.redis_url.is_some() {
         "Redis"
+    } else if config.database_url.is_some() {
+        "PostgreSQL"
     } else {
         "in-memory"
     };

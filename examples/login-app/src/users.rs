@@ -1,5 +1,5 @@
 //! Users: argon2-hashed passwords, and identities at OpenID Connect providers linked to
-//! users, in memory or in Redis.
+//! users, in memory, in Redis, or in PostgreSQL.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -50,7 +50,84 @@ struct Scripts {
 enum Backend {
     Memory(Memory),
     Redis(RedisConnection, Arc<Scripts>),
+    Postgres(sqlx::PgPool),
 }
+
+/// The app's own tables, created when missing (one instance at a time: the advisory lock is
+/// held to the end of the implicit transaction the statements run in).
+const SCHEMA: &str = "
+SELECT pg_advisory_xact_lock(7406500001);
+CREATE TABLE IF NOT EXISTS login_app_users (
+    id      text PRIMARY KEY,
+    -- The canonical name of a password user; NULL for a user made by a provider sign-in.
+    name    text UNIQUE,
+    display text NOT NULL,
+    hash    text
+);
+CREATE TABLE IF NOT EXISTS login_app_identities (
+    issuer  text NOT NULL,
+    subject text NOT NULL,
+    user_id text NOT NULL REFERENCES login_app_users (id),
+    PRIMARY KEY (issuer, subject)
+);
+CREATE TABLE IF NOT EXISTS login_app_secrets (
+    name  text PRIMARY KEY,
+    value bytea NOT NULL
+);
+";
+
+/// The secret `name` every instance on this database uses (`login_app_secrets`): the first
+/// instance to start writes a random one, the others read it.
+///
+/// # Errors
+/// A message when the database cannot be read.
+pub async fn shared_secret_pg(pool: &sqlx::PgPool, name: &str) -> Result<[u8; 32], String> {
+    let mut fresh = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut fresh)
+        .map_err(|_| "the random generator failed".to_owned())?;
+    let value: Vec<u8> = sqlx::query_scalar(
+        "WITH ins AS (INSERT INTO login_app_secrets (name, value) VALUES ($1, $2) \
+         ON CONFLICT DO NOTHING RETURNING value) \
+         SELECT value FROM ins UNION ALL SELECT value FROM login_app_secrets WHERE name = $1",
+    )
+    .bind(name)
+    .bind(fresh.as_slice())
+    .fetch_one(pool)
+    .await
+    .map_err(|e| format!("postgres: the shared secret {name}: {e}"))?;
+    <[u8; 32]>::try_from(value.as_slice())
+        .map_err(|_| format!("postgres: the shared secret {name} is not 32 bytes; delete it"))
+}
+
+/// A provider identity's user: found, or made with its link in one statement.
+/// $1 issuer, $2 subject, $3 the new user's id, $4 its display name.
+const SIGN_IN_SQL: &str = "
+WITH existing AS (
+    SELECT user_id FROM login_app_identities WHERE issuer = $1 AND subject = $2),
+new_user AS (
+    INSERT INTO login_app_users (id, display)
+    SELECT $3, $4 WHERE NOT EXISTS (SELECT 1 FROM existing)
+    RETURNING id),
+link AS (
+    INSERT INTO login_app_identities (issuer, subject, user_id)
+    SELECT $1, $2, id FROM new_user
+    ON CONFLICT DO NOTHING
+    RETURNING user_id)
+SELECT user_id FROM existing UNION ALL SELECT user_id FROM link";
+
+/// Links an identity to a user unless it is another's: 0 linked now, 1 this user's already,
+/// 2 another user's. $1 issuer, $2 subject, $3 the user.
+const LINK_SQL: &str = "
+WITH ins AS (
+    INSERT INTO login_app_identities (issuer, subject, user_id) VALUES ($1, $2, $3)
+    ON CONFLICT DO NOTHING
+    RETURNING 0)
+SELECT CASE
+    WHEN EXISTS (SELECT 1 FROM ins) THEN 0
+    WHEN (SELECT user_id FROM login_app_identities WHERE issuer = $1 AND subject = $2) = $3
+        THEN 1
+    ELSE 2 END";
 
 /// Registers a user atomically: the name and the id together, or nothing. Sent again after a
 /// lost reply, it recognises its own id and answers "created" rather than "taken"; reached too
@@ -209,6 +286,19 @@ impl Users {
         Users::with_backend(Backend::Memory(Memory::default()))
     }
 
+    /// Users in PostgreSQL (tables `login_app_users` and `login_app_identities`, created when
+    /// missing), on the pool the sessions, the feed and the limits share.
+    ///
+    /// # Errors
+    /// A message when the tables cannot be created.
+    pub async fn postgres(pool: sqlx::PgPool) -> Result<Self, String> {
+        sqlx::raw_sql(SCHEMA)
+            .execute(&pool)
+            .await
+            .map_err(|e| format!("postgres: the users' tables: {e}"))?;
+        Ok(Users::with_backend(Backend::Postgres(pool)))
+    }
+
     /// Users in Redis (`baton-app:user:<name>` and `baton-app:uid:<id>`), on the connection
     /// the sessions, the revocation feed and the limits share.
     pub fn redis(conn: RedisConnection) -> Self {
@@ -289,6 +379,22 @@ impl Users {
                     return Err(RegisterError::Taken);
                 }
             }
+            Backend::Postgres(pool) => {
+                let created: Option<String> = sqlx::query_scalar(
+                    "INSERT INTO login_app_users (id, name, display, hash) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING RETURNING id",
+                )
+                .bind(&id)
+                .bind(username)
+                .bind(display)
+                .bind(&hash)
+                .fetch_optional(pool)
+                .await
+                .map_err(|_| RegisterError::Unavailable)?;
+                if created.is_none() {
+                    return Err(RegisterError::Taken);
+                }
+            }
         }
         Ok(id)
     }
@@ -317,6 +423,16 @@ impl Users {
                     })
                 }))
             }
+            Backend::Postgres(pool) => {
+                let found: Option<(String, String)> = sqlx::query_as(
+                    "SELECT id, hash FROM login_app_users WHERE name = $1 AND hash IS NOT NULL",
+                )
+                .bind(username)
+                .fetch_optional(pool)
+                .await
+                .map_err(|e| AuthUnavailable(e.to_string()))?;
+                Ok(found.map(|(id, hash)| User { id, hash }))
+            }
         }
     }
 
@@ -335,6 +451,13 @@ impl Users {
                 })
                 .await
                 .map_err(|e| AuthUnavailable(e.to_string()))
+            }
+            Backend::Postgres(pool) => {
+                sqlx::query_scalar("SELECT display FROM login_app_users WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(|e| AuthUnavailable(e.to_string()))
             }
         }
     }
@@ -435,6 +558,39 @@ impl Accounts for Users {
                     .await
                     .map_err(|e| AccountsUnavailable(baton::core::ErrorChain(&e).to_string()))
             }
+            Backend::Postgres(pool) => {
+                let unavailable = |e: sqlx::Error| AccountsUnavailable(e.to_string());
+                let found: Option<String> = sqlx::query_scalar(SIGN_IN_SQL)
+                    .bind(&identity.issuer)
+                    .bind(&identity.subject)
+                    .bind(&new_id)
+                    .bind(&display)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(unavailable)?;
+                if let Some(user) = found {
+                    return Ok(user);
+                }
+                // Another first sign-in of the same identity linked it meanwhile: its user,
+                // and the user made here for nothing goes.
+                sqlx::query(
+                    "DELETE FROM login_app_users WHERE id = $1 AND name IS NULL AND NOT EXISTS \
+                     (SELECT 1 FROM login_app_identities WHERE user_id = $1)",
+                )
+                .bind(&new_id)
+                .execute(pool)
+                .await
+                .map_err(unavailable)?;
+                sqlx::query_scalar(
+                    "SELECT user_id FROM login_app_identities WHERE issuer = $1 AND subject = $2",
+                )
+                .bind(&identity.issuer)
+                .bind(&identity.subject)
+                .fetch_optional(pool)
+                .await
+                .map_err(unavailable)?
+                .ok_or_else(|| AccountsUnavailable("the identity's link vanished".to_owned()))
+            }
         }
     }
 
@@ -464,6 +620,20 @@ impl Accounts for Users {
                     )
                     .await
                     .map_err(|e| AccountsUnavailable(baton::core::ErrorChain(&e).to_string()))?;
+                Ok(match done {
+                    0 => Link::Linked,
+                    1 => Link::AlreadyLinked,
+                    _ => Link::TakenByAnother,
+                })
+            }
+            Backend::Postgres(pool) => {
+                let done: i32 = sqlx::query_scalar(LINK_SQL)
+                    .bind(&identity.issuer)
+                    .bind(&identity.subject)
+                    .bind(user_id)
+                    .fetch_one(pool)
+                    .await
+                    .map_err(|e| AccountsUnavailable(e.to_string()))?;
                 Ok(match done {
                     0 => Link::Linked,
                     1 => Link::AlreadyLinked,

@@ -128,6 +128,18 @@ async fn on_redis() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres() {
+    let Some(server) = baton_test::PgServer::start() else {
+        return;
+    };
+    let config = Config {
+        database_url: Some(server.create_database()),
+        ..Config::default()
+    };
+    scenario(&start(&config).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_file_and_redis_let_two_instances_share_sessions() {
     let Some(server) = RedisServer::start() else {
         return;

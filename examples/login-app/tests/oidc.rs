@@ -1,6 +1,6 @@
 //! The login app signs users in with an OpenID Connect provider: a real `oidc-provider` on
-//! node over HTTPS (started by the test), the app's users as the account directory, in memory
-//! and on Redis. On Redis a sign-in started on one instance finishes on another (the flow key
+//! node over HTTPS (started by the test), the app's users as the account directory, in memory,
+//! on Redis and on PostgreSQL. On Redis a sign-in started on one instance finishes on another (the flow key
 //! is shared), and the provider identity finds the same user from either.
 
 mod common;
@@ -216,6 +216,26 @@ async fn two_instances_on_redis() {
     // balancer; the flow key, the users and their links are shared in Redis.
     serve(listener_a, &config_for(&server, &a, Some(redis.url()))).await;
     serve(listener_b, &config_for(&server, &a, Some(redis.url()))).await;
+    scenario(&server, &a, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_postgres() {
+    let Some(pg) = baton_test::PgServer::start() else {
+        return;
+    };
+    let database = pg.create_database();
+    let (listener_a, a) = listener().await;
+    let (listener_b, b) = listener().await;
+    let Some(server) = OidcServer::start(&client_for(&a), Duration::from_secs(3600)) else {
+        return;
+    };
+    let config = Config {
+        database_url: Some(database),
+        ..config_for(&server, &a, None)
+    };
+    serve(listener_a, &config).await;
+    serve(listener_b, &config).await;
     scenario(&server, &a, &b).await;
 }
 
