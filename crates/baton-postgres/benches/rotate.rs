@@ -15,7 +15,6 @@
 //! it, a repeat within the grace window is graced (no write). With 40,000 calls over a million
 //! sessions about 98% are full rotations, so the limit is, if anything, a little optimistic.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use baton_postgres::{PostgresOptions, PostgresStore};
@@ -145,7 +144,10 @@ fn limit(server: &PgServer, db: &str, concurrency: usize, dir: &std::path::Path)
         .ok()?;
     let text = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
-        eprintln!("pgbench failed: {}", String::from_utf8_lossy(&output.stderr));
+        eprintln!(
+            "pgbench failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         return None;
     }
     let tps: f64 = text

@@ -14,7 +14,9 @@ use baton_store::{
     Rotation, RotationKind, Session, SessionId, SessionRef, StoreError, UserAgentChange,
     check_login,
 };
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::Postgres;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Row as _};
 use time::OffsetDateTime;
 
@@ -191,6 +193,8 @@ pub struct PostgresStore {
     sql: Arc<Statements>,
     /// When the last sweep started, in the store's clock (ms).
     last_sweep: Arc<AtomicU64>,
+    /// The connections the store's statements run on.
+    held: Arc<Held>,
     /// The server's clock minus this host's, in ms (measured at start), for deadlines.
     skew_ms: i64,
 }
@@ -332,6 +336,7 @@ impl PostgresStore {
         migrate(&pool, &options.prefix).await?;
         let skew_ms = skew(&pool).await.map_err(PostgresError::Connect)?;
         Ok(PostgresStore {
+            held: Arc::new(Held::new(pool.clone())),
             pool,
             keys,
             policy,
@@ -369,15 +374,25 @@ impl PostgresStore {
     /// it, until the options' timeout: then [`StoreError::Unavailable`].
     async fn run<T, F, Fut>(&self, what: &'static str, op: F) -> Result<T, StoreError>
     where
-        F: Fn(PgPool) -> Fut,
-        Fut: Future<Output = Result<T, sqlx::Error>>,
+        F: Fn(Lease) -> Fut,
+        Fut: Future<Output = (Lease, Result<T, sqlx::Error>)>,
     {
         let deadline = Instant::now() + self.options.timeout;
         let mut tries = 0u32;
         loop {
             tries += 1;
             let left = deadline.saturating_duration_since(Instant::now());
-            let error = match tokio::time::timeout(left, op(self.pool.clone())).await {
+            let attempt = async {
+                let lease = self.held.lease().await?;
+                let (lease, result) = op(lease).await;
+                match &result {
+                    // The connection is fine (a refusal, a timeout of the statement): kept.
+                    Err(e) if connection_lost(e) => drop(lease),
+                    _ => lease.release(),
+                }
+                result
+            };
+            let error = match tokio::time::timeout(left, attempt).await {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(e)) => e,
                 Err(_) => {
@@ -408,15 +423,16 @@ impl PostgresStore {
     pub async fn sweep(&self, limit: u32) -> Result<u64, StoreError> {
         let now = at(self.clock.now_millis());
         let sql = self.sql.sweep.clone();
-        self.run("sweep", |pool| {
+        self.run("sweep", |mut lease| {
             let sql = sql.clone();
             async move {
-                sqlx::query(AssertSqlSafe(sql))
+                let r = sqlx::query(AssertSqlSafe(sql))
                     .bind(now)
                     .bind(i64::from(limit))
-                    .execute(&pool)
+                    .execute(lease.conn())
                     .await
-                    .map(|done| done.rows_affected())
+                    .map(|done| done.rows_affected());
+                (lease, r)
             }
         })
         .await
@@ -454,12 +470,87 @@ impl PostgresStore {
             -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>,
     ) -> Result<Vec<Session>, StoreError> {
         let rows = self
-            .run(what, |pool| {
+            .run(what, |mut lease| {
                 let query = binds(sqlx::query(AssertSqlSafe(sql.clone())));
-                async move { query.fetch_all(&pool).await }
+                async move {
+                    let r = query.fetch_all(lease.conn()).await;
+                    (lease, r)
+                }
             })
             .await?;
         rows.iter().map(decode).collect()
+    }
+}
+
+/// The store's own hold on pool connections: each statement takes one and gives it back
+/// without the pool's check of a released connection (a round trip of its own, which would
+/// double the server's work per rotation). A connection that failed, or whose statement was
+/// abandoned midway, goes back to the pool instead, which checks it and closes it if broken.
+pub(crate) struct Held {
+    pool: PgPool,
+    permits: Arc<tokio::sync::Semaphore>,
+    idle: std::sync::Mutex<Vec<PoolConnection<Postgres>>>,
+}
+
+impl Held {
+    pub(crate) fn new(pool: PgPool) -> Self {
+        let size = usize::try_from(pool.options().get_max_connections()).unwrap_or(1);
+        Held {
+            pool,
+            permits: Arc::new(tokio::sync::Semaphore::new(size.max(1))),
+            idle: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A connection: an idle one of the store's, or a new one from the pool.
+    pub(crate) async fn lease(self: &Arc<Self>) -> Result<Lease, sqlx::Error> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => self.pool.acquire().await?,
+        };
+        Ok(Lease {
+            conn: Some(conn),
+            held: self.clone(),
+            _permit: permit,
+        })
+    }
+}
+
+/// One statement's connection: [`release`](Self::release) it when the statement finished;
+/// dropped otherwise, it goes back to the pool's own checks.
+pub(crate) struct Lease {
+    conn: Option<PoolConnection<Postgres>>,
+    held: Arc<Held>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Lease {
+    pub(crate) fn conn(&mut self) -> &mut PgConnection {
+        self.conn
+            .as_mut()
+            .expect("a lease holds its connection until released")
+    }
+
+    /// Gives the connection back for the next statement.
+    pub(crate) fn release(mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.held
+                .idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(conn);
+        }
     }
 }
 
@@ -570,7 +661,7 @@ impl RefreshStore for PostgresStore {
         .with_authentication(now, login.authentication.clone())
         .with_dpop_jkt(login.dpop_jkt.clone());
         let (evicted, replaced): (Vec<Vec<u8>>, Vec<Vec<u8>>) = self
-            .run("create", |pool| {
+            .run("create", |mut lease| {
                 let query = sqlx::query_as(AssertSqlSafe(sql.clone()))
                     .bind(id.as_bytes().to_vec())
                     .bind(user.clone())
@@ -589,7 +680,10 @@ impl RefreshStore for PostgresStore {
                     .bind(i64::try_from(REVOKED_TOMBSTONE_MS).unwrap_or(i64::MAX))
                     .bind(attempt)
                     .bind(deadline);
-                async move { query.fetch_one(&pool).await }
+                async move {
+                    let r = query.fetch_one(lease.conn()).await;
+                    (lease, r)
+                }
             })
             .await?;
         let ids = |raw: Vec<Vec<u8>>| -> Result<Vec<SessionId>, StoreError> {
@@ -619,7 +713,7 @@ impl RefreshStore for PostgresStore {
         let sql = self.sql.rotate.clone();
         let deadline = self.deadline();
         let row = self
-            .run("rotate", |pool| {
+            .run("rotate", |mut lease| {
                 let query = sqlx::query(AssertSqlSafe(sql.clone()))
                     .bind(id.as_bytes().to_vec())
                     .bind(generation)
@@ -636,7 +730,10 @@ impl RefreshStore for PostgresStore {
                     .bind(net)
                     .bind(context.dpop_jkt.clone())
                     .bind(deadline);
-                async move { query.fetch_one(&pool).await }
+                async move {
+                    let r = query.fetch_one(lease.conn()).await;
+                    (lease, r)
+                }
             })
             .await?;
         let outcome: String = row.try_get("outcome").map_err(|_| corrupt("no outcome"))?;
@@ -695,14 +792,17 @@ impl RefreshStore for PostgresStore {
         let attempt = attempt_id()?;
         let sql = self.sql.revoke.clone();
         let user = user_id.to_owned();
-        self.run("revoke", |pool| {
+        self.run("revoke", |mut lease| {
             let query = sqlx::query_scalar(AssertSqlSafe(sql.clone()))
                 .bind(id.as_bytes().to_vec())
                 .bind(now)
                 .bind(user.clone())
                 .bind(i64::try_from(REVOKED_TOMBSTONE_MS).unwrap_or(i64::MAX))
                 .bind(attempt);
-            async move { query.fetch_one(&pool).await }
+            async move {
+                let r = query.fetch_one(lease.conn()).await;
+                (lease, r)
+            }
         })
         .await
     }
@@ -734,13 +834,16 @@ impl RefreshStore for PostgresStore {
         let sql = self.sql.revoke_all.clone();
         let user = user_id.to_owned();
         let raw: Vec<Vec<u8>> = self
-            .run("revoke all", |pool| {
+            .run("revoke all", |mut lease| {
                 let query = sqlx::query_scalar(AssertSqlSafe(sql.clone()))
                     .bind(user.clone())
                     .bind(now)
                     .bind(i64::try_from(REVOKED_TOMBSTONE_MS).unwrap_or(i64::MAX))
                     .bind(attempt);
-                async move { query.fetch_all(&pool).await }
+                async move {
+                    let r = query.fetch_all(lease.conn()).await;
+                    (lease, r)
+                }
             })
             .await?;
         raw.iter()

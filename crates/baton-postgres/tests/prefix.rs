@@ -43,8 +43,8 @@ async fn two_prefixes_in_one_database_keep_apart() {
     );
     assert_eq!(
         tables.trim(),
-        "app_a_migrations,app_a_revocations,app_a_sessions,app_b_migrations,app_b_revocations,\
-         app_b_sessions"
+        "app_a_limits,app_a_migrations,app_a_revocations,app_a_sessions,app_b_limits,\
+         app_b_migrations,app_b_revocations,app_b_sessions"
     );
     for bad in ["Robert'); DROP TABLE x; --", "9lives_", ""] {
         assert!(
