@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every benchmark of BENCHMARKS.md, one after the other, into tests/peers/results/:
-# the criterion benches (token verification per algorithm, rotation against redis-benchmark),
+# the criterion benches (token verification per algorithm, rotation against redis-benchmark
+# and against pgbench),
 # bytes per session in Redis, and the load benchmark against the peers.
 # Installs wrk when missing (Debian). Takes about 25 minutes on 2 cores.
 set -euo pipefail
@@ -23,6 +24,9 @@ echo "bench: token verification (criterion)"
 
 echo "bench: rotation against redis-benchmark"
 (cd "$root" && cargo bench -p baton-redis --bench rotate) | tee "$out/rotate.txt"
+
+echo "bench: rotation on PostgreSQL against pgbench, and bytes per session there"
+(cd "$root" && BATON_REQUIRE_POSTGRES=1 cargo bench -p baton-postgres --bench rotate) | tee "$out/rotate-postgres.txt"
 
 echo "bench: bytes per session"
 (cd "$root" && BATON_REQUIRE_REDIS=1 cargo test --release -p baton-redis --test redis_only \
