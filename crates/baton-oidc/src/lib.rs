@@ -247,6 +247,7 @@ pub struct OidcOptions {
     roots: Vec<Vec<u8>>,
     timeout: Duration,
     flow_ttl: Duration,
+    lazy: bool,
 }
 
 impl Default for OidcOptions {
@@ -255,13 +256,15 @@ impl Default for OidcOptions {
             roots: Vec::new(),
             timeout: Duration::from_secs(10),
             flow_ttl: Duration::from_secs(600),
+            lazy: true,
         }
     }
 }
 
 impl OidcOptions {
     /// The platform's root certificates, 10 s per exchange with a provider, 10 minutes to
-    /// finish a sign-in.
+    /// finish a sign-in; a provider that cannot be reached at start is tried again at its
+    /// sign-ins (see [`require_reachable`](Self::require_reachable)).
     pub fn new() -> Self {
         Self::default()
     }
@@ -277,6 +280,16 @@ impl OidcOptions {
     #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Makes [`Oidc::discover`] fail when a provider cannot be reached (by default it starts
+    /// without it, logs a warning, answers its sign-ins `provider_unavailable`, and tries it
+    /// again at most every 10 s as they come). A document that can be read but not used (a
+    /// wrong issuer, no keys) always fails the start.
+    #[must_use]
+    pub fn require_reachable(mut self) -> Self {
+        self.lazy = false;
         self
     }
 
@@ -298,9 +311,10 @@ enum Flavor {
     /// OpenID Connect: discovered, and the ID token says who signed in.
     Oidc {
         /// The discovery document's client, swapped when the provider's keys are fetched
-        /// again.
-        current: std::sync::RwLock<Arc<Discovered>>,
-        /// When the keys were last fetched again (at most once a minute).
+        /// again; `None` while the provider could not be reached (since the start).
+        current: std::sync::RwLock<Option<Arc<Discovered>>>,
+        /// When the document was last fetched again (keys at most once a minute, a provider
+        /// not reached yet at most every 10 s).
         refetched: std::sync::Mutex<Option<std::time::Instant>>,
     },
     /// Plain OAuth 2.0: the user-info endpoint says who signed in.
@@ -321,21 +335,34 @@ struct Discovered {
 /// names a key it does not have (the provider rotated its keys).
 const REFETCH_EVERY: Duration = Duration::from_secs(60);
 
+/// How often a provider that could not be reached at start is tried again (at a sign-in).
+const RETRY_UNREACHED_EVERY: Duration = Duration::from_secs(10);
+
+/// Why a discovery failed: the provider could not be reached (kept, tried again later), or
+/// what it answered cannot be used (a configuration error, refused at start).
+enum Undiscovered {
+    Unreachable(String),
+    Invalid(OidcError),
+}
+
 impl Flavor {
-    fn current(current: &std::sync::RwLock<Arc<Discovered>>) -> Arc<Discovered> {
+    fn current(current: &std::sync::RwLock<Option<Arc<Discovered>>>) -> Option<Arc<Discovered>> {
         current
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
 
-    /// `true` (and the time noted) when a refetch is allowed now.
-    fn may_refetch(refetched: &std::sync::Mutex<Option<std::time::Instant>>) -> bool {
+    /// `true` (and the time noted) when a refetch is allowed now: at most once per `every`.
+    fn may_refetch(
+        refetched: &std::sync::Mutex<Option<std::time::Instant>>,
+        every: Duration,
+    ) -> bool {
         let mut last = refetched
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = std::time::Instant::now();
-        if last.is_some_and(|t| now.duration_since(t) < REFETCH_EVERY) {
+        if last.is_some_and(|t| now.duration_since(t) < every) {
             return false;
         }
         *last = Some(now);
@@ -348,16 +375,27 @@ async fn discover_one(
     config: &ProviderConfig,
     redirect: &RedirectUrl,
     http: &http::HttpsClient,
-) -> Result<Discovered, OidcError> {
-    let discovery = |reason: String| OidcError::Discovery {
-        issuer: config.issuer.clone(),
-        reason,
+) -> Result<Discovered, Undiscovered> {
+    let discovery = |reason: String| {
+        Undiscovered::Invalid(OidcError::Discovery {
+            issuer: config.issuer.clone(),
+            reason,
+        })
     };
     let issuer = IssuerUrl::new(config.issuer.clone()).map_err(|e| discovery(e.to_string()))?;
     let send = sender(http);
     let metadata = CoreProviderMetadata::discover_async(issuer, &send)
         .await
-        .map_err(|e| discovery(ErrorChain(&e).to_string()))?;
+        .map_err(|e| match &e {
+            // Not reached, or a server error: the provider may come back.
+            openidconnect::DiscoveryError::Request(_) => {
+                Undiscovered::Unreachable(ErrorChain(&e).to_string())
+            }
+            openidconnect::DiscoveryError::Response(status, _, _) if status.is_server_error() => {
+                Undiscovered::Unreachable(ErrorChain(&e).to_string())
+            }
+            _ => discovery(ErrorChain(&e).to_string()),
+        })?;
     let issuer = metadata.issuer().to_string();
     // The client secret goes where the provider takes it: HTTP Basic (the default when the
     // document says nothing), or the request body when that is all it lists (Kakao).
@@ -615,12 +653,28 @@ impl Oidc {
                     issuer: endpoints.issuer()?,
                     endpoints: endpoints.clone(),
                 },
-                None => Flavor::Oidc {
-                    current: std::sync::RwLock::new(Arc::new(
-                        discover_one(&config, &redirect, &http).await?,
-                    )),
-                    refetched: std::sync::Mutex::new(None),
-                },
+                None => {
+                    let current = match discover_one(&config, &redirect, &http).await {
+                        Ok(discovered) => Some(Arc::new(discovered)),
+                        Err(Undiscovered::Invalid(e)) => return Err(e),
+                        // A provider down must not keep the application (and its password
+                        // logins) from starting: tried again at its sign-ins.
+                        Err(Undiscovered::Unreachable(reason)) if options.lazy => {
+                            tracing::warn!(target: "baton::oidc", provider = %config.id, issuer = %config.issuer, %reason, "provider not reachable at start; tried again at its next sign-in");
+                            None
+                        }
+                        Err(Undiscovered::Unreachable(reason)) => {
+                            return Err(OidcError::Discovery {
+                                issuer: config.issuer.clone(),
+                                reason,
+                            });
+                        }
+                    };
+                    Flavor::Oidc {
+                        current: std::sync::RwLock::new(current),
+                        refetched: std::sync::Mutex::new(None),
+                    }
+                }
             };
             discovered.push(Provider {
                 config,
@@ -634,7 +688,8 @@ impl Oidc {
             .iter()
             .map(|p| {
                 let issuer = match &p.flavor {
-                    Flavor::Oidc { current, .. } => Flavor::current(current).issuer.clone(),
+                    Flavor::Oidc { current, .. } => Flavor::current(current)
+                        .map_or_else(|| p.config.issuer.clone(), |d| d.issuer.clone()),
                     Flavor::Plain { issuer, .. } => issuer.clone(),
                 };
                 (issuer, p.config.id.as_str())
@@ -664,6 +719,36 @@ impl Oidc {
             .map(|p| (p.config.id.as_str(), p.config.display_name.as_str()))
     }
 
+    /// The provider's discovered client: as read before, or, for a provider not reached yet,
+    /// read now (at most every 10 s).
+    async fn discovered(
+        &self,
+        provider: &Provider,
+        current: &std::sync::RwLock<Option<Arc<Discovered>>>,
+        refetched: &std::sync::Mutex<Option<std::time::Instant>>,
+    ) -> Result<Arc<Discovered>, OidcFailure> {
+        if let Some(discovered) = Flavor::current(current) {
+            return Ok(discovered);
+        }
+        if !Flavor::may_refetch(refetched, RETRY_UNREACHED_EVERY) {
+            return Err(OidcFailure::Unavailable(
+                "the provider was not reachable; trying again shortly".to_owned(),
+            ));
+        }
+        match discover_one(&provider.config, &provider.redirect, &self.http).await {
+            Ok(fresh) => {
+                let fresh = Arc::new(fresh);
+                *current
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(fresh.clone());
+                tracing::info!(target: "baton::oidc", provider = %provider.config.id, "provider reached");
+                Ok(fresh)
+            }
+            Err(Undiscovered::Unreachable(reason)) => Err(OidcFailure::Unavailable(reason)),
+            Err(Undiscovered::Invalid(e)) => Err(OidcFailure::Unavailable(e.to_string())),
+        }
+    }
+
     fn provider(&self, id: &str) -> Result<&Provider, OidcFailure> {
         self.providers
             .iter()
@@ -676,8 +761,9 @@ impl Oidc {
     /// for.
     ///
     /// # Errors
-    /// [`OidcFailure::UnknownProvider`]; [`OidcFailure::Unavailable`] when no random numbers.
-    pub fn start(
+    /// [`OidcFailure::UnknownProvider`]; [`OidcFailure::Unavailable`] when the provider has
+    /// not been reached yet, or no random numbers.
+    pub async fn start(
         &self,
         id: &str,
         return_to: Option<&str>,
@@ -687,8 +773,10 @@ impl Oidc {
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let scopes = provider.config.scopes.iter().cloned().map(Scope::new);
         let (url, state, nonce) = match &provider.flavor {
-            Flavor::Oidc { current, .. } => {
-                let (url, state, nonce) = Flavor::current(current)
+            Flavor::Oidc { current, refetched } => {
+                let (url, state, nonce) = self
+                    .discovered(provider, current, refetched)
+                    .await?
                     .client
                     .authorize_url(
                         CoreAuthenticationFlow::AuthorizationCode,
@@ -833,14 +921,14 @@ impl Oidc {
     async fn finish_oidc(
         &self,
         provider: &Provider,
-        current: &std::sync::RwLock<Arc<Discovered>>,
+        current: &std::sync::RwLock<Option<Arc<Discovered>>>,
         refetched: &std::sync::Mutex<Option<std::time::Instant>>,
         code: AuthorizationCode,
         verifier: PkceCodeVerifier,
         nonce: &str,
     ) -> Result<(Identity, Option<String>), OidcFailure> {
         let send = sender(&self.http);
-        let discovered = Flavor::current(current);
+        let discovered = self.discovered(provider, current, refetched).await?;
         let tokens = discovered
             .client
             .exchange_code(code)
@@ -856,15 +944,18 @@ impl Oidc {
             // A key the provider's document did not have when it was read: the provider may
             // have rotated its keys. Read it again (at most once a minute) and check again.
             Err(ClaimsVerificationError::SignatureVerification(_))
-                if Flavor::may_refetch(refetched) =>
+                if Flavor::may_refetch(refetched, REFETCH_EVERY) =>
             {
                 let fresh = discover_one(&provider.config, &provider.redirect, &self.http)
                     .await
-                    .map_err(|e| OidcFailure::Unavailable(e.to_string()))?;
+                    .map_err(|e| match e {
+                        Undiscovered::Unreachable(reason) => OidcFailure::Unavailable(reason),
+                        Undiscovered::Invalid(e) => OidcFailure::Unavailable(e.to_string()),
+                    })?;
                 let fresh = Arc::new(fresh);
                 *current
                     .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh.clone();
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(fresh.clone());
                 identity_of(&fresh, id_token, nonce)
             }
             other => other,
@@ -937,10 +1028,15 @@ impl Oidc {
                 "a plain OAuth 2.0 provider gives no ID tokens".to_owned(),
             ));
         };
+        let Some(discovered) = Flavor::current(current) else {
+            return Err(OidcFailure::Unavailable(
+                "the provider has not been reached yet".to_owned(),
+            ));
+        };
         let token: CoreIdToken = token
             .parse()
             .map_err(|e: serde_json::Error| OidcFailure::InvalidIdToken(e.to_string()))?;
-        identity_of(&Flavor::current(current), &token, nonce)
+        identity_of(&discovered, &token, nonce)
             .map_err(|e| OidcFailure::InvalidIdToken(ErrorChain(&e).to_string()))
     }
 }
@@ -1005,5 +1101,6 @@ mod send_check {
     fn finish_is_send(o: &super::Oidc) {
         fn is_send<T: Send>(_: T) {}
         is_send(o.finish("x", None, &[]));
+        is_send(o.start("x", None, None));
     }
 }

@@ -50,7 +50,7 @@ async fn through_provider(
     login: &str,
     cancel: bool,
 ) -> (String, String) {
-    let started = oidc.start("test", return_to, None).unwrap();
+    let started = oidc.start("test", return_to, None).await.unwrap();
     let query = Browser::new(server.ca_der(), APP)
         .sign_in(&server.issuer(), &started.redirect, login, cancel)
         .await;
@@ -68,6 +68,7 @@ async fn a_user_signs_in_and_the_same_identity_comes_back() {
 
     let started = oidc
         .start("test", Some("/account?tab=devices"), None)
+        .await
         .unwrap();
     assert!(
         started.redirect.contains("code_challenge_method=S256"),
@@ -182,7 +183,7 @@ async fn a_callback_with_another_state_is_refused() {
         return;
     };
     // Another flow's cookie (the attacker's own flow, planted): its state is not this one's.
-    let other = oidc.start("test", None, None).unwrap();
+    let other = oidc.start("test", None, None).await.unwrap();
     let other_cookie = cookie_line(&other.set_cookie);
     let r = oidc
         .finish("test", Some(&query), &[other_cookie.as_str()])
@@ -392,7 +393,7 @@ async fn a_plain_oauth2_provider_names_the_user_through_its_user_info() {
         return;
     };
     let oidc = plain_for(&server, endpoints_of(&server)).await;
-    let started = oidc.start("test", Some("/after"), None).unwrap();
+    let started = oidc.start("test", Some("/after"), None).await.unwrap();
     assert!(started.redirect.contains("code_challenge_method=S256"));
     assert!(
         !started.redirect.contains("nonce="),
@@ -421,7 +422,7 @@ async fn a_plain_oauth2_provider_names_the_user_through_its_user_info() {
         "{again:?}"
     );
     // The state is checked the same way.
-    let other = oidc.start("test", None, None).unwrap();
+    let other = oidc.start("test", None, None).await.unwrap();
     let other_cookie = cookie_line(&other.set_cookie);
     let r = oidc
         .finish("test", Some(&query), &[other_cookie.as_str()])

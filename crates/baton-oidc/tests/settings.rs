@@ -127,12 +127,14 @@ async fn bad_settings_are_refused_with_what_is_wrong() {
 }
 
 #[tokio::test]
-async fn a_provider_that_does_not_answer_is_a_discovery_error_naming_it() {
+async fn a_provider_required_reachable_that_does_not_answer_fails_the_start() {
     // A loopback port nothing listens on.
     let port = baton_test::free_port();
     let issuer = format!("https://127.0.0.1:{port}");
     let config = ProviderConfig::new("down", "Down", &issuer, "client");
-    let options = OidcOptions::new().with_timeout(Duration::from_secs(2));
+    let options = OidcOptions::new()
+        .with_timeout(Duration::from_secs(2))
+        .require_reachable();
     match Oidc::discover(
         "https://app.example",
         "/auth",
@@ -159,4 +161,73 @@ async fn a_provider_that_does_not_answer_is_a_discovery_error_naming_it() {
     )
     .await;
     assert!(err.contains("not a url"), "{err}");
+}
+
+/// A provider that cannot be reached at start does not keep the application from starting:
+/// its sign-ins answer `provider_unavailable` until it answers, then work, with no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_down_at_start_is_tried_again_at_its_sign_ins() {
+    use baton_test::{OidcClient, OidcServer};
+    let client = OidcClient {
+        id: "app".to_owned(),
+        secret: "app-secret".to_owned(),
+        redirect_uri: "http://127.0.0.1:3000/auth/oidc/late/callback".to_owned(),
+    };
+    let Some(mut server) = OidcServer::start(&[client], Duration::from_secs(3600)) else {
+        return;
+    };
+    let issuer = server.issuer();
+    server.stop();
+    let config = ProviderConfig::new("late", "Late", &issuer, "app").with_secret("app-secret");
+    let options = OidcOptions::new()
+        .with_root_certificate(server.ca_der().to_vec())
+        .with_timeout(Duration::from_secs(2));
+    // Required reachable: the start fails, naming the issuer.
+    match Oidc::discover(
+        "http://127.0.0.1:3000",
+        "/auth",
+        vec![config.clone()],
+        &[1; 32],
+        options.clone().require_reachable(),
+    )
+    .await
+    {
+        Err(OidcError::Discovery { issuer: named, .. }) => assert_eq!(named, issuer),
+        other => panic!("{other:?}"),
+    }
+    // By default: started without it.
+    let oidc = Oidc::discover(
+        "http://127.0.0.1:3000",
+        "/auth",
+        vec![config],
+        &[1; 32],
+        options,
+    )
+    .await
+    .unwrap();
+    let down = oidc.start("late", None, None).await.unwrap_err();
+    assert_eq!(down.code(), "provider_unavailable");
+    // Tried again at most every 10 s: at once, still down, without reaching out.
+    let again = oidc.start("late", None, None).await.unwrap_err();
+    assert_eq!(again.code(), "provider_unavailable");
+    server.restart();
+    assert_eq!(server.issuer(), issuer, "the same port");
+    let started = std::time::Instant::now();
+    loop {
+        match oidc.start("late", Some("/x"), None).await {
+            Ok(started) => {
+                assert!(
+                    started.redirect.starts_with(&issuer),
+                    "{}",
+                    started.redirect
+                );
+                break;
+            }
+            Err(e) => {
+                assert_eq!(e.code(), "provider_unavailable");
+                assert!(started.elapsed() < Duration::from_secs(15), "never retried");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
 }

@@ -508,7 +508,15 @@ async fn on_postgres(
         .await
         .map_err(error)?;
     let pool = store.pool().clone();
-    let users = Users::postgres(pool.clone()).await?;
+    // The app's own statements go through a pool that checks a connection before handing it
+    // out (the store retries on a fresh connection by itself; these queries do not).
+    let users_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect(url)
+        .await
+        .map_err(|e| format!("postgres: {}", baton::core::ErrorChain(&e)))?;
+    let users = Users::postgres(users_pool.clone()).await?;
     // Revocations reach every instance on this database within a second.
     let feed = PgRevocationFeed::start_on(
         pool.clone(),
@@ -527,13 +535,21 @@ async fn on_postgres(
         // nonces and the sign-in flows are the same everywhere.
         replay: None,
         nonce_secret: match config.dpop_nonces {
-            Some(_) => Some(users::shared_secret_pg(&pool, "dpop-nonce").await?.to_vec()),
+            Some(_) => Some(
+                users::shared_secret_pg(&users_pool, "dpop-nonce")
+                    .await?
+                    .to_vec(),
+            ),
             None => None,
         },
         oidc: if config.oidc.is_empty() {
             None
         } else {
-            oidc(config, &users::shared_secret_pg(&pool, "oidc-flow").await?).await?
+            oidc(
+                config,
+                &users::shared_secret_pg(&users_pool, "oidc-flow").await?,
+            )
+            .await?
         },
     };
     let baton = configure(builder, config, shared, &users)?;

@@ -85,9 +85,11 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             Ok(claims) => claims,
             Err(res) => return res,
         };
+        let back = return_to(&req);
         match setup
             .oidc
-            .start(id, return_to(&req).as_deref(), Some(&claims.sub))
+            .start(id, back.as_deref(), Some(&claims.sub))
+            .await
         {
             Ok(started) => {
                 let mut res = json_response(
@@ -101,7 +103,10 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
                     .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 res
             }
-            Err(failure) => self.error(StatusCode::NOT_FOUND, "not_found", failure.to_string()),
+            Err(OidcFailure::UnknownProvider) => {
+                self.error(StatusCode::NOT_FOUND, "not_found", "no such provider")
+            }
+            Err(_) => self.unavailable("the provider cannot be reached; retry shortly"),
         }
     }
 
@@ -125,14 +130,22 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             return json_response(StatusCode::OK, &serde_json::json!({ "providers": list }));
         }
         match rest.split_once('/') {
-            Some((id, "start")) => self.oidc_start(setup, &req, id),
+            Some((id, "start")) => {
+                let back = return_to(&req);
+                self.oidc_start(setup, back, id).await
+            }
             Some((id, "callback")) => self.oidc_callback(setup, req, id).await,
             _ => self.error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
         }
     }
 
-    fn oidc_start<B>(&self, setup: &OidcSetup, req: &Request<B>, id: &str) -> Response<Bytes> {
-        match setup.oidc.start(id, return_to(req).as_deref(), None) {
+    async fn oidc_start(
+        &self,
+        setup: &OidcSetup,
+        back: Option<String>,
+        id: &str,
+    ) -> Response<Bytes> {
+        match setup.oidc.start(id, back.as_deref(), None).await {
             Ok(started) => {
                 let mut res = see_other(&started.redirect);
                 if let Ok(cookie) = HeaderValue::try_from(started.set_cookie) {
