@@ -41,6 +41,11 @@ BEGIN
             USING ERRCODE = 'BT001';
     END IF;
     SELECT * INTO s FROM baton_sessions AS t WHERE t.id = p_id FOR UPDATE;
+    -- Again after the lock: a rotation that waited past its deadline behind another gives up.
+    IF clock_timestamp() > p_deadline THEN
+        RAISE EXCEPTION 'the rotation waited past its deadline'
+            USING ERRCODE = 'BT001';
+    END IF;
     IF NOT FOUND THEN
         RETURN QUERY SELECT 'expired'::text, false, NULL::baton_sessions;
         RETURN;
@@ -189,7 +194,7 @@ BEGIN
         UPDATE baton_sessions AS t
         SET revoked_until = least(t.expires_at, p_now + keep), outcome = 'evicted',
             attempt = p_attempt
-        FROM victims WHERE t.id = victims.id
+        FROM victims WHERE t.id = victims.id AND t.revoked_until IS NULL
         RETURNING t.id, t.last_used_at)
     SELECT coalesce(array_agg(e.id ORDER BY e.last_used_at, e.id), '{}') INTO v_evicted FROM e;
     INSERT INTO baton_sessions (

@@ -80,7 +80,7 @@ struct Pending {
 struct Sql {
     record: Arc<str>,
     read: Arc<str>,
-    recent: Arc<str>,
+    gaps: Arc<str>,
     newest: Arc<str>,
     trim: Arc<str>,
 }
@@ -99,6 +99,9 @@ struct Shared {
     started_ms: u64,
     /// Read the whole log next time (at start, after an error).
     resync: AtomicBool,
+    /// Row numbers skipped by a read (not committed yet, or rolled back), with when they were
+    /// first missed: read again until they appear or a minute has passed.
+    gaps: Mutex<std::collections::BTreeMap<i64, std::time::Instant>>,
     /// Another instance wrote (a notification): read now.
     wake: tokio::sync::Notify,
     clock: Arc<dyn Clock>,
@@ -116,8 +119,9 @@ struct Shared {
 ///   and, when the write fails, retries it in the background with backoff until it succeeds or
 ///   no longer matters.
 /// - Every instance listens on the channel (`LISTEN`, reconnected with backoff) and reads the
-///   log every poll period (250 ms) from the last row it saw, and the last seconds again (a
-///   row with a lower number may commit after a higher one). The log is read whole at start
+///   log every poll period (250 ms) from the last row it saw, and again the numbers it skipped
+///   (a row with a lower number may commit after a higher one; a skipped number is read again
+///   until it appears, or for a minute: then it was rolled back). The log is read whole at start
 ///   and after any error, and checked every few seconds for having gone back (a database
 ///   restored from a backup). Rows older than the retention are trimmed a batch at a time.
 /// - While the log cannot be read the feed follows its [`DisconnectPolicy`] and reports it
@@ -290,17 +294,41 @@ impl Shared {
         true
     }
 
-    /// Applies `rows`; returns the highest number among them.
-    fn apply(&self, rows: &[sqlx::postgres::PgRow]) -> Option<i64> {
+    /// Applies `rows`; returns their numbers, in order.
+    fn apply(&self, rows: &[sqlx::postgres::PgRow]) -> Vec<i64> {
         let read: Vec<(i64, Revocation, u64)> = rows.iter().filter_map(revocation_of).collect();
         let recorded: Vec<(Revocation, u64)> =
             read.iter().map(|(_, r, at)| (r.clone(), *at)).collect();
         self.list.apply_recorded(&recorded);
-        read.iter().map(|(seq, _, _)| *seq).max()
+        read.iter().map(|(seq, _, _)| *seq).collect()
     }
 
-    /// Reads the log after row `after`, page by page, and the last seconds again; returns the
-    /// highest row number seen.
+    /// Notes the numbers between `last` and each row read that did not come: a row numbered
+    /// lower may commit after a higher one was read.
+    fn note_gaps(&self, mut last: i64, seen: &[i64]) {
+        let now = std::time::Instant::now();
+        let mut gaps = self
+            .gaps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for &seq in seen {
+            // A jump of thousands is a sequence cache or a trim, not commits in flight.
+            if seq > last + 1 && seq - last <= 1_000 {
+                for missing in last + 1..seq {
+                    gaps.entry(missing).or_insert(now);
+                }
+            }
+            last = last.max(seq);
+        }
+        // A gap a minute old was rolled back; and never more than 10,000 kept.
+        gaps.retain(|_, since| now.duration_since(*since) < Duration::from_secs(60));
+        while gaps.len() > 10_000 {
+            gaps.pop_first();
+        }
+    }
+
+    /// Reads the log after row `after`, page by page, and the rows skipped before; returns
+    /// the highest row number seen.
     async fn read(&self, after: i64) -> Result<i64, StoreError> {
         let mut last = after;
         loop {
@@ -309,16 +337,39 @@ impl Shared {
                 .bind(PAGE)
                 .fetch_all(&self.pool);
             let rows = self.timed("read revocations", query).await?;
-            if let Some(seq) = self.apply(&rows) {
+            let seen = self.apply(&rows);
+            // Gaps count once the log has been read whole (a fresh read starts anywhere).
+            if last > 0 {
+                self.note_gaps(last, &seen);
+            }
+            if let Some(&seq) = seen.last() {
                 last = last.max(seq);
             }
             if rows.len() < usize::try_from(PAGE).unwrap_or(usize::MAX) {
                 break;
             }
         }
-        let query = sqlx::query(AssertSqlSafe(self.sql.recent.clone())).fetch_all(&self.pool);
-        let rows = self.timed("read revocations", query).await?;
-        self.apply(&rows);
+        let missing: Vec<i64> = self
+            .gaps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            let query = sqlx::query(AssertSqlSafe(self.sql.gaps.clone()))
+                .bind(&missing)
+                .fetch_all(&self.pool);
+            let rows = self.timed("read revocations", query).await?;
+            let found = self.apply(&rows);
+            let mut gaps = self
+                .gaps
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for seq in found {
+                gaps.remove(&seq);
+            }
+        }
         self.last_read_ms
             .store(self.clock.now_millis(), Ordering::Release);
         Ok(last)
@@ -501,9 +552,8 @@ impl PgRevocationFeed {
             read: p(&format!(
                 "SELECT {columns} FROM baton_revocations WHERE seq > $1 ORDER BY seq LIMIT $2"
             )),
-            recent: p(&format!(
-                "SELECT {columns} FROM baton_revocations \
-                 WHERE recorded_at > clock_timestamp() - interval '3 seconds' ORDER BY seq"
+            gaps: p(&format!(
+                "SELECT {columns} FROM baton_revocations WHERE seq = ANY($1) ORDER BY seq"
             )),
             newest: p("SELECT max(seq) FROM baton_revocations"),
             trim: p("DELETE FROM baton_revocations WHERE seq IN (\
@@ -525,6 +575,7 @@ impl PgRevocationFeed {
             last_read_ms: AtomicU64::new(0),
             started_ms: clock.now_millis(),
             resync: AtomicBool::new(true),
+            gaps: Mutex::new(std::collections::BTreeMap::new()),
             wake: tokio::sync::Notify::new(),
             clock,
         });

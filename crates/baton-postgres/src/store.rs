@@ -195,8 +195,9 @@ pub struct PostgresStore {
     last_sweep: Arc<AtomicU64>,
     /// The connections the store's statements run on.
     held: Arc<Held>,
-    /// The server's clock minus this host's, in ms (measured at start), for deadlines.
-    skew_ms: i64,
+    /// The server's clock minus this host's, in ms (measured at start, and again after a
+    /// write reached the server late), for deadlines.
+    skew_ms: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -225,6 +226,21 @@ pub(crate) fn connection_lost(e: &sqlx::Error) -> bool {
             // pg_terminate_backend, a shutdown, a crash restart).
             code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
         }),
+        _ => false,
+    }
+}
+
+/// `true` for an error a repeat may clear: a lost connection, a deadlock or serialization
+/// failure chosen by the server (every write carries its attempt id, so repeating is safe).
+fn retryable(e: &sqlx::Error) -> bool {
+    connection_lost(e)
+        || matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| matches!(&*c, "40P01" | "40001")))
+}
+
+/// `true` when a write reached the server after its deadline (the clocks may have moved).
+fn late(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db.code().as_deref() == Some("BT001"),
         _ => false,
     }
 }
@@ -323,7 +339,10 @@ impl PostgresStore {
         Self::new(pool, keys, policy, options).await
     }
 
-    /// Sessions on `pool` (shared with the application), after applying the migrations.
+    /// Sessions on `pool`, after applying the migrations. The store holds the connections it
+    /// uses between its statements (up to the pool's size, each given back after 10 s
+    /// unused): give it a pool of its own, not the one the revocation feed, the limiter or the
+    /// application's own queries use, which could then wait for a connection.
     ///
     /// # Errors
     /// [`PostgresError`].
@@ -345,7 +364,7 @@ impl PostgresStore {
             options: Arc::new(options),
             // The first sweep one period after the start.
             last_sweep: Arc::new(AtomicU64::new(SystemClock.now_millis())),
-            skew_ms,
+            skew_ms: Arc::new(std::sync::atomic::AtomicI64::new(skew_ms)),
         })
     }
 
@@ -367,7 +386,19 @@ impl PostgresStore {
         let now = OffsetDateTime::now_utc();
         let timeout =
             time::Duration::try_from(self.options.timeout).unwrap_or(time::Duration::ZERO);
-        now + timeout + time::Duration::milliseconds(self.skew_ms)
+        now + timeout + time::Duration::milliseconds(self.skew_ms.load(Ordering::Relaxed))
+    }
+
+    /// Measures the clocks' difference again, in the background.
+    fn remeasure_skew(&self) {
+        let (pool, skew_ms) = (self.pool.clone(), self.skew_ms.clone());
+        tokio::spawn(async move {
+            if let Ok(Ok(measured)) =
+                tokio::time::timeout(Duration::from_secs(2), skew(&pool)).await
+            {
+                skew_ms.store(measured, Ordering::Relaxed);
+            }
+        });
     }
 
     /// Runs `op` on the pool, again on a fresh connection when the connection failed under
@@ -386,8 +417,13 @@ impl PostgresStore {
                 let lease = self.held.lease().await?;
                 let (lease, result) = op(lease).await;
                 match &result {
-                    // The connection is fine (a refusal, a timeout of the statement): kept.
-                    Err(e) if connection_lost(e) => drop(lease),
+                    // Lost: so are the others held since (a restart, a proxy that dropped
+                    // them all); they go back to the pool's own checks.
+                    Err(e) if connection_lost(e) => {
+                        drop(lease);
+                        self.held.forget_idle();
+                    }
+                    // Fine (a refusal, a timeout of the statement): kept.
                     _ => lease.release(),
                 }
                 result
@@ -406,7 +442,12 @@ impl PostgresStore {
             if let sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) = error {
                 return Err(corrupt("a column is not of its type"));
             }
-            if !connection_lost(&error) || tries >= 4 || Instant::now() >= deadline {
+            if late(&error) {
+                // The server's clock or this host's moved since the skew was measured, or the
+                // server is that slow: measure again for the next writes.
+                self.remeasure_skew();
+            }
+            if !retryable(&error) || tries >= 4 || Instant::now() >= deadline {
                 tracing::warn!(target: "baton::postgres", what, tries, error = %error, "failed");
                 return Err(unavailable(error));
             }
@@ -453,9 +494,22 @@ impl PostgresStore {
         let store = self.clone();
         let batch = self.options.sweep_batch;
         tokio::spawn(async move {
-            match store.sweep(batch).await {
-                Ok(n) => tracing::debug!(target: "baton::postgres", removed = n, "swept"),
-                Err(e) => tracing::warn!(target: "baton::postgres", error = %e, "sweep failed"),
+            // A whole batch removed: more may wait (a busy site makes more than a batch a
+            // period). At most 100 batches a period, a short pause between them.
+            for _ in 0..100 {
+                match store.sweep(batch).await {
+                    Ok(n) if n >= u64::from(batch) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Ok(n) => {
+                        tracing::debug!(target: "baton::postgres", removed = n, "swept");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(target: "baton::postgres", error = %e, "sweep failed");
+                        break;
+                    }
+                }
             }
         });
     }
@@ -489,8 +543,13 @@ impl PostgresStore {
 pub(crate) struct Held {
     pool: PgPool,
     permits: Arc<tokio::sync::Semaphore>,
-    idle: std::sync::Mutex<Vec<PoolConnection<Postgres>>>,
+    /// Idle connections, the most recently used last, with when they were given back.
+    idle: std::sync::Mutex<Vec<(PoolConnection<Postgres>, Instant)>>,
 }
+
+/// A connection idle longer than this goes back to the pool (its idle timeout, lifetime and
+/// checks apply there; a connection a proxy dropped while idle is found by its check).
+const HELD_IDLE: Duration = Duration::from_secs(10);
 
 impl Held {
     pub(crate) fn new(pool: PgPool) -> Self {
@@ -502,6 +561,17 @@ impl Held {
         }
     }
 
+    /// Gives every idle connection back to the pool (after one was found lost).
+    pub(crate) fn forget_idle(&self) {
+        let stale: Vec<_> = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain(..)
+            .collect();
+        drop(stale);
+    }
+
     /// A connection: an idle one of the store's, or a new one from the pool.
     pub(crate) async fn lease(self: &Arc<Self>) -> Result<Lease, sqlx::Error> {
         let permit = self
@@ -510,11 +580,20 @@ impl Held {
             .acquire_owned()
             .await
             .map_err(|_| sqlx::Error::PoolClosed)?;
-        let idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop();
+        let idle = {
+            let mut idle = self
+                .idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // The stalest first: back to the pool.
+            let now = Instant::now();
+            let stale = idle
+                .iter()
+                .take_while(|(_, since)| now.duration_since(*since) > HELD_IDLE)
+                .count();
+            drop(idle.drain(..stale));
+            idle.pop().map(|(conn, _)| conn)
+        };
         let conn = match idle {
             Some(conn) => conn,
             None => self.pool.acquire().await?,
@@ -549,7 +628,7 @@ impl Lease {
                 .idle
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(conn);
+                .push((conn, Instant::now()));
         }
     }
 }

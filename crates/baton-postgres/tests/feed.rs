@@ -152,3 +152,41 @@ async fn with_the_database_down_a_logout_is_refused_and_a_theft_is_kept_until_it
         "the refused logout was never recorded"
     );
 }
+
+/// A revocation whose row number is lower but whose commit comes seconds after a higher one
+/// was read (a slow transaction): read all the same, once it commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_committed_after_a_higher_one_was_read_still_arrives() {
+    use sqlx::Connection as _;
+    let Some(server) = PgServer::start() else {
+        return;
+    };
+    let url = server.create_database();
+    let a = feed(&url, options()).await;
+    let b = feed(&url, options()).await;
+    a.revoke(&[Revocation::session("first")]).await.unwrap();
+    eventually("B reads the log", Duration::from_secs(1), || {
+        b.is_revoked(&session("first"))
+    })
+    .await;
+    // A transaction takes the next row number and holds it uncommitted.
+    let mut slow = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut tx = slow.begin().await.unwrap();
+    sqlx::query("INSERT INTO baton_revocations (session_id) VALUES ('late')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    a.revoke(&[Revocation::session("after")]).await.unwrap();
+    eventually("B reads the higher row", Duration::from_secs(1), || {
+        b.is_revoked(&session("after"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(!b.is_revoked(&session("late")), "not committed yet");
+    tx.commit().await.unwrap();
+    let took = eventually("B reads the late row", Duration::from_secs(1), || {
+        b.is_revoked(&session("late"))
+    })
+    .await;
+    eprintln!("the late row arrived {took:?} after its commit");
+}

@@ -507,9 +507,9 @@ async fn on_postgres(
     let store = PostgresStore::connect(url, refresh, policy, PostgresOptions::new())
         .await
         .map_err(error)?;
-    let pool = store.pool().clone();
-    // The app's own statements go through a pool that checks a connection before handing it
-    // out (the store retries on a fresh connection by itself; these queries do not).
+    // The store holds its pool's connections between statements: the feed, the limits and
+    // the app's own statements get a pool of their own, which checks a connection before
+    // handing it out (the store retries on a fresh connection by itself; these do not).
     let users_pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(2))
@@ -519,12 +519,12 @@ async fn on_postgres(
     let users = Users::postgres(users_pool.clone()).await?;
     // Revocations reach every instance on this database within a second.
     let feed = PgRevocationFeed::start_on(
-        pool.clone(),
+        users_pool.clone(),
         PgFeedOptions::new(config.access_ttl + config.leeway),
     )
     .await
     .map_err(error)?;
-    let limiter = PgLimiter::new(pool.clone(), "baton_")
+    let limiter = PgLimiter::new(users_pool.clone(), "baton_")
         .await
         .map_err(error)?;
     let builder = Baton::builder(store, users.clone(), ring)

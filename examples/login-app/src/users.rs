@@ -87,9 +87,10 @@ pub async fn shared_secret_pg(pool: &sqlx::PgPool, name: &str) -> Result<[u8; 32
         .fill(&mut fresh)
         .map_err(|_| "the random generator failed".to_owned())?;
     let value: Vec<u8> = sqlx::query_scalar(
-        "WITH ins AS (INSERT INTO login_app_secrets (name, value) VALUES ($1, $2) \
-         ON CONFLICT DO NOTHING RETURNING value) \
-         SELECT value FROM ins UNION ALL SELECT value FROM login_app_secrets WHERE name = $1",
+        // The row as it is after the statement, whoever wrote it (two instances starting
+        // together both get the first one's).
+        "INSERT INTO login_app_secrets (name, value) VALUES ($1, $2) \
+         ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING value",
     )
     .bind(name)
     .bind(fresh.as_slice())
@@ -117,17 +118,12 @@ link AS (
 SELECT user_id FROM existing UNION ALL SELECT user_id FROM link";
 
 /// Links an identity to a user unless it is another's: 0 linked now, 1 this user's already,
-/// 2 another user's. $1 issuer, $2 subject, $3 the user.
+/// 2 another user's. The upsert returns the row as it is after the statement, whichever
+/// transaction wrote it (`xmax = 0`: this one inserted it). $1 issuer, $2 subject, $3 the user.
 const LINK_SQL: &str = "
-WITH ins AS (
-    INSERT INTO login_app_identities (issuer, subject, user_id) VALUES ($1, $2, $3)
-    ON CONFLICT DO NOTHING
-    RETURNING 0)
-SELECT CASE
-    WHEN EXISTS (SELECT 1 FROM ins) THEN 0
-    WHEN (SELECT user_id FROM login_app_identities WHERE issuer = $1 AND subject = $2) = $3
-        THEN 1
-    ELSE 2 END";
+INSERT INTO login_app_identities AS l (issuer, subject, user_id) VALUES ($1, $2, $3)
+ON CONFLICT (issuer, subject) DO UPDATE SET user_id = l.user_id
+RETURNING CASE WHEN l.xmax = 0 THEN 0 WHEN l.user_id = $3 THEN 1 ELSE 2 END";
 
 /// Registers a user atomically: the name and the id together, or nothing. Sent again after a
 /// lost reply, it recognises its own id and answers "created" rather than "taken"; reached too

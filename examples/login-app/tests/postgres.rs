@@ -131,3 +131,47 @@ async fn limits_are_shared_by_both_instances() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The app's account directory on PostgreSQL: a first sign-in makes one user even when two
+/// race, a link is the signed-in user's once and never moves to another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identities_link_once_and_never_move() {
+    use baton::oidc::{Accounts as _, Identity, Link};
+    let Some(server) = PgServer::start() else {
+        return;
+    };
+    let url = server.create_database();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let users = login_app::Users::postgres(pool).await.unwrap();
+    let zoe = Identity::new("https://idp.example", "zoe").with_name("Zoe");
+    let racing: Vec<_> = (0..8)
+        .map(|_| {
+            let (users, zoe) = (users.clone(), zoe.clone());
+            tokio::spawn(async move { users.sign_in(&zoe).await.unwrap() })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for task in racing {
+        ids.push(task.await.unwrap());
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one user for one identity: {ids:?}");
+    let zoe_user = &ids[0];
+    let other = Identity::new("https://other.example", "z-1");
+    assert_eq!(users.link(zoe_user, &other).await.unwrap(), Link::Linked);
+    assert_eq!(
+        users.link(zoe_user, &other).await.unwrap(),
+        Link::AlreadyLinked
+    );
+    assert_eq!(users.sign_in(&other).await.unwrap(), *zoe_user);
+    assert_eq!(
+        users.link("u_someone_else", &other).await.unwrap(),
+        Link::TakenByAnother
+    );
+    assert_eq!(
+        users.sign_in(&other).await.unwrap(),
+        *zoe_user,
+        "it did not move"
+    );
+}
