@@ -26,7 +26,7 @@ mod test_clock;
 
 pub use clock::{Clock, SystemClock};
 pub use error::{ErrorChain, JsonErrors, Refusal, RenderError, retry_after_secs};
-pub use feed::{DisconnectPolicy, FeedStatus};
+pub use feed::{DisconnectPolicy, FeedState, FeedStatus, MAX_PENDING};
 pub use limit::{LimitFuture, RateLimiter, Rule};
 pub use replay::{ReplayCache, ReplayCheck, ReplayFuture, ReplayKey, ReplayUnknown};
 pub use revocation::{CheckRevocation, TokenIdentity};

@@ -1,15 +1,14 @@
 //! [`PgRevocationFeed`]: revocations shared between instances through PostgreSQL, without
 //! Redis.
 
-use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use baton_core::{
-    CheckRevocation, Clock, DisconnectPolicy, FeedStatus, Revocation, RevocationList, Revoke,
-    RevokeError, RevokeFuture, SystemClock, TokenIdentity,
+    CheckRevocation, Clock, DisconnectPolicy, FeedState, FeedStatus, Revocation, RevocationList,
+    Revoke, RevokeError, RevokeFuture, SystemClock, TokenIdentity,
 };
 use baton_store::StoreError;
 use sqlx::postgres::{PgListener, PgPool};
@@ -18,8 +17,6 @@ use sqlx::{AssertSqlSafe, Row as _};
 use crate::store::{connect_pool, migrate, valid_prefix};
 use crate::{PostgresError, PostgresOptions};
 
-/// Revocations waiting to be recorded (their write failed), retried with backoff.
-const MAX_PENDING: usize = 10_000;
 /// Rows read per statement.
 const PAGE: i64 = 512;
 
@@ -71,12 +68,6 @@ impl PgFeedOptions {
     }
 }
 
-struct Pending {
-    seq: u64,
-    revocation: Revocation,
-    since_ms: u64,
-}
-
 struct Sql {
     record: Arc<str>,
     read: Arc<str>,
@@ -87,16 +78,12 @@ struct Sql {
 
 struct Shared {
     pool: PgPool,
-    list: Arc<RevocationList>,
+    /// The revocations known here, those waiting for a retry, and when the log was read.
+    state: FeedState,
     sql: Sql,
     channel: String,
-    keep_ms: u64,
     poll: Duration,
     timeout: Duration,
-    pending: Mutex<VecDeque<Pending>>,
-    next_seq: AtomicU64,
-    last_read_ms: AtomicU64,
-    started_ms: u64,
     /// Read the whole log next time (at start, after an error).
     resync: AtomicBool,
     /// Row numbers skipped by a read (not committed yet, or rolled back), with when they were
@@ -104,7 +91,6 @@ struct Shared {
     gaps: Mutex<std::collections::BTreeMap<i64, std::time::Instant>>,
     /// Another instance wrote (a notification): read now.
     wake: tokio::sync::Notify,
-    clock: Arc<dyn Clock>,
 }
 
 /// Revocations recorded in PostgreSQL so every instance refuses a revoked session's access
@@ -142,7 +128,6 @@ struct Shared {
 /// ```
 pub struct PgRevocationFeed {
     shared: Arc<Shared>,
-    policy: DisconnectPolicy,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -150,9 +135,7 @@ impl fmt::Debug for PgRevocationFeed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PgRevocationFeed")
             .field("channel", &self.shared.channel)
-            .field("policy", &self.policy)
-            .field("status", &self.status())
-            .field("pending", &self.pending())
+            .field("state", &self.shared.state)
             .finish_non_exhaustive()
     }
 }
@@ -243,41 +226,9 @@ impl Shared {
         }
     }
 
-    fn defer(&self, revocations: &[Revocation]) {
-        let now = self.clock.now_millis();
-        let mut pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for revocation in revocations {
-            if pending.len() >= MAX_PENDING {
-                pending.pop_front();
-                tracing::error!(target: "baton::postgres", "revocation retry queue full: the oldest unrecorded revocation is dropped");
-            }
-            pending.push_back(Pending {
-                seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
-                revocation: revocation.clone(),
-                since_ms: now,
-            });
-        }
-    }
-
     /// Records what failed before, oldest first; `false` when the write failed again.
     async fn flush(&self) -> bool {
-        let now = self.clock.now_millis();
-        let batch: Vec<(u64, Revocation)> = {
-            let mut pending = self
-                .pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            // Older than the retention: it covers only expired tokens.
-            pending.retain(|p| now.saturating_sub(p.since_ms) < self.keep_ms);
-            pending
-                .iter()
-                .take(100)
-                .map(|p| (p.seq, p.revocation.clone()))
-                .collect()
-        };
+        let batch = self.state.due(100);
         if batch.is_empty() {
             return true;
         }
@@ -285,11 +236,7 @@ impl Shared {
         if self.record(&revocations).await.is_err() {
             return false;
         }
-        let written: std::collections::HashSet<u64> = batch.iter().map(|(seq, _)| *seq).collect();
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|p| !written.contains(&p.seq));
+        self.state.recorded(&batch);
         tracing::info!(target: "baton::postgres", recorded = batch.len(), "deferred revocations recorded");
         true
     }
@@ -299,7 +246,7 @@ impl Shared {
         let read: Vec<(i64, Revocation, u64)> = rows.iter().filter_map(revocation_of).collect();
         let recorded: Vec<(Revocation, u64)> =
             read.iter().map(|(_, r, at)| (r.clone(), *at)).collect();
-        self.list.apply_recorded(&recorded);
+        self.state.list().apply_recorded(&recorded);
         read.iter().map(|(seq, _, _)| *seq).collect()
     }
 
@@ -370,8 +317,7 @@ impl Shared {
                 gaps.remove(&seq);
             }
         }
-        self.last_read_ms
-            .store(self.clock.now_millis(), Ordering::Release);
+        self.state.log_read();
         Ok(last)
     }
 
@@ -384,7 +330,7 @@ impl Shared {
 
     /// Removes at most a batch of rows older than the retention.
     async fn trim(&self) -> Result<u64, StoreError> {
-        let keep = i64::try_from(self.keep_ms).unwrap_or(i64::MAX);
+        let keep = i64::try_from(self.state.keep_ms()).unwrap_or(i64::MAX);
         let query = sqlx::query(AssertSqlSafe(self.sql.trim.clone()))
             .bind(keep)
             .execute(&self.pool);
@@ -392,13 +338,7 @@ impl Shared {
     }
 
     fn connected(&self) -> bool {
-        let window = u64::try_from((self.poll * 4).as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1000);
-        self.clock
-            .now_millis()
-            .saturating_sub(self.last_read_ms.load(Ordering::Acquire))
-            <= window
+        self.state.connected()
     }
 }
 
@@ -561,33 +501,22 @@ impl PgRevocationFeed {
                 WHERE recorded_at < clock_timestamp() - $1 * interval '1 millisecond' \
                 ORDER BY seq LIMIT 1000)"),
         };
-        let list = Arc::new(RevocationList::new(options.keep).with_clock(clock.clone()));
         let shared = Arc::new(Shared {
             pool,
-            list,
+            state: FeedState::new(options.keep, options.poll, options.policy, clock),
             sql,
             channel: format!("{}revocations", options.prefix),
-            keep_ms: u64::try_from(options.keep.as_millis()).unwrap_or(u64::MAX),
             poll: options.poll,
             timeout: options.timeout,
-            pending: Mutex::new(VecDeque::new()),
-            next_seq: AtomicU64::new(0),
-            last_read_ms: AtomicU64::new(0),
-            started_ms: clock.now_millis(),
             resync: AtomicBool::new(true),
             gaps: Mutex::new(std::collections::BTreeMap::new()),
             wake: tokio::sync::Notify::new(),
-            clock,
         });
         let tasks = vec![
             tokio::spawn(listen(shared.clone())),
             tokio::spawn(poll(shared.clone())),
         ];
-        let feed = Arc::new(PgRevocationFeed {
-            shared,
-            policy: options.policy,
-            tasks,
-        });
+        let feed = Arc::new(PgRevocationFeed { shared, tasks });
         // Give the reader a moment to catch up, so a fresh instance starts informed.
         for _ in 0..50 {
             if feed.shared.connected() {
@@ -600,86 +529,58 @@ impl PgRevocationFeed {
 
     /// Whether the feed is hearing revocations.
     pub fn status(&self) -> FeedStatus {
-        if self.shared.connected() {
-            FeedStatus::Connected
-        } else {
-            FeedStatus::Disconnected {
-                since_ms: self
-                    .shared
-                    .last_read_ms
-                    .load(Ordering::Acquire)
-                    .max(self.shared.started_ms),
-            }
-        }
+        self.shared.state.status()
     }
 
     /// The revocations this instance knows.
     pub fn list(&self) -> &RevocationList {
-        &self.shared.list
+        self.shared.state.list()
     }
 
     /// Revocations whose write failed and that wait for a retry.
     pub fn pending(&self) -> usize {
-        self.shared
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
+        self.shared.state.pending()
     }
 }
 
 impl Revoke for PgRevocationFeed {
     fn revoke<'a>(&'a self, revocations: &'a [Revocation]) -> RevokeFuture<'a> {
         Box::pin(async move {
-            match self.shared.record(revocations).await {
-                Ok(()) => {
-                    for revocation in revocations {
-                        self.shared.list.apply(revocation);
-                    }
-                    Ok(())
-                }
-                Err(e) => {
-                    tracing::error!(target: "baton::postgres", error = %baton_core::ErrorChain(&e), count = revocations.len(), "revocation not recorded; the caller answers 503");
-                    Err(RevokeError::new(e))
-                }
-            }
+            let written = self.shared.record(revocations);
+            self.shared.state.revoke(revocations, written).await.map_err(|e| {
+                tracing::error!(target: "baton::postgres", error = %baton_core::ErrorChain(&e), count = revocations.len(), "revocation not recorded; the caller answers 503");
+                RevokeError::new(e)
+            })
         })
     }
 
     fn is_recorded(&self, revocation: &Revocation) -> bool {
-        self.shared.list.contains(revocation)
-            && !self
-                .shared
-                .pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .iter()
-                .any(|p| &p.revocation == revocation)
+        self.shared.state.is_recorded(revocation)
     }
 
     fn revoked<'a>(&'a self, revocations: &'a [Revocation]) -> RevokeFuture<'a> {
+        // Applied here at once: already done in the store.
         for revocation in revocations {
-            self.shared.list.apply(revocation);
+            self.shared.state.list().apply(revocation);
         }
         Box::pin(async move {
-            match self.shared.record(revocations).await {
-                Ok(()) => Ok(()),
-                Err(e) => {
-                    tracing::error!(target: "baton::postgres", error = %baton_core::ErrorChain(&e), count = revocations.len(), "revocation not recorded; retrying in the background");
-                    self.shared.defer(revocations);
-                    Err(RevokeError::new(e))
+            self.shared.record(revocations).await.map_err(|e| {
+                tracing::error!(target: "baton::postgres", error = %baton_core::ErrorChain(&e), count = revocations.len(), "revocation not recorded; retrying in the background");
+                if self.shared.state.defer(revocations) > 0 {
+                    tracing::error!(target: "baton::postgres", "revocation retry queue full: the oldest unrecorded revocation is dropped");
                 }
-            }
+                RevokeError::new(e)
+            })
         })
     }
 }
 
 impl CheckRevocation for PgRevocationFeed {
     fn is_revoked(&self, token: &TokenIdentity<'_>) -> bool {
-        self.shared.list.is_revoked(token)
+        self.shared.state.is_revoked(token)
     }
 
     fn is_known(&self) -> bool {
-        self.policy != DisconnectPolicy::RefuseAll || self.shared.connected()
+        self.shared.state.is_known()
     }
 }

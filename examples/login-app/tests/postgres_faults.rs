@@ -184,8 +184,9 @@ async fn a_database_restart_under_load_is_503_with_retry_after_and_loses_nothing
         });
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // Down longer than the store's timeout (2 s), which a shorter restart is waited out in.
     server.stop();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     server.restart();
     let restarted = Instant::now();
     loop {

@@ -1,15 +1,14 @@
 //! The revocation feed: see [`RevocationFeed`].
 
-use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use baton_core::{
     CheckRevocation, Revocation, RevocationList, Revoke, RevokeError, RevokeFuture, TokenIdentity,
 };
-use baton_core::{Clock, DisconnectPolicy, FeedStatus, SystemClock};
+use baton_core::{Clock, DisconnectPolicy, FeedState, FeedStatus, SystemClock};
 use baton_store::StoreError;
 use futures_util::StreamExt;
 use redis::{Script, Value};
@@ -69,8 +68,6 @@ impl FeedOptions {
     }
 }
 
-/// Revocations waiting to be recorded (their durable write failed), retried with backoff.
-const MAX_PENDING: usize = 10_000;
 /// Entries read from the log per command.
 const PAGE: usize = 512;
 
@@ -94,29 +91,17 @@ end
 return id
 "#;
 
-struct Pending {
-    seq: u64,
-    revocation: Revocation,
-    since_ms: u64,
-}
-
 struct Shared {
     conn: RedisConnection,
-    list: Arc<RevocationList>,
+    /// The revocations known here, those waiting for a retry, and when the log was read.
+    state: FeedState,
     log_key: String,
     channel: String,
-    keep_ms: u64,
     poll: Duration,
     resync_every: Duration,
     write: Script,
-    pending: Mutex<VecDeque<Pending>>,
-    next_seq: AtomicU64,
-    /// The last successful read of the log (clock ms).
-    last_read_ms: AtomicU64,
-    started_ms: u64,
     /// Read the whole log next time (at start, after an error).
     resync: AtomicBool,
-    clock: Arc<dyn Clock>,
 }
 
 /// `RevocationFeed`: revocations recorded in Redis so every instance refuses a revoked
@@ -154,7 +139,6 @@ struct Shared {
 /// ```
 pub struct RevocationFeed {
     shared: Arc<Shared>,
-    policy: DisconnectPolicy,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -162,9 +146,7 @@ impl fmt::Debug for RevocationFeed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RevocationFeed")
             .field("log", &self.shared.log_key)
-            .field("policy", &self.policy)
-            .field("status", &self.status())
-            .field("pending", &self.pending())
+            .field("state", &self.shared.state)
             .finish_non_exhaustive()
     }
 }
@@ -183,7 +165,10 @@ impl Shared {
         if events.is_empty() {
             return Ok(());
         }
-        let mut args = vec![self.keep_ms.max(1).to_string(), self.channel.clone()];
+        let mut args = vec![
+            self.state.keep_ms().max(1).to_string(),
+            self.channel.clone(),
+        ];
         args.extend(events);
         // Repeating the write after a lost reply appends the events twice: applying one is
         // idempotent.
@@ -198,42 +183,18 @@ impl Shared {
             .map(|_| ())
     }
 
+    /// Queues revocations whose write failed, for a retry.
     fn defer(&self, revocations: &[Revocation]) {
-        let now = self.clock.now_millis();
-        let mut pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for revocation in revocations {
-            if pending.len() >= MAX_PENDING {
-                pending.pop_front();
-                metrics::counter!("baton_revocations_dropped_total").increment(1);
-                tracing::error!(target: "baton::redis", "revocation retry queue full: the oldest unrecorded revocation is dropped (other instances learn it only if it is revoked again)");
-            }
-            pending.push_back(Pending {
-                seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
-                revocation: revocation.clone(),
-                since_ms: now,
-            });
+        let dropped = self.state.defer(revocations);
+        if dropped > 0 {
+            metrics::counter!("baton_revocations_dropped_total").increment(dropped as u64);
+            tracing::error!(target: "baton::redis", "revocation retry queue full: the oldest unrecorded revocation is dropped (other instances learn it only if it is revoked again)");
         }
     }
 
     /// Records what failed before, oldest first; `false` when the write failed again.
     async fn flush(&self) -> bool {
-        let now = self.clock.now_millis();
-        let batch: Vec<(u64, Revocation)> = {
-            let mut pending = self
-                .pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            // A revocation older than the retention covers only expired tokens.
-            pending.retain(|p| now.saturating_sub(p.since_ms) < self.keep_ms);
-            pending
-                .iter()
-                .take(100)
-                .map(|p| (p.seq, p.revocation.clone()))
-                .collect()
-        };
+        let batch = self.state.due(100);
         if batch.is_empty() {
             return true;
         }
@@ -242,12 +203,7 @@ impl Shared {
             return false;
         }
         // Remove exactly what was written (the queue may have moved meanwhile).
-        let written: std::collections::HashSet<u64> = batch.iter().map(|(seq, _)| *seq).collect();
-        let mut pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        pending.retain(|p| !written.contains(&p.seq));
+        self.state.recorded(&batch);
         tracing::info!(target: "baton::redis", recorded = batch.len(), "deferred revocations recorded");
         true
     }
@@ -282,9 +238,8 @@ impl Shared {
                     Some((decode(event.as_deref()?)?, at_ms))
                 })
                 .collect();
-            self.list.apply_recorded(&recorded);
-            self.last_read_ms
-                .store(self.clock.now_millis(), Ordering::Release);
+            self.state.list().apply_recorded(&recorded);
+            self.state.log_read();
             let Some((id, _)) = page.last() else {
                 return Ok(last);
             };
@@ -322,13 +277,7 @@ impl Shared {
     }
 
     fn connected(&self) -> bool {
-        let window = u64::try_from((self.poll * 4).as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1000);
-        self.clock
-            .now_millis()
-            .saturating_sub(self.last_read_ms.load(Ordering::Acquire))
-            <= window
+        self.state.connected()
     }
 }
 
@@ -370,34 +319,23 @@ impl RevocationFeed {
         options: FeedOptions,
         clock: Arc<dyn Clock>,
     ) -> Arc<Self> {
-        let list = Arc::new(RevocationList::new(options.keep).with_clock(clock.clone()));
         let shared = Arc::new(Shared {
             conn,
-            list,
+            state: FeedState::new(options.keep, options.poll, options.policy, clock),
             // A stream (the sorted set of earlier versions was `revocations:log`).
             log_key: format!("{}revocations:stream", options.prefix),
             channel: format!("{}revocations", options.prefix),
-            keep_ms: u64::try_from(options.keep.as_millis()).unwrap_or(u64::MAX),
             poll: options.poll,
             resync_every: options.resync,
             write: Script::new(&format!("{}{WRITE_LUA}", crate::DEADLINE_LUA)),
-            pending: Mutex::new(VecDeque::new()),
-            next_seq: AtomicU64::new(0),
-            last_read_ms: AtomicU64::new(0),
-            started_ms: clock.now_millis(),
             resync: AtomicBool::new(true),
-            clock,
         });
         let mut tasks = Vec::new();
         if !shared.conn.subscribers().is_empty() {
             tasks.push(tokio::spawn(subscribe(shared.clone())));
         }
         tasks.push(tokio::spawn(poll(shared.clone())));
-        let feed = Arc::new(RevocationFeed {
-            shared,
-            policy: options.policy,
-            tasks,
-        });
+        let feed = Arc::new(RevocationFeed { shared, tasks });
         // Give the reader a moment to catch up, so a fresh instance starts informed.
         for _ in 0..50 {
             if feed.shared.connected() {
@@ -410,31 +348,17 @@ impl RevocationFeed {
 
     /// Whether the feed is hearing revocations.
     pub fn status(&self) -> FeedStatus {
-        if self.shared.connected() {
-            FeedStatus::Connected
-        } else {
-            FeedStatus::Disconnected {
-                since_ms: self
-                    .shared
-                    .last_read_ms
-                    .load(Ordering::Acquire)
-                    .max(self.shared.started_ms),
-            }
-        }
+        self.shared.state.status()
     }
 
     /// The revocations this instance knows.
     pub fn list(&self) -> &RevocationList {
-        &self.shared.list
+        self.shared.state.list()
     }
 
     /// Revocations whose write failed and that wait for a retry.
     pub fn pending(&self) -> usize {
-        self.shared
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
+        self.shared.state.pending()
     }
 
     /// The connection the feed writes and reads the log on.
@@ -446,58 +370,42 @@ impl RevocationFeed {
 impl Revoke for RevocationFeed {
     fn revoke<'a>(&'a self, revocations: &'a [Revocation]) -> RevokeFuture<'a> {
         Box::pin(async move {
-            match self.shared.record(revocations).await {
-                Ok(()) => {
-                    for revocation in revocations {
-                        self.shared.list.apply(revocation);
-                    }
-                    Ok(())
-                }
-                Err(e) => {
-                    metrics::counter!("baton_revocations_unrecorded_total").increment(1);
-                    tracing::error!(target: "baton::redis", error = %baton_core::ErrorChain(&e), count = revocations.len(), "revocation not recorded; the caller answers 503");
-                    Err(RevokeError::new(e))
-                }
-            }
+            let written = self.shared.record(revocations);
+            self.shared.state.revoke(revocations, written).await.map_err(|e| {
+                metrics::counter!("baton_revocations_unrecorded_total").increment(1);
+                tracing::error!(target: "baton::redis", error = %baton_core::ErrorChain(&e), count = revocations.len(), "revocation not recorded; the caller answers 503");
+                RevokeError::new(e)
+            })
         })
     }
 
     fn is_recorded(&self, revocation: &Revocation) -> bool {
         // In the list and not waiting for a retry: heard from the log, or written by us.
-        self.shared.list.contains(revocation)
-            && !self
-                .shared
-                .pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .iter()
-                .any(|p| &p.revocation == revocation)
+        self.shared.state.is_recorded(revocation)
     }
 
     fn revoked<'a>(&'a self, revocations: &'a [Revocation]) -> RevokeFuture<'a> {
+        // Applied here at once: already done in the store.
         for revocation in revocations {
-            self.shared.list.apply(revocation);
+            self.shared.state.list().apply(revocation);
         }
         Box::pin(async move {
-            match self.shared.record(revocations).await {
-                Ok(()) => Ok(()),
-                Err(e) => {
-                    metrics::counter!("baton_revocations_unrecorded_total").increment(1);
-                    tracing::error!(target: "baton::redis", error = %baton_core::ErrorChain(&e), count = revocations.len(), "revocation not recorded; retrying in the background");
-                    self.shared.defer(revocations);
-                    Err(RevokeError::new(e))
-                }
-            }
+            self.shared.record(revocations).await.map_err(|e| {
+                metrics::counter!("baton_revocations_unrecorded_total").increment(1);
+                tracing::error!(target: "baton::redis", error = %baton_core::ErrorChain(&e), count = revocations.len(), "revocation not recorded; retrying in the background");
+                self.shared.defer(revocations);
+                RevokeError::new(e)
+            })
         })
     }
 }
 
 impl CheckRevocation for RevocationFeed {
     fn is_revoked(&self, token: &TokenIdentity<'_>) -> bool {
-        self.shared.list.is_revoked(token)
+        self.shared.state.is_revoked(token)
     }
 
     fn is_known(&self) -> bool {
-        self.policy != DisconnectPolicy::RefuseAll || self.shared.connected()
+        self.shared.state.is_known()
     }
 }

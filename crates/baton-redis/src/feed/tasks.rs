@@ -81,7 +81,7 @@ pub(super) async fn subscribe(shared: Arc<Shared>) {
             let mut messages = pubsub.on_message();
             while let Some(message) = messages.next().await {
                 if let Ok(event) = message.get_payload::<String>() {
-                    apply(&shared.list, &event);
+                    apply(shared.state.list(), &event);
                 }
             }
             tracing::debug!(target: "baton::redis", "revocation channel lost; the log reader covers until it is back");
