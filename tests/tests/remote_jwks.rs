@@ -305,3 +305,144 @@ async fn junk_key_ids_cannot_starve_a_real_rotation() {
         started.elapsed()
     );
 }
+
+/// The natural one-liner keeps its keys fresh: the handle is dropped at once and only the
+/// verifier lives, the issuer rotates to a key it never published before, and the periodic
+/// fetch (not an unknown-key refetch: those are off here) brings the new key in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verifier_alone_keeps_the_keys_fresh() {
+    let config = login_app::Config {
+        alg: Algorithm::EdDSA,
+        ..login_app::Config::default()
+    };
+    let (app, ring) = login_app::app_with_keys(&config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    tokio::spawn(login_app::serve(listener, app, std::future::pending()));
+    let (status, _) = post(
+        &base,
+        "/auth/register",
+        json!({"username": "erin", "password": "correct horse"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let options = JwksOptions::new()
+        .with_ttl(Duration::from_millis(300))
+        // No refetch on an unknown key within the test: only the periodic fetch can help.
+        .with_min_refetch_interval(Duration::from_secs(3600))
+        .dangerous_allow_http();
+    let verifier: Verifier = RemoteJwks::start(
+        format!("{base}/.well-known/jwks.json").parse().unwrap(),
+        options,
+    )
+    .await
+    .unwrap()
+    .verifier()
+    .with_leeway(Duration::ZERO);
+    let token = login(&base).await;
+    assert!(verifier.verify::<NoCustomClaims>(&token).is_ok());
+    ring.update(|set| set.rotate_to(Key::generate("rotated", Algorithm::EdDSA)?))
+        .unwrap();
+    let token = login(&base).await;
+    eventually("the rotated key, by the periodic fetch", || {
+        verifier.verify::<NoCustomClaims>(&token).is_ok()
+    })
+    .await;
+}
+
+/// A plain HTTP server answering `/.well-known/openid-configuration` with what `document`
+/// holds.
+async fn discovery_server(document: std::sync::Arc<std::sync::Mutex<String>>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                break;
+            };
+            let document = document.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<_>| {
+                    let body = if req.uri().path() == "/.well-known/openid-configuration" {
+                        Some(document.lock().unwrap().clone())
+                    } else {
+                        None
+                    };
+                    async move {
+                        let mut res = hyper::Response::new(Full::new(Bytes::from(
+                            body.clone().unwrap_or_default(),
+                        )));
+                        if body.is_none() {
+                            *res.status_mut() = StatusCode::NOT_FOUND;
+                        }
+                        Ok::<_, std::convert::Infallible>(res)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    base
+}
+
+/// OpenID discovery: the issuer's document names its `jwks_uri`, whose keys then verify the
+/// issuer's tokens; a document that is not JSON, names another issuer, or has no `jwks_uri`
+/// is refused with an error naming what is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_found_through_the_issuers_discovery_document() {
+    let (app, _ring) = login_app::app_with_keys(&login_app::Config::default())
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let login_base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    tokio::spawn(login_app::serve(listener, app, std::future::pending()));
+    let document = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let issuer = discovery_server(document.clone()).await;
+    let options = JwksOptions::new().dangerous_allow_http();
+    let set = |value: serde_json::Value| *document.lock().unwrap() = value.to_string();
+
+    set(json!({"issuer": issuer, "jwks_uri": format!("{login_base}/.well-known/jwks.json")}));
+    let jwks = RemoteJwks::discover(&format!("{issuer}/"), options.clone())
+        .await
+        .expect("discovered");
+    let (status, _) = post(
+        &login_base,
+        "/auth/register",
+        json!({"username": "erin", "password": "correct horse"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let token = login(&login_base).await;
+    assert!(jwks.verifier().verify::<NoCustomClaims>(&token).is_ok());
+
+    let refused = |what: &'static str| {
+        let (issuer, options) = (issuer.clone(), options.clone());
+        async move {
+            match RemoteJwks::discover(&issuer, options).await {
+                Err(baton::bearer::jwks::JwksError::Invalid(why)) => why,
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+    };
+    *document.lock().unwrap() = "<html>not json</html>".to_owned();
+    assert!(refused("not JSON").await.contains("not JSON"));
+    set(
+        json!({"issuer": "https://elsewhere.example", "jwks_uri": format!("{login_base}/.well-known/jwks.json")}),
+    );
+    assert!(refused("another issuer").await.contains("another issuer"));
+    set(json!({"issuer": issuer}));
+    assert!(refused("no jwks_uri").await.contains("jwks_uri"));
+    // A JWKS of junk keys: refused, with why.
+    set(
+        json!({"issuer": issuer, "jwks_uri": format!("{issuer}/.well-known/openid-configuration")}),
+    );
+    assert!(!refused("junk keys").await.is_empty());
+    // Plain http is refused before any request, unless allowed.
+    let plain = RemoteJwks::discover(&issuer, JwksOptions::new()).await;
+    assert!(
+        matches!(plain, Err(baton::bearer::jwks::JwksError::Insecure(_))),
+        "{plain:?}"
+    );
+}

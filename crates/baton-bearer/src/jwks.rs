@@ -15,6 +15,13 @@
 //! The request that meets a key before the refetch is refused; issuers avoid that by
 //! publishing the next key before signing with it ([`KeySet::with_next`](baton_token::KeySet::with_next)),
 //! which verifiers learn at their next periodic fetch.
+//!
+//! The periodic fetch goes on for as long as the [`RemoteJwks`] or any verifier made from it
+//! lives: `RemoteJwks::start(..).await?.verifier()` keeps its keys fresh on its own. A bare
+//! [`keys`](RemoteJwks::keys) ring does not keep it going.
+//!
+//! [`RemoteJwks::discover`] finds the JWKS address in an issuer's OpenID discovery document
+//! (`{issuer}/.well-known/openid-configuration`, its `jwks_uri`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -166,6 +173,56 @@ impl fmt::Debug for RemoteJwks {
     }
 }
 
+/// An HTTPS client (or HTTP, when allowed) with the options' roots.
+fn client(
+    options: &JwksOptions,
+) -> Result<Client<HttpsConnector<HttpConnector>, Empty<Bytes>>, JwksError> {
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config(options)?)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(Client::builder(TokioExecutor::new()).build(https))
+}
+
+/// Refuses an address that is not `https://` (or `http://` when allowed).
+fn check_scheme(uri: &Uri, options: &JwksOptions) -> Result<(), JwksError> {
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") if options.allow_http => Ok(()),
+        _ => Err(JwksError::Insecure(format!(
+            "{uri} is not https (JwksOptions::dangerous_allow_http allows http)"
+        ))),
+    }
+}
+
+/// GETs `uri` as JSON: the body, bounded in time and size.
+async fn get_json(
+    client: &Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    uri: &Uri,
+    options: &JwksOptions,
+) -> Result<Bytes, JwksError> {
+    let request = Request::get(uri.clone())
+        .header(http::header::ACCEPT, "application/json")
+        .body(Empty::new())
+        .map_err(|e| JwksError::Unreachable(e.to_string()))?;
+    let response = tokio::time::timeout(options.timeout, client.request(request))
+        .await
+        .map_err(|_| JwksError::Unreachable("timed out".into()))?
+        .map_err(|e| JwksError::Unreachable(e.to_string()))?;
+    if response.status() != StatusCode::OK {
+        return Err(JwksError::Status(response.status().as_u16()));
+    }
+    Ok(tokio::time::timeout(
+        options.timeout,
+        Limited::new(response.into_body(), options.max_body).collect(),
+    )
+    .await
+    .map_err(|_| JwksError::Unreachable("timed out".into()))?
+    .map_err(|e| JwksError::Invalid(e.to_string()))?
+    .to_bytes())
+}
+
 impl Shared {
     fn since_start_ms(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
@@ -175,25 +232,7 @@ impl Shared {
         self.fetches.fetch_add(1, Ordering::Relaxed);
         self.last_fetch_ms
             .store(self.since_start_ms(), Ordering::Release);
-        let request = Request::get(self.uri.clone())
-            .header(http::header::ACCEPT, "application/json")
-            .body(Empty::new())
-            .map_err(|e| JwksError::Unreachable(e.to_string()))?;
-        let response = tokio::time::timeout(self.options.timeout, self.client.request(request))
-            .await
-            .map_err(|_| JwksError::Unreachable("timed out".into()))?
-            .map_err(|e| JwksError::Unreachable(e.to_string()))?;
-        if response.status() != StatusCode::OK {
-            return Err(JwksError::Status(response.status().as_u16()));
-        }
-        let body = tokio::time::timeout(
-            self.options.timeout,
-            Limited::new(response.into_body(), self.options.max_body).collect(),
-        )
-        .await
-        .map_err(|_| JwksError::Unreachable("timed out".into()))?
-        .map_err(|e| JwksError::Invalid(e.to_string()))?
-        .to_bytes();
+        let body = get_json(&self.client, &self.uri, &self.options).await?;
         let text = std::str::from_utf8(&body).map_err(|e| JwksError::Invalid(e.to_string()))?;
         let set = KeySet::from_jwks_json(text).map_err(|e| JwksError::Invalid(e.to_string()))?;
         self.ring.store(set);
@@ -254,28 +293,61 @@ impl Shared {
 }
 
 impl RemoteJwks {
+    /// Reads `issuer`'s OpenID discovery document (`{issuer}/.well-known/openid-configuration`)
+    /// and starts on its `jwks_uri` (see [`start`](Self::start)). The document must name
+    /// `issuer` itself (a document for another issuer is refused), and its `jwks_uri` must be
+    /// `https://` like the issuer (or `http://` when allowed).
+    ///
+    /// ```no_run
+    /// use baton_bearer::jwks::{JwksOptions, RemoteJwks};
+    ///
+    /// # async fn run() -> Result<(), baton_bearer::jwks::JwksError> {
+    /// let jwks = RemoteJwks::discover("https://login.example.com", JwksOptions::new()).await?;
+    /// let verifier = jwks.verifier().with_issuer("https://login.example.com");
+    /// # let _ = verifier;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`JwksError::Insecure`] as for [`start`](Self::start); the document's fetch error;
+    /// [`JwksError::Invalid`] naming what is wrong with the document (not JSON, no
+    /// `jwks_uri`, another issuer).
+    pub async fn discover(issuer: &str, options: JwksOptions) -> Result<Self, JwksError> {
+        let issuer = issuer.trim_end_matches('/');
+        let document: Uri = format!("{issuer}/.well-known/openid-configuration")
+            .parse()
+            .map_err(|e| JwksError::Invalid(format!("issuer {issuer:?} is not a URL: {e}")))?;
+        check_scheme(&document, &options)?;
+        let body = get_json(&client(&options)?, &document, &options).await?;
+        let invalid =
+            |why: String| JwksError::Invalid(format!("discovery document of {issuer}: {why}"));
+        let value: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| invalid(format!("not JSON ({e})")))?;
+        let named = value
+            .get("issuer")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| invalid("no \"issuer\"".to_owned()))?;
+        if named.trim_end_matches('/') != issuer {
+            return Err(invalid(format!("it names another issuer, {named:?}")));
+        }
+        let jwks_uri: Uri = value
+            .get("jwks_uri")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| invalid("no \"jwks_uri\"".to_owned()))?
+            .parse()
+            .map_err(|e| invalid(format!("jwks_uri is not a URL ({e})")))?;
+        Self::start(jwks_uri, options).await
+    }
+
     /// Fetches the keys at `uri` (`https://`), then refetches them in the background
-    /// every `ttl` for as long as this value (or a clone, or a verifier from it) lives.
+    /// every `ttl` for as long as this value, a clone, or a verifier made from it lives.
     ///
     /// # Errors
     /// [`JwksError::Insecure`] for a plain `http://` URI not allowed, or a bad root
     /// certificate; the first fetch's error: a verifier with no keys would refuse everything.
     pub async fn start(uri: Uri, options: JwksOptions) -> Result<Self, JwksError> {
-        match uri.scheme_str() {
-            Some("https") => {}
-            Some("http") if options.allow_http => {}
-            _ => {
-                return Err(JwksError::Insecure(format!(
-                    "{uri} is not https (JwksOptions::dangerous_allow_http allows http)"
-                )));
-            }
-        }
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config(&options)?)
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let client = Client::builder(TokioExecutor::new()).build(https);
+        check_scheme(&uri, &options)?;
+        let client = client(&options)?;
         let shared = Arc::new(Shared {
             uri,
             ring: KeyRing::new(KeySet::default()),
@@ -305,14 +377,13 @@ impl RemoteJwks {
         self.shared.ring.clone()
     }
 
-    /// A verifier over the fetched keys that asks for a refetch on unknown keys. Add the
-    /// issuer and audience to accept.
+    /// A verifier over the fetched keys that asks for a refetch on unknown keys, and keeps
+    /// the periodic fetch going for as long as it (or a clone) lives, with or without this
+    /// handle. Add the issuer and audience to accept.
     pub fn verifier(&self) -> Verifier {
-        let weak = Arc::downgrade(&self.shared);
+        let shared = self.shared.clone();
         Verifier::new(self.keys()).on_unknown_key(Arc::new(move |kid: &str| {
-            if let Some(shared) = weak.upgrade() {
-                shared.missed(kid);
-            }
+            shared.missed(kid);
         }))
     }
 
