@@ -129,10 +129,16 @@ impl Issuer {
         &self.inner.keys
     }
 
-    /// A verifier for this issuer's tokens: same keys, clock, `iss` and `aud`.
+    /// A verifier for this issuer's tokens: same keys, clock, `iss` and `aud`, and no leeway:
+    /// the tokens are this service's own, read against the clock that stamped them, so an
+    /// expired token is refused at once (as the facade's layers do). A service verifying
+    /// another's tokens starts from [`Verifier::new`], which allows
+    /// [`Verifier::DEFAULT_LEEWAY`] for the clocks' difference.
     pub fn verifier(&self) -> Verifier {
         let c = &self.inner;
-        let mut v = Verifier::new(c.keys.clone()).with_shared_clock(c.clock.clone());
+        let mut v = Verifier::new(c.keys.clone())
+            .with_shared_clock(c.clock.clone())
+            .with_leeway(std::time::Duration::ZERO);
         if let Some(iss) = &c.issuer {
             v = v.with_issuer(iss.clone());
         }

@@ -325,3 +325,34 @@ fn a_multi_issuer_verifier_caches_through_its_own_cache() {
         ErrorKind::Expired
     );
 }
+
+/// One leeway rule: a service's own tokens are refused the second they expire
+/// (`Issuer::verifier`, as the facade's layers), another service's get the 30 s default for
+/// the clocks' difference (`Verifier::new`).
+#[test]
+fn own_tokens_have_no_leeway_and_foreign_ones_the_default() {
+    let clock = TestClock::at_secs(NOW);
+    let ring = KeyRing::new(KeySet::new(Key::generate("k1", Algorithm::ES256).unwrap()).unwrap());
+    let issuer = Issuer::new(ring.clone())
+        .with_clock(clock.clone())
+        .with_ttl(Duration::from_secs(60));
+    let token = issuer
+        .issue("alice", None, NoCustomClaims {})
+        .unwrap()
+        .token;
+    let own = issuer.verifier();
+    let foreign = Verifier::new(ring).with_clock(clock.clone());
+    assert!(own.verify::<NoCustomClaims>(&token).is_ok());
+    clock.advance(Duration::from_secs(65));
+    assert_eq!(
+        own.verify::<NoCustomClaims>(&token).unwrap_err().kind(),
+        ErrorKind::Expired,
+        "5 s expired: refused"
+    );
+    assert!(
+        foreign.verify::<NoCustomClaims>(&token).is_ok(),
+        "within the default 30 s for another service's clock"
+    );
+    clock.advance(Duration::from_secs(30));
+    assert!(foreign.verify::<NoCustomClaims>(&token).is_err());
+}

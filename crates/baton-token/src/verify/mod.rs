@@ -97,7 +97,9 @@ impl fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    /// The default leeway for `exp` and `nbf`: 30 seconds.
+    /// The default leeway for `exp` and `nbf`: 30 seconds, for tokens another service
+    /// issued (its clock and this one's may differ). A service's own tokens are verified
+    /// without leeway ([`Issuer::verifier`](crate::Issuer::verifier), the facade).
     pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
     /// The default size cap: 8 KiB.
     pub const DEFAULT_MAX_TOKEN_LEN: usize = 8 * 1024;
