@@ -71,8 +71,10 @@ fn fixture() -> Fixture {
 }
 
 impl Fixture {
+    /// The issuer's verifier with the default leeway of a verifier of another service's
+    /// tokens (the issuer's own allows none), so the leeway's edges are tested too.
     fn verifier(&self) -> Verifier {
-        self.issuer.verifier()
+        self.issuer.verifier().with_leeway(Verifier::DEFAULT_LEEWAY)
     }
 
     fn layer(&self) -> BearerVerifyLayer {
