@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 
 use baton_core::{Clock, SystemClock};
 use baton_store::{
-    Authentication, Created, Device, DeviceChange, Login, NetworkChange, Policy,
-    REVOKED_TOMBSTONE_MS, RefreshKeys, RefreshStore, ReuseDetection, RotateContext, RotateError,
-    Rotation, RotationKind, Session, SessionId, SessionRef, StoreError, UserAgentChange,
-    check_login,
+    Authentication, Created, Device, Login, NetworkChange, Policy, REVOKED_TOMBSTONE_MS,
+    RefreshKeys, RefreshStore, ReuseDetection, RotateContext, RotateError, Rotation, RotationKind,
+    Session, SessionId, SessionRef, StoreError, UserAgentChange, check_login,
 };
 use sqlx::Postgres;
 use sqlx::pool::PoolConnection;
@@ -816,10 +815,6 @@ impl RefreshStore for PostgresStore {
             })
             .await?;
         let outcome: String = row.try_get("outcome").map_err(|_| corrupt("no outcome"))?;
-        let user_of = |row: &PgRow| -> Result<SessionRef, RotateError> {
-            let user_id: String = row.try_get("user_id").map_err(|_| corrupt("no user id"))?;
-            Ok(SessionRef { id, user_id })
-        };
         match outcome.as_str() {
             "rotated" | "graced" => {
                 let session = decode(&row)?;
@@ -832,20 +827,11 @@ impl RefreshStore for PostgresStore {
                 let token = self.keys.mint(&id, session.generation);
                 Ok(Rotation::new(kind, token, session).with_network_changed(moved))
             }
-            "reused" => Err(RotateError::Reused(user_of(&row)?)),
-            "ua_revoked" => Err(RotateError::DeviceChanged {
-                session: user_of(&row)?,
-                change: DeviceChange::UserAgent,
-            }),
-            "net_revoked" => Err(RotateError::DeviceChanged {
-                session: user_of(&row)?,
-                change: DeviceChange::Network,
-            }),
-            "revoked" => Err(RotateError::Revoked),
-            "dpop_mismatch" => Err(RotateError::DpopKeyMismatch),
-            "expired" => Err(RotateError::Expired),
-            "invalid" => Err(RotateError::Invalid),
-            _ => Err(RotateError::Store(corrupt("unexpected outcome"))),
+            refusal => Err(RotateError::refused(refusal, || {
+                let user_id: String = row.try_get("user_id").map_err(|_| corrupt("no user id"))?;
+                Ok(SessionRef { id, user_id })
+            })
+            .unwrap_or_else(|| RotateError::Store(corrupt("unexpected outcome")))),
         }
     }
 

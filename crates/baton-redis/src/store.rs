@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use baton_core::{Clock, SystemClock};
 use baton_store::{
-    Authentication, Created, Device, DeviceChange, Login, NetworkChange, Policy,
-    REVOKED_TOMBSTONE_MS, RefreshKeys, RefreshStore, ReuseDetection, RotateContext, RotateError,
-    Rotation, RotationKind, Session, SessionId, SessionRef, StoreError, UserAgentChange,
-    check_login,
+    Authentication, Created, Device, Login, NetworkChange, Policy, REVOKED_TOMBSTONE_MS,
+    RefreshKeys, RefreshStore, ReuseDetection, RotateContext, RotateError, Rotation, RotationKind,
+    Session, SessionId, SessionRef, StoreError, UserAgentChange, check_login,
 };
 use redis::{Script, Value};
 
@@ -474,20 +473,8 @@ impl RefreshStore for RedisStore {
                 let moved = reply.get(2).map(text).transpose()?.as_deref() == Some("1");
                 Ok(Rotation::new(kind, token, session).with_network_changed(moved))
             }
-            "reused" => Err(RotateError::Reused(session_ref(second()?))),
-            "ua_revoked" => Err(RotateError::DeviceChanged {
-                session: session_ref(second()?),
-                change: DeviceChange::UserAgent,
-            }),
-            "net_revoked" => Err(RotateError::DeviceChanged {
-                session: session_ref(second()?),
-                change: DeviceChange::Network,
-            }),
-            "revoked" => Err(RotateError::Revoked),
-            "dpop_mismatch" => Err(RotateError::DpopKeyMismatch),
-            "expired" => Err(RotateError::Expired),
-            "invalid" => Err(RotateError::Invalid),
-            _ => Err(RotateError::Store(corrupt("unexpected script reply"))),
+            refusal => Err(RotateError::refused(refusal, || second().map(session_ref))
+                .unwrap_or_else(|| RotateError::Store(corrupt("unexpected script reply")))),
         }
     }
 

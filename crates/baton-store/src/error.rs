@@ -206,3 +206,39 @@ impl From<StoreError> for RotateError {
         RotateError::Store(e)
     }
 }
+
+impl RotateError {
+    /// The refusal a store's server-side rotation names by `code`, for stores that decide in
+    /// one script or function (the Redis and PostgreSQL stores share these codes): `reused`,
+    /// `ua_revoked`, `net_revoked` (the revoked session comes from `session`), `revoked`,
+    /// `dpop_mismatch`, `expired`, `invalid`. `None` for any other code.
+    ///
+    /// ```
+    /// use baton_store::{RotateError, SessionId, SessionRef};
+    /// let id = SessionId::generate("alice").unwrap();
+    /// let session = || Ok(SessionRef { id, user_id: "alice".to_owned() });
+    /// assert!(matches!(RotateError::refused("reused", session), Some(RotateError::Reused(_))));
+    /// assert_eq!(RotateError::refused("expired", session), Some(RotateError::Expired));
+    /// assert_eq!(RotateError::refused("rotated", session), None);
+    /// ```
+    pub fn refused(
+        code: &str,
+        session: impl FnOnce() -> Result<SessionRef, StoreError>,
+    ) -> Option<RotateError> {
+        let revoked = |change: Option<DeviceChange>| match (session(), change) {
+            (Ok(session), None) => RotateError::Reused(session),
+            (Ok(session), Some(change)) => RotateError::DeviceChanged { session, change },
+            (Err(e), _) => RotateError::Store(e),
+        };
+        Some(match code {
+            "reused" => revoked(None),
+            "ua_revoked" => revoked(Some(DeviceChange::UserAgent)),
+            "net_revoked" => revoked(Some(DeviceChange::Network)),
+            "revoked" => RotateError::Revoked,
+            "dpop_mismatch" => RotateError::DpopKeyMismatch,
+            "expired" => RotateError::Expired,
+            "invalid" => RotateError::Invalid,
+            _ => return None,
+        })
+    }
+}
