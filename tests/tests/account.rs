@@ -56,6 +56,9 @@ async fn serve<S: RefreshStore + Clone>(
         // Many logins from one address here; failures still count per user.
         .rate_limits(baton::RateLimits::default().with_login_per_ip(None))
         .clock(Arc::new(clock.clone()))
+        .client_addr_from_peer()
+        // One instance, on memory or on Redis: its revocations are its own.
+        .single_instance()
         .build()
         .unwrap();
     let app = Router::new()

@@ -45,6 +45,7 @@ async fn instance<S: RefreshStore + Clone>(
     let baton = Baton::builder(store, Users, keys)
         .dpop(dpop)
         .rate_limits(baton::RateLimits::none())
+        .single_instance()
         .build()
         .unwrap();
     let app = Router::new()

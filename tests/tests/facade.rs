@@ -16,7 +16,7 @@ use baton::bearer::Authenticated;
 use baton::refresh::{HttpRefresher, RefreshOn401Layer, RetryBody};
 use baton::store::{MemoryStore, Policy, RefreshKeys, RefreshStore};
 use baton::token::{Algorithm, Key, KeyRing, KeySet, NoCustomClaims, TestClock};
-use baton::{AuthUnavailable, Authenticator, Baton, Principal};
+use baton::{AuthUnavailable, Authenticator, Baton, Principal, UsernamePassword};
 use baton_redis::{RedisOptions, RedisStore};
 use baton_test::RedisServer;
 use bytes::Bytes;
@@ -38,11 +38,13 @@ struct Users;
 impl Authenticator for Users {
     type Claims = NoCustomClaims;
 
+    type Credentials = UsernamePassword;
+
     async fn authenticate(
         &self,
-        user: &str,
-        password: &str,
+        credentials: &UsernamePassword,
     ) -> Result<Option<Principal<NoCustomClaims>>, AuthUnavailable> {
+        let (user, password) = (credentials.username.as_str(), credentials.password.as_str());
         let ok = matches!(
             (user, password),
             ("alice", "alice-password") | ("bob", "bob-password") | ("carol", "carol-password")
@@ -99,7 +101,10 @@ async fn serve<S: RefreshStore + Clone>(
     let keys = KeyRing::new(KeySet::new(Key::generate("k1", Algorithm::ES256).unwrap()).unwrap());
     let mut builder = Baton::builder(store, Users, keys)
         .access_ttl(Duration::from_secs(ACCESS_TTL))
-        .clock(Arc::new(clock.clone()));
+        .clock(Arc::new(clock.clone()))
+        .client_addr_from_peer()
+        // One instance, on memory or on Redis: its revocations are its own.
+        .single_instance();
     if cookie_mode {
         builder = builder.cookie_mode().refresh_cookie_path("/app");
     }
@@ -1156,6 +1161,7 @@ async fn a_feed_failing_closed_answers_503_not_401() {
     let store = MemoryStore::new(RefreshKeys::generate().unwrap(), policy());
     let baton = Baton::builder(store, Users, keys)
         .revocations(feed.clone())
+        .no_client_addr()
         .build()
         .unwrap();
     let token = baton

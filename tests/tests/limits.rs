@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use baton::store::{MemoryStore, Policy, RefreshKeys};
 use baton::token::{Algorithm, Key, KeyRing, KeySet, NoCustomClaims};
-use baton::{AuthUnavailable, Authenticator, Baton, Principal, RateLimiter, RateLimits, Rule};
+use baton::{
+    AuthUnavailable, Authenticator, Baton, Principal, RateLimiter, RateLimits, Rule,
+    UsernamePassword,
+};
 use baton_test::RedisServer;
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -19,11 +22,13 @@ struct Users;
 
 impl Authenticator for Users {
     type Claims = NoCustomClaims;
+    type Credentials = UsernamePassword;
+
     async fn authenticate(
         &self,
-        user: &str,
-        password: &str,
+        credentials: &UsernamePassword,
     ) -> Result<Option<Principal<NoCustomClaims>>, AuthUnavailable> {
+        let (user, password) = (credentials.username.as_str(), credentials.password.as_str());
         Ok((password == format!("{user}-password"))
             .then(|| Principal::new(user, NoCustomClaims {})))
     }

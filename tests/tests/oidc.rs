@@ -54,6 +54,7 @@ async fn app_with(limits: baton::RateLimits) -> Option<App> {
     let baton = Baton::builder(store, Users, keys)
         .oidc(oidc, MemoryAccounts::new())
         .rate_limits(limits)
+        .client_addr_from_peer()
         .build()
         .unwrap();
     let router = Router::new().merge(baton.router());

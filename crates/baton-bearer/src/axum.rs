@@ -4,14 +4,18 @@ use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::response::{IntoResponse, Response};
 use baton_token::{Claims, NoCustomClaims};
 use http::request::Parts;
-use std::convert::Infallible;
+
+use crate::BearerVerified;
 
 /// The verified claims of the request, for axum handlers behind a
 /// [`BearerVerifyLayer`](crate::BearerVerifyLayer).
 ///
 /// Without claims in the request (no layer, or an anonymous request in optional mode) it
 /// answers 401 with a `WWW-Authenticate: Bearer` challenge; `Option<Authenticated<C>>` gives
-/// `None` instead.
+/// `None` instead. `C` must be the layer's claims type
+/// ([`with_claims`](crate::BearerVerifyLayer::with_claims)): a handler asking for another one
+/// behind a layer that verified the token answers 500 and logs an error naming the type,
+/// rather than refusing a valid token as if there were none.
 ///
 /// ```
 /// use axum::{Router, routing::get};
@@ -28,22 +32,66 @@ use std::convert::Infallible;
 #[derive(Clone, Debug)]
 pub struct Authenticated<C = NoCustomClaims>(pub Claims<C>);
 
-/// The rejection of [`Authenticated`] when the request has no verified claims.
-#[derive(Clone, Copy, Debug)]
-pub struct NotAuthenticated;
+/// The rejection of [`Authenticated`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NotAuthenticated {
+    /// No bearer layer verified a token for this request (no layer, or an anonymous request
+    /// in optional mode): 401 with a `WWW-Authenticate: Bearer` challenge.
+    Missing,
+    /// A bearer layer verified the token, but into another claims type than the handler asks
+    /// for (a layer built `.with_claims::<AppClaims>()` and a handler taking plain
+    /// `Authenticated`): the application's bug, not the client's. 500, logged as an error
+    /// naming the type asked for.
+    ClaimsType {
+        /// The claims type the handler asked for.
+        expected: &'static str,
+    },
+}
 
 impl IntoResponse for NotAuthenticated {
     fn into_response(self) -> Response {
-        (
-            http::StatusCode::UNAUTHORIZED,
-            [
-                (http::header::WWW_AUTHENTICATE, "Bearer"),
-                (http::header::CONTENT_TYPE, "application/json"),
-            ],
-            r#"{"error":"unauthorized","error_description":"bearer token required"}"#,
-        )
-            .into_response()
+        match self {
+            NotAuthenticated::Missing => (
+                http::StatusCode::UNAUTHORIZED,
+                [
+                    (http::header::WWW_AUTHENTICATE, "Bearer"),
+                    (http::header::CONTENT_TYPE, "application/json"),
+                ],
+                r#"{"error":"unauthorized","error_description":"bearer token required"}"#,
+            )
+                .into_response(),
+            NotAuthenticated::ClaimsType { .. } => (
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                [(http::header::CONTENT_TYPE, "application/json")],
+                r#"{"error":"server_error","error_description":"internal error"}"#,
+            )
+                .into_response(),
+        }
     }
+}
+
+/// The claims of type `C` in `parts`, `None` when no layer verified a token, or the mismatch
+/// (logged) when a layer verified it into another type.
+fn claims_of<C: Clone + Send + Sync + 'static>(
+    parts: &Parts,
+) -> Result<Option<Authenticated<C>>, NotAuthenticated> {
+    if let Some(claims) = parts.extensions.get::<Claims<C>>() {
+        return Ok(Some(Authenticated(claims.clone())));
+    }
+    if parts.extensions.get::<BearerVerified>().is_none() {
+        return Ok(None);
+    }
+    let expected = std::any::type_name::<C>();
+    #[cfg(feature = "tracing")]
+    tracing::error!(
+        target: "baton::bearer",
+        expected,
+        "a handler asks for Authenticated<{expected}>, but the bearer layer verified the token \
+         into another claims type: build the layer with .with_claims::<{expected}>() (with the \
+         facade, the Authenticator's Claims), or take that type in the handler; answering 500"
+    );
+    Err(NotAuthenticated::ClaimsType { expected })
 }
 
 impl<S, C> FromRequestParts<S> for Authenticated<C>
@@ -54,12 +102,7 @@ where
     type Rejection = NotAuthenticated;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Claims<C>>()
-            .cloned()
-            .map(Authenticated)
-            .ok_or(NotAuthenticated)
+        claims_of(parts)?.ok_or(NotAuthenticated::Missing)
     }
 }
 
@@ -68,16 +111,12 @@ where
     S: Send + Sync,
     C: Clone + Send + Sync + 'static,
 {
-    type Rejection = Infallible;
+    type Rejection = NotAuthenticated;
 
     async fn from_request_parts(
         parts: &mut Parts,
         _state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
-        Ok(parts
-            .extensions
-            .get::<Claims<C>>()
-            .cloned()
-            .map(Authenticated))
+        claims_of(parts)
     }
 }

@@ -377,7 +377,11 @@ where
         match authenticate::<C, _>(&self.config, &req) {
             Ok(checked) => {
                 if let Some(claims) = checked.claims {
-                    req.extensions_mut().insert(claims);
+                    let extensions = req.extensions_mut();
+                    extensions.insert(claims);
+                    // Zero-sized: no allocation; lets an extractor asking for another claims
+                    // type tell the application's mix-up from an anonymous request.
+                    extensions.insert(crate::BearerVerified);
                 }
                 match checked.replay {
                     None => ResponseFuture::inner(self.inner.call(req), checked.nonce),

@@ -1,50 +1,5 @@
-//! Sign in with an OpenID Connect provider (Google, Kakao, any certified provider), ending in
-//! the application's own sessions: the authorization code flow with PKCE (S256), `state` and
-//! `nonce`, the ID token checked by the `openidconnect` crate (issuer, audience, expiry,
-//! nonce, and the signature with the keys from the provider's discovery document, fetched over
-//! HTTPS), and the identity `(issuer, subject)` mapped to a local user by [`Accounts`].
-//!
-//! ```text
-//!  browser                         application (baton)                     provider
-//!     |  GET {base}/oidc/google/start?return_to=/account                         |
-//!     |-------------------------------->|                                        |
-//!     |                                 | state, nonce, PKCE verifier: sealed    |
-//!     |  303 to the provider            | into a cookie of this host only        |
-//!     |  Set-Cookie: __Host-baton-oidc-google=<sealed>; Path=/; HttpOnly;        |
-//!     |              Secure; SameSite=Lax; Max-Age=600                           |
-//!     |<--------------------------------|                                        |
-//!     |  GET /authorize?response_type=code&client_id&redirect_uri&scope=openid   |
-//!     |      &state&nonce&code_challenge&code_challenge_method=S256              |
-//!     |------------------------------------------------------------------------>|
-//!     |                     the user signs in and consents at the provider       |
-//!     |  302 to {redirect_uri}?code&state                                        |
-//!     |<------------------------------------------------------------------------|
-//!     |  GET {base}/oidc/google/callback?code&state (the cookie comes along:     |
-//!     |  a top-level navigation, SameSite=Lax)                                   |
-//!     |-------------------------------->|  state = the sealed state?             |
-//!     |                                 |  POST /token code + verifier + secret  |
-//!     |                                 |--------------------------------------->|
-//!     |                                 |  id_token (+ access token)             |
-//!     |                                 |<---------------------------------------|
-//!     |                                 |  ID token: signature (JWKS), iss, aud, |
-//!     |                                 |  exp, nonce; (iss, sub) -> local user  |
-//!     |  303 to return_to (same origin) |  an ordinary session: refresh cookie   |
-//!     |<--------------------------------|                                        |
-//! ```
-//!
-//! Every failure (the user cancelled, a state that does not match, a replayed code, an ID
-//! token for another client or issuer, an expired one, a provider that is down) ends the flow
-//! with an [`OidcFailure`] naming it; the facade turns it into a redirect to the page with
-//! `?oidc_error=<code>`, never a 500. `return_to` accepts same-origin paths only.
-//!
-//! The facade (`baton`, feature `oidc`) serves the two endpoints; this crate holds the flow,
-//! for applications that serve them themselves.
+#![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
-
-/// The README's examples, compiled as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-struct ReadmeDoctests;
 
 mod accounts;
 mod http;

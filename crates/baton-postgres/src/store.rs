@@ -696,6 +696,10 @@ pub(crate) async fn migrate(pool: &PgPool, prefix: &str) -> Result<(), PostgresE
 }
 
 impl RefreshStore for PostgresStore {
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     fn keys(&self) -> &RefreshKeys {
         &self.keys
     }

@@ -308,6 +308,12 @@ impl RedisStore {
         &self.conn
     }
 
+    /// The prefix of every key the store writes (the feed and the limiter sharing its
+    /// connection take the same one).
+    pub fn prefix(&self) -> &str {
+        self.options.prefix()
+    }
+
     async fn read_user(&self, tag: &str) -> Result<Vec<Session>, StoreError> {
         let now = self.clock.now_millis();
         let key = self.key(tag);
@@ -354,6 +360,10 @@ impl RedisStore {
 }
 
 impl RefreshStore for RedisStore {
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     fn keys(&self) -> &RefreshKeys {
         &self.keys
     }

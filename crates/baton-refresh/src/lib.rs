@@ -1,44 +1,4 @@
-//! `RefreshOn401Layer`: when a call fails with 401 because the access token expired, refresh
-//! once and retry, so the user never notices.
-//!
-//! - Only a 401 whose challenge says the token is invalid or expired
-//!   (`WWW-Authenticate: Bearer error="invalid_token"`; the predicate is configurable)
-//!   triggers a refresh. At most one refresh and one retry per request: no loops.
-//! - Single flight: when many requests fail together, one refresh runs (per credential: one
-//!   per client, one per refresh cookie on a server) and all retry with its result; if it
-//!   is refused, they all get their original 401.
-//! - A refresh the server cannot do now (503, `Retry-After`) is not a sign-out: the
-//!   [`HttpRefresher`] retries it a few times as the server asks, keeps its credentials, and
-//!   the server side ([`Refresher::unavailable`]) answers 503 with `Retry-After` instead of the
-//!   401.
-//! - Replay: a body whose size is known to be within the limit (64 KiB by default) is
-//!   buffered before the first attempt and sent again; a larger or streaming body is not
-//!   retried (its original 401 goes back).
-//! - Optional proactive refresh when the credentials expire within a margin.
-//!
-//! What "credentials" are is up to a [`Refresher`]: [`HttpRefresher`] is the client side
-//! (calls `POST /auth/refresh` with its own cookie jar and sets `Authorization` on every
-//! request); the `baton` facade has the server side for cookie-mode apps.
-//!
-//! # Example
-//! ```no_run
-//! use baton_refresh::{HttpRefresher, RefreshOn401Layer};
-//! use bytes::Bytes;
-//! use http_body_util::Full;
-//! use hyper_util::client::legacy::Client;
-//! use hyper_util::rt::TokioExecutor;
-//! use tower::ServiceBuilder;
-//!
-//! # async fn run() {
-//! let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-//! let refresher = HttpRefresher::new(client.clone(), "http://127.0.0.1:3000/auth/refresh".parse().unwrap());
-//! refresher
-//!     .login("http://127.0.0.1:3000/auth/login".parse().unwrap(), &serde_json::json!({"username": "a", "password": "b"}))
-//!     .await
-//!     .unwrap();
-//! let api = ServiceBuilder::new().layer(RefreshOn401Layer::new(refresher)).service(client);
-//! # }
-//! ```
+#![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
@@ -529,8 +489,3 @@ mod tests {
         assert_eq!(flights.get("other").epoch(), 0);
     }
 }
-
-/// The README's examples, compiled and run as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-struct ReadmeDoctests;

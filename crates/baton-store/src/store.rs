@@ -114,6 +114,15 @@ pub trait RefreshStore: Send + Sync + 'static {
     /// The store's policy (lifetimes, grace window, limits).
     fn policy(&self) -> &Policy;
 
+    /// `true` when other processes may share these sessions (a server store: Redis,
+    /// PostgreSQL), `false` for one process's own memory (the default). The facade then
+    /// refuses to build without revocations every instance hears (a feed), unless the
+    /// application says it runs one instance: a logout on one instance must refuse the
+    /// session's access tokens on all of them.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
     /// Creates a session for `user_id` from `login` (a [`Login`], or just a
     /// [`Device`](crate::Device)): the user's live session with the same device identifier,
     /// if any, is replaced, then the user's least recently used sessions beyond the policy's

@@ -38,6 +38,83 @@ impl<C> Principal<C> {
     }
 }
 
+/// What a login's JSON body holds, as the application's [`Authenticator`] takes it: a
+/// username and a password ([`UsernamePassword`]), an e-mail address and a password, a name
+/// and a one-time code. Any `Deserialize` type; unknown fields are the type's own business
+/// (`#[serde(deny_unknown_fields)]` refuses them).
+///
+/// ```
+/// use baton::LoginRequest;
+/// use serde::Deserialize;
+///
+/// /// `{"email": "...", "code": "123456"}`
+/// #[derive(Deserialize)]
+/// struct EmailCode {
+///     email: String,
+///     code: String,
+/// }
+///
+/// impl LoginRequest for EmailCode {
+///     fn account(&self) -> &str {
+///         &self.email
+///     }
+///     fn expected() -> &'static str {
+///         "the body must be a JSON object with string fields email and code"
+///     }
+/// }
+/// ```
+pub trait LoginRequest: DeserializeOwned + Send + Sync + 'static {
+    /// The account this login is for, as the user typed it: the key of the per-account
+    /// failure limits (in its [canonical](crate::canonical_username) form, so a change of
+    /// case or width spends the same budget), what the device cookie is minted for, and the
+    /// name in audit records of failed logins (cut to 64 characters).
+    fn account(&self) -> &str;
+
+    /// What the body must hold, the description of the 400 for a body of another shape.
+    fn expected() -> &'static str {
+        "the body must be a JSON object with the login's fields"
+    }
+}
+
+/// `{"username": "...", "password": "..."}`, the usual login.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[non_exhaustive]
+pub struct UsernamePassword {
+    /// The name the user typed.
+    pub username: String,
+    /// The password the user typed.
+    pub password: String,
+}
+
+impl UsernamePassword {
+    /// A username and a password (an application testing its own [`Authenticator`]).
+    pub fn new(username: impl Into<String>, password: impl Into<String>) -> Self {
+        UsernamePassword {
+            username: username.into(),
+            password: password.into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for UsernamePassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UsernamePassword")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+impl LoginRequest for UsernamePassword {
+    fn account(&self) -> &str {
+        &self.username
+    }
+
+    fn expected() -> &'static str {
+        "the body must be a JSON object with string fields username and password"
+    }
+}
+
 /// The application's user directory could not answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("authenticator unavailable: {0}")]
@@ -51,11 +128,14 @@ pub trait Authenticator: Send + Sync + 'static {
     /// Extra claims put into access tokens.
     type Claims: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;
 
-    /// The user behind `username` and `password`, or `None` for bad credentials.
+    /// What a login's body holds: [`UsernamePassword`], or the application's own
+    /// [`LoginRequest`].
+    type Credentials: LoginRequest;
+
+    /// The user these credentials prove, or `None` for bad credentials.
     fn authenticate(
         &self,
-        username: &str,
-        password: &str,
+        credentials: &Self::Credentials,
     ) -> impl Future<Output = Result<Option<Principal<Self::Claims>>, AuthUnavailable>> + Send;
 
     /// `true` when `password` is `user_id`'s (a user proving who they are again before a

@@ -1,84 +1,4 @@
-//! baton: JWT login done right for Tower.
-//!
-//! One [`Baton`] configuration builds everything, all agreeing on cookie names, paths and
-//! lifetimes: the bearer layer, the cookie policy, the cross-site guard, the auth endpoints,
-//! and the server-side refresh layer for cookie-mode apps.
-//!
-//! # The flow
-//! 1. `POST /auth/login` with JSON credentials: the application's [`Authenticator`] checks
-//!    them, a session (one per device) is created in the store, and the response carries a
-//!    short-lived access JWT in the body and the refresh token in an
-//!    `HttpOnly; Secure; SameSite=Strict` cookie restricted to `/auth`.
-//! 2. API calls carry `Authorization: Bearer <access>`, verified by [`Baton::bearer_layer`]
-//!    from memory (signature, `exp`, and sessions revoked through these endpoints).
-//! 3. On a 401 the client calls `POST /auth/refresh` once: the refresh token rotates. A
-//!    spent token presented again outside the grace window revokes the whole session (see the
-//!    store's `ReuseDetection`). A 503 with `Retry-After` means the store could not answer:
-//!    retry, the session is kept (when the rotation happened but no access token could be
-//!    issued, the 503 carries the successor cookie, so the retry never presents a spent token).
-//! 4. `POST /auth/logout` ends this device's session, `POST /auth/logout-others` every other
-//!    one (`{"revoked": n}`), `POST /auth/logout-all` every session;
-//!    `GET /auth/sessions` lists devices, `DELETE /auth/sessions/{id}` ends one. Each is
-//!    acknowledged (204) only once its revocation is recorded where every instance finds it
-//!    (with a revocation feed); otherwise it answers 503 and the session stays: retry.
-//! 5. Access tokens carry when and how the user authenticated (`auth_time`, `amr`), kept
-//!    across refreshes. With [`BatonBuilder::recent_login`], signing out other devices and
-//!    ending another device's session need a recent one: otherwise 401
-//!    `insufficient_user_authentication` (RFC 9470), and `POST {base}/reauthenticate` with
-//!    `{"password"}` renews `auth_time` in the same session and answers a new access token.
-//!
-//! # Example
-//! ```
-//! use baton::{Authenticator, AuthUnavailable, Baton, Principal};
-//! use baton_store::{MemoryStore, Policy, RefreshKeys};
-//! use baton_token::{Algorithm, Key, KeyRing, KeySet, NoCustomClaims};
-//! use http::{Request, StatusCode, header};
-//! use http_body_util::{BodyExt, Full};
-//! use tower::ServiceExt;
-//!
-//! struct Demo;
-//!
-//! impl Authenticator for Demo {
-//!     type Claims = NoCustomClaims;
-//!     async fn authenticate(&self, user: &str, password: &str) -> Result<Option<Principal<NoCustomClaims>>, AuthUnavailable> {
-//!         Ok((user == "alice" && password == "correct horse").then(|| Principal::new("user-1", NoCustomClaims {})))
-//!     }
-//!     async fn check_password(&self, user_id: &str, password: &str) -> Result<bool, AuthUnavailable> {
-//!         Ok(user_id == "user-1" && password == "correct horse")
-//!     }
-//!     async fn claims(&self, _user_id: &str) -> Result<Option<NoCustomClaims>, AuthUnavailable> {
-//!         Ok(Some(NoCustomClaims {}))
-//!     }
-//! }
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() {
-//! let keys = KeyRing::new(KeySet::new(Key::generate("k1", Algorithm::ES256).unwrap()).unwrap());
-//! let store = MemoryStore::new(RefreshKeys::generate().unwrap(), Policy::new());
-//! let baton = Baton::builder(store, Demo, keys).build().unwrap();
-//!
-//! let login = Request::post("/auth/login")
-//!     .header(header::CONTENT_TYPE, "application/json")
-//!     .body(Full::from(r#"{"username":"alice","password":"correct horse"}"#))
-//!     .unwrap();
-//! let res = baton.endpoints().oneshot(login).await.unwrap();
-//! assert_eq!(res.status(), StatusCode::OK);
-//! assert!(res.headers()[header::SET_COOKIE].to_str().unwrap().starts_with("__Secure-refresh=v1."));
-//! let body: serde_json::Value = serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
-//! assert_eq!(body["token_type"], "Bearer");
-//! # }
-//! ```
-//!
-//! # Feature flags
-//! - `tracing` (default): events for logins, refreshes, reuse and revocations (target
-//!   `baton::auth`); never a token, cookie or password.
-//! - `axum`: [`Baton::router`], and client IPs from axum's `ConnectInfo`.
-//! - `redis`: the Redis store, re-exported as [`redis`].
-//! - `full`: `tracing`, `axum` and `redis`.
-//! - `test-util`: `baton::token::TestClock`, for tests that move time by hand.
-//!
-//! Refresh outcomes are also counted with the `metrics` facade: `baton_refresh_total` and
-//! `baton_login_total`, label `outcome`.
+#![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod agent;
@@ -103,7 +23,7 @@ use baton_token::{Clock, Issuer, KeyRing, SystemClock, TokenCache};
 
 pub use agent::{DeviceInfo, DeviceKind};
 pub use audit::{AuditEvent, AuditRecord, AuditSink, RevokeReason, TracingAudit};
-pub use auth::{AuthUnavailable, Authenticator, Principal};
+pub use auth::{AuthUnavailable, Authenticator, LoginRequest, Principal, UsernamePassword};
 pub use cookie_mode::{CookieCredentials, CookieRefresher};
 pub use device::{ClientIp, ForwardedHeader, PeerAddr, network_key};
 pub use endpoints::AuthEndpoints;
@@ -140,6 +60,29 @@ pub enum ConfigError {
     /// The device-id header name is not a valid HTTP header name.
     #[error("invalid device id header name {0:?}")]
     DeviceIdHeader(String),
+    /// Per-network rate limits are on, but the configuration does not say where a request's
+    /// client address comes from: every client would share one bucket.
+    #[error(
+        "per-network rate limits need each request's client address: serve with axum's \
+         into_make_service_with_connect_info::<SocketAddr>() (or insert baton::PeerAddr) and \
+         call .client_addr_from_peer(), or .trusted_proxy(..) behind a reverse proxy; \
+         .no_client_addr() turns the per-network limits off instead"
+    )]
+    ClientAddress,
+    /// The store is shared with other instances, but revocations would be recorded in this
+    /// process only: a logout would refuse the session's access tokens on this instance and
+    /// no other.
+    #[error(
+        "the store is shared with other instances but revocations are not: give every \
+         instance the same feed (Baton::redis(..), or .revocations(feed)), or say this is \
+         the only instance with .single_instance()"
+    )]
+    NoRevocationFeed,
+    /// The Redis feed's tasks need a Tokio runtime, and `build` ran outside one.
+    #[error(
+        "Baton::redis(..).build() must run inside a Tokio runtime (the revocation feed reads in the background)"
+    )]
+    NoRuntime,
 }
 
 pub(crate) struct Inner<S, A: Authenticator> {
@@ -158,6 +101,11 @@ pub(crate) struct Inner<S, A: Authenticator> {
     pub(crate) origin: OriginGuardLayer,
     pub(crate) revocations: Arc<dyn Revocations>,
     pub(crate) client_ip: ClientIp,
+    /// Per-network limits are on and the application said the address comes from the peer:
+    /// a request without one is the server's misconfiguration (500, logged).
+    pub(crate) client_addr_required: bool,
+    /// `GET /.well-known/openid-configuration`, when the issuer is an origin.
+    pub(crate) discovery: Option<bytes::Bytes>,
     pub(crate) max_body: usize,
     pub(crate) errors: Arc<dyn RenderError>,
     pub(crate) audit: Arc<dyn AuditSink>,
@@ -213,7 +161,11 @@ pub struct BatonBuilder<S, A> {
     cookie_mode: bool,
     insecure_http: bool,
     trusted_origins: Vec<String>,
-    client_ip: ClientIp,
+    client_ip: Option<ClientIp>,
+    no_client_addr: bool,
+    single_instance: bool,
+    #[cfg(feature = "redis")]
+    redis: Option<(baton_redis::RedisConnection, String)>,
     max_body: usize,
     realm: String,
     errors: Arc<dyn RenderError>,
@@ -256,7 +208,11 @@ impl<S: RefreshStore, A: Authenticator> Baton<S, A> {
             cookie_mode: false,
             insecure_http: false,
             trusted_origins: Vec::new(),
-            client_ip: ClientIp::new(),
+            client_ip: None,
+            no_client_addr: false,
+            single_instance: false,
+            #[cfg(feature = "redis")]
+            redis: None,
             max_body: 16 * 1024,
             realm: "baton".to_owned(),
             errors: Arc::new(JsonErrors),
@@ -355,7 +311,8 @@ impl<S: RefreshStore, A: Authenticator> Baton<S, A> {
     }
 
     /// An axum `Router` serving the endpoints (under the base path, plus
-    /// `/.well-known/jwks.json`) behind the cookie policy (feature `axum`).
+    /// `/.well-known/jwks.json` and, with an [issuer](BatonBuilder::issuer) URL,
+    /// `/.well-known/openid-configuration`) behind the cookie policy (feature `axum`).
     #[cfg(feature = "axum")]
     pub fn router<St>(&self) -> axum::Router<St>
     where
@@ -364,8 +321,57 @@ impl<S: RefreshStore, A: Authenticator> Baton<S, A> {
         let endpoints = self.endpoints();
         axum::Router::new()
             .route_service(&format!("{}/{{*rest}}", self.inner.base), endpoints.clone())
-            .route_service("/.well-known/jwks.json", endpoints)
+            .route_service("/.well-known/jwks.json", endpoints.clone())
+            .route_service(endpoints::DISCOVERY_PATH, endpoints)
             .layer(self.cookie_policy())
+    }
+}
+
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+impl<A: Authenticator> Baton<baton_redis::RedisStore, A> {
+    /// Starts a configuration on Redis, every part on the store's one connection and key
+    /// prefix: sessions in `store`, revocations in a
+    /// [`RevocationFeed`](baton_redis::RevocationFeed) every instance hears (kept as long as
+    /// an access token lives: the [access lifetime](BatonBuilder::access_ttl) plus the
+    /// [leeway](BatonBuilder::leeway)), and rate limits in
+    /// [`RedisGcra`](baton_redis::RedisGcra), counted once across instances. An explicit
+    /// [`revocations`](BatonBuilder::revocations) or
+    /// [`rate_limiter`](BatonBuilder::rate_limiter) replaces its part. `build` must run
+    /// inside a Tokio runtime; the feed reads the log in the background from then on.
+    ///
+    /// ```no_run
+    /// # use baton::{Authenticator, AuthUnavailable, Baton, Principal, UsernamePassword};
+    /// # use baton_token::{Algorithm, Key, KeyRing, KeySet, NoCustomClaims};
+    /// # struct Demo;
+    /// # impl Authenticator for Demo {
+    /// #     type Claims = NoCustomClaims;
+    /// #     type Credentials = UsernamePassword;
+    /// #     async fn authenticate(&self, _: &UsernamePassword) -> Result<Option<Principal<NoCustomClaims>>, AuthUnavailable> { Ok(None) }
+    /// #     async fn check_password(&self, _: &str, _: &str) -> Result<bool, AuthUnavailable> { Ok(false) }
+    /// #     async fn claims(&self, _: &str) -> Result<Option<NoCustomClaims>, AuthUnavailable> { Ok(None) }
+    /// # }
+    /// use baton::redis::{RedisConnection, RedisOptions, RedisStore};
+    /// use baton::store::{Policy, RefreshKeys};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let keys = KeyRing::new(KeySet::new(Key::generate("k1", Algorithm::ES256)?)?);
+    /// let options = RedisOptions::new();
+    /// let redis = RedisConnection::connect("redis://127.0.0.1:6379/", &options).await?;
+    /// let refresh_keys = RefreshKeys::new(1, std::env::var("REFRESH_KEY")?.as_bytes())?;
+    /// let store = RedisStore::new(redis, refresh_keys, Policy::new(), &options);
+    /// let baton = Baton::redis(store, Demo, keys).client_addr_from_peer().build()?;
+    /// # let _ = baton; Ok(()) }
+    /// ```
+    pub fn redis(
+        store: baton_redis::RedisStore,
+        auth: A,
+        keys: impl Into<KeyRing>,
+    ) -> BatonBuilder<baton_redis::RedisStore, A> {
+        let shared = (store.connection().clone(), store.prefix().to_owned());
+        let mut builder = Baton::builder(store, auth, keys);
+        builder.redis = Some(shared);
+        builder
     }
 }
 
@@ -387,7 +393,11 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
         self
     }
 
-    /// `iss` of issued tokens, required on verified ones.
+    /// `iss` of issued tokens, required on verified ones. When it is an `https` (or `http`)
+    /// origin with no path (`https://login.example`), the endpoints also serve
+    /// `GET /.well-known/openid-configuration`, naming the issuer and its `jwks_uri`
+    /// (`{issuer}/.well-known/jwks.json`), so another service verifies this one's tokens
+    /// from the issuer URL alone (`baton_bearer::jwks::RemoteJwks::discover`).
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
         self.issuer = Some(issuer.into());
         self
@@ -438,18 +448,74 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
         self
     }
 
-    /// Trusts the reverse proxy at `proxy` (an address or a CIDR range, as an
-    /// [`ipnet::IpNet`]): when it is the peer, the client address comes from the forwarding
-    /// header (see [`ClientIp`]; `X-Forwarded-For` unless [`client_ip`](Self::client_ip) says
-    /// otherwise).
-    pub fn trusted_proxy(mut self, proxy: impl Into<ipnet::IpNet>) -> Self {
-        self.client_ip = self.client_ip.trust_proxy(proxy.into());
+    /// Each request's client address is its TCP peer, which the server hands the endpoints:
+    /// axum's `into_make_service_with_connect_info::<SocketAddr>()`, or a [`PeerAddr`]
+    /// extension a hyper or tonic server inserts. One of this,
+    /// [`trusted_proxy`](Self::trusted_proxy), [`client_ip`](Self::client_ip) or
+    /// [`no_client_addr`](Self::no_client_addr) is needed while per-network
+    /// [rate limits](Self::rate_limits) are on (they are by default): [`build`](Self::build)
+    /// refuses otherwise ([`ConfigError::ClientAddress`]), and a request that comes without
+    /// a peer address then answers 500 with an error logged, rather than every client
+    /// sharing one bucket.
+    ///
+    /// ```no_run
+    /// # use baton::{Authenticator, AuthUnavailable, Baton, Principal, UsernamePassword};
+    /// # use baton_store::{MemoryStore, Policy, RefreshKeys};
+    /// # use baton_token::{Algorithm, Key, KeyRing, KeySet, NoCustomClaims};
+    /// # struct Demo;
+    /// # impl Authenticator for Demo {
+    /// #     type Claims = NoCustomClaims;
+    /// #     type Credentials = UsernamePassword;
+    /// #     async fn authenticate(&self, _: &UsernamePassword) -> Result<Option<Principal<NoCustomClaims>>, AuthUnavailable> { Ok(None) }
+    /// #     async fn check_password(&self, _: &str, _: &str) -> Result<bool, AuthUnavailable> { Ok(false) }
+    /// #     async fn claims(&self, _: &str) -> Result<Option<NoCustomClaims>, AuthUnavailable> { Ok(None) }
+    /// # }
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let keys = KeyRing::new(KeySet::new(Key::generate("k1", Algorithm::ES256)?)?);
+    /// # let store = MemoryStore::new(RefreshKeys::generate()?, Policy::new());
+    /// let baton = Baton::builder(store, Demo, keys).client_addr_from_peer().build()?;
+    /// let app = baton.router::<()>();
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    /// axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn client_addr_from_peer(mut self) -> Self {
+        self.client_ip = Some(self.client_ip.unwrap_or_default());
         self
     }
 
-    /// How the client address is found (trusted proxies and the one header they write).
+    /// Trusts the reverse proxy at `proxy` (an address or a CIDR range, as an
+    /// [`ipnet::IpNet`]): when it is the peer, the client address comes from the forwarding
+    /// header (see [`ClientIp`]; `X-Forwarded-For` unless [`client_ip`](Self::client_ip) says
+    /// otherwise). The server must still hand the endpoints the peer address (see
+    /// [`client_addr_from_peer`](Self::client_addr_from_peer)).
+    pub fn trusted_proxy(mut self, proxy: impl Into<ipnet::IpNet>) -> Self {
+        self.client_ip = Some(self.client_ip.unwrap_or_default().trust_proxy(proxy.into()));
+        self
+    }
+
+    /// How the client address is found (trusted proxies and the one header they write),
+    /// from the peer address the server hands the endpoints (see
+    /// [`client_addr_from_peer`](Self::client_addr_from_peer)).
     pub fn client_ip(mut self, client_ip: ClientIp) -> Self {
-        self.client_ip = client_ip;
+        self.client_ip = Some(client_ip);
+        self
+    }
+
+    /// This server cannot tell clients' addresses apart: the per-network limits are off
+    /// (`login_per_ip` and `refresh_per_ip`), failed logins are counted per name alone, and
+    /// sessions record no address.
+    pub fn no_client_addr(mut self) -> Self {
+        self.no_client_addr = true;
+        self
+    }
+
+    /// Says this is the only instance using the store: revocations are kept in this
+    /// process. Needed to build on a store other instances could share (Redis, PostgreSQL)
+    /// without a revocation feed; with a second instance, a logout on one would not refuse
+    /// the session's access tokens on the other until they expire.
+    pub fn single_instance(mut self) -> Self {
+        self.single_instance = true;
         self
     }
 
@@ -521,13 +587,14 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
     /// [`sensitive_bearer_layer`](Baton::sensitive_bearer_layer).
     ///
     /// ```
-    /// # use baton::{Authenticator, AuthUnavailable, Baton, Principal};
+    /// # use baton::{Authenticator, AuthUnavailable, Baton, Principal, UsernamePassword};
     /// # use baton_store::{MemoryStore, Policy, RefreshKeys};
     /// # use baton_token::{Algorithm, Key, KeyRing, KeySet, NoCustomClaims};
     /// # struct Demo;
     /// # impl Authenticator for Demo {
     /// #     type Claims = NoCustomClaims;
-    /// #     async fn authenticate(&self, _: &str, _: &str) -> Result<Option<Principal<NoCustomClaims>>, AuthUnavailable> { Ok(None) }
+    /// #     type Credentials = UsernamePassword;
+    /// #     async fn authenticate(&self, _: &UsernamePassword) -> Result<Option<Principal<NoCustomClaims>>, AuthUnavailable> { Ok(None) }
     /// #     async fn check_password(&self, _: &str, _: &str) -> Result<bool, AuthUnavailable> { Ok(false) }
     /// #     async fn claims(&self, _: &str) -> Result<Option<NoCustomClaims>, AuthUnavailable> { Ok(None) }
     /// # }
@@ -537,6 +604,7 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
     /// # let keys = KeyRing::new(KeySet::new(Key::generate("k1", Algorithm::ES256).unwrap()).unwrap());
     /// # let store = MemoryStore::new(RefreshKeys::generate().unwrap(), Policy::new());
     /// let baton = Baton::builder(store, Demo, keys)
+    ///     .client_addr_from_peer()
     ///     .recent_login(RecentLogin::within(Duration::from_secs(300)))
     ///     .build()
     ///     .unwrap();
@@ -604,6 +672,29 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
         }
         let device_id_header = http::HeaderName::from_bytes(self.device_id_header.as_bytes())
             .map_err(|_| ConfigError::DeviceIdHeader(self.device_id_header.clone()))?;
+        let mut limits = self.limits;
+        if self.no_client_addr {
+            limits.login_per_ip = None;
+            limits.refresh_per_ip = None;
+        }
+        let per_network = limits.login_per_ip.is_some()
+            || limits.refresh_per_ip.is_some()
+            || limits.login_per_username.is_some();
+        if per_network && !self.no_client_addr && self.client_ip.is_none() {
+            return Err(ConfigError::ClientAddress);
+        }
+        let client_addr_required = per_network && !self.no_client_addr;
+        #[cfg(feature = "redis")]
+        let redis = self.redis;
+        #[cfg(not(feature = "redis"))]
+        let redis: Option<()> = None;
+        if self.store.is_shared()
+            && self.revocations.is_none()
+            && redis.is_none()
+            && !self.single_instance
+        {
+            return Err(ConfigError::NoRevocationFeed);
+        }
         let mut issuer = Issuer::new(self.keys)
             .with_ttl(self.access_ttl)
             .with_clock(self.clock.clone());
@@ -646,7 +737,30 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
             None
         };
 
-        let revocations: Arc<dyn Revocations> = match self.revocations {
+        let mut limiter = self.limiter;
+        let mut revocations = self.revocations;
+        #[cfg(feature = "redis")]
+        if let Some((conn, prefix)) = redis {
+            if tokio::runtime::Handle::try_current().is_err() {
+                return Err(ConfigError::NoRuntime);
+            }
+            if revocations.is_none() {
+                // Kept as long as an access token can be accepted.
+                let options = baton_redis::FeedOptions::new(self.access_ttl + self.leeway)
+                    .with_prefix(prefix.clone());
+                revocations = Some(baton_redis::RevocationFeed::spawn_on_with_clock(
+                    conn.clone(),
+                    options,
+                    self.clock.clone(),
+                ));
+            }
+            if limiter.is_none() {
+                limiter = Some(Arc::new(
+                    baton_redis::RedisGcra::new(conn, &prefix).with_clock(self.clock.clone()),
+                ));
+            }
+        }
+        let revocations: Arc<dyn Revocations> = match revocations {
             Some(shared) => shared,
             None => Arc::new(
                 RevocationList::new(self.access_ttl + self.leeway).with_clock(self.clock.clone()),
@@ -688,21 +802,19 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
                 base: self.base,
                 origin,
                 revocations,
-                client_ip: self.client_ip,
+                client_ip: self.client_ip.unwrap_or_default(),
+                client_addr_required,
+                discovery: self
+                    .issuer
+                    .as_deref()
+                    .and_then(endpoints::discovery_document),
                 max_body: self.max_body,
                 errors: self.errors,
                 audit: self.audit,
-                limits: self.limits,
-                limiter: self
-                    .limiter
-                    .unwrap_or_else(|| Arc::new(MemoryLimiter::new())),
+                limits,
+                limiter: limiter.unwrap_or_else(|| Arc::new(MemoryLimiter::new())),
                 clock: self.clock,
             }),
         })
     }
 }
-
-/// The README's examples, compiled and run as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-struct ReadmeDoctests;

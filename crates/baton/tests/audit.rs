@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use baton::{
     AuditEvent, AuditRecord, AuthUnavailable, Authenticator, Baton, Principal, RevokeReason,
+    UsernamePassword,
 };
 use baton_core::TestClock;
 use baton_store::{MemoryStore, Policy, RefreshKeys};
@@ -23,11 +24,13 @@ struct Alice;
 
 impl Authenticator for Alice {
     type Claims = NoCustomClaims;
+    type Credentials = UsernamePassword;
+
     async fn authenticate(
         &self,
-        username: &str,
-        password: &str,
+        credentials: &UsernamePassword,
     ) -> Result<Option<Principal<NoCustomClaims>>, AuthUnavailable> {
+        let (username, password) = (credentials.username.as_str(), credentials.password.as_str());
         Ok((username == "alice" && password == PASSWORD)
             .then(|| Principal::new("user-alice", NoCustomClaims {})))
     }
@@ -68,10 +71,11 @@ async fn post_from(
     for (k, v) in headers {
         req = req.header(*k, v);
     }
-    if let Some(peer) = peer {
-        let addr = std::net::SocketAddr::new(peer.parse().unwrap(), 40000);
-        req = req.extension(baton::PeerAddr(addr));
-    }
+    // The server hands the endpoints the peer address (one documentation address unless the
+    // test picks another).
+    let peer = peer.unwrap_or("192.0.2.9");
+    let addr = std::net::SocketAddr::new(peer.parse().unwrap(), 40000);
+    req = req.extension(baton::PeerAddr(addr));
     let res = baton
         .endpoints()
         .oneshot(req.body(Full::<Bytes>::from(body.to_owned())).unwrap())
@@ -112,6 +116,7 @@ async fn the_sink_sees_what_happened_and_no_secret() {
         .clock(Arc::new(clock.clone()))
         .audit(sink)
         .rate_limits(baton::RateLimits::default().with_login_per_ip(Some(baton::Rule::new(1, 4))))
+        .client_addr_from_peer()
         .build()
         .unwrap();
     let login = |password: &str| format!(r#"{{"username":"alice","password":"{password}"}}"#);
@@ -237,6 +242,7 @@ async fn replaced_devices_network_changes_and_reauthentication_are_reported() {
     let baton = Baton::builder(store, Alice, keys)
         .clock(Arc::new(clock.clone()))
         .audit(sink)
+        .client_addr_from_peer()
         .build()
         .unwrap();
     let login = format!(r#"{{"username":"alice","password":"{PASSWORD}"}}"#);

@@ -1,6 +1,6 @@
 //! Error bodies are replaceable: one renderer for the endpoints and the bearer layer.
 
-use baton::{AuthUnavailable, Authenticator, Baton, Principal, RenderError};
+use baton::{AuthUnavailable, Authenticator, Baton, Principal, RenderError, UsernamePassword};
 use baton_store::{MemoryStore, Policy, RefreshKeys};
 use baton_token::{Algorithm, Key, KeyRing, KeySet, NoCustomClaims};
 use bytes::Bytes;
@@ -13,10 +13,11 @@ struct Nobody;
 
 impl Authenticator for Nobody {
     type Claims = NoCustomClaims;
+    type Credentials = UsernamePassword;
+
     async fn authenticate(
         &self,
-        _: &str,
-        _: &str,
+        _: &UsernamePassword,
     ) -> Result<Option<Principal<NoCustomClaims>>, AuthUnavailable> {
         Ok(None)
     }
@@ -49,6 +50,7 @@ fn baton() -> Baton<MemoryStore, Nobody> {
     let store = MemoryStore::new(RefreshKeys::generate().unwrap(), Policy::new());
     Baton::builder(store, Nobody, keys)
         .errors(Problems)
+        .no_client_addr()
         .build()
         .unwrap()
 }
@@ -96,30 +98,35 @@ fn bad_configurations_fail_when_built() {
     let store = || MemoryStore::new(RefreshKeys::generate().unwrap(), Policy::new());
     assert!(
         Baton::builder(store(), Nobody, keys())
+            .no_client_addr()
             .base_path("auth")
             .build()
             .is_err()
     );
     assert!(
         Baton::builder(store(), Nobody, keys())
+            .no_client_addr()
             .base_path("/")
             .build()
             .is_err()
     );
     assert!(
         Baton::builder(store(), Nobody, keys())
+            .no_client_addr()
             .refresh_cookie_path("/")
             .build()
             .is_err()
     );
     assert!(
         Baton::builder(store(), Nobody, keys())
+            .no_client_addr()
             .realm("a\"b")
             .build()
             .is_err()
     );
     for origin in ["null", "https://app.example/", "app.example", "file:///x"] {
         let err = Baton::builder(store(), Nobody, keys())
+            .no_client_addr()
             .trusted_origin(origin)
             .build()
             .err()
@@ -131,6 +138,7 @@ fn bad_configurations_fail_when_built() {
     }
     assert!(
         Baton::builder(store(), Nobody, keys())
+            .no_client_addr()
             .base_path("/api/auth")
             .trusted_origin("https://partner.example")
             .build()
@@ -160,6 +168,7 @@ async fn the_cross_site_guard_and_the_rate_limits_use_the_renderer_too() {
     let baton = Baton::builder(store, Nobody, keys)
         .errors(Problems)
         .rate_limits(baton::RateLimits::default().with_login_per_ip(Some(baton::Rule::new(1, 1))))
+        .client_addr_from_peer()
         .build()
         .unwrap();
 
@@ -193,6 +202,7 @@ async fn the_cross_site_guard_and_the_rate_limits_use_the_renderer_too() {
     // Over a rate limit: 429 with Retry-After, in the application's format.
     let login = || {
         Request::post("/auth/login")
+            .extension(baton::PeerAddr("192.0.2.9:40000".parse().unwrap()))
             .header(CONTENT_TYPE, "application/json")
             .body(Full::from(r#"{"username":"x","password":"y"}"#))
             .unwrap()

@@ -1,7 +1,7 @@
 //! With a token cache, a repeated access token skips the signature check, and a revoked one is
 //! still refused at once (logout-all revokes; the cached entry must not let it through).
 
-use baton::{AuthUnavailable, Authenticator, Baton, Principal};
+use baton::{AuthUnavailable, Authenticator, Baton, Principal, UsernamePassword};
 use baton_store::{MemoryStore, Policy, RefreshKeys};
 use baton_token::{Algorithm, Key, KeyRing, KeySet, NoCustomClaims, TokenCache};
 use bytes::Bytes;
@@ -14,11 +14,13 @@ struct Alice;
 
 impl Authenticator for Alice {
     type Claims = NoCustomClaims;
+    type Credentials = UsernamePassword;
+
     async fn authenticate(
         &self,
-        username: &str,
-        password: &str,
+        credentials: &UsernamePassword,
     ) -> Result<Option<Principal<NoCustomClaims>>, AuthUnavailable> {
+        let (username, password) = (credentials.username.as_str(), credentials.password.as_str());
         Ok((username == "alice" && password == "pw")
             .then(|| Principal::new("user-alice", NoCustomClaims {})))
     }
@@ -49,6 +51,7 @@ async fn cached_tokens_are_served_until_revoked() {
     let store = MemoryStore::new(RefreshKeys::generate().unwrap(), Policy::new());
     let baton = Baton::builder(store, Alice, keys)
         .token_cache(TokenCache::new(1024, 1 << 20))
+        .no_client_addr()
         .build()
         .unwrap();
     let cache = baton.bearer_layer().verifier().cache().cloned().unwrap();
@@ -87,10 +90,14 @@ async fn cached_tokens_are_served_until_revoked() {
 fn the_cache_is_on_by_default_and_can_be_turned_off() {
     let keys = || KeyRing::new(KeySet::new(Key::generate("k", Algorithm::ES256).unwrap()).unwrap());
     let store = || MemoryStore::new(RefreshKeys::generate().unwrap(), Policy::new());
-    let on = Baton::builder(store(), Alice, keys()).build().unwrap();
+    let on = Baton::builder(store(), Alice, keys())
+        .no_client_addr()
+        .build()
+        .unwrap();
     assert!(on.bearer_layer().verifier().cache().is_some());
     let off = Baton::builder(store(), Alice, keys())
         .no_token_cache()
+        .no_client_addr()
         .build()
         .unwrap();
     assert!(off.bearer_layer().verifier().cache().is_none());

@@ -80,6 +80,11 @@ pub struct Config {
     pub public_urls: Vec<String>,
     /// Refuse clients without DPoP (bearer-only).
     pub require_dpop: bool,
+    /// The access tokens' `iss`, required on the ones it verifies. An origin
+    /// (`https://login.example.com`) is also published at
+    /// `/.well-known/openid-configuration` with its `jwks_uri`, so other services verify the
+    /// app's tokens from this URL alone. `None`: no `iss`.
+    pub issuer: Option<String>,
     /// DPoP proofs must carry a server nonce (`DPoP-Nonce`) of this period or the one
     /// before; `None`: no nonces. In Redis mode every instance shares the nonce secret.
     pub dpop_nonces: Option<Duration>,
@@ -155,6 +160,7 @@ impl Default for Config {
             recent_login: Some(Duration::from_secs(300)),
             public_urls: Vec::new(),
             require_dpop: false,
+            issuer: None,
             dpop_nonces: None,
             oidc: Vec::new(),
             oidc_roots: Vec::new(),
@@ -444,9 +450,7 @@ pub async fn build(config: &Config) -> Result<Built, String> {
             })
         }
         Some(url) => {
-            use baton::redis::{
-                FeedOptions, RedisConnection, RedisGcra, RedisOptions, RedisStore, RevocationFeed,
-            };
+            use baton::redis::{RedisConnection, RedisGcra, RedisOptions, RedisStore};
             // One connection for sessions, users, revocations and limits.
             let options = RedisOptions::new();
             let redis = RedisConnection::connect(url, &options)
@@ -454,16 +458,10 @@ pub async fn build(config: &Config) -> Result<Built, String> {
                 .map_err(|e| format!("redis: {}", baton::core::ErrorChain(&e)))?;
             let store = RedisStore::new(redis.clone(), keys.refresh, policy, &options);
             let users = Users::redis(redis.clone());
-            // Revocations reach every instance sharing this Redis within a second.
-            let feed = RevocationFeed::start_on(
-                redis.clone(),
-                FeedOptions::new(config.access_ttl + config.leeway),
-            )
-            .await;
+            // Revocations reach every instance sharing this Redis within a second: the feed
+            // on the store's connection, kept as long as an access token lives.
             let limiter = RedisGcra::new(redis.clone(), "baton-app:");
-            let builder = Baton::builder(store, users.clone(), ring)
-                .revocations(feed)
-                .rate_limiter(limiter.clone());
+            let builder = Baton::redis(store, users.clone(), ring).rate_limiter(limiter.clone());
             // DPoP proofs are seen once by all instances, and their nonces are the same.
             // Sign-in flows started on one instance finish on any.
             let shared = Shared {
@@ -678,6 +676,10 @@ fn configure<S: RefreshStore>(
 ) -> Result<Baton<S, Users>, String> {
     let builder = match shared.oidc {
         Some(oidc) => builder.oidc(oidc, users.clone()),
+        None => builder,
+    };
+    let builder = match &config.issuer {
+        Some(issuer) => builder.issuer(issuer.clone()),
         None => builder,
     };
     let builder = builder

@@ -96,6 +96,11 @@ struct Args {
     /// `http://localhost:<port>` for a loopback address).
     #[arg(long = "public-url", env = "BATON_PUBLIC_URLS", value_delimiter = ',')]
     public_urls: Vec<String>,
+    /// The access tokens' `iss` (default: the first public URL). An origin is published at
+    /// `/.well-known/openid-configuration` with the `jwks_uri`, so another service verifies
+    /// the app's tokens from this URL alone.
+    #[arg(long, env = "BATON_ISSUER")]
+    issuer: Option<String>,
     /// Refuse clients without DPoP (bearer-only): every login, refresh and API call must
     /// carry a proof from the client's key.
     #[arg(long, env = "BATON_REQUIRE_DPOP")]
@@ -221,7 +226,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let args = Args::parse();
     let oidc = oidc_providers(&args)?;
-    let config = Config {
+    let mut config = Config {
         redis_url: args.redis_url,
         database_url: args.database_url,
         access_ttl: Duration::from_secs(args.access_ttl),
@@ -269,6 +274,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             args.public_urls.clone()
         },
         require_dpop: args.require_dpop,
+        issuer: None,
         dpop_nonces: (args.dpop_nonces > 0).then(|| Duration::from_secs(args.dpop_nonces)),
         oidc,
         oidc_roots: match &args.oidc_ca_file {
@@ -276,6 +282,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             None => Vec::new(),
         },
     };
+    config.issuer = args
+        .issuer
+        .clone()
+        .or_else(|| config.public_urls.first().cloned());
     if let Some(addr) = args.metrics_addr {
         let metrics = login_app::metrics_router()?;
         let listener = tokio::net::TcpListener::bind(addr).await?;

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use baton::oidc::{Accounts, AccountsUnavailable, Identity, Link};
 use baton::redis::RedisConnection;
-use baton::{AuthUnavailable, Authenticator, Principal};
+use baton::{AuthUnavailable, Authenticator, Principal, UsernamePassword};
 use serde::{Deserialize, Serialize};
 
 use crate::hashing::{Busy, HashPool, Lane};
@@ -462,11 +462,13 @@ impl Users {
 impl Authenticator for Users {
     type Claims = AppClaims;
 
+    type Credentials = UsernamePassword;
+
     async fn authenticate(
         &self,
-        username: &str,
-        password: &str,
+        credentials: &UsernamePassword,
     ) -> Result<Option<Principal<AppClaims>>, AuthUnavailable> {
+        let (username, password) = (credentials.username.as_str(), credentials.password.as_str());
         let busy = |Busy| AuthUnavailable("password hashing is busy".into());
         let found = match baton::canonical_username(username) {
             Some(canonical) => self.find(&canonical).await?,

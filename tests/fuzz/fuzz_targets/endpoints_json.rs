@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 
 use baton::store::{MemoryStore, Policy, RefreshKeys};
 use baton::token::{Algorithm, Key, KeyRing, KeySet, NoCustomClaims};
-use baton::{AuthUnavailable, Authenticator, Baton, Principal};
+use baton::{AuthUnavailable, Authenticator, Baton, Principal, UsernamePassword};
 use http::Request;
 use http_body_util::Full;
 use libfuzzer_sys::fuzz_target;
@@ -15,13 +15,16 @@ struct Users;
 
 impl Authenticator for Users {
     type Claims = NoCustomClaims;
+    type Credentials = UsernamePassword;
     async fn authenticate(
         &self,
-        user: &str,
-        password: &str,
+        credentials: &UsernamePassword,
     ) -> Result<Option<Principal<NoCustomClaims>>, AuthUnavailable> {
-        Ok((user == "alice" && password == "pw")
+        Ok((credentials.username == "alice" && credentials.password == "pw")
             .then(|| Principal::new("alice", NoCustomClaims {})))
+    }
+    async fn check_password(&self, user_id: &str, password: &str) -> Result<bool, AuthUnavailable> {
+        Ok(user_id == "alice" && password == "pw")
     }
     async fn claims(&self, _: &str) -> Result<Option<NoCustomClaims>, AuthUnavailable> {
         Ok(Some(NoCustomClaims {}))

@@ -4,7 +4,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use baton::token::NoCustomClaims;
-use baton::{AuthUnavailable, Authenticator, Principal};
+use baton::{AuthUnavailable, Authenticator, Principal, UsernamePassword};
 use bytes::Bytes;
 use http::header::SET_COOKIE;
 use http::{HeaderMap, Method, Request, StatusCode};
@@ -20,11 +20,13 @@ pub(crate) struct Users;
 impl Authenticator for Users {
     type Claims = NoCustomClaims;
 
+    type Credentials = UsernamePassword;
+
     async fn authenticate(
         &self,
-        user: &str,
-        password: &str,
+        credentials: &UsernamePassword,
     ) -> Result<Option<Principal<NoCustomClaims>>, AuthUnavailable> {
+        let (user, password) = (credentials.username.as_str(), credentials.password.as_str());
         Ok((password == format!("{user}-password"))
             .then(|| Principal::new(format!("id-{user}"), NoCustomClaims {})))
     }

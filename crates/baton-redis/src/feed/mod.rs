@@ -319,6 +319,29 @@ impl RevocationFeed {
         options: FeedOptions,
         clock: Arc<dyn Clock>,
     ) -> Arc<Self> {
+        let feed = Self::spawn_on_with_clock(conn, options, clock);
+        // Give the reader a moment to catch up, so a fresh instance starts informed.
+        for _ in 0..50 {
+            if feed.shared.connected() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        feed
+    }
+
+    /// As [`start_on_with_clock`](Self::start_on_with_clock), without waiting for the first
+    /// read of the log: the feed reads it in the background (revocations recorded by other
+    /// instances are known a few milliseconds later). For code that cannot wait, such as a
+    /// synchronous builder.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime (the feed's tasks are spawned on the current one).
+    pub fn spawn_on_with_clock(
+        conn: RedisConnection,
+        options: FeedOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Self> {
         let shared = Arc::new(Shared {
             conn,
             state: FeedState::new(options.keep, options.poll, options.policy, clock),
@@ -335,15 +358,7 @@ impl RevocationFeed {
             tasks.push(tokio::spawn(subscribe(shared.clone())));
         }
         tasks.push(tokio::spawn(poll(shared.clone())));
-        let feed = Arc::new(RevocationFeed { shared, tasks });
-        // Give the reader a moment to catch up, so a fresh instance starts informed.
-        for _ in 0..50 {
-            if feed.shared.connected() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        feed
+        Arc::new(RevocationFeed { shared, tasks })
     }
 
     /// Whether the feed is hearing revocations.

@@ -5,13 +5,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 
 use super::*;
-use crate::{Authenticator, Inner};
-
-#[derive(Deserialize)]
-struct Credentials {
-    username: String,
-    password: String,
-}
+use crate::{Authenticator, Inner, LoginRequest};
 
 /// What a device cookie's tag binds: the canonical username and the nonce.
 const DEVICE_CONTEXT: &[u8] = b"baton device cookie v1";
@@ -140,19 +134,16 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             .ok()
             .flatten()
             .map(str::to_owned);
-        let credentials: Credentials = match self
-            .json_body(
-                req,
-                "the body must be a JSON object with string fields username and password",
-            )
+        let credentials: A::Credentials = match self
+            .json_body(req, <A::Credentials as LoginRequest>::expected())
             .await
         {
             Ok(c) => c,
             Err(res) => return res,
         };
         // One canonical form per name: a change of case or width spends the same budget.
-        let username = crate::canonical_username(&credentials.username)
-            .unwrap_or_else(|| credentials.username.clone());
+        let account = credentials.account();
+        let username = crate::canonical_username(account).unwrap_or_else(|| account.to_owned());
         // Failures count, per name and network, and per name for browsers it does not know
         // (see `RateLimits`): checked before the password, counted after a wrong one.
         let per_network = format!("{username}\u{1f}{}", Self::ip_key(device.ip));
@@ -182,11 +173,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         {
             return res;
         }
-        let principal = match self
-            .auth
-            .authenticate(&credentials.username, &credentials.password)
-            .await
-        {
+        let principal = match self.auth.authenticate(&credentials).await {
             Ok(Some(p)) => p,
             Ok(None) => {
                 if let Some(rule) = self.limits.login_per_username {

@@ -279,6 +279,27 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
     }
 
     /// The device a request comes from: user agent and client address.
+    /// 500 (logged) when per-network limits need the request's peer address and the server
+    /// gave none: the server's misconfiguration, which would otherwise put every client in
+    /// one bucket.
+    pub(crate) fn check_peer<B>(&self, req: &Request<B>) -> Result<(), Response<Bytes>> {
+        if !self.client_addr_required || crate::device::peer(req.extensions()).is_some() {
+            return Ok(());
+        }
+        #[cfg(feature = "tracing")]
+        tracing::error!(
+            target: "baton::auth",
+            "the request carries no peer address, which the per-network rate limits need: \
+             serve with axum's into_make_service_with_connect_info::<SocketAddr>(), or insert \
+             baton::PeerAddr in each request; answering 500"
+        );
+        Err(self.error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "internal error",
+        ))
+    }
+
     fn device_of<B>(&self, req: &Request<B>) -> Device {
         Device::new(
             user_agent(req.headers()),
@@ -476,6 +497,26 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         B::Error: Into<BoxError>,
     {
         let path = req.uri().path().to_owned();
+        if path == DISCOVERY_PATH
+            && let Some(document) = &self.discovery
+        {
+            return if req.method() == Method::GET || req.method() == Method::HEAD {
+                let mut res = Response::new(document.clone());
+                res.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                res.headers_mut().insert(
+                    CACHE_CONTROL,
+                    HeaderValue::from_static("public, max-age=300"),
+                );
+                res
+            } else {
+                self.error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "use GET",
+                )
+            };
+        }
         if path == "/.well-known/jwks.json" {
             return if req.method() == Method::GET || req.method() == Method::HEAD {
                 self.jwks()
@@ -494,6 +535,9 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             #[cfg(feature = "tracing")]
             tracing::info!(target: "baton::auth", ?rejection, "cross-site request refused");
             return self.origin.refuse(rejection);
+        }
+        if let Err(res) = self.check_peer(&req) {
+            return res;
         }
         let method = req.method().clone();
         match (rest, method) {
@@ -540,6 +584,31 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             _ => self.error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
         }
     }
+}
+
+/// Where the discovery document is served.
+pub(crate) const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
+
+/// The discovery document of an issuer that is an origin (`https://login.example`): its
+/// `issuer` and its `jwks_uri`, so a resource server finds the keys from the issuer alone.
+/// `None` for an issuer that is not an `http(s)` origin (a name, or a URL with a path,
+/// whose document would live under that path).
+pub(crate) fn discovery_document(issuer: &str) -> Option<Bytes> {
+    let uri: http::Uri = issuer.parse().ok()?;
+    let scheme = uri.scheme_str()?;
+    if !(scheme == "https" || scheme == "http")
+        || uri.authority().is_none()
+        || !matches!(uri.path(), "" | "/")
+        || uri.query().is_some()
+        || issuer.ends_with('/')
+    {
+        return None;
+    }
+    let document = serde_json::json!({
+        "issuer": issuer,
+        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+    });
+    Some(Bytes::from(document.to_string()))
 }
 
 impl<S, A, B> Service<Request<B>> for AuthEndpoints<S, A>
