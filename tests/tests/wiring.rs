@@ -1,0 +1,387 @@
+//! Production wiring that cannot silently go wrong, through the facade over real TCP: the
+//! client address per-network limits need, a store shared by instances without a shared
+//! feed, `Baton::redis` wiring feed and limits on the store's connection (two instances on a
+//! test-started redis-server), and login bodies of the application's own type.
+
+mod common;
+
+use common::{Users, call};
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use baton::bearer::Authenticated;
+use baton::store::{MemoryStore, Policy, RefreshKeys};
+use baton::token::{Algorithm, Key, KeyRing, KeySet, NoCustomClaims};
+use baton::{
+    AuthUnavailable, Authenticator, Baton, ConfigError, LoginRequest, Principal, RateLimits,
+};
+use baton_redis::{RedisConnection, RedisOptions, RedisStore};
+use baton_test::RedisServer;
+use http::{Method, StatusCode};
+use serde::Deserialize;
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+fn keys() -> KeyRing {
+    KeyRing::new(KeySet::new(Key::generate("k1", Algorithm::ES256).unwrap()).unwrap())
+}
+
+fn memory() -> MemoryStore {
+    MemoryStore::new(RefreshKeys::generate().unwrap(), Policy::new())
+}
+
+async fn me(Authenticated(claims): Authenticated) -> String {
+    claims.sub
+}
+
+/// Serves `baton`'s endpoints and `/api/me` on a free loopback port, handing the endpoints
+/// the peer address or not.
+async fn serve<S: baton::store::RefreshStore, A: Authenticator<Claims = NoCustomClaims>>(
+    baton: &Baton<S, A>,
+    with_peer: bool,
+) -> String {
+    let app: Router = Router::new()
+        .route("/api/me", get(me))
+        .route_layer(baton.bearer_layer())
+        .merge(baton.router());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        if with_peer {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+        } else {
+            axum::serve(listener, app).await
+        }
+    });
+    origin
+}
+
+fn login_body(user: &str, password: &str) -> String {
+    format!(r#"{{"username":"{user}","password":"{password}"}}"#)
+}
+
+#[tokio::test]
+async fn per_network_limits_need_a_declared_client_address() {
+    // Limits on (the default) and nothing said about addresses: refused, saying what to do.
+    let err = Baton::builder(memory(), Users, keys()).build().unwrap_err();
+    assert!(matches!(err, ConfigError::ClientAddress), "{err}");
+    let message = err.to_string();
+    for hint in [
+        "into_make_service_with_connect_info",
+        ".client_addr_from_peer()",
+        ".trusted_proxy(",
+        ".no_client_addr()",
+    ] {
+        assert!(message.contains(hint), "{message} lacks {hint}");
+    }
+    // Any declaration builds, and so do limits without a per-network part.
+    assert!(
+        Baton::builder(memory(), Users, keys())
+            .trusted_proxy("10.0.0.1".parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .is_ok()
+    );
+    assert!(
+        Baton::builder(memory(), Users, keys())
+            .rate_limits(RateLimits::none())
+            .build()
+            .is_ok()
+    );
+
+    // Declared as the peer, but the server hands over none: a loud 500, not one shared bucket.
+    let baton = Baton::builder(memory(), Users, keys())
+        .client_addr_from_peer()
+        .build()
+        .unwrap();
+    let blind = serve(&baton, false).await;
+    let res = call(
+        &blind,
+        None,
+        Method::POST,
+        "/auth/login",
+        &[JSON],
+        &login_body("alice", "alice-password"),
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(res.body["error"], "server_error");
+    // Served with the peer address, the same configuration logs in.
+    let seeing = serve(&baton, true).await;
+    let res = call(
+        &seeing,
+        None,
+        Method::POST,
+        "/auth/login",
+        &[JSON],
+        &login_body("alice", "alice-password"),
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+}
+
+#[tokio::test]
+async fn without_client_addresses_the_per_network_limits_are_off_and_names_still_count() {
+    let baton = Baton::builder(memory(), Users, keys())
+        .no_client_addr()
+        .build()
+        .unwrap();
+    let origin = serve(&baton, false).await;
+    // More logins than the per-network limit (10 a minute) from one address: none refused
+    // for the network, since this server cannot tell clients apart.
+    for i in 0..12 {
+        let user = format!("user{i}");
+        let res = call(
+            &origin,
+            None,
+            Method::POST,
+            "/auth/login",
+            &[JSON],
+            &login_body(&user, &format!("{user}-password")),
+        )
+        .await;
+        assert_eq!(res.status, StatusCode::OK, "login {i}: {}", res.body);
+    }
+    // Failures per name still count (5 a minute; the memory limiter refuses once a failure
+    // was counted over the limit, so the seventh).
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        let res = call(
+            &origin,
+            None,
+            Method::POST,
+            "/auth/login",
+            &[JSON],
+            &login_body("carol", "wrong"),
+        )
+        .await;
+        statuses.push(res.status);
+    }
+    assert_eq!(statuses[..6], [StatusCode::UNAUTHORIZED; 6]);
+    assert_eq!(statuses[6], StatusCode::TOO_MANY_REQUESTS);
+}
+
+async fn redis_store(server: &RedisServer) -> RedisStore {
+    let options = RedisOptions::new();
+    let conn = RedisConnection::connect(&server.url(), &options)
+        .await
+        .unwrap();
+    RedisStore::new(
+        conn,
+        RefreshKeys::new(1, [7u8; 32]).unwrap(),
+        Policy::new(),
+        &options,
+    )
+}
+
+#[tokio::test]
+async fn a_shared_store_without_a_shared_feed_does_not_build_by_accident() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let err = Baton::builder(redis_store(&server).await, Users, keys())
+        .client_addr_from_peer()
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, ConfigError::NoRevocationFeed), "{err}");
+    assert!(err.to_string().contains(".single_instance()"), "{err}");
+    // Said out loud, or wired with the feed: builds.
+    assert!(
+        Baton::builder(redis_store(&server).await, Users, keys())
+            .client_addr_from_peer()
+            .single_instance()
+            .build()
+            .is_ok()
+    );
+    assert!(
+        Baton::redis(redis_store(&server).await, Users, keys())
+            .client_addr_from_peer()
+            .build()
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn two_instances_from_baton_redis_share_revocations_and_limits() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let ring = keys();
+    let a = Baton::redis(redis_store(&server).await, Users, ring.clone())
+        .client_addr_from_peer()
+        .access_ttl(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let b = Baton::redis(redis_store(&server).await, Users, ring)
+        .client_addr_from_peer()
+        .access_ttl(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let (a, b) = (serve(&a, true).await, serve(&b, true).await);
+
+    let login = call(
+        &a,
+        None,
+        Method::POST,
+        "/auth/login",
+        &[JSON],
+        &login_body("alice", "alice-password"),
+    )
+    .await;
+    assert_eq!(login.status, StatusCode::OK, "{}", login.body);
+    let token = login.access();
+    let bearer = format!("Bearer {token}");
+    let res = call(
+        &b,
+        None,
+        Method::GET,
+        "/api/me",
+        &[("authorization", &bearer)],
+        "",
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::OK);
+
+    // A logout on A: B refuses the access token soon after (the feed), not at its expiry.
+    let cookie = format!("__Secure-refresh={}", login.refresh_cookie().unwrap());
+    let res = call(
+        &a,
+        None,
+        Method::POST,
+        "/auth/logout",
+        &[("cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT, "{}", res.body);
+    let start = Instant::now();
+    loop {
+        let res = call(
+            &b,
+            None,
+            Method::GET,
+            "/api/me",
+            &[("authorization", &bearer)],
+            "",
+        )
+        .await;
+        if res.status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert_eq!(res.status, StatusCode::OK);
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "B still takes a token logged out on A"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Failed logins of one name count once across the instances (5 a minute).
+    let mut statuses = Vec::new();
+    for origin in [&a, &b, &a, &b, &a, &b] {
+        let res = call(
+            origin,
+            None,
+            Method::POST,
+            "/auth/login",
+            &[JSON],
+            &login_body("bob", "wrong"),
+        )
+        .await;
+        statuses.push(res.status);
+    }
+    assert_eq!(statuses[..5], [StatusCode::UNAUTHORIZED; 5]);
+    assert_eq!(statuses[5], StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// `{"email": "...", "code": "..."}`: a login by e-mail and one-time code.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmailCode {
+    email: String,
+    code: String,
+}
+
+impl LoginRequest for EmailCode {
+    fn account(&self) -> &str {
+        &self.email
+    }
+    fn expected() -> &'static str {
+        "the body must be a JSON object with string fields email and code"
+    }
+}
+
+struct Codes;
+
+impl Authenticator for Codes {
+    type Claims = NoCustomClaims;
+    type Credentials = EmailCode;
+
+    async fn authenticate(
+        &self,
+        login: &EmailCode,
+    ) -> Result<Option<Principal<NoCustomClaims>>, AuthUnavailable> {
+        let ok = login.email.eq_ignore_ascii_case("dana@example.com") && login.code == "424242";
+        Ok(ok.then(|| {
+            Principal::new("user-dana", NoCustomClaims {})
+                .with_authentication(baton::store::Authentication::new(["otp"]))
+        }))
+    }
+    async fn check_password(&self, _: &str, _: &str) -> Result<bool, AuthUnavailable> {
+        Ok(false)
+    }
+    async fn claims(&self, user_id: &str) -> Result<Option<NoCustomClaims>, AuthUnavailable> {
+        Ok((user_id == "user-dana").then_some(NoCustomClaims {}))
+    }
+}
+
+#[tokio::test]
+async fn a_login_body_is_the_applications_own_type() {
+    let baton = Baton::builder(memory(), Codes, keys())
+        .client_addr_from_peer()
+        .build()
+        .unwrap();
+    let origin = serve(&baton, true).await;
+    let post = |body: &'static str| {
+        let origin = origin.clone();
+        async move { call(&origin, None, Method::POST, "/auth/login", &[JSON], body).await }
+    };
+    let res = post(r#"{"email":"dana@example.com","code":"424242"}"#).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let claims = common::claims_of(&res.access());
+    assert_eq!(claims["sub"], "user-dana");
+    assert_eq!(claims["amr"], serde_json::json!(["otp"]));
+
+    // Another shape: 400 saying what the application's type holds.
+    let res = post(r#"{"username":"dana","password":"424242"}"#).await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        res.body["error_description"],
+        "the body must be a JSON object with string fields email and code"
+    );
+
+    // Failures count per account, whatever the case it is typed in (5 a minute; the memory
+    // limiter refuses once a failure was counted over the limit, so the seventh).
+    let mut statuses = Vec::new();
+    for email in [
+        "dana@example.com",
+        "DANA@example.com",
+        "Dana@Example.com",
+        "dana@example.com",
+        "DANA@EXAMPLE.COM",
+        "dana@EXAMPLE.com",
+        "dana@example.com",
+    ] {
+        let body = format!(r#"{{"email":"{email}","code":"000000"}}"#);
+        let res = call(&origin, None, Method::POST, "/auth/login", &[JSON], &body).await;
+        statuses.push(res.status);
+    }
+    assert_eq!(statuses[..6], [StatusCode::UNAUTHORIZED; 6]);
+    assert_eq!(statuses[6], StatusCode::TOO_MANY_REQUESTS);
+}
