@@ -102,8 +102,8 @@ fn bench_algorithm(c: &mut Criterion, alg: Algorithm) {
         _ => decoding_key(&key),
     };
     let issuer = Issuer::new(KeySet::new(key).unwrap())
-        .with_issuer("https://auth.example")
-        .with_audience("api");
+        .with_iss("https://auth.example")
+        .with_aud("api");
     let token = issuer
         .issue("user-1234", Some("sess-5678"), NoCustomClaims {})
         .unwrap()

@@ -303,7 +303,7 @@ impl RemoteJwks {
     ///
     /// # async fn run() -> Result<(), baton_bearer::jwks::JwksError> {
     /// let jwks = RemoteJwks::discover("https://login.example.com", JwksOptions::new()).await?;
-    /// let verifier = jwks.verifier().with_issuer("https://login.example.com");
+    /// let verifier = jwks.verifier().with_iss("https://login.example.com");
     /// # let _ = verifier;
     /// # Ok(()) }
     /// ```

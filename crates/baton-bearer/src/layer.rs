@@ -18,6 +18,8 @@ pub enum ConfigError {
     /// A scope must be a non-empty RFC 6749 scope-token (printable ASCII without space, `"`
     /// or `\`).
     InvalidScope(String),
+    /// A role must be non-empty, without white space or control characters.
+    InvalidRole(String),
     /// A cookie name must be an RFC 6265 token.
     InvalidCookieName(String),
     /// An `acr` value must be printable ASCII without space, `"` or `\`.
@@ -35,6 +37,7 @@ impl fmt::Display for ConfigError {
                 f.write_str("realm must be printable ASCII without '\"' or '\\'")
             }
             ConfigError::InvalidScope(s) => write!(f, "invalid scope {s:?}"),
+            ConfigError::InvalidRole(s) => write!(f, "invalid role {s:?}"),
             ConfigError::InvalidCookieName(s) => write!(f, "invalid cookie name {s:?}"),
             ConfigError::InvalidAcr(s) => write!(f, "invalid acr value {s:?}"),
             ConfigError::InvalidOrigin(s) => write!(f, "invalid public origin {s:?}"),
@@ -214,9 +217,17 @@ impl<C, R> BearerVerifyLayer<C, R> {
     }
 
     /// Requires `role` in the token's `roles` claim (403 `insufficient_scope` otherwise).
-    pub fn require_role(mut self, role: impl Into<String>) -> Self {
-        self.config().roles.push(role.into());
-        self
+    ///
+    /// # Errors
+    /// [`ConfigError::InvalidRole`] for an empty role, or one with white space or control
+    /// characters (no token's role could match it).
+    pub fn require_role(mut self, role: impl Into<String>) -> Result<Self, ConfigError> {
+        let role = role.into();
+        if role.is_empty() || role.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ConfigError::InvalidRole(role));
+        }
+        self.config().roles.push(role);
+        Ok(self)
     }
 
     /// Requires a recent enough (or strong enough) authentication: a valid token that does not

@@ -58,8 +58,8 @@ fn fixture() -> Fixture {
     let ring = KeyRing::new(set);
     let issuer = Issuer::new(ring.clone())
         .with_clock(clock.clone())
-        .with_issuer(ISS)
-        .with_audience(AUD)
+        .with_iss(ISS)
+        .with_aud(AUD)
         .with_ttl(Duration::from_secs(300));
     Fixture {
         clock,
@@ -820,7 +820,16 @@ async fn missing_scope_or_role_is_insufficient_scope() {
     let token = f.issuer.sign(&claims).unwrap();
     assert_eq!(send(layer, &token).await.status, StatusCode::OK);
 
-    let layer = f.layer().require_role("admin");
+    for bad in ["", "ad min", "admin\n"] {
+        assert!(
+            matches!(
+                f.layer().require_role(bad),
+                Err(baton_bearer::ConfigError::InvalidRole(_))
+            ),
+            "{bad:?} accepted"
+        );
+    }
+    let layer = f.layer().require_role("admin").unwrap();
     assert_eq!(
         send(layer.clone(), &f.token()).await.status,
         StatusCode::FORBIDDEN

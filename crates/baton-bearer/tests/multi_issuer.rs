@@ -11,8 +11,8 @@ use tower::{Layer, ServiceExt, service_fn};
 
 fn issuer(iss: &str, aud: &str, alg: Algorithm) -> Issuer {
     Issuer::new(KeySet::new(Key::generate(format!("{iss}-key"), alg).unwrap()).unwrap())
-        .with_issuer(iss)
-        .with_audience(aud)
+        .with_iss(iss)
+        .with_aud(aud)
 }
 
 async fn send(layer: &BearerVerifyLayer, token: &str) -> (StatusCode, String) {

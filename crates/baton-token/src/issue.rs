@@ -21,8 +21,8 @@ use crate::{Audience, Claims, Clock, IssueError, KeyRing, SystemClock, Verifier}
 ///
 /// let keys = KeySet::new(Key::generate("k1", Algorithm::ES256).unwrap()).unwrap();
 /// let issuer = Issuer::new(keys)
-///     .with_issuer("https://auth.example")
-///     .with_audience("api")
+///     .with_iss("https://auth.example")
+///     .with_aud("api")
 ///     .with_ttl(Duration::from_secs(300));
 /// let token = issuer.issue("user-1", Some("session-9"), NoCustomClaims {}).unwrap();
 /// assert_eq!(token.expires_in, 300);
@@ -56,8 +56,21 @@ impl fmt::Debug for Issuer {
     }
 }
 
-/// A freshly issued access token.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A freshly issued access token. It serializes as an OAuth 2.0 token response (RFC 6749
+/// section 5.1), ready to be a handler's JSON answer; its `Debug` leaves the token out.
+///
+/// ```
+/// use baton_token::{Algorithm, Issuer, Key, KeySet, NoCustomClaims};
+///
+/// let issuer = Issuer::new(KeySet::new(Key::generate("k1", Algorithm::ES256).unwrap()).unwrap());
+/// let access = issuer.issue("alice", None, NoCustomClaims {}).unwrap();
+/// let json = serde_json::to_value(&access).unwrap();
+/// assert_eq!(json["access_token"], access.token.as_str());
+/// assert_eq!(json["token_type"], "Bearer");
+/// assert_eq!(json["expires_in"], 900);
+/// assert!(!format!("{access:?}").contains(&access.token));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AccessToken {
     /// The compact JWT.
@@ -68,6 +81,28 @@ pub struct AccessToken {
     pub expires_in: u64,
     /// The token's `jti`.
     pub jti: String,
+}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("token", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .field("expires_in", &self.expires_in)
+            .field("jti", &self.jti)
+            .finish()
+    }
+}
+
+impl serde::Serialize for AccessToken {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut response = serializer.serialize_struct("AccessToken", 3)?;
+        response.serialize_field("access_token", &self.token)?;
+        response.serialize_field("token_type", "Bearer")?;
+        response.serialize_field("expires_in", &self.expires_in)?;
+        response.end()
+    }
 }
 
 impl Issuer {
@@ -93,14 +128,14 @@ impl Issuer {
 
     /// Sets `iss`.
     #[must_use]
-    pub fn with_issuer(mut self, issuer: impl Into<String>) -> Self {
+    pub fn with_iss(mut self, issuer: impl Into<String>) -> Self {
         self.config().issuer = Some(issuer.into());
         self
     }
 
     /// Sets `aud`.
     #[must_use]
-    pub fn with_audience(mut self, audience: impl Into<String>) -> Self {
+    pub fn with_aud(mut self, audience: impl Into<String>) -> Self {
         self.config().audience = Some(audience.into());
         self
     }
@@ -140,10 +175,10 @@ impl Issuer {
             .with_shared_clock(c.clock.clone())
             .with_leeway(std::time::Duration::ZERO);
         if let Some(iss) = &c.issuer {
-            v = v.with_issuer(iss.clone());
+            v = v.with_iss(iss.clone());
         }
         if let Some(aud) = &c.audience {
-            v = v.with_audience(aud.clone());
+            v = v.with_aud(aud.clone());
         }
         v
     }

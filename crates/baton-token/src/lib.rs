@@ -8,6 +8,7 @@ mod dpop;
 mod error;
 mod issue;
 mod key;
+mod key_file;
 mod keyset;
 mod verify;
 
@@ -24,5 +25,6 @@ pub use dpop::{
 pub use error::{ErrorKind, IssueError, KeyError, VerifyError};
 pub use issue::{AccessToken, Issuer};
 pub use key::Key;
+pub use key_file::{KeyFileError, read_private_file};
 pub use keyset::{KeyRing, KeySet, KeySetGuard};
 pub use verify::{UnknownKeyHook, Verifier};

@@ -27,7 +27,7 @@ fn setup(alg: Algorithm, cache: TokenCache) -> Setup {
     let issuer = Issuer::new(ring.clone())
         .with_clock(clock.clone())
         .with_ttl(Duration::from_secs(60))
-        .with_audience("api");
+        .with_aud("api");
     let verifier = issuer
         .verifier()
         .with_leeway(Duration::ZERO)
@@ -185,7 +185,7 @@ fn verifiers_sharing_a_cache_do_not_pass_each_others_tokens() {
     // Same keys, a different audience, the same cache.
     let strict = Verifier::new(s.ring.clone())
         .with_clock(s.clock.clone())
-        .with_audience("admin")
+        .with_aud("admin")
         .with_cache(shared);
     assert_eq!(
         strict
@@ -195,7 +195,7 @@ fn verifiers_sharing_a_cache_do_not_pass_each_others_tokens() {
         ErrorKind::WrongAudience
     );
     // Reconfiguring a verifier forgets what it cached under its old configuration.
-    let reconfigured = s.verifier.clone().with_issuer("https://other.test");
+    let reconfigured = s.verifier.clone().with_iss("https://other.test");
     assert_eq!(
         reconfigured
             .verify_cached::<NoCustomClaims>(&t)
@@ -290,10 +290,10 @@ fn a_multi_issuer_verifier_caches_through_its_own_cache() {
     let router = Verifier::any_of([
         Verifier::new(a.ring.clone())
             .with_clock(a.clock.clone())
-            .with_issuer("https://a.test"),
+            .with_iss("https://a.test"),
         Verifier::new(b.ring.clone())
             .with_clock(b.clock.clone())
-            .with_issuer("https://b.test"),
+            .with_iss("https://b.test"),
     ])
     .unwrap()
     .with_cache(shared.clone());

@@ -58,8 +58,8 @@ fn setup() -> Setup {
         set = set.with_key(verifying).unwrap();
         let issuer = Issuer::new(KeySet::new(signing).unwrap())
             .with_clock(clock.clone())
-            .with_issuer("https://issuer.test")
-            .with_audience("api");
+            .with_iss("https://issuer.test")
+            .with_aud("api");
         tokens.push(
             issuer
                 .issue("alice", Some("s1"), NoCustomClaims {})
@@ -70,8 +70,8 @@ fn setup() -> Setup {
     // With a cache, so that `agree` also checks `verify_cached` (which alone uses it).
     let verifier = Verifier::new(KeyRing::new(set))
         .with_clock(clock)
-        .with_issuer("https://issuer.test")
-        .with_audience("api")
+        .with_iss("https://issuer.test")
+        .with_aud("api")
         .with_cache(TokenCache::new(1 << 14, 64 << 20));
     Setup {
         verifier,

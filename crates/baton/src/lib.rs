@@ -311,7 +311,7 @@ impl<S: RefreshStore, A: Authenticator> Baton<S, A> {
     }
 
     /// An axum `Router` serving the endpoints (under the base path, plus
-    /// `/.well-known/jwks.json` and, with an [issuer](BatonBuilder::issuer) URL,
+    /// `/.well-known/jwks.json` and, with an [`iss`](BatonBuilder::iss) URL,
     /// `/.well-known/openid-configuration`) behind the cookie policy (feature `axum`).
     #[cfg(feature = "axum")]
     pub fn router<St>(&self) -> axum::Router<St>
@@ -398,13 +398,13 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
     /// `GET /.well-known/openid-configuration`, naming the issuer and its `jwks_uri`
     /// (`{issuer}/.well-known/jwks.json`), so another service verifies this one's tokens
     /// from the issuer URL alone (`baton_bearer::jwks::RemoteJwks::discover`).
-    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+    pub fn iss(mut self, issuer: impl Into<String>) -> Self {
         self.issuer = Some(issuer.into());
         self
     }
 
     /// `aud` of issued tokens, required on verified ones.
-    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+    pub fn aud(mut self, audience: impl Into<String>) -> Self {
         self.audience = Some(audience.into());
         self
     }
@@ -699,10 +699,10 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
             .with_ttl(self.access_ttl)
             .with_clock(self.clock.clone());
         if let Some(iss) = &self.issuer {
-            issuer = issuer.with_issuer(iss.clone());
+            issuer = issuer.with_iss(iss.clone());
         }
         if let Some(aud) = &self.audience {
-            issuer = issuer.with_audience(aud.clone());
+            issuer = issuer.with_aud(aud.clone());
         }
         let mut verifier = issuer.verifier().with_leeway(self.leeway);
         if let Some(cache) = self.token_cache {

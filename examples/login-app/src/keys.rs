@@ -8,7 +8,7 @@ use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use baton::store::RefreshKeys;
-use baton::token::{Algorithm, Key};
+use baton::token::{Algorithm, Key, read_private_file};
 
 /// The access-token signing key and the refresh-token MAC key derived from the same secret.
 #[derive(Debug)]
@@ -99,77 +99,40 @@ fn canonical(alg: Algorithm, der: &[u8]) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-/// The key in `text`, its canonical bytes, and the bytes the earlier derivation used.
+/// The key in `text` (what [`Key::from_text`] reads: PEM, a JWK, or an HMAC secret in
+/// base64), its canonical bytes, and the bytes the earlier derivation used.
 fn parse(alg: Algorithm, text: &str) -> Result<(Key, Vec<u8>, Vec<u8>), String> {
+    let key = Key::from_text(KID, alg, text).map_err(|e| format!("key file: {e}"))?;
     let text = text.trim();
     if alg.as_str().starts_with("HS") {
         let secret = STANDARD
             .decode(text)
             .map_err(|e| format!("key file is not base64: {e}"))?;
-        let key = Key::hmac(KID, alg, &secret).map_err(|e| e.to_string())?;
         return Ok((key, secret.clone(), secret));
     }
-    let key = Key::from_pem(KID, alg, text.as_bytes()).map_err(|e| e.to_string())?;
-    let der = pem::parse(text)
+    let pem = key
+        .private_pkcs8_pem()
+        .ok_or("the key file holds a public key; the app needs the private key to sign")?;
+    let der = pem::parse(pem)
         .map_err(|e| format!("key file is not PEM: {e}"))?
         .into_contents();
     Ok((key, canonical(alg, &der)?, text.as_bytes().to_vec()))
 }
 
 /// Reads a client secret kept in a file (a provider's `--oidc-client-secret-file`), with the
-/// key file's checks: this user's own, not writable by group or others nor readable by others.
-/// Surrounding whitespace (the file's last newline) is not part of the secret.
+/// key file's checks ([`baton::token::read_private_file`]): this user's own, not writable by
+/// group or others nor readable by others. Surrounding whitespace (the file's last newline)
+/// is not part of the secret.
 ///
 /// # Errors
 /// A message for a file that cannot be read, is open to other users, or is empty.
 pub fn read_secret_file(path: &Path) -> Result<String, String> {
-    let text = read_private_file(path, "a client secret")?;
+    let text = read_private_file(path).map_err(|e| e.to_string())?;
     let secret = text.trim();
     if secret.is_empty() {
         return Err(format!("{} is empty", path.display()));
     }
     Ok(secret.to_owned())
-}
-
-fn read_key_file(path: &Path) -> Result<String, String> {
-    read_private_file(path, "the signing key")
-}
-
-/// Reads an existing private file through one handle, after checking that handle: owned by
-/// this process's user (on Linux), and neither writable by group or others nor readable by
-/// others. `what` names what it holds, for the messages.
-fn read_private_file(path: &Path, what: &str) -> Result<String, String> {
-    use std::io::Read;
-    let mut file =
-        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        let meta = file
-            .metadata()
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let mode = meta.mode() & 0o777;
-        if mode & 0o026 != 0 {
-            return Err(format!(
-                "{} holds {what} but is open to other users (mode {mode:o}); chmod 600 it",
-                path.display()
-            ));
-        }
-        // Linux tells this process's user through /proc; elsewhere the mode check stands alone.
-        if let Ok(me) = std::fs::metadata("/proc/self")
-            && meta.uid() != me.uid()
-        {
-            return Err(format!(
-                "{} is owned by another user (uid {}); the file holding {what} must be this user's own",
-                path.display(),
-                meta.uid()
-            ));
-        }
-    }
-    let mut text = String::new();
-    file.read_to_string(&mut text)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    Ok(text)
 }
 
 /// Keys for `alg`: from `file` when it exists, else generated (and written to `file` with
@@ -180,7 +143,7 @@ fn read_private_file(path: &Path, what: &str) -> Result<String, String> {
 /// may write or read, or that another user owns.
 pub fn load_or_create(alg: Algorithm, file: Option<&Path>) -> Result<AppKeys, String> {
     let text = match file {
-        Some(path) if path.exists() => read_key_file(path)?,
+        Some(path) if path.exists() => read_private_file(path).map_err(|e| e.to_string())?,
         Some(path) => {
             let (_, text) = generate(alg)?;
             let mut options = std::fs::OpenOptions::new();

@@ -679,7 +679,7 @@ fn configure<S: RefreshStore>(
         None => builder,
     };
     let builder = match &config.issuer {
-        Some(issuer) => builder.issuer(issuer.clone()),
+        Some(issuer) => builder.iss(issuer.clone()),
         None => builder,
     };
     let builder = builder

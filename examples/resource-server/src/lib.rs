@@ -28,7 +28,7 @@ pub const NOTES_SCOPE: &str = "notes:read";
 /// names another issuer or has no `jwks_uri`, a key set with no usable key.
 pub async fn verifier(issuer: &str, options: JwksOptions) -> Result<Verifier, JwksError> {
     let jwks = RemoteJwks::discover(issuer, options).await?;
-    Ok(jwks.verifier().with_issuer(issuer.trim_end_matches('/')))
+    Ok(jwks.verifier().with_iss(issuer.trim_end_matches('/')))
 }
 
 async fn me(Authenticated(claims): Authenticated) -> Json<serde_json::Value> {

@@ -131,7 +131,7 @@ async fn the_api_takes_the_login_apps_tokens_found_through_discovery() {
         )
         .unwrap(),
     )
-    .with_issuer(issuer.clone());
+    .with_iss(issuer.clone());
     let forged = stranger
         .issue("dana", None, NoCustomClaims {})
         .unwrap()
@@ -147,7 +147,7 @@ async fn the_api_takes_the_login_apps_tokens_found_through_discovery() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(challenge.unwrap().contains("insufficient_scope"));
     // A token the issuer signs with that scope (its own keys) is taken.
-    let signer = Issuer::new(keys).with_issuer(issuer.clone());
+    let signer = Issuer::new(keys).with_iss(issuer.clone());
     let mut claims = signer.claims("svc-reports", NoCustomClaims {}).unwrap();
     claims.scope = Some(resource_server::NOTES_SCOPE.to_owned());
     let scoped = signer.sign(&claims).unwrap();

@@ -40,11 +40,11 @@ static SETUP: LazyLock<(Verifier, Vec<String>, CrateKeys)> = LazyLock::new(|| {
             (key, public)
         };
         set = set.with_key(verifying).unwrap();
-        let issuer = Issuer::new(KeySet::new(signing).unwrap()).with_audience("api");
+        let issuer = Issuer::new(KeySet::new(signing).unwrap()).with_aud("api");
         tokens.push(issuer.issue("alice", Some("s1"), NoCustomClaims {}).unwrap().token);
     }
     let verifier = Verifier::new(set)
-        .with_audience("api")
+        .with_aud("api")
         .with_cache(TokenCache::new(1024, 4 << 20));
     (verifier, tokens, crate_keys)
 });

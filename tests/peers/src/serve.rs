@@ -125,8 +125,8 @@ fn issuer(alg: Algorithm) -> (Issuer, String) {
     }
     .expect("key");
     let issuer = Issuer::new(KeySet::new(key).expect("key set"))
-        .with_issuer(ISS)
-        .with_audience(AUD)
+        .with_iss(ISS)
+        .with_aud(AUD)
         .with_ttl(Duration::from_secs(3600));
     let token = issuer
         .issue("bench-user", Some("s1"), NoCustomClaims {})

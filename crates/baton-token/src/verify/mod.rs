@@ -176,7 +176,7 @@ impl Verifier {
     /// Accepts tokens whose `iss` is `issuer` (call again to accept several). Once an issuer
     /// is configured, a token without `iss` is refused.
     #[must_use]
-    pub fn with_issuer(mut self, issuer: impl Into<String>) -> Self {
+    pub fn with_iss(mut self, issuer: impl Into<String>) -> Self {
         self.config().issuers.push(issuer.into());
         self
     }
@@ -184,7 +184,7 @@ impl Verifier {
     /// Accepts tokens whose `aud` lists `audience` (call again to accept several). Once an
     /// audience is configured, a token without `aud` is refused.
     #[must_use]
-    pub fn with_audience(mut self, audience: impl Into<String>) -> Self {
+    pub fn with_aud(mut self, audience: impl Into<String>) -> Self {
         self.config().audiences.push(audience.into());
         self
     }
