@@ -1,6 +1,9 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[doc = include_str!("../WIRE.md")]
+pub mod wire {}
+
 mod agent;
 mod audit;
 mod auth;
