@@ -127,12 +127,39 @@ async fn per_network_limits_need_a_declared_client_address() {
 }
 
 #[tokio::test]
-async fn without_client_addresses_the_per_network_limits_are_off_and_names_still_count() {
+async fn without_client_addresses_no_stranger_locks_out_a_known_browser() {
+    // Saying both is a contradiction, refused.
+    let err = Baton::builder(memory(), Users, keys())
+        .no_client_addr()
+        .client_addr_from_peer()
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, ConfigError::ClientAddressConflict), "{err}");
+
     let baton = Baton::builder(memory(), Users, keys())
         .no_client_addr()
         .build()
         .unwrap();
     let origin = serve(&baton, false).await;
+    // Carol's browser logged in before: it holds her device cookie.
+    let res = call(
+        &origin,
+        None,
+        Method::POST,
+        "/auth/login",
+        &[JSON],
+        &login_body("carol", "carol-password"),
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::OK);
+    let device = res
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("__Secure-device="))
+        .map(|v| v.split(';').next().unwrap().to_owned())
+        .expect("a device cookie");
     // More logins than the per-network limit (10 a minute) from one address: none refused
     // for the network, since this server cannot tell clients apart.
     for i in 0..12 {
@@ -148,10 +175,10 @@ async fn without_client_addresses_the_per_network_limits_are_off_and_names_still
         .await;
         assert_eq!(res.status, StatusCode::OK, "login {i}: {}", res.body);
     }
-    // Failures per name still count (5 a minute; the memory limiter refuses once a failure
-    // was counted over the limit, so the seventh).
+    // A stranger guessing Carol's password: no bucket shared by every client runs out at 5;
+    // the per-name limit for browsers without her device cookie (30 a minute) does.
     let mut statuses = Vec::new();
-    for _ in 0..7 {
+    for _ in 0..32 {
         let res = call(
             &origin,
             None,
@@ -163,8 +190,19 @@ async fn without_client_addresses_the_per_network_limits_are_off_and_names_still
         .await;
         statuses.push(res.status);
     }
-    assert_eq!(statuses[..6], [StatusCode::UNAUTHORIZED; 6]);
-    assert_eq!(statuses[6], StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(statuses[..31], [StatusCode::UNAUTHORIZED; 31]);
+    assert_eq!(statuses[31], StatusCode::TOO_MANY_REQUESTS);
+    // Carol's own browser still logs in.
+    let res = call(
+        &origin,
+        None,
+        Method::POST,
+        "/auth/login",
+        &[JSON, ("cookie", &device)],
+        &login_body("carol", "carol-password"),
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
 }
 
 async fn redis_store(server: &RedisServer) -> RedisStore {
@@ -223,6 +261,15 @@ async fn two_instances_from_baton_redis_share_revocations_and_limits() {
         .access_ttl(Duration::from_secs(60))
         .build()
         .unwrap();
+    // Ready once each feed has read the shared log.
+    let start = Instant::now();
+    while !(a.is_ready() && b.is_ready()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the feeds never read the log"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let (a, b) = (serve(&a, true).await, serve(&b, true).await);
 
     let login = call(
@@ -298,6 +345,64 @@ async fn two_instances_from_baton_redis_share_revocations_and_limits() {
     }
     assert_eq!(statuses[..5], [StatusCode::UNAUTHORIZED; 5]);
     assert_eq!(statuses[5], StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn a_fresh_instance_takes_no_token_before_it_heard_the_feed() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = redis_store(&server).await;
+    // Redis stalls as the instance starts: its feed cannot read the log.
+    server.pause();
+    let baton = Baton::redis(store, Users, keys())
+        .client_addr_from_peer()
+        .build()
+        .unwrap();
+    let token = baton
+        .issuer()
+        .issue("id-alice", None, NoCustomClaims {})
+        .unwrap()
+        .token;
+    let bearer = format!("Bearer {token}");
+    assert!(!baton.is_ready());
+    let origin = serve(&baton, true).await;
+    let res = call(
+        &origin,
+        None,
+        Method::GET,
+        "/api/me",
+        &[("authorization", &bearer)],
+        "",
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE, "{}", res.body);
+    assert!(res.headers.contains_key("retry-after"));
+    // Past the start-up wait, the feed's policy (keep serving) decides.
+    let start = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let res = call(
+            &origin,
+            None,
+            Method::GET,
+            "/api/me",
+            &[("authorization", &bearer)],
+            "",
+        )
+        .await;
+        if res.status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(start.elapsed() < Duration::from_secs(6), "still 503");
+    }
+    assert!(
+        start.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        start.elapsed()
+    );
+    server.resume();
 }
 
 /// `{"email": "...", "code": "..."}`: a login by e-mail and one-time code.

@@ -18,7 +18,7 @@ pub enum ConfigError {
     /// A scope must be a non-empty RFC 6749 scope-token (printable ASCII without space, `"`
     /// or `\`).
     InvalidScope(String),
-    /// A role must be non-empty, without white space or control characters.
+    /// A role must be non-empty, without control characters or surrounding white space.
     InvalidRole(String),
     /// A cookie name must be an RFC 6265 token.
     InvalidCookieName(String),
@@ -219,11 +219,11 @@ impl<C, R> BearerVerifyLayer<C, R> {
     /// Requires `role` in the token's `roles` claim (403 `insufficient_scope` otherwise).
     ///
     /// # Errors
-    /// [`ConfigError::InvalidRole`] for an empty role, or one with white space or control
-    /// characters (no token's role could match it).
+    /// [`ConfigError::InvalidRole`] for an empty role, or one with control characters or
+    /// surrounding white space (a typo more likely than a role).
     pub fn require_role(mut self, role: impl Into<String>) -> Result<Self, ConfigError> {
         let role = role.into();
-        if role.is_empty() || role.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if role.is_empty() || role.trim() != role || role.chars().any(char::is_control) {
             return Err(ConfigError::InvalidRole(role));
         }
         self.config().roles.push(role);

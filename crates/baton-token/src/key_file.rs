@@ -62,8 +62,9 @@ pub enum KeyFileError {
 
 /// Reads a file holding a secret (a private key, a client secret) through one handle, after
 /// checking that handle: on Unix, neither readable by others nor writable by group or others
-/// (mode `0o026` clear), and on Linux owned by this process's user. The text is returned
-/// whole; what it holds is the caller's to parse.
+/// (mode `0o026` clear), and on Linux owned by this process's user or by root (a secret the
+/// platform mounts, such as a Kubernetes secret with `defaultMode: 0440`). The text is
+/// returned whole; what it holds is the caller's to parse.
 ///
 /// # Errors
 /// [`KeyFileError::Read`], [`KeyFileError::OpenToOthers`], [`KeyFileError::OtherOwner`].
@@ -87,8 +88,10 @@ pub fn read_private_file(path: impl AsRef<Path>) -> Result<String, KeyFileError>
             });
         }
         // Linux tells this process's user through /proc; elsewhere the mode check stands alone.
+        // Root's files are taken too (secrets mounted by the platform, mode 0400/0440).
         if let Ok(me) = std::fs::metadata("/proc/self")
             && meta.uid() != me.uid()
+            && meta.uid() != 0
         {
             return Err(KeyFileError::OtherOwner {
                 path: path.to_owned(),

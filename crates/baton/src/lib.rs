@@ -81,6 +81,13 @@ pub enum ConfigError {
          the only instance with .single_instance()"
     )]
     NoRevocationFeed,
+    /// `no_client_addr` says the server cannot tell client addresses, and another setting
+    /// says where they come from.
+    #[error(
+        ".no_client_addr() and .client_addr_from_peer() / .trusted_proxy(..) / .client_ip(..) \
+         contradict each other: keep the one that says where client addresses come from"
+    )]
+    ClientAddressConflict,
     /// The Redis feed's tasks need a Tokio runtime, and `build` ran outside one.
     #[error(
         "Baton::redis(..).build() must run inside a Tokio runtime (the revocation feed reads in the background)"
@@ -146,6 +153,72 @@ impl<S, A: Authenticator> fmt::Debug for Baton<S, A> {
             .field("refresh_cookie", &self.inner.refresh_cookie)
             .field("access_cookie", &self.inner.access_cookie)
             .finish_non_exhaustive()
+    }
+}
+
+/// The feed [`Baton::redis`] starts in `build`, which returns before the feed's first read
+/// of the log: until it has read it once (or [`HeardFeed::STARTUP`] has passed, after which
+/// the feed's own [`DisconnectPolicy`](baton_redis::DisconnectPolicy) decides), access tokens
+/// are answered 503 with `Retry-After`, so a fresh instance never takes a token another
+/// instance revoked before it started.
+#[cfg(feature = "redis")]
+struct HeardFeed {
+    feed: Arc<baton_redis::RevocationFeed>,
+    heard: std::sync::atomic::AtomicBool,
+    started: std::time::Instant,
+}
+
+#[cfg(feature = "redis")]
+impl HeardFeed {
+    /// How long a fresh instance waits for its first read before its feed's policy decides.
+    const STARTUP: Duration = Duration::from_secs(2);
+
+    fn new(feed: Arc<baton_redis::RevocationFeed>) -> Self {
+        HeardFeed {
+            feed,
+            heard: std::sync::atomic::AtomicBool::new(false),
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+impl CheckRevocation for HeardFeed {
+    fn is_revoked(&self, token: &baton_core::TokenIdentity<'_>) -> bool {
+        self.feed.is_revoked(token)
+    }
+
+    fn is_known(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if !self.heard.load(Ordering::Relaxed) {
+            if self.feed.status() == baton_redis::FeedStatus::Connected {
+                self.heard.store(true, Ordering::Relaxed);
+            } else if self.started.elapsed() < Self::STARTUP {
+                return false;
+            }
+        }
+        self.feed.is_known()
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Revoke for HeardFeed {
+    fn revoke<'a>(
+        &'a self,
+        revocations: &'a [baton_core::Revocation],
+    ) -> baton_core::RevokeFuture<'a> {
+        self.feed.revoke(revocations)
+    }
+
+    fn revoked<'a>(
+        &'a self,
+        revocations: &'a [baton_core::Revocation],
+    ) -> baton_core::RevokeFuture<'a> {
+        self.feed.revoked(revocations)
+    }
+
+    fn is_recorded(&self, revocation: &baton_core::Revocation) -> bool {
+        self.feed.is_recorded(revocation)
     }
 }
 
@@ -282,6 +355,14 @@ impl<S: RefreshStore, A: Authenticator> Baton<S, A> {
         })
     }
 
+    /// `true` when the bearer layer can tell revoked tokens now: always with this process's
+    /// own list; with a feed, once it has read the shared log (a fresh [`Baton::redis`]
+    /// instance is not ready until its first read, at most 2 s). A readiness probe's answer;
+    /// while it is `false`, access tokens are answered 503 with `Retry-After`.
+    pub fn is_ready(&self) -> bool {
+        self.inner.revocations.is_known()
+    }
+
     /// The revocations the endpoints record and the bearer layer consults.
     pub fn revocations(&self) -> &Arc<dyn Revocations> {
         &self.inner.revocations
@@ -341,7 +422,10 @@ impl<A: Authenticator> Baton<baton_redis::RedisStore, A> {
     /// [`RedisGcra`](baton_redis::RedisGcra), counted once across instances. An explicit
     /// [`revocations`](BatonBuilder::revocations) or
     /// [`rate_limiter`](BatonBuilder::rate_limiter) replaces its part. `build` must run
-    /// inside a Tokio runtime; the feed reads the log in the background from then on.
+    /// inside a Tokio runtime; the feed reads the log in the background from then on, and
+    /// until its first read (at most 2 s, then the feed's disconnect policy decides) access
+    /// tokens are answered 503 with `Retry-After`: a fresh instance never takes a token
+    /// another one revoked before it started.
     ///
     /// ```no_run
     /// # use baton::{Authenticator, AuthUnavailable, Baton, Principal, UsernamePassword};
@@ -505,9 +589,15 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
         self
     }
 
-    /// This server cannot tell clients' addresses apart: the per-network limits are off
-    /// (`login_per_ip` and `refresh_per_ip`), failed logins are counted per name alone, and
-    /// sessions record no address.
+    /// This server cannot tell clients' addresses apart: the limits keyed by client network
+    /// are off (`login_per_ip`, `refresh_per_ip`, and `login_per_username`, whose key is a
+    /// name and a network: with one network for all, any stranger could spend any name's
+    /// budget), whatever [`rate_limits`](Self::rate_limits) says. Failed logins still count
+    /// per name for browsers without that name's device cookie
+    /// (`login_failures_per_username`), so a stranger's failures never lock out a browser
+    /// that logged in before. Contradicts [`client_addr_from_peer`](Self::client_addr_from_peer),
+    /// [`trusted_proxy`](Self::trusted_proxy) and [`client_ip`](Self::client_ip)
+    /// ([`ConfigError::ClientAddressConflict`]).
     pub fn no_client_addr(mut self) -> Self {
         self.no_client_addr = true;
         self
@@ -675,10 +765,17 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
         }
         let device_id_header = http::HeaderName::from_bytes(self.device_id_header.as_bytes())
             .map_err(|_| ConfigError::DeviceIdHeader(self.device_id_header.clone()))?;
+        if self.no_client_addr && self.client_ip.is_some() {
+            return Err(ConfigError::ClientAddressConflict);
+        }
         let mut limits = self.limits;
         if self.no_client_addr {
+            // Every client would share one network: the limits keyed by network would let
+            // any stranger spend any name's budget. What remains is the per-name failure
+            // limit that a browser's device cookie is exempt from.
             limits.login_per_ip = None;
             limits.refresh_per_ip = None;
+            limits.login_per_username = None;
         }
         let per_network = limits.login_per_ip.is_some()
             || limits.refresh_per_ip.is_some()
@@ -751,11 +848,13 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
                 // Kept as long as an access token can be accepted.
                 let options = baton_redis::FeedOptions::new(self.access_ttl + self.leeway)
                     .with_prefix(prefix.clone());
-                revocations = Some(baton_redis::RevocationFeed::spawn_on_with_clock(
-                    conn.clone(),
-                    options,
-                    self.clock.clone(),
-                ));
+                revocations = Some(Arc::new(HeardFeed::new(
+                    baton_redis::RevocationFeed::spawn_on_with_clock(
+                        conn.clone(),
+                        options,
+                        self.clock.clone(),
+                    ),
+                )));
             }
             if limiter.is_none() {
                 limiter = Some(Arc::new(

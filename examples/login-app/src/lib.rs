@@ -480,6 +480,14 @@ pub async fn build(config: &Config) -> Result<Built, String> {
                 },
             };
             let baton = configure(builder, config, shared, &users)?;
+            // Serve once the feed has read the shared log (at most 2 s; until then the
+            // bearer layer would answer 503).
+            for _ in 0..100 {
+                if baton.is_ready() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             Ok(Built {
                 router: router(&baton, users, Arc::new(limiter), config),
                 keys: handle,

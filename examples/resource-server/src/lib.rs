@@ -28,7 +28,8 @@ pub const NOTES_SCOPE: &str = "notes:read";
 /// names another issuer or has no `jwks_uri`, a key set with no usable key.
 pub async fn verifier(issuer: &str, options: JwksOptions) -> Result<Verifier, JwksError> {
     let jwks = RemoteJwks::discover(issuer, options).await?;
-    Ok(jwks.verifier().with_iss(issuer.trim_end_matches('/')))
+    // Exactly as given: tokens carry the issuer's own spelling (a trailing `/` included).
+    Ok(jwks.verifier().with_iss(issuer))
 }
 
 async fn me(Authenticated(claims): Authenticated) -> Json<serde_json::Value> {
@@ -55,7 +56,7 @@ pub fn router(verifier: Verifier) -> Result<Router, ConfigError> {
 }
 
 /// The gRPC twin: the standard health service behind the same verifier (callers without a
-/// valid token get `Unauthenticated`).
+/// valid token get `Unauthenticated`), as `examples/grpc-service` serves it.
 ///
 /// # Errors
 /// Transport errors.
@@ -63,13 +64,5 @@ pub async fn serve_grpc(
     listener: TcpListener,
     verifier: Verifier,
 ) -> Result<(), tonic::transport::Error> {
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-    tonic::transport::Server::builder()
-        .layer(BearerVerifyLayer::new(verifier))
-        .add_service(health)
-        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
-        .await
+    grpc_service::serve(listener, verifier).await
 }

@@ -112,6 +112,18 @@ fn token_type(session: &Session) -> &'static str {
     }
 }
 
+/// A public JSON document (keys, discovery) that caches may keep five minutes.
+fn public_json(body: Bytes) -> Response<Bytes> {
+    let mut res = Response::new(body);
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res.headers_mut().insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    res
+}
+
 fn empty(status: StatusCode) -> Response<Bytes> {
     let mut res = Response::new(Bytes::new());
     *res.status_mut() = status;
@@ -278,21 +290,27 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         })
     }
 
-    /// The device a request comes from: user agent and client address.
-    /// 500 (logged) when per-network limits need the request's peer address and the server
-    /// gave none: the server's misconfiguration, which would otherwise put every client in
-    /// one bucket.
+    /// 500 (logged, once per process at error level) when per-network limits need the
+    /// request's peer address and the server gave none: the server's misconfiguration, which
+    /// would otherwise put every client in one bucket.
     pub(crate) fn check_peer<B>(&self, req: &Request<B>) -> Result<(), Response<Bytes>> {
         if !self.client_addr_required || crate::device::peer(req.extensions()).is_some() {
             return Ok(());
         }
+        static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
         #[cfg(feature = "tracing")]
-        tracing::error!(
+        if LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::debug!(target: "baton::auth", "a request without a peer address: 500");
+        } else {
+            tracing::error!(
             target: "baton::auth",
             "the request carries no peer address, which the per-network rate limits need: \
              serve with axum's into_make_service_with_connect_info::<SocketAddr>(), or insert \
-             baton::PeerAddr in each request; answering 500"
-        );
+             baton::PeerAddr in each request; answering 500 (logged once)"
+            );
+        }
+        #[cfg(not(feature = "tracing"))]
+        let _ = &LOGGED;
         Err(self.error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",
@@ -300,6 +318,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         ))
     }
 
+    /// The device a request comes from: user agent and client address.
     fn device_of<B>(&self, req: &Request<B>) -> Device {
         Device::new(
             user_agent(req.headers()),
@@ -481,14 +500,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
     }
 
     fn jwks(&self) -> Response<Bytes> {
-        let mut res = Response::new(Bytes::from(self.issuer.keys().load().jwks_json()));
-        res.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        res.headers_mut().insert(
-            CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=300"),
-        );
-        res
+        public_json(Bytes::from(self.issuer.keys().load().jwks_json()))
     }
 
     pub(crate) async fn handle<B>(&self, req: Request<B>) -> Response<Bytes>
@@ -501,14 +513,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
             && let Some(document) = &self.discovery
         {
             return if req.method() == Method::GET || req.method() == Method::HEAD {
-                let mut res = Response::new(document.clone());
-                res.headers_mut()
-                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                res.headers_mut().insert(
-                    CACHE_CONTROL,
-                    HeaderValue::from_static("public, max-age=300"),
-                );
-                res
+                public_json(document.clone())
             } else {
                 self.error(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -589,24 +594,26 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
 /// Where the discovery document is served.
 pub(crate) const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 
-/// The discovery document of an issuer that is an origin (`https://login.example`): its
-/// `issuer` and its `jwks_uri`, so a resource server finds the keys from the issuer alone.
-/// `None` for an issuer that is not an `http(s)` origin (a name, or a URL with a path,
-/// whose document would live under that path).
+/// The discovery document of an issuer that is an origin (`https://login.example`, a
+/// trailing `/` allowed): its `issuer`, exactly as tokens carry it, and its `jwks_uri`, so a
+/// resource server finds the keys from the issuer alone. `None` for an issuer that is not an
+/// `http(s)` origin: a name, a URL with a path (whose document would live under that path),
+/// a query or fragment, or user information.
 pub(crate) fn discovery_document(issuer: &str) -> Option<Bytes> {
+    if issuer.contains(['#', '?', '@']) {
+        return None;
+    }
     let uri: http::Uri = issuer.parse().ok()?;
     let scheme = uri.scheme_str()?;
     if !(scheme == "https" || scheme == "http")
         || uri.authority().is_none()
         || !matches!(uri.path(), "" | "/")
-        || uri.query().is_some()
-        || issuer.ends_with('/')
     {
         return None;
     }
     let document = serde_json::json!({
         "issuer": issuer,
-        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+        "jwks_uri": format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/')),
     });
     Some(Bytes::from(document.to_string()))
 }
@@ -629,5 +636,38 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let inner = self.inner.clone();
         Box::pin(async move { Ok(inner.handle(req).await.map(Full::new)) })
+    }
+}
+
+#[cfg(test)]
+mod discovery_tests {
+    use super::discovery_document;
+
+    #[test]
+    fn only_an_origin_gets_a_document_naming_it_exactly() {
+        let doc = |iss| {
+            discovery_document(iss)
+                .map(|b| serde_json::from_slice::<serde_json::Value>(&b).unwrap())
+        };
+        let d = doc("https://login.example:8443").unwrap();
+        assert_eq!(d["issuer"], "https://login.example:8443");
+        assert_eq!(
+            d["jwks_uri"],
+            "https://login.example:8443/.well-known/jwks.json"
+        );
+        let d = doc("https://login.example/").unwrap();
+        assert_eq!(d["issuer"], "https://login.example/");
+        assert_eq!(d["jwks_uri"], "https://login.example/.well-known/jwks.json");
+        for not_origin in [
+            "login-service",
+            "https://login.example/tenant",
+            "https://user:pw@login.example",
+            "https://login.example#x",
+            "https://login.example?x=1",
+            "ftp://login.example",
+            "",
+        ] {
+            assert!(doc(not_origin).is_none(), "{not_origin}");
+        }
     }
 }
