@@ -8,8 +8,28 @@
 //! caller says 503 with `Retry-After`) instead of queueing work nobody will wait for. A job
 //! whose request has gone (timed out, disconnected) is dropped before it hashes.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
+
+thread_local! {
+    /// This thread's argon2 working memory, allocated by its first hash and reused by every
+    /// one after: the hashing threads hold `threads x m_cost` between them, and no 19 MiB
+    /// block is ever freed for the allocator to keep (glibc raises its mmap threshold to the
+    /// size of a freed mapping, so later blocks would come from arenas it never returns).
+    static ARGON_MEMORY: RefCell<Vec<argon2::Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on `blocks` blocks of this thread's argon2 memory (see [`ARGON_MEMORY`]).
+pub(crate) fn with_argon_memory<R>(blocks: usize, f: impl FnOnce(&mut [argon2::Block]) -> R) -> R {
+    ARGON_MEMORY.with_borrow_mut(|memory| {
+        if memory.len() < blocks {
+            // Once per thread (or when the parameters grow): exactly what is needed.
+            *memory = vec![argon2::Block::default(); blocks];
+        }
+        f(&mut memory[..blocks])
+    })
+}
 
 /// Which queue a job waits in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

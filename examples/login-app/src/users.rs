@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    Output, ParamsString, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::{Algorithm, Argon2, Params, Version};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine as _;
@@ -208,10 +210,58 @@ fn hash_with(argon: &Argon2<'static>, password: &str) -> String {
         .fill(&mut salt)
         .expect("system random generator");
     let salt = SaltString::encode_b64(&salt).expect("16-byte salt");
-    argon
-        .hash_password(password.as_bytes(), &salt)
-        .expect("argon2 hashing")
-        .to_string()
+    let mut raw = [0u8; 64];
+    let salt_bytes = salt.decode_b64(&mut raw).expect("the salt just encoded");
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    crate::hashing::with_argon_memory(argon.params().block_count(), |memory| {
+        argon.hash_password_into_with_memory(password.as_bytes(), salt_bytes, &mut out, memory)
+    })
+    .expect("argon2 hashing");
+    PasswordHash {
+        algorithm: argon2::ARGON2ID_IDENT,
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(argon.params()).expect("the parameters as a string"),
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).expect("a 32-byte output")),
+    }
+    .to_string()
+}
+
+/// Whether `hash` was made with `argon`'s algorithm, version and costs (the parsed
+/// parameters also carry the output length, which does not matter here).
+fn made_like(argon: &Argon2<'static>, hash: &PasswordHash<'_>) -> bool {
+    let want = argon.params();
+    hash.algorithm == argon2::ARGON2ID_IDENT
+        && hash.version == Some(Version::V0x13.into())
+        && Params::try_from(hash).is_ok_and(|p| {
+            (p.m_cost(), p.t_cost(), p.p_cost()) == (want.m_cost(), want.t_cost(), want.p_cost())
+        })
+}
+
+/// Whether `password` is the one `hash` (a PHC string) was made from, hashing into this
+/// thread's reused memory when `hash` has `argon`'s algorithm and parameters (every hash this
+/// app makes); a hash of other parameters is checked the allocating way.
+fn verify_with(argon: &Argon2<'static>, password: &str, hash: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    if !made_like(argon, &parsed) {
+        return argon.verify_password(password.as_bytes(), &parsed).is_ok();
+    }
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return false;
+    };
+    let mut raw = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut raw) else {
+        return false;
+    };
+    let mut out = [0u8; Output::MAX_LENGTH];
+    let out = &mut out[..expected.len()];
+    let hashed = crate::hashing::with_argon_memory(argon.params().block_count(), |memory| {
+        argon.hash_password_into_with_memory(password.as_bytes(), salt, out, memory)
+    });
+    // `Output`'s equality is constant-time.
+    hashed.is_ok() && Output::new(out).is_ok_and(|computed| computed == expected)
 }
 
 const USER_PREFIX: &str = "baton-app:user:";
@@ -265,7 +315,15 @@ fn display_name(identity: &Identity) -> String {
 impl Users {
     fn with_backend(backend: Backend) -> Self {
         let argon = argon();
-        let dummy_hash = Arc::new(hash_with(&argon, &random_b64(16)));
+        // Made once on this thread, the allocating way: the reused memory is for the hashing
+        // threads only.
+        let salt = SaltString::encode_b64(random_b64(16).as_bytes()).expect("a 22-byte salt");
+        let dummy_hash = Arc::new(
+            argon
+                .hash_password(random_b64(16).as_bytes(), &salt)
+                .expect("argon2 hashing")
+                .to_string(),
+        );
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
         Users {
             backend,
@@ -320,10 +378,7 @@ impl Users {
         let argon = self.argon.clone();
         let (password, hash) = (password.to_owned(), hash.to_owned());
         self.hashing
-            .run(Lane::Login, move || {
-                PasswordHash::new(&hash)
-                    .is_ok_and(|h| argon.verify_password(password.as_bytes(), &h).is_ok())
-            })
+            .run(Lane::Login, move || verify_with(&argon, &password, &hash))
             .await
     }
 
@@ -645,6 +700,44 @@ impl Accounts for Users {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hashing_in_reused_memory_agrees_with_the_argon2_crate() {
+        let argon = argon();
+        let ours = hash_with(&argon, "correct horse");
+        // The crate's own (allocating) check takes our hashes, and ours takes its hashes.
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(argon.verify_password(b"correct horse", &parsed).is_ok());
+        let salt = SaltString::encode_b64(b"sixteen byte sal").unwrap();
+        let theirs = argon
+            .hash_password(b"correct horse", &salt)
+            .unwrap()
+            .to_string();
+        assert!(verify_with(&argon, "correct horse", &theirs));
+        // The same memory, hash after hash: each answer is its own.
+        for _ in 0..3 {
+            assert!(verify_with(&argon, "correct horse", &ours));
+            assert!(!verify_with(&argon, "correct horsE", &ours));
+        }
+        assert!(!verify_with(&argon, "correct horse", "not a hash"));
+        let at = ours.len() - 10;
+        let flipped = if &ours[at..=at] == "A" { "B" } else { "A" };
+        let tampered = format!("{}{flipped}{}", &ours[..at], &ours[at + 1..]);
+        assert!(!verify_with(&argon, "correct horse", &tampered));
+        // Every hash this app makes (and the crate's, with the same parameters) is checked in
+        // the reused memory.
+        assert!(made_like(&argon, &PasswordHash::new(&ours).unwrap()));
+        assert!(made_like(&argon, &PasswordHash::new(&theirs).unwrap()));
+        // A hash of other parameters is checked the allocating way.
+        let cheap = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(8 * 1024, 1, 1, None).unwrap(),
+        );
+        let other = cheap.hash_password(b"pw", &salt).unwrap().to_string();
+        assert!(verify_with(&argon, "pw", &other));
+        assert!(!verify_with(&argon, "px", &other));
+    }
 
     fn identity(name: Option<&str>, email: Option<&str>) -> Identity {
         let mut identity = Identity::new("https://accounts.example", "s-123");

@@ -14,6 +14,16 @@
 //! app's default registration limit while the clients (from 127.0.0.1) log in and out, and
 //! prints the flood's outcome beside the logins' latency.
 //!
+//! `--logins N` measures the login path's memory instead: the clients log in (each its own
+//! user) until N logins in all, and it prints the app's VmRSS idle, after the registrations,
+//! at its peak during the logins (read every 20 ms) and after. `--memory` runs the app in
+//! memory instead of on Redis.
+//!
+//! ```text
+//! cargo build --release -p login-app && cargo run --release -p baton-integration --bin load -- --logins 1000
+//! cargo build --release -p login-app && cargo run --release -p baton-integration --bin load -- --logins 1000 --memory
+//! ```
+//!
 //! `--chaos` runs two app instances on one Redis (append-only file, fsync always) and breaks
 //! things while the clients work: every normal client connection is killed every few seconds
 //! (`CLIENT KILL TYPE normal`) and Redis is restarted once halfway. Clients behave as the page
@@ -66,6 +76,12 @@ struct Args {
     /// Registrations a second in the flood.
     #[arg(long, default_value_t = 300)]
     flood_rate: u64,
+    /// Measure the login path's memory: this many logins in all, then stop.
+    #[arg(long)]
+    logins: Option<usize>,
+    /// Run the app in memory (no Redis).
+    #[arg(long)]
+    memory: bool,
 }
 
 type Http = Client<HttpConnector, Full<Bytes>>;
@@ -79,7 +95,7 @@ impl App {
     fn start(
         bin: &PathBuf,
         port: u16,
-        redis: &str,
+        redis: Option<&str>,
         key_file: &PathBuf,
         log: PathBuf,
         register_limit: bool,
@@ -87,7 +103,8 @@ impl App {
         let stdout = std::fs::File::create(&log).expect("the app's log file");
         let stderr = stdout.try_clone().expect("the app's log file");
         let child = Command::new(bin)
-            .args(["--addr", &format!("127.0.0.1:{port}"), "--redis-url", redis])
+            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .args(redis.map(|url| ["--redis-url", url]).iter().flatten())
             .arg("--key-file")
             .arg(key_file)
             .args([
@@ -506,10 +523,11 @@ async fn main() {
     for i in 0..instances {
         let port = baton_test::free_port();
         let log = redis.dir().join(format!("app-{i}.log"));
+        let url = redis.url();
         apps.push(App::start(
             &args.app_bin,
             port,
-            &redis.url(),
+            (!args.memory).then_some(url.as_str()),
             &key_file,
             log,
             args.flood,
@@ -526,6 +544,7 @@ async fn main() {
     let http: Http = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(args.clients)
         .build_http();
+    let rss_idle = rss_kib(apps[0].child.id());
     for i in 0..args.clients {
         let creds = json!({"username": format!("load{i}"), "password": "load-test-password"});
         // Each user from an address of its own (127.0.1.x): the registration limit is per
@@ -551,6 +570,22 @@ async fn main() {
     }
     let pid = apps[0].child.id();
     let rss_before = rss_kib(pid);
+    if let Some(logins) = args.logins {
+        login_memory(
+            &http,
+            &bases[0],
+            pid,
+            args.clients,
+            logins,
+            rss_idle,
+            rss_before,
+        )
+        .await;
+        for app in apps {
+            app.stop();
+        }
+        return;
+    }
     let cycles = Arc::new(AtomicU64::new(0));
     let redis = Arc::new(Mutex::new(redis));
     let stop = Arc::new(AtomicBool::new(false));
@@ -674,6 +709,84 @@ async fn main() {
         }
     }
     drop(redis);
+}
+
+/// `clients` clients log in (user `load{i}` each) until `logins` in all, while the app's
+/// VmRSS is read every 20 ms; prints it idle, after the registrations, at its peak and after.
+async fn login_memory(
+    http: &Http,
+    base: &str,
+    pid: u32,
+    clients: usize,
+    logins: usize,
+    rss_idle: u64,
+    rss_registered: u64,
+) {
+    let done = Arc::new(AtomicU64::new(0));
+    let peak = Arc::new(AtomicU64::new(rss_registered));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, stop) = (peak.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                peak.fetch_max(rss_kib(pid), Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..clients {
+        let (http, base, done) = (http.clone(), base.to_owned(), done.clone());
+        tasks.spawn(async move {
+            let creds = json!({"username": format!("load{i}"), "password": "load-test-password"});
+            let mut statuses = BTreeMap::<u16, u64>::new();
+            let mut latencies = Vec::new();
+            // Bounded: each client stops once the total is reached (or after 10 minutes).
+            while done.fetch_add(1, Ordering::SeqCst) < logins as u64
+                && started.elapsed() < Duration::from_secs(600)
+            {
+                let t = Instant::now();
+                let r = call(&http, &base, Method::POST, "/auth/login", &[], Some(&creds)).await;
+                latencies.push(t.elapsed());
+                *statuses.entry(r.status.as_u16()).or_default() += 1;
+                if r.status == StatusCode::SERVICE_UNAVAILABLE {
+                    tokio::time::sleep(Duration::from_secs(r.retry_after.unwrap_or(1))).await;
+                }
+            }
+            (statuses, latencies)
+        });
+    }
+    let mut statuses = BTreeMap::<u16, u64>::new();
+    let mut latencies = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (s, l) = joined.expect("login client");
+        for (k, v) in s {
+            *statuses.entry(k).or_default() += v;
+        }
+        latencies.extend(l);
+    }
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let _ = sampler.await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_after = rss_kib(pid);
+    latencies.sort();
+    println!(
+        "logins: {} at {clients} clients in {:.1} s ({:.0}/s), answers {statuses:?}, p50 {:.1?}, p99 {:.1?}",
+        latencies.len(),
+        elapsed.as_secs_f64(),
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
+    println!(
+        "app VmRSS: idle {} MiB, after {clients} registrations {} MiB, peak during the logins {} MiB, after {} MiB",
+        rss_idle / 1024,
+        rss_registered / 1024,
+        peak.load(Ordering::SeqCst) / 1024,
+        rss_after / 1024
+    );
 }
 
 /// Registrations at `rate` a second from 127.0.0.2 until `stop`; the count of each status.
