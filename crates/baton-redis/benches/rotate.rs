@@ -21,16 +21,9 @@ use baton_redis::{RedisOptions, RedisStore};
 use baton_store::{Device, Policy, RefreshKeys, RefreshStore, RotateContext, RotationKind};
 use baton_test::RedisServer;
 
-const UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.2903.112";
+use baton_test::rotate_limit::{BENCH_UA as UA, Run};
 const ROTATIONS: usize = 60_000;
 const LIMIT_CALLS: usize = 100_000;
-const LIMIT_USERS: usize = 1_000_000;
-
-struct Run {
-    per_second: f64,
-    p50: Duration,
-    p99: Duration,
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -81,88 +74,6 @@ async fn ours(store: &RedisStore, concurrency: usize) -> Run {
     }
 }
 
-/// Pre-creates one-session users `bench:{000000000000}` ... for the limit run.
-async fn populate_limit_users(url: &str) {
-    let client = redis::Client::open(url).unwrap();
-    // Each script below writes thousands of keys: no response timeout.
-    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-    let mut conn = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .unwrap();
-    let now = baton_core::Clock::now_millis(&baton_core::SystemClock);
-    let far = now + 3_600_000;
-    let record = format!(
-        "m\u{1f}0\u{1f}{now}\u{1f}{now}\u{1f}{far}\u{1f}{far}\u{1f}192.0.2.7\u{1f}\u{1f}{UA}\u{1f}bench-user"
-    );
-    let script = r#"
-        for i = tonumber(ARGV[2]), tonumber(ARGV[3]) - 1 do
-          redis.call("SET", string.format("bench:{%012d}", i), ARGV[1], "PX", 3600000)
-        end
-        return 0"#;
-    let step = 20_000;
-    for start in (0..LIMIT_USERS).step_by(step) {
-        let _: i64 = redis::cmd("EVAL")
-            .arg(script)
-            .arg(0)
-            .arg(&record)
-            .arg(start)
-            .arg(start + step)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
-}
-
-fn limit(port: u16, concurrency: usize, sha: &str) -> Option<Run> {
-    let now = baton_core::Clock::now_millis(&baton_core::SystemClock);
-    let output = std::process::Command::new("redis-benchmark")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-c",
-            &concurrency.to_string(),
-        ])
-        .args([
-            "-n",
-            &LIMIT_CALLS.to_string(),
-            "-r",
-            &LIMIT_USERS.to_string(),
-            "--csv",
-        ])
-        .args([
-            "EVALSHA",
-            sha,
-            "1",
-            "bench:{__rand_int__}",
-            // The write's deadline (Redis's clock, ms): far away, never late.
-            "99999999999999",
-            "m",
-            "0",
-            &now.to_string(),
-        ])
-        .args(["3600000", "3600000", "record", UA, "192.0.2.7", "86400000"])
-        .args(["strict", "bench-attempt"])
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
-    let line = text.lines().find(|l| l.starts_with("\"EVALSHA"))?;
-    let cols: Vec<f64> = line
-        .split(',')
-        .skip(1)
-        .filter_map(|c| c.trim_matches('"').parse().ok())
-        .collect();
-    let ms = |v: f64| Duration::from_secs_f64(v / 1000.0);
-    Some(Run {
-        per_second: cols[0],
-        p50: ms(cols[3]),
-        p99: ms(cols[5]),
-    })
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -184,14 +95,14 @@ fn main() {
         let warm = store.create("warm-up", Device::default()).await.unwrap();
         store.rotate(warm.token.expose(), RotateContext::default()).await.unwrap();
         let sha = baton_redis::rotate_script_sha();
-        populate_limit_users(&server.url()).await;
+        baton_test::rotate_limit::populate(&server.url()).await;
 
         println!("rotations against redis-server on 127.0.0.1:{} ({ROTATIONS} per level)", server.port());
         println!("| concurrency | RedisStore rot/s | p50 | p99 | redis-benchmark EVALSHA rot/s | p50 | p99 | ratio |");
         println!("|---|---|---|---|---|---|---|---|");
         for concurrency in [1, 16, 64] {
             let ours = ours(&store, concurrency).await;
-            let limit = limit(server.port(), concurrency, &sha);
+            let limit = baton_test::rotate_limit::redis_benchmark_rotate(server.port(), concurrency, LIMIT_CALLS, &sha);
             match limit {
                 Some(l) => println!(
                     "| {concurrency} | {:.0} | {:.0?} | {:.0?} | {:.0} | {:.0?} | {:.0?} | {:.2}x |",

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 mod oidc;
 mod postgres;
+pub mod rotate_limit;
 
 pub use oidc::{OidcClient, OidcServer, ProviderBrowser};
 pub use postgres::PgServer;

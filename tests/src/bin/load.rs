@@ -24,6 +24,16 @@
 //! cargo build --release -p login-app && cargo run --release -p baton-integration --bin load -- --logins 1000 --memory
 //! ```
 //!
+//! `--refreshes SECS` measures `POST /auth/refresh` end to end (HTTP, the rotation, the
+//! cookie, a new access token): at 1, 16 and 64 clients, each rotating its own session's
+//! chain for SECS seconds, and, on Redis, `redis-benchmark` sending the same rotate script
+//! at the same concurrency to the same server (the limit); it prints rotations a second, p50,
+//! p99 and the ratio. With `--memory`, the app's in-memory store (no limit to compare with).
+//!
+//! ```text
+//! cargo build --release -p login-app && cargo run --release -p baton-integration --bin load -- --refreshes 8
+//! ```
+//!
 //! `--chaos` runs two app instances on one Redis (append-only file, fsync always) and breaks
 //! things while the clients work: every normal client connection is killed every few seconds
 //! (`CLIENT KILL TYPE normal`) and Redis is restarted once halfway. Clients behave as the page
@@ -82,6 +92,9 @@ struct Args {
     /// Run the app in memory (no Redis).
     #[arg(long)]
     memory: bool,
+    /// Measure refresh throughput: this many seconds per concurrency level, then stop.
+    #[arg(long)]
+    refreshes: Option<u64>,
 }
 
 type Http = Client<HttpConnector, Full<Bytes>>;
@@ -570,6 +583,24 @@ async fn main() {
     }
     let pid = apps[0].child.id();
     let rss_before = rss_kib(pid);
+    if let Some(seconds) = args.refreshes {
+        let port = (!args.memory).then(|| redis.port());
+        if port.is_some() {
+            baton_test::rotate_limit::populate(&redis.url()).await;
+        }
+        refresh_throughput(
+            &http,
+            &bases[0],
+            port,
+            Duration::from_secs(seconds),
+            args.clients,
+        )
+        .await;
+        for app in apps {
+            app.stop();
+        }
+        return;
+    }
     if let Some(logins) = args.logins {
         login_memory(
             &http,
@@ -709,6 +740,88 @@ async fn main() {
         }
     }
     drop(redis);
+}
+
+/// At 1, 16 and 64 clients (at most `users`), each logs in once (user `load{i}`) and then
+/// rotates its own session's chain for `seconds`; beside it, on Redis (`port`), the limit.
+async fn refresh_throughput(
+    http: &Http,
+    base: &str,
+    port: Option<u16>,
+    seconds: Duration,
+    users: usize,
+) {
+    let sha = baton_redis::rotate_script_sha();
+    println!(
+        "| clients | refreshes/s | p50 | p99 | non-200 | redis-benchmark EVALSHA/s | p50 | p99 | ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for clients in [1, 16, 64].into_iter().filter(|&c| c <= users) {
+        let mut cookies = Vec::new();
+        for i in 0..clients {
+            let creds = json!({"username": format!("load{i}"), "password": "load-test-password"});
+            let login = call(http, base, Method::POST, "/auth/login", &[], Some(&creds)).await;
+            assert_eq!(login.status, StatusCode::OK, "{:?}", login.body);
+            cookies.push(login.cookie.expect("a refresh cookie"));
+        }
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for cookie in cookies {
+            let (http, base) = (http.clone(), base.to_owned());
+            tasks.spawn(async move {
+                let mut cookie = cookie;
+                let mut latencies = Vec::new();
+                let mut refused = 0u64;
+                while started.elapsed() < seconds {
+                    let t = Instant::now();
+                    let r = call(
+                        &http,
+                        &base,
+                        Method::POST,
+                        "/auth/refresh",
+                        &[("cookie", &cookie)],
+                        None,
+                    )
+                    .await;
+                    latencies.push(t.elapsed());
+                    if r.status == StatusCode::OK {
+                        cookie = r.cookie.expect("the successor cookie");
+                    } else {
+                        refused += 1;
+                        if let Some(next) = r.cookie {
+                            cookie = next;
+                        }
+                    }
+                }
+                (latencies, refused)
+            });
+        }
+        let mut latencies = Vec::new();
+        let mut refused = 0;
+        while let Some(done) = tasks.join_next().await {
+            let (l, r) = done.expect("refresh client");
+            latencies.extend(l);
+            refused += r;
+        }
+        let elapsed = started.elapsed();
+        latencies.sort();
+        let ours = latencies.len() as f64 / elapsed.as_secs_f64();
+        let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+        match port.and_then(|port| {
+            baton_test::rotate_limit::redis_benchmark_rotate(port, clients, 100_000, &sha)
+        }) {
+            Some(limit) => println!(
+                "| {clients} | {ours:.0} | {p50:.2?} | {p99:.2?} | {refused} | {:.0} | {:.2?} | {:.2?} | {:.2}x |",
+                limit.per_second,
+                limit.p50,
+                limit.p99,
+                ours / limit.per_second
+            ),
+            None => {
+                println!("| {clients} | {ours:.0} | {p50:.2?} | {p99:.2?} | {refused} | | | | |")
+            }
+        }
+    }
 }
 
 /// `clients` clients log in (user `load{i}` each) until `logins` in all, while the app's
