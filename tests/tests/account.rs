@@ -65,16 +65,7 @@ async fn serve<S: RefreshStore + Clone>(
         .route("/api/me", get(me))
         .route_layer(baton.bearer_layer())
         .merge(baton.router());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+    let addr = common::serve_with_peer(app).await;
     Harness {
         addr,
         clock,

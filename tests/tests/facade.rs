@@ -2,6 +2,8 @@
 //! app, once with `MemoryStore` and once with `RedisStore` on a test-started redis-server;
 //! then the client-side and server-side refresh layers against it.
 
+mod common;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -135,16 +137,7 @@ async fn serve<S: RefreshStore + Clone>(
             req
         },
     ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+    let addr = common::serve_with_peer(app).await;
     Harness {
         addr,
         clock,

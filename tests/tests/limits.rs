@@ -1,6 +1,8 @@
 //! Login and refresh rate limits over real TCP: 429 with Retry-After, per IP and per username,
 //! and shared by every instance through Redis.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -52,17 +54,7 @@ async fn serve(limits: RateLimits, limiter: Option<Arc<dyn RateLimiter>>) -> Soc
         builder = builder.rate_limiter(Shared(limiter));
     }
     let app = builder.build().unwrap().router::<()>();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    addr
+    common::serve_with_peer(app).await
 }
 
 struct Shared(Arc<dyn RateLimiter>);

@@ -18,6 +18,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
+mod common;
+
 const WIRE: &str = include_str!("../../crates/baton/WIRE.md");
 
 struct Alice;
@@ -238,17 +240,7 @@ async fn serve() -> SocketAddr {
         .client_addr_from_peer()
         .build()
         .unwrap();
-    let app = baton.router::<()>();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-    });
-    addr
+    common::serve_with_peer(baton.router()).await
 }
 
 #[tokio::test]

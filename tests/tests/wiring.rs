@@ -5,9 +5,8 @@
 
 mod common;
 
-use common::{Users, call};
+use common::{Reply, Users, call};
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -47,24 +46,32 @@ async fn serve<S: baton::store::RefreshStore, A: Authenticator<Claims = NoCustom
         .route("/api/me", get(me))
         .route_layer(baton.bearer_layer())
         .merge(baton.router());
+    if with_peer {
+        return format!("http://{}", common::serve_with_peer(app).await);
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        if with_peer {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await
-        } else {
-            axum::serve(listener, app).await
-        }
-    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
     origin
 }
 
 fn login_body(user: &str, password: &str) -> String {
     format!(r#"{{"username":"{user}","password":"{password}"}}"#)
+}
+
+/// `POST /auth/login` with `{"username","password"}` and `headers`.
+async fn login(origin: &str, user: &str, password: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut all = vec![JSON];
+    all.extend_from_slice(headers);
+    call(
+        origin,
+        None,
+        Method::POST,
+        "/auth/login",
+        &all,
+        &login_body(user, password),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -101,28 +108,12 @@ async fn per_network_limits_need_a_declared_client_address() {
         .build()
         .unwrap();
     let blind = serve(&baton, false).await;
-    let res = call(
-        &blind,
-        None,
-        Method::POST,
-        "/auth/login",
-        &[JSON],
-        &login_body("alice", "alice-password"),
-    )
-    .await;
+    let res = login(&blind, "alice", "alice-password", &[]).await;
     assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(res.body["error"], "server_error");
     // Served with the peer address, the same configuration logs in.
     let seeing = serve(&baton, true).await;
-    let res = call(
-        &seeing,
-        None,
-        Method::POST,
-        "/auth/login",
-        &[JSON],
-        &login_body("alice", "alice-password"),
-    )
-    .await;
+    let res = login(&seeing, "alice", "alice-password", &[]).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
 }
 
@@ -142,15 +133,7 @@ async fn without_client_addresses_no_stranger_locks_out_a_known_browser() {
         .unwrap();
     let origin = serve(&baton, false).await;
     // Carol's browser logged in before: it holds her device cookie.
-    let res = call(
-        &origin,
-        None,
-        Method::POST,
-        "/auth/login",
-        &[JSON],
-        &login_body("carol", "carol-password"),
-    )
-    .await;
+    let res = login(&origin, "carol", "carol-password", &[]).await;
     assert_eq!(res.status, StatusCode::OK);
     let device = res
         .headers
@@ -164,44 +147,20 @@ async fn without_client_addresses_no_stranger_locks_out_a_known_browser() {
     // for the network, since this server cannot tell clients apart.
     for i in 0..12 {
         let user = format!("user{i}");
-        let res = call(
-            &origin,
-            None,
-            Method::POST,
-            "/auth/login",
-            &[JSON],
-            &login_body(&user, &format!("{user}-password")),
-        )
-        .await;
+        let res = login(&origin, &user, &format!("{user}-password"), &[]).await;
         assert_eq!(res.status, StatusCode::OK, "login {i}: {}", res.body);
     }
     // A stranger guessing Carol's password: no bucket shared by every client runs out at 5;
     // the per-name limit for browsers without her device cookie (30 a minute) does.
     let mut statuses = Vec::new();
     for _ in 0..32 {
-        let res = call(
-            &origin,
-            None,
-            Method::POST,
-            "/auth/login",
-            &[JSON],
-            &login_body("carol", "wrong"),
-        )
-        .await;
+        let res = login(&origin, "carol", "wrong", &[]).await;
         statuses.push(res.status);
     }
     assert_eq!(statuses[..31], [StatusCode::UNAUTHORIZED; 31]);
     assert_eq!(statuses[31], StatusCode::TOO_MANY_REQUESTS);
     // Carol's own browser still logs in.
-    let res = call(
-        &origin,
-        None,
-        Method::POST,
-        "/auth/login",
-        &[JSON, ("cookie", &device)],
-        &login_body("carol", "carol-password"),
-    )
-    .await;
+    let res = login(&origin, "carol", "carol-password", &[("cookie", &device)]).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
 }
 
@@ -272,17 +231,9 @@ async fn two_instances_from_baton_redis_share_revocations_and_limits() {
     }
     let (a, b) = (serve(&a, true).await, serve(&b, true).await);
 
-    let login = call(
-        &a,
-        None,
-        Method::POST,
-        "/auth/login",
-        &[JSON],
-        &login_body("alice", "alice-password"),
-    )
-    .await;
-    assert_eq!(login.status, StatusCode::OK, "{}", login.body);
-    let token = login.access();
+    let first = login(&a, "alice", "alice-password", &[]).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    let token = first.access();
     let bearer = format!("Bearer {token}");
     let res = call(
         &b,
@@ -296,7 +247,7 @@ async fn two_instances_from_baton_redis_share_revocations_and_limits() {
     assert_eq!(res.status, StatusCode::OK);
 
     // A logout on A: B refuses the access token soon after (the feed), not at its expiry.
-    let cookie = format!("__Secure-refresh={}", login.refresh_cookie().unwrap());
+    let cookie = format!("__Secure-refresh={}", first.refresh_cookie().unwrap());
     let res = call(
         &a,
         None,
@@ -332,15 +283,7 @@ async fn two_instances_from_baton_redis_share_revocations_and_limits() {
     // Failed logins of one name count once across the instances (5 a minute).
     let mut statuses = Vec::new();
     for origin in [&a, &b, &a, &b, &a, &b] {
-        let res = call(
-            origin,
-            None,
-            Method::POST,
-            "/auth/login",
-            &[JSON],
-            &login_body("bob", "wrong"),
-        )
-        .await;
+        let res = login(origin, "bob", "wrong", &[]).await;
         statuses.push(res.status);
     }
     assert_eq!(statuses[..5], [StatusCode::UNAUTHORIZED; 5]);
