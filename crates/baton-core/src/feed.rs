@@ -15,7 +15,10 @@ use crate::{CheckRevocation as _, Clock, Revocation, RevocationList, TokenIdenti
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DisconnectPolicy {
-    /// Keep serving with the revocations known so far (availability first).
+    /// Keep serving with the revocations known so far (availability first). A feed that has
+    /// not read the log once yet knows none, so it refuses (as [`RefuseAll`](Self::RefuseAll)
+    /// does) until its first read or until [`FeedState::STARTUP`] has passed since it
+    /// started: a fresh instance never takes a token another one revoked before it started.
     #[default]
     KeepServing,
     /// Refuse every access token until the log can be read again and is caught up (safety
@@ -212,9 +215,69 @@ impl FeedState {
         self.list.is_revoked(token)
     }
 
-    /// As [`CheckRevocation::is_known`](crate::CheckRevocation::is_known): under [`DisconnectPolicy::RefuseAll`], only while
-    /// the log is being read.
+    /// How long a feed that has never read the log refuses under
+    /// [`DisconnectPolicy::KeepServing`] before serving anyway.
+    pub const STARTUP: Duration = Duration::from_secs(2);
+
+    /// As [`CheckRevocation::is_known`](crate::CheckRevocation::is_known): under
+    /// [`DisconnectPolicy::RefuseAll`], only while the log is being read; under
+    /// [`DisconnectPolicy::KeepServing`], once it has been read (or [`STARTUP`](Self::STARTUP)
+    /// has passed without a read).
     pub fn is_known(&self) -> bool {
-        self.policy != DisconnectPolicy::RefuseAll || self.connected()
+        if self.connected() {
+            return true;
+        }
+        match self.policy {
+            DisconnectPolicy::RefuseAll => false,
+            DisconnectPolicy::KeepServing => {
+                self.last_read_ms.load(Ordering::Acquire) != 0
+                    || self.clock.now_millis().saturating_sub(self.started_ms)
+                        >= u64::try_from(Self::STARTUP.as_millis()).unwrap_or(u64::MAX)
+            }
+        }
+    }
+}
+
+#[cfg(all(test, feature = "test-util"))]
+mod tests {
+    use super::*;
+    use crate::TestClock;
+
+    fn state(policy: DisconnectPolicy, clock: &TestClock) -> FeedState {
+        FeedState::new(
+            Duration::from_secs(900),
+            Duration::from_millis(250),
+            policy,
+            Arc::new(clock.clone()),
+        )
+    }
+
+    #[test]
+    fn keep_serving_waits_for_the_first_read_or_the_startup_window() {
+        let clock = TestClock::at_secs(1_800_000_000);
+        let fresh = state(DisconnectPolicy::KeepServing, &clock);
+        assert!(!fresh.is_known(), "nothing read yet: nothing known");
+        fresh.log_read();
+        assert!(fresh.is_known());
+        // Once read, a later disconnection keeps serving.
+        clock.advance(Duration::from_secs(60));
+        assert!(!fresh.connected());
+        assert!(fresh.is_known());
+
+        // Never read: refused for the start-up window, then served.
+        let unread = state(DisconnectPolicy::KeepServing, &clock);
+        clock.advance(FeedState::STARTUP - Duration::from_millis(1));
+        assert!(!unread.is_known());
+        clock.advance(Duration::from_millis(1));
+        assert!(unread.is_known());
+
+        // Refuse-all knows only while it reads.
+        let strict = state(DisconnectPolicy::RefuseAll, &clock);
+        clock.advance(FeedState::STARTUP * 2);
+        assert!(!strict.is_known());
+        strict.log_read();
+        assert!(strict.is_known());
+        clock.advance(Duration::from_secs(60));
+        assert!(!strict.is_known());
     }
 }

@@ -156,72 +156,6 @@ impl<S, A: Authenticator> fmt::Debug for Baton<S, A> {
     }
 }
 
-/// The feed [`Baton::redis`] starts in `build`, which returns before the feed's first read
-/// of the log: until it has read it once (or [`HeardFeed::STARTUP`] has passed, after which
-/// the feed's own [`DisconnectPolicy`](baton_redis::DisconnectPolicy) decides), access tokens
-/// are answered 503 with `Retry-After`, so a fresh instance never takes a token another
-/// instance revoked before it started.
-#[cfg(feature = "redis")]
-struct HeardFeed {
-    feed: Arc<baton_redis::RevocationFeed>,
-    heard: std::sync::atomic::AtomicBool,
-    started: std::time::Instant,
-}
-
-#[cfg(feature = "redis")]
-impl HeardFeed {
-    /// How long a fresh instance waits for its first read before its feed's policy decides.
-    const STARTUP: Duration = Duration::from_secs(2);
-
-    fn new(feed: Arc<baton_redis::RevocationFeed>) -> Self {
-        HeardFeed {
-            feed,
-            heard: std::sync::atomic::AtomicBool::new(false),
-            started: std::time::Instant::now(),
-        }
-    }
-}
-
-#[cfg(feature = "redis")]
-impl CheckRevocation for HeardFeed {
-    fn is_revoked(&self, token: &baton_core::TokenIdentity<'_>) -> bool {
-        self.feed.is_revoked(token)
-    }
-
-    fn is_known(&self) -> bool {
-        use std::sync::atomic::Ordering;
-        if !self.heard.load(Ordering::Relaxed) {
-            if self.feed.status() == baton_redis::FeedStatus::Connected {
-                self.heard.store(true, Ordering::Relaxed);
-            } else if self.started.elapsed() < Self::STARTUP {
-                return false;
-            }
-        }
-        self.feed.is_known()
-    }
-}
-
-#[cfg(feature = "redis")]
-impl Revoke for HeardFeed {
-    fn revoke<'a>(
-        &'a self,
-        revocations: &'a [baton_core::Revocation],
-    ) -> baton_core::RevokeFuture<'a> {
-        self.feed.revoke(revocations)
-    }
-
-    fn revoked<'a>(
-        &'a self,
-        revocations: &'a [baton_core::Revocation],
-    ) -> baton_core::RevokeFuture<'a> {
-        self.feed.revoked(revocations)
-    }
-
-    fn is_recorded(&self, revocation: &baton_core::Revocation) -> bool {
-        self.feed.is_recorded(revocation)
-    }
-}
-
 /// Builds a [`Baton`]; see [`Baton::builder`].
 #[must_use]
 pub struct BatonBuilder<S, A> {
@@ -848,13 +782,12 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
                 // Kept as long as an access token can be accepted.
                 let options = baton_redis::FeedOptions::new(self.access_ttl + self.leeway)
                     .with_prefix(prefix.clone());
-                revocations = Some(Arc::new(HeardFeed::new(
-                    baton_redis::RevocationFeed::spawn_on_with_clock(
-                        conn.clone(),
-                        options,
-                        self.clock.clone(),
-                    ),
-                )));
+                // Until its first read the feed refuses tokens (503): see `DisconnectPolicy`.
+                revocations = Some(baton_redis::RevocationFeed::spawn_on_with_clock(
+                    conn.clone(),
+                    options,
+                    self.clock.clone(),
+                ));
             }
             if limiter.is_none() {
                 limiter = Some(Arc::new(

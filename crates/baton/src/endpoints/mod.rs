@@ -297,20 +297,21 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         if !self.client_addr_required || crate::device::peer(req.extensions()).is_some() {
             return Ok(());
         }
-        static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
         #[cfg(feature = "tracing")]
-        if LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            tracing::debug!(target: "baton::auth", "a request without a peer address: 500");
-        } else {
-            tracing::error!(
-            target: "baton::auth",
-            "the request carries no peer address, which the per-network rate limits need: \
-             serve with axum's into_make_service_with_connect_info::<SocketAddr>(), or insert \
-             baton::PeerAddr in each request; answering 500 (logged once)"
-            );
+        {
+            static LOGGED: std::sync::atomic::AtomicBool =
+                std::sync::atomic::AtomicBool::new(false);
+            if LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::debug!(target: "baton::auth", "a request without a peer address: 500");
+            } else {
+                tracing::error!(
+                    target: "baton::auth",
+                    "the request carries no peer address, which the per-network rate limits \
+                     need: serve with axum's into_make_service_with_connect_info::<SocketAddr>(), \
+                     or insert baton::PeerAddr in each request; answering 500 (logged once)"
+                );
+            }
         }
-        #[cfg(not(feature = "tracing"))]
-        let _ = &LOGGED;
         Err(self.error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",
