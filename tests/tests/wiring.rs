@@ -433,3 +433,22 @@ async fn a_login_body_is_the_applications_own_type() {
     assert_eq!(statuses[..6], [StatusCode::UNAUTHORIZED; 6]);
     assert_eq!(statuses[6], StatusCode::TOO_MANY_REQUESTS);
 }
+
+#[test]
+fn baton_redis_outside_a_runtime_is_a_clear_error_not_a_panic() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = runtime.block_on(redis_store(&server));
+    // Built outside the runtime: the feed could not start its reader.
+    let err = Baton::redis(store, Users, keys())
+        .client_addr_from_peer()
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, ConfigError::NoRuntime), "{err}");
+    assert!(err.to_string().contains("Tokio runtime"), "{err}");
+}
