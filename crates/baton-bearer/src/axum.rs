@@ -13,9 +13,12 @@ use crate::BearerVerified;
 /// Without claims in the request (no layer, or an anonymous request in optional mode) it
 /// answers 401 with a `WWW-Authenticate: Bearer` challenge; `Option<Authenticated<C>>` gives
 /// `None` instead. `C` must be the layer's claims type
-/// ([`with_claims`](crate::BearerVerifyLayer::with_claims)): a handler asking for another one
-/// behind a layer that verified the token answers 500 and logs an error naming the type,
-/// rather than refusing a valid token as if there were none.
+/// ([`with_claims`](crate::BearerVerifyLayer::with_claims)). In a debug build, a handler asking
+/// for another one behind a layer that verified the token answers 500 and logs an error naming
+/// the type, rather than refusing a valid token as if there were none. A release build leaves
+/// out the per-request marker that tells the two apart (see
+/// [`BearerVerified`](crate::BearerVerified)): it answers 401, and logs a warning once when the
+/// request did carry a bearer token.
 ///
 /// ```
 /// use axum::{Router, routing::get};
@@ -42,7 +45,7 @@ pub enum NotAuthenticated {
     /// A bearer layer verified the token, but into another claims type than the handler asks
     /// for (a layer built `.with_claims::<AppClaims>()` and a handler taking plain
     /// `Authenticated`): the application's bug, not the client's. 500, logged as an error
-    /// naming the type asked for.
+    /// naming the type asked for. Debug builds only (see [`BearerVerified`]).
     ClaimsType {
         /// The claims type the handler asked for.
         expected: &'static str,
@@ -80,6 +83,8 @@ fn claims_of<C: Clone + Send + Sync + 'static>(
         return Ok(Some(Authenticated(claims.clone())));
     }
     if parts.extensions.get::<BearerVerified>().is_none() {
+        #[cfg(all(not(debug_assertions), feature = "tracing"))]
+        warn_bearer_without_claims::<C>(parts);
         return Ok(None);
     }
     let expected = std::any::type_name::<C>();
@@ -92,6 +97,29 @@ fn claims_of<C: Clone + Send + Sync + 'static>(
          facade, the Authenticator's Claims), or take that type in the handler; answering 500"
     );
     Err(NotAuthenticated::ClaimsType { expected })
+}
+
+/// A release build's hint at a claims-type mix-up (see [`BearerVerified`]): a request that
+/// carries a bearer token but no claims of type `C`. Logged once per process.
+#[cfg(all(not(debug_assertions), feature = "tracing"))]
+fn warn_bearer_without_claims<C>(parts: &Parts) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    let bearer = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().get(..7))
+        .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer "));
+    if bearer && !WARNED.swap(true, Ordering::Relaxed) {
+        let expected = std::any::type_name::<C>();
+        tracing::warn!(
+            target: "baton::bearer",
+            expected,
+            "a request with a bearer token reached a handler asking for Authenticated<{expected}> \
+             without claims of that type: no bearer layer on this route, or one verifying into \
+             another claims type (build it with .with_claims::<{expected}>()); answering 401"
+        );
+    }
 }
 
 impl<S, C> FromRequestParts<S> for Authenticated<C>

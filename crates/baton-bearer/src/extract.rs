@@ -1,13 +1,54 @@
 //! Finding the token in a request: `Authorization: Bearer` and, optionally, a cookie.
+//!
+//! The token's `token68` syntax is checked only when it fails to verify: a token that
+//! verifies is three base64url segments joined by `.` (or the SHA-256 twin of one in the
+//! cache), all of whose characters are `token68` characters, so the success path skips a pass
+//! over the token and a failure is classified as before (`invalid_request` for bad syntax,
+//! `invalid_token` for the rest).
 
 use http::HeaderMap;
 use http::header::{AUTHORIZATION, COOKIE};
 
 /// Where the token came from, or why the request is malformed (RFC 6750 `invalid_request`).
-pub(crate) type Extracted<'a> = Result<Option<&'a str>, &'static str>;
+pub(crate) type Extracted<'a> = Result<Option<Found<'a>>, &'static str>;
 
-/// The token of the `Authorization` header and whether it came with the `DPoP` scheme.
-pub(crate) type FromHeader<'a> = Result<Option<(&'a str, bool)>, &'static str>;
+/// A token found in a request, its syntax not yet checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Found<'a> {
+    pub(crate) token: &'a str,
+    /// It came with the `DPoP` scheme.
+    pub(crate) dpop: bool,
+    /// It came from the cookie (else the `Authorization` header).
+    cookie: bool,
+}
+
+impl<'a> Found<'a> {
+    fn header(token: &'a str, dpop: bool) -> Self {
+        Found {
+            token,
+            dpop,
+            cookie: false,
+        }
+    }
+
+    fn cookie(token: &'a str) -> Self {
+        Found {
+            token,
+            dpop: false,
+            cookie: true,
+        }
+    }
+
+    /// Why the token is not `token68` (RFC 9110 section 11.2), if it is not: asked when it
+    /// failed to verify, so that bad syntax is answered `invalid_request`.
+    pub(crate) fn syntax_error(&self) -> Option<&'static str> {
+        match (token68(self.token.as_bytes()), self.cookie) {
+            (Some(_), _) => None,
+            (None, false) => Some("bearer token has invalid syntax"),
+            (None, true) => Some("token cookie has invalid syntax"),
+        }
+    }
+}
 
 /// One character of `token68` before its `=` padding (RFC 9110 section 11.2): ALPHA, DIGIT,
 /// `-`, `.`, `_`, `~`, `+`, `/`. Comparisons only, so the check over a whole token vectorizes.
@@ -40,7 +81,7 @@ fn token68(bytes: &[u8]) -> Option<&str> {
     }
 }
 
-fn from_header(headers: &HeaderMap, dpop: bool) -> FromHeader<'_> {
+fn from_header(headers: &HeaderMap, dpop: bool) -> Extracted<'_> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -62,12 +103,14 @@ fn from_header(headers: &HeaderMap, dpop: bool) -> FromHeader<'_> {
     if token.is_empty() {
         return Err("empty bearer token");
     }
-    token68(token)
-        .map(|t| Some((t, is_dpop)))
-        .ok_or("bearer token has invalid syntax")
+    // Not UTF-8 is not `token68` either; the rest of the syntax waits for a failure.
+    match std::str::from_utf8(token) {
+        Ok(token) => Ok(Some(Found::header(token, is_dpop))),
+        Err(_) => Err("bearer token has invalid syntax"),
+    }
 }
 
-fn from_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Extracted<'a> {
+fn from_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, &'static str> {
     let mut found: Option<&'a str> = None;
     for value in headers.get_all(COOKIE) {
         let Ok(value) = value.to_str() else { continue };
@@ -89,7 +132,6 @@ fn from_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Extracted<'a> {
     }
     match found {
         Some("") => Ok(None),
-        Some(v) if token68(v.as_bytes()).is_none() => Err("token cookie has invalid syntax"),
         other => Ok(other),
     }
 }
@@ -100,41 +142,49 @@ pub(crate) fn extract<'a>(
     headers: &'a HeaderMap,
     cookie: Option<&str>,
     dpop: bool,
-) -> FromHeader<'a> {
+) -> Extracted<'a> {
     let header = from_header(headers, dpop)?;
     let Some(name) = cookie else {
         return Ok(header);
     };
     let cookie = from_cookie(headers, name)?;
     match (header, cookie) {
-        (Some((h, _)), Some(c)) if h != c => {
+        (Some(h), Some(c)) if h.token != c => {
             Err("the tokens in the Authorization header and the cookie differ")
         }
         (Some(h), _) => Ok(Some(h)),
-        (None, c) => Ok(c.map(|c| (c, false))),
+        (None, c) => Ok(c.map(Found::cookie)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
+
+    /// The token and its scheme as the layer answers a token that does not verify: bad
+    /// syntax is the request's error (every token that verifies is `token68`).
+    fn unverified<'a>(
+        headers: &'a HeaderMap,
+        cookie: Option<&str>,
+        dpop: bool,
+    ) -> Result<Option<(&'a str, bool)>, &'static str> {
+        match super::extract(headers, cookie, dpop)? {
+            Some(found) => match found.syntax_error() {
+                Some(e) => Err(e),
+                None => Ok(Some((found.token, found.dpop))),
+            },
+            None => Ok(None),
+        }
+    }
 
     /// The token alone, DPoP not configured.
-    fn extract<'a>(headers: &'a HeaderMap, cookie: Option<&str>) -> Extracted<'a> {
-        super::extract(headers, cookie, false).map(|t| t.map(|(token, _)| token))
+    fn extract<'a>(
+        headers: &'a HeaderMap,
+        cookie: Option<&str>,
+    ) -> Result<Option<&'a str>, &'static str> {
+        unverified(headers, cookie, false).map(|t| t.map(|(token, _)| token))
     }
-
-    #[test]
-    fn the_dpop_scheme_is_read_only_when_configured() {
-        let h = headers(&[("authorization", "DPoP abc.def")]);
-        assert_eq!(super::extract(&h, None, false), Ok(None));
-        assert_eq!(super::extract(&h, None, true), Ok(Some(("abc.def", true))));
-        let h = headers(&[("authorization", "Bearer abc.def")]);
-        assert_eq!(super::extract(&h, None, true), Ok(Some(("abc.def", false))));
-        let h = headers(&[("authorization", "dpop  ")]);
-        assert!(super::extract(&h, None, true).is_err());
-    }
-    use http::HeaderValue;
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -142,6 +192,17 @@ mod tests {
             h.append(*k, HeaderValue::from_static(v));
         }
         h
+    }
+
+    #[test]
+    fn the_dpop_scheme_is_read_only_when_configured() {
+        let h = headers(&[("authorization", "DPoP abc.def")]);
+        assert_eq!(unverified(&h, None, false), Ok(None));
+        assert_eq!(unverified(&h, None, true), Ok(Some(("abc.def", true))));
+        let h = headers(&[("authorization", "Bearer abc.def")]);
+        assert_eq!(unverified(&h, None, true), Ok(Some(("abc.def", false))));
+        let h = headers(&[("authorization", "dpop  ")]);
+        assert!(unverified(&h, None, true).is_err());
     }
 
     #[test]
@@ -180,10 +241,34 @@ mod tests {
 
     #[test]
     fn bad_syntax_is_invalid_request() {
-        assert!(extract(&headers(&[("authorization", "Bearer")]), None).is_err());
-        assert!(extract(&headers(&[("authorization", "Bearer a b")]), None).is_err());
-        assert!(extract(&headers(&[("authorization", "Bearer a\"b")]), None).is_err());
-        assert!(extract(&headers(&[("authorization", "Bearer ===")]), None).is_err());
+        assert_eq!(
+            extract(&headers(&[("authorization", "Bearer")]), None),
+            Err("empty bearer token")
+        );
+        for value in ["Bearer a b", "Bearer a\"b", "Bearer ===", "Bearer a=b"] {
+            assert_eq!(
+                extract(&headers(&[("authorization", value)]), None),
+                Err("bearer token has invalid syntax"),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_header_that_is_not_utf8_is_refused_at_once() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "authorization",
+            HeaderValue::from_bytes(b"Bearer ab\xffcd").unwrap(),
+        );
+        assert_eq!(
+            super::extract(&h, None, false),
+            Err("bearer token has invalid syntax")
+        );
+    }
+
+    #[test]
+    fn two_authorization_headers_are_refused() {
         assert!(
             extract(
                 &headers(&[("authorization", "Bearer a"), ("authorization", "Bearer a")]),
@@ -206,5 +291,10 @@ mod tests {
         assert!(extract(&h, Some("at")).is_err());
         let h = headers(&[("cookie", "at=one"), ("authorization", "Bearer one")]);
         assert_eq!(extract(&h, Some("at")), Ok(Some("one")));
+        let h = headers(&[("cookie", "at=a~b=c")]);
+        assert_eq!(
+            extract(&h, Some("at")),
+            Err("token cookie has invalid syntax")
+        );
     }
 }

@@ -35,5 +35,9 @@ pub use service::BearerVerify;
 /// layer verified its token, whatever the claims type: an extractor that finds this but not
 /// the claims type it asks for has met the application's mix-up of claims types (a loud
 /// error), not an anonymous request.
+///
+/// Debug builds only (`debug_assertions`), where such mix-ups are made and found: a second
+/// extension entry per request can make the request's extension table grow, an allocation
+/// and a rehash on the hot path of a release build.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BearerVerified;

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use tower_service::Service;
 
 use crate::dpop::replay_outcome;
-use crate::extract::extract;
+use crate::extract::{Found, extract};
 use crate::future::Waiting;
 use crate::layer::Config;
 use crate::rejection::grpc_response;
@@ -85,40 +85,67 @@ fn is_grpc<B>(req: &Request<B>) -> bool {
         .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
 }
 
+/// What the checks after the signature leave to do: a shared replay cache's answer still to
+/// come, and the `DPoP-Nonce` to send back with the response.
+#[derive(Default)]
+struct Admitted {
+    replay: Option<ReplayFuture>,
+    nonce: Option<HeaderValue>,
+}
+
 /// A request that passed every check but, perhaps, a shared replay cache's answer.
 struct Checked<C> {
     /// `None`: an anonymous request let through in optional mode.
     claims: Option<Claims<C>>,
-    /// A shared replay cache's answer still to come.
-    replay: Option<ReplayFuture>,
-    /// The `DPoP-Nonce` to send back with the response.
-    nonce: Option<HeaderValue>,
+    admitted: Admitted,
 }
 
-/// Checks the request: every check, the DPoP proof's replay last (a request refused for
-/// another reason spends no place in the cache); a shared cache's answer is left to await.
-fn authenticate<C: DeserializeOwned + Clone + Send + Sync + 'static, B>(
+/// The request's token, if it has one: `Ok(None)` for an anonymous request the layer lets
+/// through (optional mode).
+#[inline(always)]
+fn token_of<'a, B>(
+    config: &Config,
+    req: &'a Request<B>,
+) -> Result<Option<Found<'a>>, RejectionKind> {
+    match extract(
+        req.headers(),
+        config.cookie.as_deref(),
+        config.dpop.is_some(),
+    ) {
+        Ok(Some(found)) => Ok(Some(found)),
+        Ok(None) if config.optional => Ok(None),
+        Ok(None) => Err(RejectionKind::MissingToken),
+        Err(description) => Err(RejectionKind::InvalidRequest(description)),
+    }
+}
+
+/// The token's claims once its signature and times are checked (through the cache when the
+/// verifier has one).
+#[inline(always)]
+fn verify<C: DeserializeOwned + Clone + Send + Sync + 'static>(
+    config: &Config,
+    found: Found<'_>,
+) -> Result<Claims<C>, RejectionKind> {
+    config.verifier.verify_cached(found.token).map_err(|e| {
+        // A token that verifies is `token68`; one that does not may be the request's error.
+        match found.syntax_error() {
+            Some(description) => RejectionKind::InvalidRequest(description),
+            None => RejectionKind::InvalidToken(e),
+        }
+    })
+}
+
+/// Every check after the signature, on claims borrowed (they move once, into the request's
+/// extensions): revocation, DPoP, scopes and roles, recent login, and the DPoP proof's replay
+/// last (a request refused for another reason spends no place in the cache); a shared cache's
+/// answer is left to await.
+fn admit<C, B>(
     config: &Config,
     req: &Request<B>,
-) -> Result<Checked<C>, RejectionKind> {
-    let dpop = config.dpop.as_ref();
-    let (token, with_dpop) = match extract(req.headers(), config.cookie.as_deref(), dpop.is_some())
-    {
-        Ok(Some(token)) => token,
-        Ok(None) if config.optional => {
-            return Ok(Checked {
-                claims: None,
-                replay: None,
-                nonce: None,
-            });
-        }
-        Ok(None) => return Err(RejectionKind::MissingToken),
-        Err(description) => return Err(RejectionKind::InvalidRequest(description)),
-    };
-    let claims: Claims<C> = config
-        .verifier
-        .verify_cached(token)
-        .map_err(RejectionKind::InvalidToken)?;
+    found: Found<'_>,
+    claims: &Claims<C>,
+) -> Result<Admitted, RejectionKind> {
+    let (token, with_dpop) = (found.token, found.dpop);
     if let Some(hook) = &config.revocation {
         let identity = TokenIdentity::from_parts(
             &claims.sub,
@@ -136,6 +163,7 @@ fn authenticate<C: DeserializeOwned + Clone + Send + Sync + 'static, B>(
             return Err(RejectionKind::RevocationsUnknown);
         }
     }
+    let dpop = config.dpop.as_ref();
     let proof = match (dpop, with_dpop, claims.dpop_jkt()) {
         // The proof is checked, then matched with the token's key, and recorded last: a
         // proof from another key spends no place in the replay cache.
@@ -175,20 +203,35 @@ fn authenticate<C: DeserializeOwned + Clone + Send + Sync + 'static, B>(
     {
         return Err(RejectionKind::InsufficientScope);
     }
-    recent_login(config, &claims)?;
-    let mut checked = Checked {
-        claims: Some(claims),
-        replay: None,
-        nonce: None,
-    };
+    recent_login(config, claims)?;
+    let mut admitted = Admitted::default();
     if let Some((dpop, proof)) = proof {
-        checked.nonce = dpop.next_nonce(&proof);
+        admitted.nonce = dpop.next_nonce(&proof);
         match dpop.first_use(&proof) {
             ReplayCheck::Ready(answer) => replay_outcome(answer).map_err(dpop_rejection)?,
-            ReplayCheck::Pending(answer) => checked.replay = Some(answer),
+            ReplayCheck::Pending(answer) => admitted.replay = Some(answer),
         }
     }
-    Ok(checked)
+    Ok(admitted)
+}
+
+/// Every check of [`token_of`], [`verify`] and [`admit`], for [`BearerVerifyLayer::check`].
+fn authenticate<C: DeserializeOwned + Clone + Send + Sync + 'static, B>(
+    config: &Config,
+    req: &Request<B>,
+) -> Result<Checked<C>, RejectionKind> {
+    let Some(found) = token_of(config, req)? else {
+        return Ok(Checked {
+            claims: None,
+            admitted: Admitted::default(),
+        });
+    };
+    let claims = verify(config, found)?;
+    let admitted = admit(config, req, found, &claims)?;
+    Ok(Checked {
+        claims: Some(claims),
+        admitted,
+    })
 }
 
 /// A refused DPoP check as the layer answers it: 401 for the proof, 503 when the replay
@@ -328,7 +371,7 @@ where
         async move {
             let reject = |kind| Box::new(reject(&self.config, &self.rejection, kind, facts));
             let checked = checked.map_err(reject)?;
-            if let Some(answer) = checked.replay {
+            if let Some(answer) = checked.admitted.replay {
                 replay_outcome(answer.await)
                     .map_err(dpop_rejection)
                     .map_err(reject)?;
@@ -374,40 +417,54 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        match authenticate::<C, _>(&self.config, &req) {
-            Ok(checked) => {
-                if let Some(claims) = checked.claims {
-                    let extensions = req.extensions_mut();
-                    extensions.insert(claims);
-                    // Zero-sized: no allocation; lets an extractor asking for another claims
-                    // type tell the application's mix-up from an anonymous request.
-                    extensions.insert(crate::BearerVerified);
-                }
-                match checked.replay {
-                    None => ResponseFuture::inner(self.inner.call(req), checked.nonce),
-                    Some(answer) => {
-                        // The service made ready goes with the request; this one keeps a
-                        // clone (`poll_ready` is asked of it again before the next call).
-                        let clone = self.inner.clone();
-                        let inner = std::mem::replace(&mut self.inner, clone);
-                        let config = self.config.clone();
-                        let rejection = self.rejection.clone();
-                        let facts = RequestFacts::of(&req);
-                        let waiting = Waiting {
-                            inner,
-                            req,
-                            nonce: checked.nonce,
-                            reject: Box::new(move |e| {
-                                reject(&config, &rejection, dpop_rejection(e), facts)
-                            }),
-                        };
-                        ResponseFuture::replay(answer, waiting)
-                    }
-                }
+        // The claims go from the verifier into the extensions, the other checks borrowing
+        // them: one move, one allocation (the extension's box) on the success path.
+        let config = &*self.config;
+        let checked = match token_of(config, &req) {
+            Ok(None) => Ok(None),
+            Ok(Some(found)) => verify::<C>(config, found).and_then(|claims| {
+                let admitted = admit(config, &req, found, &claims)?;
+                Ok(Some((claims, admitted)))
+            }),
+            Err(kind) => Err(kind),
+        };
+        let admitted = match checked {
+            Ok(Some((claims, admitted))) => {
+                let extensions = req.extensions_mut();
+                extensions.insert(claims);
+                // Lets an extractor asking for another claims type tell the application's
+                // mix-up from an anonymous request. Debug builds only: a second entry can
+                // make the extension table grow (an allocation and a rehash per request
+                // behind axum's router, which has put two entries there already).
+                #[cfg(debug_assertions)]
+                extensions.insert(crate::BearerVerified);
+                admitted
             }
+            Ok(None) => Admitted::default(),
             Err(kind) => {
-                let res = reject(&self.config, &self.rejection, kind, RequestFacts::of(&req));
-                ResponseFuture::rejected(res)
+                let res = reject(config, &self.rejection, kind, RequestFacts::of(&req));
+                return ResponseFuture::rejected(res);
+            }
+        };
+        match admitted.replay {
+            None => ResponseFuture::inner(self.inner.call(req), admitted.nonce),
+            Some(answer) => {
+                // The service made ready goes with the request; this one keeps a clone
+                // (`poll_ready` is asked of it again before the next call).
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                let config = self.config.clone();
+                let rejection = self.rejection.clone();
+                let facts = RequestFacts::of(&req);
+                let waiting = Waiting {
+                    inner,
+                    req,
+                    nonce: admitted.nonce,
+                    reject: Box::new(move |e| {
+                        reject(&config, &rejection, dpop_rejection(e), facts)
+                    }),
+                };
+                ResponseFuture::replay(answer, waiting)
             }
         }
     }
