@@ -210,6 +210,21 @@ impl Issuer {
     pub fn sign<C: Serialize>(&self, claims: &Claims<C>) -> Result<String, IssueError> {
         let keys = self.inner.keys.load();
         let key = keys.active().ok_or(IssueError::NoSigningKey)?;
+        key.signer().ok_or(IssueError::NoSigningKey)?.sign(claims)
+    }
+
+    /// Signs `claims` as [`Issuer::sign`] does, but through `jsonwebtoken::encode`, which
+    /// builds its signer from the key's bytes on every call.
+    ///
+    /// This is the reference the prepared signer is held to: `tests/sign_differential.rs`
+    /// checks that both give the same token for every deterministic algorithm, and tokens that
+    /// verify alike for the randomized ones (ECDSA, RSA-PSS). Use [`Issuer::sign`].
+    ///
+    /// # Errors
+    /// As [`Issuer::sign`].
+    pub fn sign_reference<C: Serialize>(&self, claims: &Claims<C>) -> Result<String, IssueError> {
+        let keys = self.inner.keys.load();
+        let key = keys.active().ok_or(IssueError::NoSigningKey)?;
         let encoding = key.encoding_key().ok_or(IssueError::NoSigningKey)?;
         let mut header = Header::new(key.algorithm().to_jwt());
         header.kid = Some(key.kid().to_owned());

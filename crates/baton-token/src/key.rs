@@ -7,11 +7,13 @@ use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED,
     ECDSA_P384_SHA384_FIXED_SIGNING, ED25519, EcdsaKeyPair, Ed25519KeyPair, ParsedPublicKey,
-    RSA_PKCS1_2048_8192_SHA256, RSA_PSS_2048_8192_SHA256, RsaParameters, RsaPublicKeyComponents,
-    VerificationAlgorithm,
+    RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256, RSA_PSS_2048_8192_SHA256, RSA_PSS_SHA256,
+    RsaEncoding, RsaKeyPair, RsaParameters, RsaPublicKeyComponents, VerificationAlgorithm,
 };
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
-use jsonwebtoken::{DecodingKey, DecodingKeyKind, EncodingKey};
+use jsonwebtoken::{DecodingKey, DecodingKeyKind, EncodingKey, Header};
 
 use crate::{Algorithm, KeyError};
 
@@ -39,6 +41,8 @@ pub struct Key {
     decoding: DecodingKey,
     prepared: Prepared,
     encoding: Option<EncodingKey>,
+    /// The private part prepared to sign, when there is one.
+    signer: Option<Signer>,
     pub(crate) public_jwk: Option<Jwk>,
     private_pem: Option<Box<str>>,
 }
@@ -89,12 +93,17 @@ impl Key {
             jwk.common.public_key_use = Some(PublicKeyUse::Signature);
             jwk
         });
+        let signer = encoding
+            .as_ref()
+            .map(|encoding| Signer::new(kid, alg, encoding))
+            .transpose()?;
         Ok(Key {
             kid: kid.into(),
             alg,
             prepared: Prepared::new(alg, &decoding),
             decoding,
             encoding,
+            signer,
             public_jwk,
             private_pem: private_pem.map(String::into_boxed_str),
         })
@@ -341,6 +350,116 @@ impl Key {
 
     pub(crate) fn prepared(&self) -> &Prepared {
         &self.prepared
+    }
+
+    pub(crate) fn signer(&self) -> Option<&Signer> {
+        self.signer.as_ref()
+    }
+}
+
+/// The signing half of a key, prepared once, with its JWS header already encoded.
+///
+/// `jsonwebtoken::encode` builds its signer from the key's bytes on every call: it parses the
+/// private key again and, for ECDSA, checks the pair by signing once more (together a third
+/// of an ES256 token's cost). These are the same aws-lc-rs key types, parsed from the same
+/// bytes as jsonwebtoken's aws-lc-rs backend parses them, so both sign alike: byte for byte
+/// for the deterministic algorithms (`tests/sign_differential.rs`).
+pub(crate) struct Signer {
+    key: SigningKey,
+    /// `base64url(JSON(header))` of every token this key signs: jsonwebtoken's `Header` with
+    /// the key's `alg` and `kid`, serialized as `encode` serializes it.
+    header_b64: Box<str>,
+}
+
+enum SigningKey {
+    Hmac(hmac::Key),
+    Ecdsa(EcdsaKeyPair),
+    Ed25519(Ed25519KeyPair),
+    Rsa(RsaKeyPair, &'static dyn RsaEncoding),
+}
+
+impl Signer {
+    fn new(kid: &str, alg: Algorithm, encoding: &EncodingKey) -> Result<Signer, KeyError> {
+        let bytes = encoding.as_bytes();
+        let key = match alg {
+            Algorithm::HS256 => Ok(SigningKey::Hmac(hmac::Key::new(hmac::HMAC_SHA256, bytes))),
+            Algorithm::HS384 => Ok(SigningKey::Hmac(hmac::Key::new(hmac::HMAC_SHA384, bytes))),
+            Algorithm::HS512 => Ok(SigningKey::Hmac(hmac::Key::new(hmac::HMAC_SHA512, bytes))),
+            Algorithm::ES256 => EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, bytes)
+                .map(SigningKey::Ecdsa)
+                .map_err(|e| invalid(alg, e)),
+            Algorithm::ES384 => EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, bytes)
+                .map(SigningKey::Ecdsa)
+                .map_err(|e| invalid(alg, e)),
+            Algorithm::EdDSA => Ed25519KeyPair::from_pkcs8(bytes)
+                .map(SigningKey::Ed25519)
+                .map_err(|e| invalid(alg, e)),
+            Algorithm::RS256 => RsaKeyPair::from_der(bytes)
+                .map(|pair| SigningKey::Rsa(pair, &RSA_PKCS1_SHA256))
+                .map_err(|e| invalid(alg, e)),
+            Algorithm::PS256 => RsaKeyPair::from_der(bytes)
+                .map(|pair| SigningKey::Rsa(pair, &RSA_PSS_SHA256))
+                .map_err(|e| invalid(alg, e)),
+        }?;
+        let mut header = Header::new(alg.to_jwt());
+        header.kid = Some(kid.to_owned());
+        let header = serde_json::to_vec(&header).map_err(|e| invalid(alg, e))?;
+        Ok(Signer {
+            key,
+            header_b64: URL_SAFE_NO_PAD.encode(header).into_boxed_str(),
+        })
+    }
+
+    /// The compact JWS of `claims`: `header.payload.signature`, each base64url.
+    pub(crate) fn sign<C: serde::Serialize>(
+        &self,
+        claims: &C,
+    ) -> Result<String, crate::IssueError> {
+        let failed = |e: &dyn fmt::Display| crate::IssueError::Signing(e.to_string());
+        let payload = serde_json::to_vec(claims).map_err(|e| failed(&e))?;
+        // header + '.' + payload + '.' + a signature of up to 1,024 bytes (RSA-8192).
+        let mut token = String::with_capacity(
+            self.header_b64.len() + 2 + (payload.len() * 4).div_ceil(3) + 1366,
+        );
+        token.push_str(&self.header_b64);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
+        let message = token.as_bytes();
+        let signature = |bytes: &[u8], token: &mut String| {
+            token.push('.');
+            URL_SAFE_NO_PAD.encode_string(bytes, token);
+        };
+        match &self.key {
+            SigningKey::Hmac(key) => {
+                let tag = hmac::sign(key, message);
+                signature(tag.as_ref(), &mut token);
+            }
+            SigningKey::Ecdsa(pair) => {
+                let sig = pair
+                    .sign(&SystemRandom::new(), message)
+                    .map_err(|e| failed(&e))?;
+                signature(sig.as_ref(), &mut token);
+            }
+            SigningKey::Ed25519(pair) => {
+                let sig = pair.sign(message);
+                signature(sig.as_ref(), &mut token);
+            }
+            SigningKey::Rsa(pair, encoding) => {
+                let mut buf = [0u8; 1024];
+                let mut heap;
+                let out = match buf.get_mut(..pair.public_modulus_len()) {
+                    Some(out) => out,
+                    None => {
+                        heap = vec![0u8; pair.public_modulus_len()];
+                        &mut heap[..]
+                    }
+                };
+                pair.sign(*encoding, &SystemRandom::new(), message, out)
+                    .map_err(|e| failed(&e))?;
+                signature(out, &mut token);
+            }
+        }
+        Ok(token)
     }
 }
 

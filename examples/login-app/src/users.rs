@@ -183,6 +183,33 @@ pub struct Users {
     dummy_hash: Arc<String>,
     /// Hashing runs on one thread per core (see [`crate::hashing`]).
     hashing: Arc<HashPool>,
+    /// Names by user id, as read from Redis or PostgreSQL. Here a user's id and name never
+    /// change and users are never deleted, so a name read once stays right, and a refresh
+    /// (which asks for the claims of the session's user) costs the store one command, the
+    /// rotation. An application that renames or deletes users drops the entry when it does.
+    names: Arc<NameCache>,
+}
+
+/// A bounded map of user ids to names: emptied when it is full.
+#[derive(Default)]
+struct NameCache(RwLock<HashMap<String, String>>);
+
+impl NameCache {
+    /// At most this many names (about 10 MB at most, for ids and names of up to 64 bytes).
+    const MAX: usize = 65_536;
+
+    fn get(&self, id: &str) -> Option<String> {
+        self.0.read().ok()?.get(id).cloned()
+    }
+
+    fn insert(&self, id: &str, name: &str) {
+        if let Ok(mut names) = self.0.write() {
+            if names.len() >= Self::MAX {
+                names.clear();
+            }
+            names.insert(id.to_owned(), name.to_owned());
+        }
+    }
 }
 
 impl std::fmt::Debug for Users {
@@ -332,6 +359,7 @@ impl Users {
             // 32 waiting jobs per thread and lane: a login waits for at most about 32 hashes
             // (about a second) ahead of it; beyond that it is told to come back.
             hashing: Arc::new(HashPool::new(cores, cores * 32)),
+            names: Arc::new(NameCache::default()),
         }
     }
 
@@ -488,6 +516,17 @@ impl Users {
     }
 
     async fn username_of(&self, id: &str) -> Result<Option<String>, AuthUnavailable> {
+        if let Some(name) = self.names.get(id) {
+            return Ok(Some(name));
+        }
+        let name = self.username_in_store(id).await?;
+        if let (Some(name), false) = (&name, matches!(self.backend, Backend::Memory(_))) {
+            self.names.insert(id, name);
+        }
+        Ok(name)
+    }
+
+    async fn username_in_store(&self, id: &str) -> Result<Option<String>, AuthUnavailable> {
         match &self.backend {
             Backend::Memory(Memory { ids, .. }) => Ok(ids
                 .read()
@@ -700,6 +739,19 @@ impl Accounts for Users {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_name_cache_is_bounded() {
+        let names = NameCache::default();
+        for i in 0..NameCache::MAX {
+            names.insert(&format!("u_{i}"), "name");
+        }
+        assert_eq!(names.get("u_0").as_deref(), Some("name"));
+        names.insert("one-more", "last");
+        assert_eq!(names.get("u_0"), None, "emptied when full");
+        assert_eq!(names.get("one-more").as_deref(), Some("last"));
+        assert!(names.0.read().unwrap().len() <= NameCache::MAX);
+    }
 
     #[test]
     fn hashing_in_reused_memory_agrees_with_the_argon2_crate() {
