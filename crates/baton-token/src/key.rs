@@ -372,7 +372,7 @@ pub(crate) struct Signer {
 }
 
 enum SigningKey {
-    Hmac(hmac::Key),
+    Hmac(Box<hmac::Key>),
     Ecdsa(EcdsaKeyPair),
     Ed25519(Ed25519KeyPair),
     Rsa(RsaKeyPair, &'static dyn RsaEncoding),
@@ -382,9 +382,18 @@ impl Signer {
     fn new(kid: &str, alg: Algorithm, encoding: &EncodingKey) -> Result<Signer, KeyError> {
         let bytes = encoding.as_bytes();
         let key = match alg {
-            Algorithm::HS256 => Ok(SigningKey::Hmac(hmac::Key::new(hmac::HMAC_SHA256, bytes))),
-            Algorithm::HS384 => Ok(SigningKey::Hmac(hmac::Key::new(hmac::HMAC_SHA384, bytes))),
-            Algorithm::HS512 => Ok(SigningKey::Hmac(hmac::Key::new(hmac::HMAC_SHA512, bytes))),
+            Algorithm::HS256 => Ok(SigningKey::Hmac(Box::new(hmac::Key::new(
+                hmac::HMAC_SHA256,
+                bytes,
+            )))),
+            Algorithm::HS384 => Ok(SigningKey::Hmac(Box::new(hmac::Key::new(
+                hmac::HMAC_SHA384,
+                bytes,
+            )))),
+            Algorithm::HS512 => Ok(SigningKey::Hmac(Box::new(hmac::Key::new(
+                hmac::HMAC_SHA512,
+                bytes,
+            )))),
             Algorithm::ES256 => EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, bytes)
                 .map(SigningKey::Ecdsa)
                 .map_err(|e| invalid(alg, e)),

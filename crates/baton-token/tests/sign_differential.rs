@@ -3,7 +3,7 @@
 //! algorithm; for ECDSA and RSA-PSS, whose signatures are randomized, the same header and
 //! payload and a signature that jsonwebtoken's `decode` accepts.
 
-use baton_token::{Algorithm, Claims, Issuer, Key, KeySet, NoCustomClaims, Verifier};
+use baton_token::{Algorithm, Claims, Issuer, Key, KeySet, NoCustomClaims};
 use jsonwebtoken::{DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
