@@ -100,16 +100,22 @@ fn claims_of<C: Clone + Send + Sync + 'static>(
 }
 
 /// A release build's hint at a claims-type mix-up (see [`BearerVerified`]): a request that
-/// carries a bearer token but no claims of type `C`. Logged once per process.
+/// carries a bearer or DPoP token in its `Authorization` header but no claims of type `C`.
+/// Logged once per process.
 #[cfg(all(not(debug_assertions), feature = "tracing"))]
 fn warn_bearer_without_claims<C>(parts: &Parts) {
     use std::sync::atomic::{AtomicBool, Ordering};
     static WARNED: AtomicBool = AtomicBool::new(false);
+    // A token in a cookie is not seen here: the extractor does not know the cookie's name.
     let bearer = parts
         .headers
         .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().get(..7))
-        .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer "));
+        .is_some_and(|v| {
+            let v = v.as_bytes();
+            v.get(..7)
+                .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer "))
+                || v.get(..5).is_some_and(|s| s.eq_ignore_ascii_case(b"dpop "))
+        });
     if bearer && !WARNED.swap(true, Ordering::Relaxed) {
         let expected = std::any::type_name::<C>();
         tracing::warn!(

@@ -360,8 +360,8 @@ impl Key {
 /// The signing half of a key, prepared once, with its JWS header already encoded.
 ///
 /// `jsonwebtoken::encode` builds its signer from the key's bytes on every call: it parses the
-/// private key again and, for ECDSA, checks the pair by signing once more (together a third
-/// of an ES256 token's cost). These are the same aws-lc-rs key types, parsed from the same
+/// private key again and, for ECDSA, checks the key (a point multiplication): together a third
+/// of an ES256 token's cost. These are the same aws-lc-rs key types, parsed from the same
 /// bytes as jsonwebtoken's aws-lc-rs backend parses them, so both sign alike: byte for byte
 /// for the deterministic algorithms (`tests/sign_differential.rs`).
 pub(crate) struct Signer {

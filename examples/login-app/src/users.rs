@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::{
     Output, ParamsString, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
@@ -183,31 +184,47 @@ pub struct Users {
     dummy_hash: Arc<String>,
     /// Hashing runs on one thread per core (see [`crate::hashing`]).
     hashing: Arc<HashPool>,
-    /// Names by user id, as read from Redis or PostgreSQL. Here a user's id and name never
-    /// change and users are never deleted, so a name read once stays right, and a refresh
-    /// (which asks for the claims of the session's user) costs the store one command, the
-    /// rotation. An application that renames or deletes users drops the entry when it does.
+    /// Names by user id, as read from Redis or PostgreSQL, for a minute: here a user's id and
+    /// name never change, so most refreshes (which ask for the claims of the session's user)
+    /// cost the store one command, the rotation. A user deleted in the store directly is
+    /// found gone (and the session revoked) at the first refresh after its entry expires.
     names: Arc<NameCache>,
 }
 
-/// A bounded map of user ids to names: emptied when it is full.
-#[derive(Default)]
-struct NameCache(RwLock<HashMap<String, String>>);
+/// A bounded map of user ids to names, each kept for a while: emptied when full.
+struct NameCache {
+    names: RwLock<HashMap<String, (String, Instant)>>,
+    ttl: Duration,
+}
+
+impl Default for NameCache {
+    fn default() -> Self {
+        NameCache {
+            names: RwLock::default(),
+            ttl: Self::TTL,
+        }
+    }
+}
 
 impl NameCache {
-    /// At most this many names (about 10 MB at most, for ids and names of up to 64 bytes).
+    /// At most this many names (ids of 16 bytes, names of up to 256 bytes and a provider's
+    /// host: at most about 25 MB, a few MB in practice).
     const MAX: usize = 65_536;
+    /// How long a name read from the store is used without asking again.
+    const TTL: Duration = Duration::from_secs(60);
 
     fn get(&self, id: &str) -> Option<String> {
-        self.0.read().ok()?.get(id).cloned()
+        let names = self.names.read().ok()?;
+        let (name, read) = names.get(id)?;
+        (read.elapsed() < self.ttl).then(|| name.clone())
     }
 
     fn insert(&self, id: &str, name: &str) {
-        if let Ok(mut names) = self.0.write() {
+        if let Ok(mut names) = self.names.write() {
             if names.len() >= Self::MAX {
                 names.clear();
             }
-            names.insert(id.to_owned(), name.to_owned());
+            names.insert(id.to_owned(), (name.to_owned(), Instant::now()));
         }
     }
 }
@@ -750,7 +767,20 @@ mod tests {
         names.insert("one-more", "last");
         assert_eq!(names.get("u_0"), None, "emptied when full");
         assert_eq!(names.get("one-more").as_deref(), Some("last"));
-        assert!(names.0.read().unwrap().len() <= NameCache::MAX);
+        assert!(names.names.read().unwrap().len() <= NameCache::MAX);
+    }
+
+    #[test]
+    fn a_cached_name_expires() {
+        let names = NameCache {
+            ttl: Duration::ZERO,
+            ..NameCache::default()
+        };
+        names.insert("u_1", "alice");
+        assert_eq!(names.get("u_1"), None, "read again from the store");
+        let names = NameCache::default();
+        names.insert("u_1", "alice");
+        assert_eq!(names.get("u_1").as_deref(), Some("alice"));
     }
 
     #[test]
