@@ -16,16 +16,7 @@ struct AppClaims {
 
 fn keys() -> Vec<Key> {
     let mut keys = Vec::new();
-    for alg in [
-        Algorithm::HS256,
-        Algorithm::HS384,
-        Algorithm::HS512,
-        Algorithm::ES256,
-        Algorithm::ES384,
-        Algorithm::EdDSA,
-        Algorithm::RS256,
-        Algorithm::PS256,
-    ] {
+    for alg in Algorithm::ALL {
         keys.push(Key::generate(format!("k-{alg}"), alg).unwrap());
         if !alg.is_symmetric() {
             // The same private key read back from its PEM, as a deployment loads it.
