@@ -60,6 +60,19 @@ fn login_body(user: &str, password: &str) -> String {
 }
 
 /// `POST /auth/login` with `{"username","password"}` and `headers`.
+/// `GET /api/me` with the `Authorization` header `bearer`.
+async fn get_me(origin: &str, bearer: &str) -> Reply {
+    call(
+        origin,
+        None,
+        Method::GET,
+        "/api/me",
+        &[("authorization", bearer)],
+        "",
+    )
+    .await
+}
+
 async fn login(origin: &str, user: &str, password: &str, headers: &[(&str, &str)]) -> Reply {
     let mut all = vec![JSON];
     all.extend_from_slice(headers);
@@ -235,15 +248,7 @@ async fn two_instances_from_baton_redis_share_revocations_and_limits() {
     assert_eq!(first.status, StatusCode::OK, "{}", first.body);
     let token = first.access();
     let bearer = format!("Bearer {token}");
-    let res = call(
-        &b,
-        None,
-        Method::GET,
-        "/api/me",
-        &[("authorization", &bearer)],
-        "",
-    )
-    .await;
+    let res = get_me(&b, &bearer).await;
     assert_eq!(res.status, StatusCode::OK);
 
     // A logout on A: B refuses the access token soon after (the feed), not at its expiry.
@@ -260,15 +265,7 @@ async fn two_instances_from_baton_redis_share_revocations_and_limits() {
     assert_eq!(res.status, StatusCode::NO_CONTENT, "{}", res.body);
     let start = Instant::now();
     loop {
-        let res = call(
-            &b,
-            None,
-            Method::GET,
-            "/api/me",
-            &[("authorization", &bearer)],
-            "",
-        )
-        .await;
+        let res = get_me(&b, &bearer).await;
         if res.status == StatusCode::UNAUTHORIZED {
             break;
         }
@@ -310,30 +307,14 @@ async fn a_fresh_instance_takes_no_token_before_it_heard_the_feed() {
     let bearer = format!("Bearer {token}");
     assert!(!baton.is_ready());
     let origin = serve(&baton, true).await;
-    let res = call(
-        &origin,
-        None,
-        Method::GET,
-        "/api/me",
-        &[("authorization", &bearer)],
-        "",
-    )
-    .await;
+    let res = get_me(&origin, &bearer).await;
     assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE, "{}", res.body);
     assert!(res.headers.contains_key("retry-after"));
     // Past the start-up wait, the feed's policy (keep serving) decides.
     let start = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let res = call(
-            &origin,
-            None,
-            Method::GET,
-            "/api/me",
-            &[("authorization", &bearer)],
-            "",
-        )
-        .await;
+        let res = get_me(&origin, &bearer).await;
         if res.status == StatusCode::OK {
             break;
         }

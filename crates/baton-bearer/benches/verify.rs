@@ -10,11 +10,8 @@
 //! the timed section; the trivial service hands the request back inside the response so that
 //! dropping the request is not counted either.
 
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 
 use aws_lc_rs::hmac;
 use aws_lc_rs::signature::{self, ParsedPublicKey};
@@ -23,26 +20,19 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use baton_bearer::BearerVerifyLayer;
 use baton_token::{Algorithm, Claims, Issuer, Key, KeySet, NoCustomClaims, TokenCache};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use futures_util::FutureExt as _;
 use http::{Request, Response, header};
 use jsonwebtoken::{DecodingKey, DecodingKeyKind, Validation};
 use tower::{Layer, Service, service_fn};
+
+/// The benchmarked services answer at once (the layer's futures are ready around a ready
+/// service).
+const READY: &str = "the benchmarked service is always ready";
 
 /// Requests are built before each batch, outside the timed section; small batches keep them in
 /// the CPU cache as they would be in a server that has just parsed them (a batch of thousands
 /// would charge the layer for reading cold memory).
 const BATCH: BatchSize = BatchSize::NumIterations(32);
-
-/// Polls a future that is ready at once (the layer's futures are, around a ready service).
-fn now<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(output) => output,
-        Poll::Pending => unreachable!("the benchmarked service is always ready"),
-    }
-}
 
 fn decoding_key(key: &Key) -> DecodingKey {
     match key.algorithm() {
@@ -144,7 +134,15 @@ fn bench_algorithm(c: &mut Criterion, alg: Algorithm) {
         req
     };
     // The layer must really accept the token (and the others agree).
-    assert_eq!(now(service.call(make_request())).unwrap().status(), 200);
+    assert_eq!(
+        service
+            .call(make_request())
+            .now_or_never()
+            .expect(READY)
+            .unwrap()
+            .status(),
+        200
+    );
     assert!(verifier.verify::<NoCustomClaims>(&token).is_ok());
     assert!(jsonwebtoken::decode::<Claims<NoCustomClaims>>(&token, &jwt_key, &validation).is_ok());
 
@@ -215,7 +213,11 @@ fn bench_algorithm(c: &mut Criterion, alg: Algorithm) {
             Ok::<_, std::convert::Infallible>(Response::new(req))
         }));
     group.bench_function("bearer_layer_cache_hit", |b| {
-        b.iter_batched(make_request, |req| now(cached_service.call(req)), BATCH)
+        b.iter_batched(
+            make_request,
+            |req| cached_service.call(req).now_or_never().expect(READY),
+            BATCH,
+        )
     });
     // What any middleware must do at the least: read the header, verify (cached), put the
     // claims in the extensions, call the service.
@@ -233,16 +235,32 @@ fn bench_algorithm(c: &mut Criterion, alg: Algorithm) {
         async move { Ok::<_, std::convert::Infallible>(Response::new(req)) }
     });
     group.bench_function("minimal_middleware_cache_hit", |b| {
-        b.iter_batched(make_request, |req| now(minimal.call(req)), BATCH)
+        b.iter_batched(
+            make_request,
+            |req| minimal.call(req).now_or_never().expect(READY),
+            BATCH,
+        )
     });
     group.bench_function("service_alone", |b| {
-        b.iter_batched(make_request, |req| now(bare.call(req)), BATCH)
+        b.iter_batched(
+            make_request,
+            |req| bare.call(req).now_or_never().expect(READY),
+            BATCH,
+        )
     });
     group.bench_function("bearer_layer", |b| {
-        b.iter_batched(make_request, |req| now(service.call(req)), BATCH)
+        b.iter_batched(
+            make_request,
+            |req| service.call(req).now_or_never().expect(READY),
+            BATCH,
+        )
     });
     group.bench_function("bearer_layer_unrouted", |b| {
-        b.iter_batched(make_unrouted, |req| now(service.call(req)), BATCH)
+        b.iter_batched(
+            make_unrouted,
+            |req| service.call(req).now_or_never().expect(READY),
+            BATCH,
+        )
     });
     group.finish();
 }
@@ -350,9 +368,21 @@ fn bench_dpop(c: &mut Criterion, alg: Algorithm) {
             .body(())
             .unwrap()
     };
-    assert_eq!(now(service.call(make_request())).unwrap().status(), 200);
+    assert_eq!(
+        service
+            .call(make_request())
+            .now_or_never()
+            .expect(READY)
+            .unwrap()
+            .status(),
+        200
+    );
     group.bench_function("layer_cached_token_fresh_proof", |b| {
-        b.iter_batched(make_request, |req| now(service.call(req)), BATCH)
+        b.iter_batched(
+            make_request,
+            |req| service.call(req).now_or_never().expect(READY),
+            BATCH,
+        )
     });
     group.finish();
 }

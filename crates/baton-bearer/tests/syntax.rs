@@ -4,22 +4,12 @@
 //! when it is not `token68`, and 401 `invalid_token` otherwise; none is ever let through.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 
 use baton_bearer::{BearerVerifyLayer, Rejection, RejectionKind};
 use baton_token::{Algorithm, Issuer, Key, KeySet, NoCustomClaims, TokenCache};
+use futures_util::FutureExt as _;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use tower::{Layer, Service, service_fn};
-
-/// Polls a future that is ready at once.
-fn now<F: Future>(future: F) -> F::Output {
-    match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(output) => output,
-        Poll::Pending => panic!("the service is always ready"),
-    }
-}
 
 /// The rule as RFC 9110 states it: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" )
 /// *"="`.
@@ -59,7 +49,11 @@ fn a_token_that_does_not_verify_is_400_exactly_when_it_is_not_token68() {
                 .header(header::AUTHORIZATION, value)
                 .body(())
                 .unwrap();
-            let res = now(service.call(req)).unwrap();
+            let res = service
+                .call(req)
+                .now_or_never()
+                .expect("the service is always ready")
+                .unwrap();
             let kind = match res.extensions().get::<Rejection>().map(Rejection::kind) {
                 None => Ok(()),
                 Some(RejectionKind::InvalidRequest(description)) => Err(Some(*description)),
