@@ -215,7 +215,9 @@ fn admit<C, B>(
     Ok(admitted)
 }
 
-/// Every check of [`token_of`], [`verify`] and [`admit`], for [`BearerVerifyLayer::check`].
+/// Every check of [`token_of`], [`verify`] and [`admit`]: the claims are verified once and
+/// borrowed by the other checks.
+#[inline(always)]
 fn authenticate<C: DeserializeOwned + Clone + Send + Sync + 'static, B>(
     config: &Config,
     req: &Request<B>,
@@ -417,30 +419,21 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        // The claims go from the verifier into the extensions, the other checks borrowing
-        // them: one move, one allocation (the extension's box) on the success path.
         let config = &*self.config;
-        let checked = match token_of(config, &req) {
-            Ok(None) => Ok(None),
-            Ok(Some(found)) => verify::<C>(config, found).and_then(|claims| {
-                let admitted = admit(config, &req, found, &claims)?;
-                Ok(Some((claims, admitted)))
-            }),
-            Err(kind) => Err(kind),
-        };
-        let admitted = match checked {
-            Ok(Some((claims, admitted))) => {
-                let extensions = req.extensions_mut();
-                extensions.insert(claims);
-                // Lets an extractor asking for another claims type tell the application's
-                // mix-up from an anonymous request. Debug builds only: a second entry can
-                // make the extension table grow (an allocation and a rehash per request
-                // behind axum's router, which has put two entries there already).
-                #[cfg(debug_assertions)]
-                extensions.insert(crate::BearerVerified);
+        let admitted = match authenticate::<C, _>(config, &req) {
+            Ok(Checked { claims, admitted }) => {
+                if let Some(claims) = claims {
+                    let extensions = req.extensions_mut();
+                    extensions.insert(claims);
+                    // Lets an extractor asking for another claims type tell the application's
+                    // mix-up from an anonymous request. Debug builds only: a second entry can
+                    // make the extension table grow (an allocation and a rehash per request
+                    // behind axum's router, which has put two entries there already).
+                    #[cfg(debug_assertions)]
+                    extensions.insert(crate::BearerVerified);
+                }
                 admitted
             }
-            Ok(None) => Admitted::default(),
             Err(kind) => {
                 let res = reject(config, &self.rejection, kind, RequestFacts::of(&req));
                 return ResponseFuture::rejected(res);
