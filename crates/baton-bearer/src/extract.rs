@@ -1,8 +1,8 @@
 //! Finding the token in a request: `Authorization: Bearer` and, optionally, a cookie.
 //!
 //! The token's `token68` syntax is checked only when it fails to verify: a token that
-//! verifies is three base64url segments joined by `.` (or the SHA-256 twin of one in the
-//! cache), all of whose characters are `token68` characters, so the success path skips a pass
+//! verifies is three base64url segments joined by `.` (or, from the cache, equal to one that
+//! did), all of whose characters are `token68` characters, so the success path skips a pass
 //! over the token and a failure is classified as before (`invalid_request` for bad syntax,
 //! `invalid_token` for the rest).
 

@@ -2,12 +2,13 @@
 
 use std::any::Any;
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
 use std::mem::size_of;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arc_swap::ArcSwapOption;
-use aws_lc_rs::digest;
+use aws_lc_rs::constant_time::verify_slices_are_equal;
 
 use crate::{Claims, Key, KeySet, VerifyError};
 
@@ -16,16 +17,22 @@ use crate::{Claims, Key, KeySet, VerifyError};
 /// A client sends the same access token many times in its lifetime, and checking an ECDSA,
 /// EdDSA or RSA signature costs tens of microseconds. With a cache,
 /// [`Verifier::verify_cached`](crate::Verifier::verify_cached) verifies a token once and then
-/// finds its claims by the SHA-256 of the *whole* token (never a prefix, never the claims),
-/// and still, on every request:
+/// serves its claims to a request whose token equals the *whole* token verified (never a
+/// prefix, never the claims; compared in constant time), and still, on every request:
 /// - checks `exp` and `nbf` against the clock (an expired token is refused and evicted);
 /// - checks that the key that verified the token is still in the key set (a removed key's
 ///   tokens stop verifying at once, as without a cache);
 /// - leaves the revocation hook to the caller, which runs it on cached claims too (the
 ///   bearer layer does).
 ///
+/// A token's set of slots is chosen by a hash of the token's end (its signature's last
+/// characters) keyed with this cache's own random keys (SipHash, as `std`'s `HashMap`), so
+/// nobody outside can aim tokens at one set; the hash only places entries, the whole token
+/// decides a hit.
+///
 /// Bounded twice: a fixed number of slots (`max_entries`, rounded up to a power of two, two
-/// ways per set) and a byte budget for what the entries hold. Lookups and inserts take no lock:
+/// ways per set) and a byte budget for what the entries hold (each entry is charged for its
+/// token, its claims and its bookkeeping). Lookups and inserts take no lock:
 /// each slot is an atomic pointer (`arc-swap`), so cores never wait on each other. A full set
 /// replaces one of its two entries; an insert over the byte budget evicts, then gives up, so
 /// the budget is never exceeded.
@@ -59,6 +66,8 @@ pub struct TokenCache {
 
 struct Inner {
     slots: Box<[ArcSwapOption<Entry>]>,
+    /// The keyed hash that places tokens in sets; random per cache.
+    hasher: RandomState,
     /// `slots.len() / 2 - 1`: sets are pairs of slots.
     set_mask: usize,
     bytes: AtomicUsize,
@@ -67,7 +76,8 @@ struct Inner {
 
 /// One verified token.
 pub(crate) struct Entry {
-    digest: [u8; 32],
+    /// The whole token that verified.
+    token: Box<str>,
     /// The configuration of the verifier that verified it.
     verifier: u64,
     /// The key that verified it; the entry is only served while the key set holds this key.
@@ -101,14 +111,21 @@ impl fmt::Debug for TokenCache {
     }
 }
 
-/// The SHA-256 of a whole token: the cache key.
-pub(crate) type Digest = [u8; 32];
+/// How many of a token's last bytes place it in the cache.
+const PLACED_BY: usize = 32;
 
-pub(crate) fn digest(token: &str) -> Digest {
-    let d = digest::digest(&digest::SHA256, token.as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
+/// Where a token is looked for in one cache: the token and its keyed hash, computed once for
+/// the lookup and, on a miss, the insert.
+#[derive(Clone, Copy)]
+pub(crate) struct Probe<'t> {
+    token: &'t str,
+    hash: u64,
+}
+
+/// Whether an entry holds exactly `token`: constant time in the bytes of both (the lengths,
+/// which every token of one issuer nearly shares, may show).
+fn same_token(entry: &Entry, token: &str) -> bool {
+    verify_slices_are_equal(entry.token.as_bytes(), token.as_bytes()).is_ok()
 }
 
 impl TokenCache {
@@ -120,6 +137,7 @@ impl TokenCache {
         TokenCache {
             inner: Arc::new(Inner {
                 slots: (0..slots).map(|_| ArcSwapOption::empty()).collect(),
+                hasher: RandomState::new(),
                 set_mask: slots / 2 - 1,
                 bytes: AtomicUsize::new(0),
                 max_bytes,
@@ -168,10 +186,23 @@ impl TokenCache {
         self.include_hmac || !keys.all_symmetric()
     }
 
-    fn ways(&self, digest: &Digest) -> [&ArcSwapOption<Entry>; 2] {
-        let mut index = [0u8; 8];
-        index.copy_from_slice(&digest[..8]);
-        let set = (u64::from_le_bytes(index) as usize) & self.inner.set_mask;
+    /// The token's place in this cache: a keyed hash of its last [`PLACED_BY`] bytes, which
+    /// lie in the signature (43 characters for HS256, 86 for ES256 and EdDSA, 342 for RS256):
+    /// the signatures of different verified tokens differ there, and whole tokens are compared
+    /// anyway, so hashing the rest would only cost time (SipHash over a 300-byte token takes
+    /// about five times as long).
+    pub(crate) fn probe<'t>(&self, token: &'t str) -> Probe<'t> {
+        let bytes = token.as_bytes();
+        let tail = &bytes[bytes.len().saturating_sub(PLACED_BY)..];
+        Probe {
+            token,
+            hash: self.inner.hasher.hash_one(tail),
+        }
+    }
+
+    fn ways(&self, probe: Probe<'_>) -> [&ArcSwapOption<Entry>; 2] {
+        // The low bits choose the set (the top bit chooses the way an insert replaces).
+        let set = (probe.hash as usize) & self.inner.set_mask;
         [&self.inner.slots[2 * set], &self.inner.slots[2 * set + 1]]
     }
 
@@ -181,15 +212,15 @@ impl TokenCache {
     /// reading the same hot entry do not contend.
     pub(crate) fn get<C: Clone + 'static>(
         &self,
-        digest: &Digest,
+        probe: Probe<'_>,
         verifier: u64,
         keys: &KeySet,
         check: impl FnOnce(&Claims<C>) -> Result<(), VerifyError>,
     ) -> Lookup<C> {
-        for slot in self.ways(digest) {
+        for slot in self.ways(probe) {
             let guard = slot.load();
             let Some(entry) = &*guard else { continue };
-            if entry.digest != *digest || entry.verifier != verifier {
+            if entry.verifier != verifier || !same_token(entry, probe.token) {
                 continue;
             }
             if keys.reselect(&entry.key, entry.kid_less).is_none() {
@@ -216,32 +247,33 @@ impl TokenCache {
         Lookup::Miss
     }
 
-    /// Caches verified `claims`. `payload_len` (the claims segment's length) bounds the heap
-    /// the claims hold.
+    /// Caches verified `claims` of the probed token. `payload_len` (the claims segment's
+    /// length) bounds the heap the claims hold.
     pub(crate) fn insert<C: Send + Sync + 'static>(
         &self,
-        digest: Digest,
+        probe: Probe<'_>,
         verifier: u64,
         key: Arc<Key>,
         kid_less: bool,
         claims: Claims<C>,
         payload_len: usize,
     ) {
-        let cost = size_of::<Entry>() + size_of::<Claims<C>>() + payload_len + 64;
+        let cost =
+            size_of::<Entry>() + size_of::<Claims<C>>() + probe.token.len() + payload_len + 64;
         if cost > self.inner.max_bytes {
             return;
         }
-        let [first, second] = self.ways(&digest);
+        let [first, second] = self.ways(probe);
         let occupied = |slot: &ArcSwapOption<Entry>| {
             slot.load()
                 .as_ref()
-                .is_some_and(|e| e.digest != digest || e.verifier != verifier)
+                .is_some_and(|e| e.verifier != verifier || !same_token(e, probe.token))
         };
         let slot = if !occupied(first) {
             first
         } else if !occupied(second) {
             second
-        } else if digest[31] & 1 == 0 {
+        } else if probe.hash >> 63 == 0 {
             first
         } else {
             second
@@ -254,7 +286,7 @@ impl TokenCache {
             }
         }
         let entry = Arc::new(Entry {
-            digest,
+            token: probe.token.into(),
             verifier,
             key,
             kid_less,

@@ -177,6 +177,42 @@ fn a_tampered_token_is_never_served_for_the_original() {
 }
 
 #[test]
+fn the_whole_token_decides_a_hit_not_its_place_in_the_cache() {
+    // Two slots make one set: every token is looked for among the same two entries, so only
+    // the comparison of whole tokens tells them apart.
+    let s = setup(Algorithm::HS256, TokenCache::new(2, 1 << 20));
+    let alice = token(&s, "alice");
+    let bob = token(&s, "bob");
+    assert_eq!(cached(&s.verifier, &alice).unwrap().sub, "alice");
+    assert_eq!(cached(&s.verifier, &bob).unwrap().sub, "bob");
+    assert_eq!(cache(&s.verifier).len(), 2);
+    for _ in 0..3 {
+        assert_eq!(cached(&s.verifier, &alice).unwrap().sub, "alice");
+        assert_eq!(cached(&s.verifier, &bob).unwrap().sub, "bob");
+    }
+    // A prefix, an extension and a one-byte change of a cached token are other tokens.
+    let prefix = &alice[..alice.len() - 1];
+    assert!(cached(&s.verifier, prefix).is_err());
+    assert!(cached(&s.verifier, &format!("{alice}A")).is_err());
+    let last = alice.len() - 2;
+    let flipped = format!(
+        "{}{}{}",
+        &alice[..last],
+        if &alice[last..last + 1] == "A" {
+            "B"
+        } else {
+            "A"
+        },
+        &alice[last + 1..]
+    );
+    assert_eq!(cached(&s.verifier, &flipped), Err(ErrorKind::BadSignature));
+    // The cached ones are still served.
+    assert_eq!(cached(&s.verifier, &alice).unwrap().sub, "alice");
+    assert_eq!(cached(&s.verifier, &bob).unwrap().sub, "bob");
+    assert_eq!(cache(&s.verifier).len(), 2);
+}
+
+#[test]
 fn verifiers_sharing_a_cache_do_not_pass_each_others_tokens() {
     let shared = TokenCache::new(64, 1 << 20);
     let s = setup(Algorithm::ES256, shared.clone());

@@ -281,9 +281,9 @@ impl Verifier {
     }
 
     /// Verifies `token` as [`Verifier::verify`] does, through the verifier's [`TokenCache`]
-    /// when it has one (see [`Verifier::with_cache`]): a token verified before is found by the
-    /// SHA-256 of the whole token, and only its `exp`/`nbf` are checked again (and that its
-    /// key is still in the set). Without a cache, or for a verifier of HMAC keys only when the
+    /// when it has one (see [`Verifier::with_cache`]): a token equal to one verified before
+    /// (the whole token, compared in constant time) has only its `exp`/`nbf` checked again
+    /// (and that its key is still in the set). Without a cache, or for a verifier of HMAC keys only when the
     /// cache [excludes them](TokenCache::include_hmac), this is [`Verifier::verify`]. A verifier
     /// of several issuers ([`Verifier::any_of`]) verifies through the chosen issuer's cache, or
     /// else its own.
@@ -321,15 +321,15 @@ impl Verifier {
                 .verify_with(token, Path::Prepared, &keys)
                 .map(|v| v.claims);
         };
-        let digest = crate::cache::digest(token);
-        match cache.get::<C>(&digest, c.id, &keys, |claims| self.check_claims(claims)) {
+        let probe = cache.probe(token);
+        match cache.get::<C>(probe, c.id, &keys, |claims| self.check_claims(claims)) {
             Lookup::Hit(claims) => return Ok(claims),
             Lookup::Refused(e) => return Err(e),
             Lookup::Miss => {}
         }
         let verified = self.verify_with::<C>(token, Path::Prepared, &keys)?;
         cache.insert(
-            digest,
+            probe,
             c.id,
             Arc::clone(verified.key),
             verified.kid_less,
