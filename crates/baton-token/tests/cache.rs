@@ -182,14 +182,23 @@ fn the_whole_token_decides_a_hit_not_its_place_in_the_cache() {
     // the comparison of whole tokens tells them apart.
     let s = setup(Algorithm::HS256, TokenCache::new(2, 1 << 20));
     let alice = token(&s, "alice");
-    let bob = token(&s, "bob");
+    let bob = token(&s, "bobby");
     assert_eq!(cached(&s.verifier, &alice).unwrap().sub, "alice");
-    assert_eq!(cached(&s.verifier, &bob).unwrap().sub, "bob");
+    assert_eq!(cached(&s.verifier, &bob).unwrap().sub, "bobby");
     assert_eq!(cache(&s.verifier).len(), 2);
     for _ in 0..3 {
         assert_eq!(cached(&s.verifier, &alice).unwrap().sub, "alice");
-        assert_eq!(cached(&s.verifier, &bob).unwrap().sub, "bob");
+        assert_eq!(cached(&s.verifier, &bob).unwrap().sub, "bobby");
     }
+    // Bob's header and claims under Alice's signature: the same length and the same last
+    // bytes (which place a token), so only the comparison of the whole tokens refuses it.
+    let (alice_head, alice_sig) = alice.rsplit_once('.').unwrap();
+    let (bob_head, _) = bob.rsplit_once('.').unwrap();
+    assert_eq!(alice_head.len(), bob_head.len());
+    let forged = format!("{bob_head}.{alice_sig}");
+    assert_eq!(forged.len(), alice.len());
+    assert_eq!(forged[forged.len() - 32..], alice[alice.len() - 32..]);
+    assert_eq!(cached(&s.verifier, &forged), Err(ErrorKind::BadSignature));
     // A prefix, an extension and a one-byte change of a cached token are other tokens.
     let prefix = &alice[..alice.len() - 1];
     assert!(cached(&s.verifier, prefix).is_err());
@@ -208,7 +217,7 @@ fn the_whole_token_decides_a_hit_not_its_place_in_the_cache() {
     assert_eq!(cached(&s.verifier, &flipped), Err(ErrorKind::BadSignature));
     // The cached ones are still served.
     assert_eq!(cached(&s.verifier, &alice).unwrap().sub, "alice");
-    assert_eq!(cached(&s.verifier, &bob).unwrap().sub, "bob");
+    assert_eq!(cached(&s.verifier, &bob).unwrap().sub, "bobby");
     assert_eq!(cache(&s.verifier).len(), 2);
 }
 

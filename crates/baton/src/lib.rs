@@ -399,8 +399,10 @@ impl<A: Authenticator> Baton<baton_redis::RedisStore, A> {
 impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
     /// Entries of the default token cache (see [`token_cache`](Self::token_cache)).
     pub const DEFAULT_TOKEN_CACHE: usize = 16_384;
-    /// Bytes the default token cache's entries may hold in all.
-    pub const DEFAULT_TOKEN_CACHE_BYTES: usize = 16 << 20;
+    /// Bytes the default token cache's entries may hold in all: room for every entry with
+    /// RS256 tokens of about 600 bytes (an entry is charged for its token, its claims and
+    /// about 460 bytes of bookkeeping; see [`TokenCache`]).
+    pub const DEFAULT_TOKEN_CACHE_BYTES: usize = 24 << 20;
 
     /// The access-token lifetime (at least one second).
     pub fn access_ttl(mut self, ttl: Duration) -> Self {
@@ -771,7 +773,10 @@ impl<S: RefreshStore, A: Authenticator> BatonBuilder<S, A> {
             None
         };
 
+        // Set below when the `redis` feature wires them.
+        #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
         let mut limiter = self.limiter;
+        #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
         let mut revocations = self.revocations;
         #[cfg(feature = "redis")]
         if let Some((conn, prefix)) = redis {

@@ -283,10 +283,10 @@ impl Verifier {
     /// Verifies `token` as [`Verifier::verify`] does, through the verifier's [`TokenCache`]
     /// when it has one (see [`Verifier::with_cache`]): a token equal to one verified before
     /// (the whole token, compared in constant time) has only its `exp`/`nbf` checked again
-    /// (and that its key is still in the set). Without a cache, or for a verifier of HMAC keys only when the
-    /// cache [excludes them](TokenCache::include_hmac), this is [`Verifier::verify`]. A verifier
-    /// of several issuers ([`Verifier::any_of`]) verifies through the chosen issuer's cache, or
-    /// else its own.
+    /// (and that its key is still in the set). Without a cache, or for a verifier of HMAC keys
+    /// only when the cache [excludes them](TokenCache::include_hmac), this is
+    /// [`Verifier::verify`]. A verifier of several issuers ([`Verifier::any_of`]) verifies
+    /// through the chosen issuer's cache, or else its own.
     ///
     /// # Errors
     /// As [`Verifier::verify`].
