@@ -56,6 +56,12 @@ fn cache(v: &Verifier) -> &TokenCache {
     v.cache().unwrap()
 }
 
+/// `token` with its ASCII character at `at` changed (to `A`, or `B` where it was `A`).
+fn flip(token: &str, at: usize) -> String {
+    let with = if &token[at..at + 1] == "A" { "B" } else { "A" };
+    format!("{}{with}{}", &token[..at], &token[at + 1..])
+}
+
 #[test]
 fn a_repeated_token_is_served_from_the_cache_with_the_same_claims() {
     let s = setup(Algorithm::ES256, TokenCache::new(64, 1 << 20));
@@ -166,12 +172,9 @@ fn a_tampered_token_is_never_served_for_the_original() {
     tampered.push('A');
     // (One more base64 character is one more signature byte: a bad signature.)
     assert_eq!(cached(&s.verifier, &tampered), Err(ErrorKind::BadSignature));
-    let (head, sig) = t.rsplit_once('.').unwrap();
-    let flipped = format!(
-        "{head}.{}{}",
-        &sig[..10],
-        if &sig[10..11] == "A" { "B" } else { "A" }
-    ) + &sig[11..];
+    // The signature's 11th character.
+    let (head, _) = t.rsplit_once('.').unwrap();
+    let flipped = flip(&t, head.len() + 1 + 10);
     assert_eq!(cached(&s.verifier, &flipped), Err(ErrorKind::BadSignature));
     assert_eq!(cache(&s.verifier).len(), 1);
 }
@@ -203,17 +206,7 @@ fn the_whole_token_decides_a_hit_not_its_place_in_the_cache() {
     let prefix = &alice[..alice.len() - 1];
     assert!(cached(&s.verifier, prefix).is_err());
     assert!(cached(&s.verifier, &format!("{alice}A")).is_err());
-    let last = alice.len() - 2;
-    let flipped = format!(
-        "{}{}{}",
-        &alice[..last],
-        if &alice[last..last + 1] == "A" {
-            "B"
-        } else {
-            "A"
-        },
-        &alice[last + 1..]
-    );
+    let flipped = flip(&alice, alice.len() - 2);
     assert_eq!(cached(&s.verifier, &flipped), Err(ErrorKind::BadSignature));
     // The cached ones are still served.
     assert_eq!(cached(&s.verifier, &alice).unwrap().sub, "alice");
