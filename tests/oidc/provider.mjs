@@ -13,6 +13,8 @@ import https from 'node:https';
 import Provider from 'oidc-provider';
 
 const port = Number(process.env.PORT);
+// Said before the key is made and the server listens: a slow start shows where it is.
+process.stdout.write(`starting ${process.pid}\n`);
 const issuer = `https://127.0.0.1:${port}`;
 const accounts = new Map();
 
@@ -49,6 +51,11 @@ const server = https.createServer(
   { cert: readFileSync(process.env.TLS_CERT), key: readFileSync(process.env.TLS_KEY) },
   provider.callback(),
 );
+// A port it cannot take is said at once (the tests try again), not left to an uncaught error.
+server.on('error', (err) => {
+  process.stderr.write(`listen on 127.0.0.1:${port} failed: ${err.code || err.message}\n`);
+  process.exit(1);
+});
 server.listen(port, '127.0.0.1', () => {
   process.stdout.write(`ready ${issuer}\n`);
 });

@@ -169,7 +169,9 @@ impl OidcServer {
     /// When it does not start again.
     pub fn restart(&mut self) {
         self.stop();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // A loaded machine can take a node start well past its usual second; a start that
+        // fails (the port briefly taken) or hangs is tried again until the deadline.
+        let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             if let Some(child) = spawn(&self.dir, self.port, &self.clients, self.id_token_ttl) {
                 self.child = child;
@@ -177,7 +179,8 @@ impl OidcServer {
             }
             assert!(
                 Instant::now() < deadline,
-                "oidc-provider did not start again"
+                "oidc-provider did not start again on port {}",
+                self.port
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -215,20 +218,28 @@ fn spawn(dir: &std::path::Path, port: u16, clients: &str, id_token_ttl: Duration
         .stderr(out)
         .spawn()
         .expect("spawn node");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(30);
+    let exited = loop {
         if std::fs::read_to_string(&log).is_ok_and(|l| l.contains("ready https://")) {
             return Some(child);
         }
-        if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
-            break;
+        if let Ok(Some(status)) = child.try_wait() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            break None;
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
     let _ = child.kill();
     let _ = child.wait();
+    let how = match exited {
+        Some(status) => format!("exited ({status}) after {:?}", started.elapsed()),
+        None => format!("not listening after {:?}, stopped", started.elapsed()),
+    };
     eprintln!(
-        "oidc-provider on port {port} did not start:\n{}",
+        "oidc-provider on port {port} {how}; its output:\n{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
     None
