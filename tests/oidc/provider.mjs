@@ -51,9 +51,10 @@ const server = https.createServer(
   { cert: readFileSync(process.env.TLS_CERT), key: readFileSync(process.env.TLS_KEY) },
   provider.callback(),
 );
-// A port it cannot take is said at once (the tests try again), not left to an uncaught error.
+// A server error (at start: a port it cannot take) is said at once and ends the process (the
+// tests try again), not left to an uncaught exception.
 server.on('error', (err) => {
-  process.stderr.write(`listen on 127.0.0.1:${port} failed: ${err.code || err.message}\n`);
+  process.stderr.write(`server error on 127.0.0.1:${port}: ${err.code || err.message}\n`);
   process.exit(1);
 });
 server.listen(port, '127.0.0.1', () => {

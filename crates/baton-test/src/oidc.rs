@@ -169,20 +169,23 @@ impl OidcServer {
     /// When it does not start again.
     pub fn restart(&mut self) {
         self.stop();
-        // A loaded machine can take a node start well past its usual second; a start that
-        // fails (the port briefly taken) or hangs is tried again until the deadline.
+        // A loaded machine can take a node start well past its usual second. A start that
+        // fails (the port briefly taken) or hangs (each is given 30 s) is tried again, waiting
+        // longer each time, until 90 s have passed since the first.
         let deadline = Instant::now() + Duration::from_secs(90);
+        let mut pause = Duration::from_millis(100);
         loop {
             if let Some(child) = spawn(&self.dir, self.port, &self.clients, self.id_token_ttl) {
                 self.child = child;
                 return;
             }
             assert!(
-                Instant::now() < deadline,
+                Instant::now() + pause < deadline,
                 "oidc-provider did not start again on port {}",
                 self.port
             );
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(5));
         }
     }
 

@@ -121,9 +121,11 @@ fn a_removed_or_replaced_key_stops_its_cached_tokens() {
         .unwrap();
     assert!(cached(&s.verifier, &t).is_ok());
 
-    // Removing it stops them at once.
+    // Removing it stops them at once, and their entries go.
     s.ring.update(|set| set.without("k1")).unwrap();
     assert_eq!(cached(&s.verifier, &t), Err(ErrorKind::UnknownKey));
+    assert!(cache(&s.verifier).is_empty());
+    assert_eq!(cache(&s.verifier).bytes(), 0);
 
     // A different key under the same kid is not the key that verified the token.
     s.ring
@@ -257,6 +259,82 @@ fn another_claims_type_is_a_miss_not_a_wrong_type() {
     let with_tenant = s.verifier.verify_cached::<Tenant>(&t).unwrap();
     assert_eq!(with_tenant.custom, Tenant { tenant: None });
     assert_eq!(with_tenant.sub, "alice");
+    // Both types are kept side by side (the two ways of the token's set), not each
+    // replacing the other on every request.
+    assert_eq!(cache(&s.verifier).len(), 2);
+    let used = cache(&s.verifier).bytes();
+    for _ in 0..3 {
+        assert!(cached(&s.verifier, &t).is_ok());
+        assert!(s.verifier.verify_cached::<Tenant>(&t).is_ok());
+    }
+    assert_eq!(cache(&s.verifier).len(), 2);
+    assert_eq!(cache(&s.verifier).bytes(), used, "hits, no new inserts");
+}
+
+/// The bytes one entry for `sub`'s token costs (measured in a cache of its own).
+fn cost_of(alg: Algorithm, sub: &str) -> usize {
+    let s = setup(alg, TokenCache::new(64, 1 << 20));
+    cached(&s.verifier, &token(&s, sub)).unwrap();
+    cache(&s.verifier).bytes()
+}
+
+/// Caches tokens of subjects `{prefix}00`, `{prefix}01` ... (all of one size) until the cache holds `entries`
+/// of them: a token can land in a set whose two ways are taken and replace one.
+fn fill(s: &Setup, prefix: &str, entries: usize) {
+    for i in 0..64 {
+        if cache(&s.verifier).len() == entries {
+            return;
+        }
+        cached(&s.verifier, &token(s, &format!("{prefix}{i:02}"))).unwrap();
+    }
+    panic!("{} entries, not {entries}", cache(&s.verifier).len());
+}
+
+// 64 slots: the sweep for room (64 slots at a time) covers the whole table, so what it finds
+// does not depend on where the tokens land.
+
+#[test]
+fn expired_entries_make_room_when_the_budget_is_full() {
+    let long = "x".repeat(60);
+    let small = cost_of(Algorithm::EdDSA, "u-00");
+    let large = cost_of(Algorithm::EdDSA, &format!("{long}-00"));
+    // Room for four large entries: four small ones leave too little for one large one.
+    assert!(4 * small + large > 4 * large, "{small} {large}");
+    let s = setup(Algorithm::EdDSA, TokenCache::new(64, 4 * large));
+    fill(&s, "u-", 4);
+    assert_eq!(cache(&s.verifier).bytes(), 4 * small);
+    // Nobody presents those four again; once they expire, new tokens take their room (a
+    // new token can replace another new one in a set whose ways both hold one: a few more
+    // than four may be needed).
+    s.clock.advance(Duration::from_secs(61));
+    let full = (0..64).any(|i| {
+        cached(&s.verifier, &token(&s, &format!("{long}-{i:02}"))).unwrap();
+        cache(&s.verifier).bytes() == 4 * large
+    });
+    assert!(full, "{} bytes", cache(&s.verifier).bytes());
+    assert_eq!(cache(&s.verifier).len(), 4, "no small one left");
+}
+
+#[test]
+fn new_tokens_still_find_room_when_the_budget_is_full_of_live_ones() {
+    let long = "x".repeat(60);
+    let small = cost_of(Algorithm::ES256, "u-00");
+    let large = cost_of(Algorithm::ES256, &format!("{long}-new"));
+    assert!(large > small && large <= 2 * small, "{small} {large}");
+    let s = setup(Algorithm::ES256, TokenCache::new(64, 4 * small));
+    fill(&s, "u-", 4);
+    assert_eq!(cache(&s.verifier).bytes(), 4 * small);
+    // All four still live: the new token gets in by evicting two of them.
+    let fresh = token(&s, &format!("{long}-new"));
+    cached(&s.verifier, &fresh).unwrap();
+    assert_eq!(cache(&s.verifier).bytes(), 2 * small + large);
+    assert_eq!(cache(&s.verifier).len(), 3);
+    cached(&s.verifier, &fresh).unwrap();
+    assert_eq!(
+        cache(&s.verifier).bytes(),
+        2 * small + large,
+        "the new token is a hit"
+    );
 }
 
 #[test]
@@ -353,6 +431,27 @@ fn a_multi_issuer_verifier_caches_through_its_own_cache() {
     // A token signed by A's key but claiming B is checked by B's verifier: refused.
     let forged = issue(&a, "https://b.test");
     assert!(router.verify_cached::<NoCustomClaims>(&forged).is_err());
+    // The issuer's own size limit holds on the cached path as on the plain one.
+    let small = Verifier::any_of([
+        Verifier::new(a.ring.clone())
+            .with_clock(a.clock.clone())
+            .with_iss("https://a.test")
+            .with_max_token_len(from_a.len() - 1),
+        Verifier::new(b.ring.clone())
+            .with_clock(b.clock.clone())
+            .with_iss("https://b.test"),
+    ])
+    .unwrap()
+    .with_cache(TokenCache::new(64, 1 << 20));
+    for verify in [
+        Verifier::verify::<NoCustomClaims>,
+        Verifier::verify_cached::<NoCustomClaims>,
+    ] {
+        assert_eq!(
+            verify(&small, &from_a).unwrap_err().kind(),
+            ErrorKind::TooLarge
+        );
+    }
     // Expiry still applies to the cached ones.
     a.clock.advance(Duration::from_secs(60 + 30));
     assert_eq!(

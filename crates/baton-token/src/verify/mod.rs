@@ -300,6 +300,7 @@ impl Verifier {
             // The issuer's verifier checks everything, through its own cache or, failing
             // that, the router's (entries carry the issuer verifier's configuration id).
             let route = self.route(token, Path::Prepared)?;
+            route.check_size(token)?;
             return route.verify_through(route.inner.cache.as_ref().or(c.cache.as_ref()), token);
         }
         self.verify_through(c.cache.as_ref(), token)
@@ -335,6 +336,8 @@ impl Verifier {
             verified.kid_less,
             verified.claims.clone(),
             verified.payload_len,
+            verified.claims.exp.saturating_add(c.leeway),
+            c.clock.now(),
         );
         Ok(verified.claims)
     }
