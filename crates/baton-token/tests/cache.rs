@@ -278,8 +278,9 @@ fn cost_of(alg: Algorithm, sub: &str) -> usize {
     cache(&s.verifier).bytes()
 }
 
-/// Caches tokens of subjects `{prefix}00`, `{prefix}01` ... (all of one size) until the cache holds `entries`
-/// of them: a token can land in a set whose two ways are taken and replace one.
+/// Caches tokens of subjects `{prefix}00`, `{prefix}01` ... (all of one size) until the
+/// cache holds `entries` of them: a token can land in a set whose two ways are taken and
+/// replace one.
 fn fill(s: &Setup, prefix: &str, entries: usize) {
     for i in 0..64 {
         if cache(&s.verifier).len() == entries {
