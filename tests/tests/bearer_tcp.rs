@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
@@ -116,7 +117,7 @@ async fn plain_hyper_service_over_tcp() {
                 |req: Request<hyper::body::Incoming>| async move {
                     let sub = req
                         .extensions()
-                        .get::<Claims<NoCustomClaims>>()
+                        .get::<Arc<Claims<NoCustomClaims>>>()
                         .unwrap()
                         .sub
                         .clone();

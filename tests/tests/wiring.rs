@@ -33,7 +33,7 @@ fn memory() -> MemoryStore {
 }
 
 async fn me(Authenticated(claims): Authenticated) -> String {
-    claims.sub
+    claims.sub.clone()
 }
 
 /// Serves `baton`'s endpoints and `/api/me` on a free loopback port, handing the endpoints

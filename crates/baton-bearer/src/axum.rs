@@ -1,5 +1,8 @@
 //! The axum extractor (feature `axum`).
 
+use std::ops::Deref;
+use std::sync::Arc;
+
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::response::{IntoResponse, Response};
 use baton_token::{Claims, NoCustomClaims};
@@ -9,6 +12,10 @@ use crate::BearerVerified;
 
 /// The verified claims of the request, for axum handlers behind a
 /// [`BearerVerifyLayer`](crate::BearerVerifyLayer).
+///
+/// The claims are shared with the request (and, for a cached token, with the cache): taking
+/// them counts a reference, whatever they hold. Fields read through it (`claims.sub`); a
+/// handler that wants a field of its own clones that field.
 ///
 /// Without claims in the request (no layer, or an anonymous request in optional mode) it
 /// answers 401 with a `WWW-Authenticate: Bearer` challenge; `Option<Authenticated<C>>` gives
@@ -25,15 +32,30 @@ use crate::BearerVerified;
 /// use baton_bearer::{Authenticated, BearerVerifyLayer};
 /// use baton_token::{Algorithm, Key, KeySet, Verifier};
 ///
-/// async fn me(Authenticated(claims): Authenticated) -> String {
-///     claims.sub
+/// async fn me(claims: Authenticated) -> String {
+///     format!("hello {}", claims.sub)
 /// }
 ///
 /// let verifier = Verifier::new(KeySet::new(Key::generate("k", Algorithm::HS256).unwrap()).unwrap());
 /// let app: Router = Router::new().route("/me", get(me)).layer(BearerVerifyLayer::new(verifier));
 /// ```
-#[derive(Clone, Debug)]
-pub struct Authenticated<C = NoCustomClaims>(pub Claims<C>);
+#[derive(Debug)]
+pub struct Authenticated<C = NoCustomClaims>(pub Arc<Claims<C>>);
+
+// Not derived: a derive would ask `C: Clone`, which sharing the claims does not need.
+impl<C> Clone for Authenticated<C> {
+    fn clone(&self) -> Self {
+        Authenticated(Arc::clone(&self.0))
+    }
+}
+
+impl<C> Deref for Authenticated<C> {
+    type Target = Claims<C>;
+
+    fn deref(&self) -> &Claims<C> {
+        &self.0
+    }
+}
 
 /// The rejection of [`Authenticated`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,11 +98,11 @@ impl IntoResponse for NotAuthenticated {
 
 /// The claims of type `C` in `parts`, `None` when no layer verified a token, or the mismatch
 /// (logged) when a layer verified it into another type.
-fn claims_of<C: Clone + Send + Sync + 'static>(
+fn claims_of<C: Send + Sync + 'static>(
     parts: &Parts,
 ) -> Result<Option<Authenticated<C>>, NotAuthenticated> {
-    if let Some(claims) = parts.extensions.get::<Claims<C>>() {
-        return Ok(Some(Authenticated(claims.clone())));
+    if let Some(claims) = parts.extensions.get::<Arc<Claims<C>>>() {
+        return Ok(Some(Authenticated(Arc::clone(claims))));
     }
     if parts.extensions.get::<BearerVerified>().is_none() {
         #[cfg(all(not(debug_assertions), feature = "tracing"))]
@@ -131,7 +153,7 @@ fn warn_bearer_without_claims<C>(parts: &Parts) {
 impl<S, C> FromRequestParts<S> for Authenticated<C>
 where
     S: Send + Sync,
-    C: Clone + Send + Sync + 'static,
+    C: Send + Sync + 'static,
 {
     type Rejection = NotAuthenticated;
 
@@ -143,7 +165,7 @@ where
 impl<S, C> OptionalFromRequestParts<S> for Authenticated<C>
 where
     S: Send + Sync,
-    C: Clone + Send + Sync + 'static,
+    C: Send + Sync + 'static,
 {
     type Rejection = NotAuthenticated;
 

@@ -31,10 +31,10 @@ pub use rejection::{
 };
 pub use service::BearerVerify;
 
-/// Put in a request's extensions, beside its [`Claims`](baton_token::Claims), once a bearer
-/// layer verified its token, whatever the claims type: an extractor that finds this but not
-/// the claims type it asks for has met the application's mix-up of claims types (a loud
-/// error), not an anonymous request.
+/// Put in a request's extensions, beside its `Arc<`[`Claims`](baton_token::Claims)`>`, once a
+/// bearer layer verified its token, whatever the claims type: an extractor that finds this
+/// but not the claims type it asks for has met the application's mix-up of claims types (a
+/// loud error), not an anonymous request.
 ///
 /// Debug builds only (`debug_assertions`), where such mix-ups are made and found: a second
 /// extension entry per request can make the request's extension table grow, an allocation

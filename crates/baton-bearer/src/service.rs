@@ -96,7 +96,7 @@ struct Admitted {
 /// A request that passed every check but, perhaps, a shared replay cache's answer.
 struct Checked<C> {
     /// `None`: an anonymous request let through in optional mode.
-    claims: Option<Claims<C>>,
+    claims: Option<Arc<Claims<C>>>,
     admitted: Admitted,
 }
 
@@ -120,12 +120,12 @@ fn token_of<'a, B>(
 }
 
 /// The token's claims once its signature and times are checked (through the cache when the
-/// verifier has one).
+/// verifier has one, which shares them).
 #[inline(always)]
 fn verify<C: DeserializeOwned + Clone + Send + Sync + 'static>(
     config: &Config,
     found: Found<'_>,
-) -> Result<Claims<C>, RejectionKind> {
+) -> Result<Arc<Claims<C>>, RejectionKind> {
     config.verifier.verify_cached(found.token).map_err(|e| {
         // A token that verifies is `token68`; one that does not may be the request's error.
         match found.syntax_error() {
@@ -135,10 +135,10 @@ fn verify<C: DeserializeOwned + Clone + Send + Sync + 'static>(
     })
 }
 
-/// Every check after the signature, on claims borrowed (they move once, into the request's
-/// extensions): revocation, DPoP, scopes and roles, recent login, and the DPoP proof's replay
-/// last (a request refused for another reason spends no place in the cache); a shared cache's
-/// answer is left to await.
+/// Every check after the signature, on claims borrowed (they move once, shared, into the
+/// request's extensions): revocation, DPoP, scopes and roles, recent login, and the DPoP
+/// proof's replay last (a request refused for another reason spends no place in the cache); a
+/// shared cache's answer is left to await.
 fn admit<C, B>(
     config: &Config,
     req: &Request<B>,
@@ -364,7 +364,7 @@ where
     pub fn check<B>(
         &self,
         req: &Request<B>,
-    ) -> impl Future<Output = Result<Option<Claims<C>>, Box<Response<bytes::Bytes>>>>
+    ) -> impl Future<Output = Result<Option<Arc<Claims<C>>>, Box<Response<bytes::Bytes>>>>
     + Send
     + use<'_, B, C, R> {
         // Everything is read from the request now: the future holds none of it.

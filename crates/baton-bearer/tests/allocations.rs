@@ -1,12 +1,14 @@
 //! The layer's success path allocates once of its own: the box the claims go into in the
-//! request's extensions. Everything else it allocates is the verifier's (the claims' strings)
-//! or `http`'s (the extension map of a request that had none yet).
+//! request's extensions. Everything else it allocates is the verifier's (the claims' strings
+//! and their `Arc`; nothing for a cache hit, which shares the cached claims) or `http`'s (the
+//! extension map of a request that had none yet).
 //!
 //! Counted by a global allocator that counts every allocation of the process; this file holds
 //! one test so that nothing else runs beside it.
 
 use std::alloc::System;
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use baton_bearer::BearerVerifyLayer;
 use baton_token::{Algorithm, Claims, Issuer, Key, KeySet, NoCustomClaims, TokenCache};
@@ -59,7 +61,7 @@ fn the_layer_allocates_once_over_the_verifier() {
             |req: Request<()>| async move {
                 let found = req
                     .extensions()
-                    .get::<Claims>()
+                    .get::<Arc<Claims>>()
                     .is_some_and(|c| c.sub == "user-1234");
                 let mut res = Response::new(req);
                 if !found {
@@ -94,6 +96,14 @@ fn the_layer_allocates_once_over_the_verifier() {
 
         let (verifying, claims) = count(|| verifier.verify_cached::<NoCustomClaims>(&token));
         assert!(claims.is_ok(), "{alg:?}");
+        if cached {
+            assert_eq!(
+                verifying, 0,
+                "{alg:?}: a cache hit shares the cached claims, it copies nothing"
+            );
+        } else {
+            assert!(verifying > 0, "{alg:?}: the claims' strings and their Arc");
+        }
         // A debug build also inserts the claims-type marker: a fourth entry makes the table of
         // a request axum routed grow (one more allocation). A release build does not.
         let marker = usize::from(cfg!(debug_assertions));

@@ -73,7 +73,7 @@ async fn call(
     headers: &[(&str, &str)],
 ) -> Response<baton_bearer::ResponseBody<Full<Bytes>>> {
     let service = layer.layer(service_fn(|req: Request<Full<Bytes>>| async move {
-        let claims = req.extensions().get::<Claims>().expect("claims");
+        let claims = req.extensions().get::<Arc<Claims>>().expect("claims");
         Ok::<_, Infallible>(Response::new(Full::from(claims.sub.clone())))
     }));
     let mut req = Request::builder().method(method).uri(path);

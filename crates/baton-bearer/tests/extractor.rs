@@ -12,8 +12,9 @@ struct AppClaims {
     tenant: String,
 }
 
-async fn plain(Authenticated(claims): Authenticated) -> String {
-    claims.sub
+// Through `Deref`: the extractor reads as the claims.
+async fn plain(claims: Authenticated) -> String {
+    claims.sub.clone()
 }
 
 async fn typed(Authenticated(claims): Authenticated<AppClaims>) -> String {
@@ -21,7 +22,7 @@ async fn typed(Authenticated(claims): Authenticated<AppClaims>) -> String {
 }
 
 async fn optional(claims: Option<Authenticated<NoCustomClaims>>) -> String {
-    claims.map_or_else(|| "anonymous".to_owned(), |c| c.0.sub)
+    claims.map_or_else(|| "anonymous".to_owned(), |c| c.sub.clone())
 }
 
 /// Serves `app` on a free loopback port; answers `(status, body)` of `GET path`.

@@ -1,6 +1,7 @@
 //! One layer accepting tokens from several issuers, each with its own keys and audience.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use baton_bearer::BearerVerifyLayer;
 use baton_token::{Algorithm, Claims, Issuer, Key, KeySet, NoCustomClaims, Verifier};
@@ -19,7 +20,10 @@ async fn send(layer: &BearerVerifyLayer, token: &str) -> (StatusCode, String) {
     let svc = layer
         .clone()
         .layer(service_fn(|req: Request<Full<Bytes>>| async move {
-            let claims = req.extensions().get::<Claims<NoCustomClaims>>().unwrap();
+            let claims = req
+                .extensions()
+                .get::<Arc<Claims<NoCustomClaims>>>()
+                .unwrap();
             let body = format!(
                 "{} from {}",
                 claims.sub,

@@ -3,6 +3,7 @@
 //! `acr_values` in the challenge, never a refresh hint; a recent one passes.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use baton_bearer::{BearerVerifyLayer, ConfigError, RecentLogin, Rejection, RejectionKind};
@@ -44,7 +45,7 @@ impl Fixture {
         grpc: bool,
     ) -> Response<baton_bearer::ResponseBody<Full<Bytes>>> {
         let service = layer.layer(service_fn(|req: Request<Full<Bytes>>| async move {
-            let claims = req.extensions().get::<Claims>().expect("claims");
+            let claims = req.extensions().get::<Arc<Claims>>().expect("claims");
             Ok::<_, Infallible>(Response::new(Full::from(claims.sub.clone())))
         }));
         let mut req = Request::builder().header(header::AUTHORIZATION, format!("Bearer {token}"));

@@ -37,7 +37,8 @@ use crate::{Claims, Key, KeySet, VerifyError};
 /// process's memory as its request buffers hold them (an entry's token is wiped when the entry
 /// is dropped). Comparing the bytes costs less than hashing the whole token would: a hit
 /// took about 0.2 µs for tokens of 300 to 700 bytes (HS256 to RS256) in the benchmarks; the
-/// comparison grows with the length, and the claims are cloned on every hit.
+/// comparison grows with the length. A hit shares the entry's claims (an [`Arc`], so a
+/// reference count, not a copy of their strings).
 ///
 /// Bounded twice: a fixed number of slots (`max_entries`, rounded up to a power of two, two
 /// ways per set) and a byte budget for what the entries hold. Each entry is charged for its
@@ -104,18 +105,17 @@ pub(crate) struct Entry {
     /// When the verifier that verified it would refuse it as expired (`exp` + leeway): from
     /// then on the slot is free for another token.
     expires_at: u64,
-    claims: Box<dyn Any + Send + Sync>,
+    /// The verified claims (a `Claims<C>`), shared with every request the entry serves.
+    claims: Arc<dyn Any + Send + Sync>,
     cost: usize,
 }
 
 /// What [`TokenCache::get`] found.
-// `Hit` is the hot path and is moved once, by value: boxing it would allocate per request.
-#[allow(clippy::large_enum_variant)]
 pub(crate) enum Lookup<C> {
     /// Not cached (or cached for a key no longer in the set): verify it.
     Miss,
-    /// Cached and still within its times.
-    Hit(Claims<C>),
+    /// Cached and still within its times: the entry's claims, shared.
+    Hit(Arc<Claims<C>>),
     /// Cached, but the clock check refused it (and it was evicted).
     Refused(VerifyError),
 }
@@ -233,9 +233,9 @@ impl TokenCache {
 
     /// Looks the token up. A hit is served only while the key that verified it is still in
     /// `keys` and `check` (the clock checks) passes; an entry that fails `check` is evicted.
-    /// The entry is read under an `arc-swap` guard: no reference count is touched, so cores
-    /// reading the same hot entry do not contend.
-    pub(crate) fn get<C: Clone + 'static>(
+    /// The entry is read under an `arc-swap` guard, so a lookup touches no reference count
+    /// but, on a hit, the claims' own (one atomic increment: they are shared, not copied).
+    pub(crate) fn get<C: Send + Sync + 'static>(
         &self,
         probe: Probe<'_>,
         verifier: u64,
@@ -258,7 +258,11 @@ impl TokenCache {
                 return Lookup::Miss;
             }
             return match check(claims) {
-                Ok(()) => Lookup::Hit(claims.clone()),
+                // The downcast of the reference just succeeded, so this one does too.
+                Ok(()) => match Arc::clone(&entry.claims).downcast::<Claims<C>>() {
+                    Ok(claims) => Lookup::Hit(claims),
+                    Err(_) => Lookup::Miss,
+                },
                 Err(e) => {
                     self.remove(slot, &guard);
                     Lookup::Refused(e)
@@ -268,9 +272,10 @@ impl TokenCache {
         Lookup::Miss
     }
 
-    /// Caches verified `claims` of the probed token. `payload_len` (the claims segment's
-    /// length) stands for the heap the claims hold. `expires_at` is when the verifier would
-    /// refuse the token as expired, `now` the verifier's clock.
+    /// Caches verified `claims` of the probed token (shared with the caller, who returns
+    /// them). `payload_len` (the claims segment's length) stands for the heap the claims
+    /// hold. `expires_at` is when the verifier would refuse the token as expired, `now` the
+    /// verifier's clock.
     // One call site, each argument a different fact about the verified token.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn insert<C: Send + Sync + 'static>(
@@ -279,7 +284,7 @@ impl TokenCache {
         verifier: u64,
         key: Arc<Key>,
         kid_less: bool,
-        claims: Claims<C>,
+        claims: Arc<Claims<C>>,
         payload_len: usize,
         expires_at: u64,
         now: u64,
@@ -318,7 +323,7 @@ impl TokenCache {
             key,
             kid_less,
             expires_at,
-            claims: Box::new(claims),
+            claims,
             cost,
         });
         self.release(slot.swap(Some(entry)));

@@ -49,6 +49,7 @@ fn token(s: &Setup, sub: &str) -> String {
 
 fn cached(v: &Verifier, token: &str) -> Result<Claims, ErrorKind> {
     v.verify_cached::<NoCustomClaims>(token)
+        .map(Arc::unwrap_or_clone)
         .map_err(|e| e.kind())
 }
 
@@ -75,6 +76,32 @@ fn a_repeated_token_is_served_from_the_cache_with_the_same_claims() {
     let other = token(&s, "bob");
     assert_eq!(cached(&s.verifier, &other).unwrap().sub, "bob");
     assert_eq!(cache(&s.verifier).len(), 2);
+}
+
+#[test]
+fn a_hit_shares_the_cached_claims_instead_of_copying_them() {
+    let s = setup(Algorithm::EdDSA, TokenCache::new(64, 1 << 20));
+    let t = token(&s, "alice");
+    let first = s.verifier.verify_cached::<NoCustomClaims>(&t).unwrap();
+    let again = s.verifier.verify_cached::<NoCustomClaims>(&t).unwrap();
+    assert!(
+        Arc::ptr_eq(&first, &again),
+        "the miss cached what it returned"
+    );
+    // Held by the cache and both callers.
+    assert_eq!(Arc::strong_count(&first), 3);
+    drop(again);
+    assert_eq!(Arc::strong_count(&first), 2);
+    cache(&s.verifier).clear();
+    assert_eq!(
+        Arc::strong_count(&first),
+        1,
+        "a caller keeps its claims past the entry"
+    );
+    assert_eq!(first.sub, "alice");
+    let after = s.verifier.verify_cached::<NoCustomClaims>(&t).unwrap();
+    assert!(!Arc::ptr_eq(&first, &after), "cleared: verified again");
+    assert_eq!(*first, *after);
 }
 
 #[test]
@@ -444,14 +471,12 @@ fn a_multi_issuer_verifier_caches_through_its_own_cache() {
     ])
     .unwrap()
     .with_cache(TokenCache::new(64, 1 << 20));
-    for verify in [
-        Verifier::verify::<NoCustomClaims>,
-        Verifier::verify_cached::<NoCustomClaims>,
-    ] {
-        assert_eq!(
-            verify(&small, &from_a).unwrap_err().kind(),
-            ErrorKind::TooLarge
-        );
+    let checks: [fn(&Verifier, &str) -> Option<ErrorKind>; 2] = [
+        |v, t| v.verify::<NoCustomClaims>(t).err().map(|e| e.kind()),
+        |v, t| v.verify_cached::<NoCustomClaims>(t).err().map(|e| e.kind()),
+    ];
+    for verify in checks {
+        assert_eq!(verify(&small, &from_a), Some(ErrorKind::TooLarge));
     }
     // Expiry still applies to the cached ones.
     a.clock.advance(Duration::from_secs(60 + 30));

@@ -124,7 +124,7 @@ fn agree(verifier: &Verifier, token: &str) -> Result<(), ErrorKind> {
     for _ in 0..2 {
         let cached = verifier.verify_cached::<NoCustomClaims>(token);
         assert_eq!(
-            cached.as_ref().map_err(|e| (e.kind(), e.to_string())),
+            cached.as_deref().map_err(|e| (e.kind(), e.to_string())),
             fast.as_ref().map_err(|e| (e.kind(), e.to_string())),
             "cached path on {token}"
         );

@@ -9,7 +9,11 @@
 //! runtime: axum on one core), checks it (the credential gives 200 with the user's id, no
 //! credential gives 401), drives it with `wrk` pinned to CPU 1, and stops it; variants run
 //! interleaved (A B C ... A B C ...) for several rounds, and the report gives each variant's
-//! median requests per second, its ratio to bare axum, and median p50/p99 latency.
+//! median requests per second, its ratio to bare axum, and median p50/p99 latency. It also
+//! gives the server's CPU time per request (its threads' user and system time over the wrk
+//! run, from `/proc/<pid>/task/*/schedstat`, divided by the requests served) and the ratios by
+//! that: on a shared host, requests per second move with whatever else takes the server's
+//! core, while the CPU a request costs moves much less.
 //! `tower-sessions` gets a `redis-server` of its own on a free loopback port.
 
 use std::fmt::Write as _;
@@ -114,6 +118,10 @@ struct Sample {
     p50_us: f64,
     p99_us: f64,
     errors: u64,
+    /// The server's CPU time (user and system, all its threads) per request served, in
+    /// microseconds: steadier than requests per second on a shared host, whose other work
+    /// takes the server's core away for a while without changing what a request costs.
+    cpu_us: Option<f64>,
 }
 
 fn run(variants: &[String], rounds: usize, seconds: u64, connections: usize) -> String {
@@ -138,8 +146,12 @@ fn run(variants: &[String], rounds: usize, seconds: u64, connections: usize) -> 
                 connections,
             );
             eprintln!(
-                "round {round}/{rounds} {variant:<22} {:>9.0} req/s  p50 {:>7.0} us  p99 {:>7.0} us  non-2xx {}",
-                sample.rps, sample.p50_us, sample.p99_us, sample.errors
+                "round {round}/{rounds} {variant:<22} {:>9.0} req/s  p50 {:>7.0} us  p99 {:>7.0} us  server CPU {} us/req  non-2xx {}",
+                sample.rps,
+                sample.p50_us,
+                sample.p99_us,
+                sample.cpu_us.map_or("-".to_owned(), |c| format!("{c:.2}")),
+                sample.errors
             );
             runs.push(sample);
         }
@@ -199,6 +211,8 @@ fn run_one(variant: &str, redis_url: Option<String>, seconds: u64, connections: 
         assert_eq!(get(addr, None).0, 401, "{variant}");
     }
 
+    let pid = server.0.id();
+    let cpu_before = cpu_ns(pid);
     let output = Command::new("taskset")
         .args(["-c", "1", "wrk", "-t1", "--latency"])
         .arg(format!("-c{connections}"))
@@ -208,9 +222,36 @@ fn run_one(variant: &str, redis_url: Option<String>, seconds: u64, connections: 
         .output()
         .expect("run wrk");
     assert!(output.status.success(), "wrk failed: {output:?}");
+    let cpu_after = cpu_ns(pid);
     let text = String::from_utf8_lossy(&output.stdout);
     drop(server);
-    parse_wrk(&text).unwrap_or_else(|| panic!("{variant}: cannot read wrk's output:\n{text}"))
+    let mut sample =
+        parse_wrk(&text).unwrap_or_else(|| panic!("{variant}: cannot read wrk's output:\n{text}"));
+    if let (Some(before), Some(after), Some(requests)) = (cpu_before, cpu_after, requests(&text))
+        && requests > 0
+    {
+        sample.cpu_us = Some(after.saturating_sub(before) as f64 / 1_000.0 / requests as f64);
+    }
+    sample
+}
+
+/// The CPU time a process's threads have run, in nanoseconds (the first field of each
+/// `/proc/<pid>/task/<tid>/schedstat`: user and system time together), or `None` where the
+/// kernel does not keep it.
+fn cpu_ns(pid: u32) -> Option<u64> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+/// The number of requests wrk completed (`N requests in 5.00s, ...`).
+fn requests(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())
 }
 
 /// Kills the server process when dropped.
@@ -283,6 +324,7 @@ fn parse_wrk(text: &str) -> Option<Sample> {
         p50_us: p50?,
         p99_us: p99?,
         errors,
+        cpu_us: None,
     })
 }
 
@@ -310,27 +352,43 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
+/// The median of a variant's runs.
+struct Medians<'a> {
+    name: &'a str,
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    errors: u64,
+    /// `None` when a run has no CPU time (no `/proc`).
+    cpu_us: Option<f64>,
+}
+
 fn report(
     samples: &[(String, Vec<Sample>)],
     rounds: usize,
     seconds: u64,
     connections: usize,
 ) -> String {
-    let medians: Vec<(&str, f64, f64, f64, u64)> = samples
+    let medians: Vec<Medians<'_>> = samples
         .iter()
-        .map(|(v, runs)| {
-            (
-                v.as_str(),
-                median(runs.iter().map(|s| s.rps).collect()),
-                median(runs.iter().map(|s| s.p50_us).collect()),
-                median(runs.iter().map(|s| s.p99_us).collect()),
-                runs.iter().map(|s| s.errors).sum(),
-            )
+        .map(|(v, runs)| Medians {
+            name: v.as_str(),
+            rps: median(runs.iter().map(|s| s.rps).collect()),
+            p50_us: median(runs.iter().map(|s| s.p50_us).collect()),
+            p99_us: median(runs.iter().map(|s| s.p99_us).collect()),
+            errors: runs.iter().map(|s| s.errors).sum(),
+            cpu_us: runs
+                .iter()
+                .map(|s| s.cpu_us)
+                .collect::<Option<Vec<f64>>>()
+                .map(median),
         })
         .collect();
-    let rps_of = |name: &str| medians.iter().find(|m| m.0 == name).map(|m| m.1);
-    let bare = rps_of("bare");
-    let bare07 = rps_of("axum07-bare");
+    let find = |name: &str| medians.iter().find(|m| m.name == name);
+    let rps_of = |name: &str| find(name).map(|m| m.rps);
+    let cpu_of = |name: &str| find(name).and_then(|m| m.cpu_us);
+    let bare = find("bare");
+    let bare07 = find("axum07-bare");
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -338,16 +396,33 @@ fn report(
     );
     let _ = writeln!(
         out,
-        "| variant | req/s (median) | vs bare axum 0.8 | vs bare axum 0.7 | p50 | p99 | non-2xx |"
+        "Ratios \"by CPU\" divide the bare server's CPU time per request by the variant's (user and system \
+         time of the server's threads over the run, from /proc): 0.90x is a tenth more CPU per request.\n"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
-    for (name, rps, p50, p99, errors) in &medians {
-        let ratio = |base: Option<f64>| base.map_or("-".to_owned(), |b| format!("{:.2}x", rps / b));
+    let _ = writeln!(
+        out,
+        "| variant | req/s (median) | vs bare axum 0.8 | vs bare axum 0.7 | server CPU per request | vs bare axum 0.8 by CPU | p50 | p99 | non-2xx |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for m in &medians {
+        let ratio = |base: Option<&Medians<'_>>| {
+            base.map_or("-".to_owned(), |b| format!("{:.2}x", m.rps / b.rps))
+        };
+        let cpu = m.cpu_us.map_or("-".to_owned(), |c| format!("{c:.2} us"));
+        let by_cpu = match (bare.and_then(|b| b.cpu_us), m.cpu_us) {
+            (Some(b), Some(c)) => format!("{:.2}x", b / c),
+            _ => "-".to_owned(),
+        };
         let _ = writeln!(
             out,
-            "| {name} | {rps:.0} | {} | {} | {p50:.0} us | {p99:.0} us | {errors} |",
+            "| {} | {:.0} | {} | {} | {cpu} | {by_cpu} | {:.0} us | {:.0} us | {} |",
+            m.name,
+            m.rps,
             ratio(bare),
-            ratio(bare07)
+            ratio(bare07),
+            m.p50_us,
+            m.p99_us,
+            m.errors
         );
     }
     let pairs = [
@@ -359,15 +434,31 @@ fn report(
         ("baton-hs256-cache", "tower-sessions-redis"),
         ("baton-es256-cache", "jwt-authorizer-es256"),
     ];
-    let _ = writeln!(out, "\n| ours | theirs | ours / theirs |\n|---|---|---:|");
+    let _ = writeln!(
+        out,
+        "\n| ours | theirs | ours / theirs | by CPU |\n|---|---|---:|---:|"
+    );
     for (ours, theirs) in pairs {
         if let (Some(a), Some(b)) = (rps_of(ours), rps_of(theirs)) {
-            let _ = writeln!(out, "| {ours} | {theirs} | {:.2}x |", a / b);
+            let by_cpu = match (cpu_of(ours), cpu_of(theirs)) {
+                (Some(a), Some(b)) => format!("{:.2}x", b / a),
+                _ => "-".to_owned(),
+            };
+            let _ = writeln!(out, "| {ours} | {theirs} | {:.2}x | {by_cpu} |", a / b);
         }
     }
-    let _ = writeln!(out, "\nEvery run, in order:\n");
+    let _ = writeln!(
+        out,
+        "\nEvery run, in order (requests per second, server CPU per request):\n"
+    );
     for (name, runs) in samples {
-        let list: Vec<String> = runs.iter().map(|s| format!("{:.0}", s.rps)).collect();
+        let list: Vec<String> = runs
+            .iter()
+            .map(|s| match s.cpu_us {
+                Some(c) => format!("{:.0} ({c:.2} us)", s.rps),
+                None => format!("{:.0}", s.rps),
+            })
+            .collect();
         let _ = writeln!(out, "- {name}: {}", list.join(", "));
     }
     out

@@ -1,6 +1,7 @@
 //! The variants' servers: one route, `GET /api/me`, answering `{"sub": ...}` from whatever the
 //! authentication layer established, on a one-thread tokio runtime.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use baton::bearer::BearerVerifyLayer;
@@ -143,7 +144,7 @@ async fn me_bare07() -> axum07::Json<Value> {
     axum07::Json(json!({ "sub": "bench-user" }))
 }
 
-async fn me_baton(axum::Extension(claims): axum::Extension<Claims>) -> axum::Json<Value> {
+async fn me_baton(axum::Extension(claims): axum::Extension<Arc<Claims>>) -> axum::Json<Value> {
     axum::Json(json!({ "sub": claims.sub }))
 }
 

@@ -288,11 +288,15 @@ impl Verifier {
     /// [`Verifier::verify`]. A verifier of several issuers ([`Verifier::any_of`]) verifies
     /// through the chosen issuer's cache, or else its own.
     ///
+    /// The claims come shared: every request presenting the same token gets the cache entry's
+    /// claims, and cloning them (into a request's extensions, out of them in a handler) counts
+    /// a reference instead of copying their strings.
+    ///
     /// # Errors
     /// As [`Verifier::verify`].
-    pub fn verify_cached<C>(&self, token: &str) -> Result<Claims<C>, VerifyError>
+    pub fn verify_cached<C>(&self, token: &str) -> Result<Arc<Claims<C>>, VerifyError>
     where
-        C: DeserializeOwned + Clone + Send + Sync + 'static,
+        C: DeserializeOwned + Send + Sync + 'static,
     {
         let c = &*self.inner;
         self.check_size(token)?;
@@ -311,16 +315,16 @@ impl Verifier {
         &self,
         cache: Option<&TokenCache>,
         token: &str,
-    ) -> Result<Claims<C>, VerifyError>
+    ) -> Result<Arc<Claims<C>>, VerifyError>
     where
-        C: DeserializeOwned + Clone + Send + Sync + 'static,
+        C: DeserializeOwned + Send + Sync + 'static,
     {
         let c = &*self.inner;
         let keys = c.keys.load();
         let Some(cache) = cache.filter(|cache| cache.applies_to(&keys)) else {
             return self
                 .verify_with(token, Path::Prepared, &keys)
-                .map(|v| v.claims);
+                .map(|v| Arc::new(v.claims));
         };
         let probe = cache.probe(token);
         match cache.get::<C>(probe, c.id, &keys, |claims| self.check_claims(claims)) {
@@ -329,17 +333,19 @@ impl Verifier {
             Lookup::Miss => {}
         }
         let verified = self.verify_with::<C>(token, Path::Prepared, &keys)?;
+        let expires_at = verified.claims.exp.saturating_add(c.leeway);
+        let claims = Arc::new(verified.claims);
         cache.insert(
             probe,
             c.id,
             Arc::clone(verified.key),
             verified.kid_less,
-            verified.claims.clone(),
+            Arc::clone(&claims),
             verified.payload_len,
-            verified.claims.exp.saturating_add(c.leeway),
+            expires_at,
             c.clock.now(),
         );
-        Ok(verified.claims)
+        Ok(claims)
     }
 
     /// Step 1: the size, before any decoding.

@@ -1,6 +1,8 @@
 //! Logout, logout everywhere, and the session list a user manages: `POST {base}/logout`,
 //! `/logout-all`, `GET {base}/sessions`, `DELETE {base}/sessions/{id}`.
 
+use std::sync::Arc;
+
 use baton_store::RefreshStore;
 use bytes::Bytes;
 use http::{Request, Response};
@@ -100,7 +102,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
     pub(super) fn bearer<B>(
         &self,
         req: &Request<B>,
-    ) -> impl Future<Output = Result<Claims<A::Claims>, Response<Bytes>>> + Send + use<'_, B, S, A>
+    ) -> impl Future<Output = Result<Arc<Claims<A::Claims>>, Response<Bytes>>> + Send + use<'_, B, S, A>
     {
         Self::bearer_with(&self.bearer, req, &*self.errors)
     }
@@ -109,7 +111,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
     pub(super) fn bearer_sensitive<B>(
         &self,
         req: &Request<B>,
-    ) -> impl Future<Output = Result<Claims<A::Claims>, Response<Bytes>>> + Send + use<'_, B, S, A>
+    ) -> impl Future<Output = Result<Arc<Claims<A::Claims>>, Response<Bytes>>> + Send + use<'_, B, S, A>
     {
         Self::bearer_with(&self.bearer_sensitive, req, &*self.errors)
     }
@@ -145,7 +147,7 @@ impl<S: RefreshStore, A: Authenticator> Inner<S, A> {
         layer: &'a baton_bearer::BearerVerifyLayer<A::Claims, crate::RenderRejection>,
         req: &Request<B>,
         errors: &'a dyn crate::RenderError,
-    ) -> impl Future<Output = Result<Claims<A::Claims>, Response<Bytes>>> + Send + use<'a, B, S, A>
+    ) -> impl Future<Output = Result<Arc<Claims<A::Claims>>, Response<Bytes>>> + Send + use<'a, B, S, A>
     {
         let check = layer.check::<B>(req);
         async move {
