@@ -13,9 +13,11 @@ use crate::BearerVerified;
 /// The verified claims of the request, for axum handlers behind a
 /// [`BearerVerifyLayer`](crate::BearerVerifyLayer).
 ///
-/// The claims are shared with the request (and, for a cached token, with the cache): taking
-/// them counts a reference, whatever they hold. Fields read through it (`claims.sub`); a
-/// handler that wants a field of its own clones that field.
+/// The claims are shared with the request (and, for a cached token, with the cache and every
+/// request presenting the same token): taking them counts a reference, whatever they hold.
+/// Fields read through it (`claims.sub`); a handler that wants a field of its own clones that
+/// field. Application claims with interior mutability would be shared the same way (see
+/// [`Verifier::verify_cached`](baton_token::Verifier::verify_cached)).
 ///
 /// Without claims in the request (no layer, or an anonymous request in optional mode) it
 /// answers 401 with a `WWW-Authenticate: Bearer` challenge; `Option<Authenticated<C>>` gives

@@ -122,7 +122,7 @@ fn token_of<'a, B>(
 /// The token's claims once its signature and times are checked (through the cache when the
 /// verifier has one, which shares them).
 #[inline(always)]
-fn verify<C: DeserializeOwned + Clone + Send + Sync + 'static>(
+fn verify<C: DeserializeOwned + Send + Sync + 'static>(
     config: &Config,
     found: Found<'_>,
 ) -> Result<Arc<Claims<C>>, RejectionKind> {
@@ -218,7 +218,7 @@ fn admit<C, B>(
 /// Every check of [`token_of`], [`verify`] and [`admit`]: the claims are verified once and
 /// borrowed by the other checks.
 #[inline(always)]
-fn authenticate<C: DeserializeOwned + Clone + Send + Sync + 'static, B>(
+fn authenticate<C: DeserializeOwned + Send + Sync + 'static, B>(
     config: &Config,
     req: &Request<B>,
 ) -> Result<Checked<C>, RejectionKind> {
@@ -351,7 +351,7 @@ fn reject<R: BuildRejection>(
 
 impl<C, R> BearerVerifyLayer<C, R>
 where
-    C: DeserializeOwned + Clone + Send + Sync + 'static,
+    C: DeserializeOwned + Send + Sync + 'static,
     R: BuildRejection,
 {
     /// Checks `req` as the middleware would, without a service: the verified claims (`None`
@@ -407,7 +407,7 @@ where
 impl<S, C, R, ReqBody, ResBody> Service<Request<ReqBody>> for BearerVerify<S, C, R>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
-    C: DeserializeOwned + Clone + Send + Sync + 'static,
+    C: DeserializeOwned + Send + Sync + 'static,
     R: BuildRejection,
 {
     type Response = Response<ResponseBody<ResBody>>;

@@ -285,12 +285,16 @@ impl Verifier {
     /// (the whole token, compared in constant time) has only its `exp`/`nbf` checked again
     /// (and that its key is still in the set). Without a cache, or for a verifier of HMAC keys
     /// only when the cache [excludes them](TokenCache::include_hmac), this is
-    /// [`Verifier::verify`]. A verifier of several issuers ([`Verifier::any_of`]) verifies
-    /// through the chosen issuer's cache, or else its own.
+    /// [`Verifier::verify`] with the claims put in an [`Arc`] (one allocation more). A verifier
+    /// of several issuers ([`Verifier::any_of`]) verifies through the chosen issuer's cache, or
+    /// else its own.
     ///
     /// The claims come shared: every request presenting the same token gets the cache entry's
     /// claims, and cloning them (into a request's extensions, out of them in a handler) counts
-    /// a reference instead of copying their strings.
+    /// a reference instead of copying their strings. So application claims `C` with interior
+    /// mutability (an atomic, a `Mutex`, a `OnceLock`) are shared too: what one request writes
+    /// there, later requests with the same token see, until the entry goes. Keep `C` plain
+    /// data.
     ///
     /// # Errors
     /// As [`Verifier::verify`].
