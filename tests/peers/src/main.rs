@@ -118,6 +118,8 @@ struct Sample {
     p50_us: f64,
     p99_us: f64,
     errors: u64,
+    /// Requests wrk completed.
+    requests: u64,
     /// The server's CPU time (user and system, all its threads) per request served, in
     /// microseconds: steadier than requests per second on a shared host, whose other work
     /// takes the server's core away for a while without changing what a request costs.
@@ -227,10 +229,11 @@ fn run_one(variant: &str, redis_url: Option<String>, seconds: u64, connections: 
     drop(server);
     let mut sample =
         parse_wrk(&text).unwrap_or_else(|| panic!("{variant}: cannot read wrk's output:\n{text}"));
-    if let (Some(before), Some(after), Some(requests)) = (cpu_before, cpu_after, requests(&text))
-        && requests > 0
+    if let (Some(before), Some(after)) = (cpu_before, cpu_after)
+        && sample.requests > 0
     {
-        sample.cpu_us = Some(after.saturating_sub(before) as f64 / 1_000.0 / requests as f64);
+        sample.cpu_us =
+            Some(after.saturating_sub(before) as f64 / 1_000.0 / sample.requests as f64);
     }
     sample
 }
@@ -253,13 +256,6 @@ fn cpu_ns(pid: u32) -> Option<u64> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) * tick_ns)
-}
-
-/// The number of requests wrk completed (`N requests in 5.00s, ...`).
-fn requests(text: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|line| line.trim().split_once(" requests in "))
-        .and_then(|(n, _)| n.trim().parse().ok())
 }
 
 /// Kills the server process when dropped.
@@ -304,15 +300,18 @@ fn get(addr: SocketAddr, header: Option<&str>) -> (u16, String) {
     (status, response)
 }
 
-/// Requests per second, p50, p99 and non-2xx count from `wrk --latency`.
+/// Requests per second, p50, p99, non-2xx count and requests completed from `wrk --latency`.
 fn parse_wrk(text: &str) -> Option<Sample> {
     let mut rps = None;
     let mut p50 = None;
     let mut p99 = None;
     let mut errors = 0;
+    let mut requests = None;
     for line in text.lines() {
         let line = line.trim();
-        if let Some(v) = line.strip_prefix("Requests/sec:") {
+        if let Some((n, _)) = line.split_once(" requests in ") {
+            requests = n.trim().parse().ok();
+        } else if let Some(v) = line.strip_prefix("Requests/sec:") {
             rps = v.trim().parse().ok();
         } else if let Some(v) = line.strip_prefix("50%") {
             p50 = micros(v.trim());
@@ -332,6 +331,7 @@ fn parse_wrk(text: &str) -> Option<Sample> {
         p50_us: p50?,
         p99_us: p99?,
         errors,
+        requests: requests?,
         cpu_us: None,
     })
 }
@@ -357,6 +357,14 @@ fn median(mut values: Vec<f64>) -> f64 {
         values[n / 2]
     } else {
         (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// `a / b` as `1.23x`, or `-` when either is missing.
+fn times(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) => format!("{:.2}x", a / b),
+        _ => "-".to_owned(),
     }
 }
 
@@ -413,14 +421,10 @@ fn report(
     );
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for m in &medians {
-        let ratio = |base: Option<&Medians<'_>>| {
-            base.map_or("-".to_owned(), |b| format!("{:.2}x", m.rps / b.rps))
-        };
+        let ratio = |base: Option<&Medians<'_>>| times(Some(m.rps), base.map(|b| b.rps));
         let cpu = m.cpu_us.map_or("-".to_owned(), |c| format!("{c:.2} us"));
-        let by_cpu = match (bare.and_then(|b| b.cpu_us), m.cpu_us) {
-            (Some(b), Some(c)) => format!("{:.2}x", b / c),
-            _ => "-".to_owned(),
-        };
+        // Less CPU per request is better: the bare server's over the variant's.
+        let by_cpu = times(bare.and_then(|b| b.cpu_us), m.cpu_us);
         let _ = writeln!(
             out,
             "| {} | {:.0} | {} | {} | {cpu} | {by_cpu} | {:.0} us | {:.0} us | {} |",
@@ -449,13 +453,16 @@ fn report(
     for (ours, theirs) in pairs {
         if let (Some(a), Some(b)) = (rps_of(ours), rps_of(theirs)) {
             // tower-sessions' Redis works outside the server's process: its CPU is not counted.
-            let by_cpu = match (cpu_of(ours), cpu_of(theirs)) {
-                (Some(a), Some(b)) if !theirs.starts_with("tower-sessions") => {
-                    format!("{:.2}x", b / a)
-                }
-                _ => "-".to_owned(),
+            let by_cpu = if theirs.starts_with("tower-sessions") {
+                "-".to_owned()
+            } else {
+                times(cpu_of(theirs), cpu_of(ours))
             };
-            let _ = writeln!(out, "| {ours} | {theirs} | {:.2}x | {by_cpu} |", a / b);
+            let _ = writeln!(
+                out,
+                "| {ours} | {theirs} | {} | {by_cpu} |",
+                times(Some(a), Some(b))
+            );
         }
     }
     let _ = writeln!(
